@@ -1,0 +1,63 @@
+"""corosm: coroutine state machines.
+
+A handler is written as straight-line code (``await ctx.append(record)``) but
+suspends at every I/O request while one event loop keeps feeding other inputs
+to the machine. See README.md for a tour and DESIGN notes in docs/.
+"""
+
+from corosm.core import (
+    Append,
+    Call,
+    Context,
+    Effect,
+    Future,
+    Machine,
+    Policy,
+    Sleep,
+    Stepper,
+)
+from corosm.errors import (
+    CorosmError,
+    CorruptJournal,
+    DataError,
+    EffectCancelled,
+    EffectError,
+    EffectTimeout,
+    ForeignAwaitError,
+    HandlerError,
+    InternalError,
+    JournalClosed,
+    JournalError,
+    Overloaded,
+    Stopped,
+    UsageError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Append",
+    "Call",
+    "Context",
+    "CorosmError",
+    "CorruptJournal",
+    "DataError",
+    "Effect",
+    "EffectCancelled",
+    "EffectError",
+    "EffectTimeout",
+    "ForeignAwaitError",
+    "Future",
+    "HandlerError",
+    "InternalError",
+    "JournalClosed",
+    "JournalError",
+    "Machine",
+    "Overloaded",
+    "Policy",
+    "Sleep",
+    "Stepper",
+    "Stopped",
+    "UsageError",
+    "__version__",
+]

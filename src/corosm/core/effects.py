@@ -1,0 +1,54 @@
+"""Effects: values that describe an I/O request.
+
+A handler never performs I/O itself. It builds an effect (a frozen value that
+says *what* should happen) and hands it to the context; the host that drives
+the stepper decides *how*: a thread, the journal thread, a timer, or a
+simulated world. Because effects are plain values, a run can be recorded,
+compared and replayed.
+
+The built-in effects are :class:`Append` (the journal), :class:`Call` (a
+blocking function on a worker thread) and :class:`Sleep` (a timer). A user
+defines a new kind by subclassing :class:`Effect` and registering an executor
+for it with the runtime. The type parameter is the effect's result type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Effect(Generic[T_co]):
+    """Base class of all effects. ``T_co`` is the type of the effect's result."""
+
+
+@dataclass(frozen=True, slots=True)
+class Append(Effect[None]):
+    """Append ``record`` to the journal.
+
+    Appends complete in the order they were started. When one completes, the
+    machine's ``apply(state, record)`` runs on the state before any handler
+    resumes: the same function recovery uses, so live state follows log order.
+    Once started an append cannot be cancelled: it is, or will be, in the log.
+    """
+
+    record: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Effect[T_co]):
+    """Run the blocking callable ``fn(*args)`` on a worker thread; its result is the value."""
+
+    fn: Callable[..., T_co]
+    args: tuple[Any, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep(Effect[None]):
+    """Complete after ``seconds`` of the host's clock (virtual time in simulation)."""
+
+    seconds: float

@@ -1,0 +1,74 @@
+"""Events into the stepper and actions out of it.
+
+The stepper is sans-I/O (like h11): a host feeds it :data:`Event` values and
+carries out the :data:`Action` values it returns. Both are small frozen
+values, so a run is a list that can be printed, compared and replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from corosm.core.effects import Effect
+from corosm.errors import CorosmError
+
+ClientId = Any
+"""Whatever the host uses to route a reply back (a connection, a future, an int)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputArrived:
+    """Event: ``input`` arrived from ``client``."""
+
+    client: ClientId
+    input: Any
+
+
+@dataclass(frozen=True, slots=True)
+class IOCompleted:
+    """Event: request ``request`` finished with ``value``, or failed with ``error``."""
+
+    request: int
+    value: Any = None
+    error: BaseException | None = None
+
+
+Event = InputArrived | IOCompleted
+
+
+@dataclass(frozen=True, slots=True)
+class StartIO:
+    """Action: start ``effect``; report its completion as request ``request``."""
+
+    request: int
+    effect: Effect[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelIO:
+    """Action: request ``request`` is no longer wanted; cancel it if possible.
+
+    Its completion, if it still comes, is ignored.
+    """
+
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Action: send ``output`` to ``client``; its input is done."""
+
+    client: ClientId
+    output: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyError:
+    """Action: ``client``'s input failed with ``error``; nothing else did."""
+
+    client: ClientId
+    error: CorosmError
+
+
+Action = StartIO | CancelIO | Reply | ReplyError

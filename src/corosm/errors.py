@@ -1,0 +1,102 @@
+"""corosm's exceptions: one base class, three families kept apart.
+
+Every exception corosm raises on purpose derives from :class:`CorosmError`::
+
+    CorosmError
+    ├── UsageError                  the caller used the API wrongly
+    │   ├── ForeignAwaitError       a handler awaited something that is not a corosm
+    │   │                           effect or future (also a TypeError)
+    │   ├── Overloaded              the input queue is full; retry later
+    │   └── Stopped                 the runtime is not running
+    ├── EffectError                 an I/O effect failed; raised at the handler's await,
+    │   │                           with the original exception as __cause__
+    │   ├── EffectTimeout           a deadline passed before the effect completed
+    │   ├── EffectCancelled         the effect was cancelled (e.g. it lost an ``any``)
+    │   └── JournalError            a journal write or fsync failed; nothing was persisted
+    │       └── JournalClosed       the journal is fail-stopped or closed: no more appends
+    ├── HandlerError                an exception escaped a handler; that input alone failed
+    ├── DataError                   stored data is invalid
+    │   └── CorruptJournal          a bad record in a journal or snapshot (file, offset)
+    └── InternalError               a bug in corosm itself; please report it
+
+Caller errors, data errors and internal bugs are kept apart so that a front end
+can map each family to a fitting reply (400, 500 with a hint, 500 with a bug
+report) and an operator can tell "my request was wrong" from "my disk is bad".
+"""
+
+from __future__ import annotations
+
+
+class CorosmError(Exception):
+    """Base class of every exception corosm raises on purpose."""
+
+
+class UsageError(CorosmError):
+    """The caller used corosm's API in a way it does not support."""
+
+
+class ForeignAwaitError(UsageError, TypeError):
+    """A handler awaited an object that corosm cannot run (e.g. ``asyncio.sleep``).
+
+    Handlers suspend only on corosm effects and futures; everything else would
+    need another event loop. The message names the object.
+    """
+
+
+class Overloaded(UsageError):
+    """The input queue is full. The caller should retry later (HTTP 503)."""
+
+
+class Stopped(UsageError):
+    """The runtime is not running (not started yet, or stopping)."""
+
+
+class EffectError(CorosmError):
+    """An effect failed. Raised at the await point inside the handler.
+
+    The exception that the executor saw is chained as ``__cause__``.
+    """
+
+
+class EffectTimeout(EffectError):
+    """A deadline passed before the effect completed."""
+
+
+class EffectCancelled(EffectError):
+    """The effect was cancelled before it completed."""
+
+
+class JournalError(EffectError):
+    """A journal write or fsync failed: the record is not durable and was not applied."""
+
+
+class JournalClosed(JournalError):
+    """The journal accepts no more appends (it failed earlier, or it is closed)."""
+
+
+class HandlerError(CorosmError):
+    """An exception escaped a handler; the input that ran it failed, nothing else did.
+
+    The handler's exception is chained as ``__cause__``.
+    """
+
+
+class DataError(CorosmError):
+    """Stored data (a journal, a snapshot) is not valid."""
+
+
+class CorruptJournal(DataError):
+    """A record fails its checksum or framing at a known place.
+
+    ``path`` names the file and ``offset`` the byte offset of the bad record.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: corrupt record at byte offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class InternalError(CorosmError):
+    """A bug in corosm: an invariant did not hold. Please report it."""

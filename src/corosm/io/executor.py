@@ -1,0 +1,41 @@
+"""The executor interface: how effects reach the code that carries them out.
+
+An executor takes started effects from the loop thread and later reports
+their completions. Executors that use threads (the journal, the thread pool)
+must hand completions back through the ``sink`` in batches: one call per
+batch of finished requests, never one per item, so that the loop thread is
+woken once per batch. The sink is thread-safe.
+
+Lifecycle: ``start(sink)`` once, then any number of ``submit`` and ``cancel``
+calls from the loop thread, then ``close()``, which finishes (or fails) what
+was submitted and joins any threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from corosm.core.effects import Effect
+
+Completion = tuple[int, Any, BaseException | None]
+"""``(request, value, error)``: ``error`` is None on success."""
+
+CompletionSink = Callable[[Sequence[Completion]], None]
+"""Posts a batch of completions to the loop thread. Safe to call from any thread."""
+
+
+class Executor(Protocol):
+    """Carries out one or more kinds of effect."""
+
+    def start(self, sink: CompletionSink) -> None:
+        """Begin accepting work; report completions through ``sink``."""
+
+    def submit(self, requests: Sequence[tuple[int, Effect[Any]]]) -> None:
+        """Start ``requests`` (called on the loop thread, once per loop iteration)."""
+
+    def cancel(self, request: int) -> None:
+        """Best effort: stop ``request`` if it has not started. Its completion may still come."""
+
+    def close(self) -> None:
+        """Finish or fail everything submitted, then release threads and files."""
