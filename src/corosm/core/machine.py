@@ -34,6 +34,7 @@ for the first and stores 2.
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from corosm.core.context import Context
 
 S = TypeVar("S")
-I = TypeVar("I")  # noqa: E741
+I = TypeVar("I")
 O = TypeVar("O")
 
 
@@ -93,8 +94,20 @@ class Machine(Generic[S, I, O]):
         """Inverse of :meth:`encode_record`."""
         return data
 
+    def copy_state(self, state: S) -> S:
+        """A copy of ``state`` that later changes to ``state`` do not affect.
+
+        Called on the loop thread when a snapshot starts, so it must be cheap;
+        :meth:`snapshot` then serialises the copy on a background thread. The
+        default is a shallow ``copy.copy``, right for a dict of immutable values.
+        """
+        return copy.copy(state)
+
     def snapshot(self, state: S) -> bytes:
-        """Serialise the whole state for a snapshot. Snapshots are off unless defined."""
+        """Serialise a state (a :meth:`copy_state` copy) for a snapshot file.
+
+        Runs on a background thread. Snapshots are off unless this is defined.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not support snapshots")
 
     def restore(self, data: bytes) -> S:

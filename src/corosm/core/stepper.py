@@ -56,7 +56,7 @@ from corosm.errors import (
 )
 
 S = TypeVar("S")
-I = TypeVar("I")  # noqa: E741
+I = TypeVar("I")
 O = TypeVar("O")
 T = TypeVar("T")
 
@@ -213,7 +213,7 @@ class Stepper(Generic[S, I, O]):
     def _run_new(self, client: ClientId, input: I, key: Hashable | None) -> bool:
         """Start a handler for ``input``; True if it finished without suspending."""
         try:
-            coro = self.machine.handle(self.ctx, input)
+            coro: object = self.machine.handle(self.ctx, input)
         except Exception as exc:
             self._fail(client, exc)
             return True
