@@ -61,7 +61,8 @@ O = TypeVar("O")
 T = TypeVar("T")
 
 _EXCLUSIVE_KEY = ("corosm", "exclusive")
-_NO_STATE: Any = object()
+NO_STATE: Any = object()
+"""Default for a stepper's ``state``: start from ``machine.initial_state()``."""
 
 
 class _Task:
@@ -82,9 +83,9 @@ class _Task:
 class Stepper(Generic[S, I, O]):
     """Drives one machine: events in, actions out (see the module docs)."""
 
-    def __init__(self, machine: Machine[S, I, O], state: S = _NO_STATE) -> None:
+    def __init__(self, machine: Machine[S, I, O], state: S = NO_STATE) -> None:
         self.machine = machine
-        self.state: S = machine.initial_state() if state is _NO_STATE else state
+        self.state: S = machine.initial_state() if state is NO_STATE else state
         self.ctx: Context[S] = Context(self)
         self._policy = machine.policy
         self._actions: list[Action] = []
@@ -99,6 +100,9 @@ class Stepper(Generic[S, I, O]):
         self.completions = 0
         self.suspended = 0
         self.waiting_for_key = 0
+        self.appends_applied = 0
+        # The value of the last applied append (the journal's LSN): where a snapshot stands.
+        self.last_append_value: Any = None
 
     # -- events in -------------------------------------------------------------
 
@@ -153,6 +157,8 @@ class Stepper(Generic[S, I, O]):
                 failure.__cause__ = exc
                 future.set_error(failure)
             else:
+                self.appends_applied += 1
+                self.last_append_value = value
                 future.set_result(value)
         else:
             future.set_result(value)
