@@ -1,0 +1,347 @@
+"""The RESP command table: arguments in, a local reply or a data op out.
+
+Theory of operation
+-------------------
+:func:`dispatch` looks a command up by its lower-cased name, checks its arity
+the way Redis does (a positive arity is exact, a negative one a minimum, both
+counting the name), and calls its parser. A parser returns one of:
+
+* :class:`Local`: the reply is known without the machine (``PING``, ``ECHO``,
+  ``SELECT``, ``CLIENT``, ``COMMAND``, ``CONFIG``, ``INFO``, every error), and
+  maybe "close the connection after it" (``QUIT``);
+* an :data:`~corosm.frontends.resp.ops.Op`: the command touches data and goes
+  through the machine as exactly one input, so ``MSET`` is one journal record.
+
+Nothing here does I/O. Per-connection state (the client's name) lives in a
+:class:`Session`; what ``INFO`` reports comes from a callable the server gives.
+Error texts follow Redis's wording so that client libraries map them to the
+same exceptions as with Redis.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from corosm.frontends.resp import ops
+from corosm.frontends.resp.protocol import ErrorReply, Reply, SimpleString
+
+__all__ = ["COMMANDS", "Local", "Outcome", "Session", "dispatch", "wrong_arity"]
+
+REDIS_COMPAT_VERSION: Final = "7.0.0"  # what INFO/HELLO claim, for clients that check
+OK: Final = SimpleString("OK")
+SYNTAX_ERROR: Final = ErrorReply("ERR syntax error")
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """A reply known without the machine; ``close`` ends the connection after it."""
+
+    reply: Reply
+    close: bool = False
+
+
+Outcome: TypeAlias = "Local | ops.Op"
+
+
+class Session:
+    """What the server knows about one connection."""
+
+    __slots__ = ("client_id", "info", "name")
+
+    def __init__(self, client_id: int, info: Callable[[], Mapping[str, object]]) -> None:
+        self.client_id = client_id
+        self.name = b""
+        #: Returns flat ``name -> value`` figures for ``INFO`` (runtime stats, config).
+        self.info = info
+
+
+Parser: TypeAlias = Callable[[list[bytes], Session], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    arity: int
+    parse: Parser
+
+
+def _error(text: str) -> Local:
+    return Local(ErrorReply(text))
+
+
+def wrong_arity(name: str) -> Local:
+    return _error(f"ERR wrong number of arguments for '{name}' command")
+
+
+def _quote(arg: bytes, limit: int = 128) -> str:
+    return arg[:limit].decode("utf-8", "backslashreplace")
+
+
+def dispatch(args: list[bytes], session: Session) -> Outcome:
+    """Turn one parsed command into a local reply or a data op."""
+    command = COMMANDS.get(args[0].lower())
+    if command is None:
+        # Redis's exact form, trailing blank included: "... beginning with: 'a' 'b' ".
+        shown = "".join(f"'{_quote(a)}' " for a in args[1:20])
+        return _error(f"ERR unknown command '{_quote(args[0])}', with args beginning with: {shown}")
+    n = len(args)
+    if (command.arity >= 0 and n != command.arity) or n < -command.arity:
+        return wrong_arity(command.name)
+    return command.parse(args, session)
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def _ping(args: list[bytes], session: Session) -> Outcome:
+    if len(args) > 2:
+        return wrong_arity("ping")
+    return Local(args[1] if len(args) == 2 else SimpleString("PONG"))
+
+
+def _echo(args: list[bytes], session: Session) -> Outcome:
+    return Local(args[1])
+
+
+def _quit(args: list[bytes], session: Session) -> Outcome:
+    return Local(OK, close=True)
+
+
+def _select(args: list[bytes], session: Session) -> Outcome:
+    index = ops.parse_int64(args[1])
+    if index is None:
+        return Local(ops.NOT_AN_INTEGER)
+    if index != 0:
+        return _error("ERR DB index is out of range (corosm has one database, 0)")
+    return Local(OK)
+
+
+def _hello(args: list[bytes], session: Session) -> Outcome:
+    if len(args) > 1 and args[1] != b"2":
+        return _error("NOPROTO unsupported protocol version (corosm speaks RESP2)")
+    if len(args) > 2:
+        return _error("ERR HELLO options (AUTH, SETNAME) are not supported by corosm")
+    return Local(
+        [
+            b"server",
+            b"corosm",
+            b"version",
+            REDIS_COMPAT_VERSION.encode(),
+            b"proto",
+            2,
+            b"id",
+            session.client_id,
+            b"mode",
+            b"standalone",
+            b"role",
+            b"master",
+            b"modules",
+            [],
+        ]
+    )
+
+
+def _client(args: list[bytes], session: Session) -> Outcome:
+    sub = args[1].lower()
+    if sub == b"setname" and len(args) == 3:
+        if any(c <= 0x20 or c > 0x7E for c in args[2]):
+            return _error("ERR Client names cannot contain spaces, newlines or special characters.")
+        session.name = args[2]
+        return Local(OK)
+    if sub == b"getname" and len(args) == 2:
+        return Local(session.name or None)
+    if sub == b"id" and len(args) == 2:
+        return Local(session.client_id)
+    if sub == b"setinfo" and len(args) == 4:  # redis-py sends it on connect
+        return Local(OK)
+    if sub in (b"setname", b"getname", b"id", b"setinfo"):
+        return wrong_arity(f"client|{sub.decode()}")
+    return _error(
+        f"ERR unknown subcommand '{_quote(args[1])}'. "
+        "corosm supports CLIENT SETNAME, GETNAME, ID and SETINFO."
+    )
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+def _command(args: list[bytes], session: Session) -> Outcome:
+    sub = args[1].lower() if len(args) > 1 else b""
+    if sub == b"count":
+        return Local(len(COMMANDS))
+    if sub in (b"", b"docs"):
+        # An empty answer: redis-cli then falls back to its built-in help.
+        return Local([])
+    if sub == b"info":
+        return Local([_command_info(name) for name in args[2:]])
+    return _error(
+        f"ERR unknown subcommand '{_quote(args[1])}'. "
+        "corosm supports COMMAND, COMMAND COUNT, DOCS and INFO."
+    )
+
+
+def _command_info(name: bytes) -> Reply:
+    command = COMMANDS.get(name.lower())
+    if command is None:
+        return None
+    return [command.name.encode(), command.arity, [], 0, 0, 0]
+
+
+# What CONFIG GET answers. redis-benchmark reads "save" and "appendonly".
+_CONFIG: Final = {
+    "save": "",
+    "appendonly": "yes",
+    "databases": "1",
+    "maxmemory": "0",
+    "proto-max-bulk-len": str(64 * 1024 * 1024),
+}
+
+
+def _config(args: list[bytes], session: Session) -> Outcome:
+    sub = args[1].lower()
+    if sub == b"get" and len(args) >= 3:
+        out: list[Reply] = []
+        for pattern in args[2:]:
+            glob = pattern.decode("utf-8", "replace").lower()
+            for key in sorted(_CONFIG):
+                if fnmatch.fnmatchcase(key, glob):
+                    out += [key.encode(), _CONFIG[key].encode()]
+        return Local(out)
+    if sub == b"get":
+        return wrong_arity("config|get")
+    if sub == b"resetstat":
+        return Local(OK)
+    if sub == b"set":
+        return _error("ERR CONFIG SET is not supported by corosm; configure the server instead")
+    return _error(f"ERR unknown subcommand '{_quote(args[1])}'. corosm supports CONFIG GET.")
+
+
+def _info(args: list[bytes], session: Session) -> Outcome:
+    lines = [
+        "# Server",
+        f"redis_version:{REDIS_COMPAT_VERSION}",
+        "redis_mode:standalone",
+        "server_name:corosm",
+        "",
+        "# corosm",
+    ]
+    lines += [f"{key}:{value}" for key, value in session.info().items()]
+    return Local(("\r\n".join(lines) + "\r\n").encode())
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _get(args: list[bytes], session: Session) -> Outcome:
+    return ops.Get(args[1])
+
+
+def _mget(args: list[bytes], session: Session) -> Outcome:
+    return ops.MGet(tuple(args[1:]))
+
+
+def _set(args: list[bytes], session: Session) -> Outcome:
+    condition: str = ""
+    get = False
+    for option in args[3:]:
+        word = option.upper()
+        if word in (b"NX", b"XX") and not condition:
+            condition = word.decode()
+        elif word == b"GET" and not get:
+            get = True
+        elif word == b"KEEPTTL":
+            pass  # keys never expire in corosm, so keeping "the TTL" is what happens anyway
+        elif word in (b"EX", b"PX", b"EXAT", b"PXAT"):
+            return _error(
+                f"ERR SET option '{word.decode()}' is not supported by corosm (keys never expire)"
+            )
+        else:
+            return Local(SYNTAX_ERROR)
+    return ops.Set(args[1], args[2], "NX" if condition == "NX" else "XX" if condition else "", get)
+
+
+def _mset(args: list[bytes], session: Session) -> Outcome:
+    if len(args) % 2 == 0:
+        return wrong_arity("mset")
+    return ops.MSet(tuple(zip(args[1::2], args[2::2], strict=True)))
+
+
+def _del(args: list[bytes], session: Session) -> Outcome:
+    return ops.Del(tuple(args[1:]))
+
+
+def _exists(args: list[bytes], session: Session) -> Outcome:
+    return ops.Exists(tuple(args[1:]))
+
+
+def _incr(args: list[bytes], session: Session) -> Outcome:
+    return ops.IncrBy(args[1], 1)
+
+
+def _decr(args: list[bytes], session: Session) -> Outcome:
+    return ops.IncrBy(args[1], -1)
+
+
+def _incrby(args: list[bytes], session: Session) -> Outcome:
+    delta = ops.parse_int64(args[2])
+    return Local(ops.NOT_AN_INTEGER) if delta is None else ops.IncrBy(args[1], delta)
+
+
+def _decrby(args: list[bytes], session: Session) -> Outcome:
+    delta = ops.parse_int64(args[2])
+    if delta is None or delta == ops.INT64_MIN:  # -INT64_MIN does not fit
+        return Local(ops.NOT_AN_INTEGER)
+    return ops.IncrBy(args[1], -delta)
+
+
+def _append(args: list[bytes], session: Session) -> Outcome:
+    return ops.Append(args[1], args[2])
+
+
+def _strlen(args: list[bytes], session: Session) -> Outcome:
+    return ops.Strlen(args[1])
+
+
+def _dbsize(args: list[bytes], session: Session) -> Outcome:
+    return ops.DbSize()
+
+
+def _flush(args: list[bytes], session: Session) -> Outcome:
+    # ASYNC and SYNC are accepted: our reset is one journal record either way.
+    if any(a.upper() not in (b"ASYNC", b"SYNC") for a in args[1:]) or len(args) > 2:
+        return Local(SYNTAX_ERROR)
+    return ops.FlushAll()
+
+
+_TABLE: Final[tuple[Command, ...]] = (
+    Command("ping", -1, _ping),
+    Command("echo", 2, _echo),
+    Command("quit", -1, _quit),
+    Command("select", 2, _select),
+    Command("hello", -1, _hello),
+    Command("client", -2, _client),
+    Command("command", -1, _command),
+    Command("config", -2, _config),
+    Command("info", -1, _info),
+    Command("get", 2, _get),
+    Command("mget", -2, _mget),
+    Command("set", -3, _set),
+    Command("mset", -3, _mset),
+    Command("del", -2, _del),
+    Command("exists", -2, _exists),
+    Command("incr", 2, _incr),
+    Command("decr", 2, _decr),
+    Command("incrby", 3, _incrby),
+    Command("decrby", 3, _decrby),
+    Command("append", 3, _append),
+    Command("strlen", 2, _strlen),
+    Command("dbsize", 1, _dbsize),
+    Command("flushall", -1, _flush),
+    Command("flushdb", -1, _flush),
+)
+
+#: Every supported command by its lower-cased name.
+COMMANDS: Final[Mapping[bytes, Command]] = {c.name.encode(): c for c in _TABLE}
