@@ -1,0 +1,92 @@
+"""The durable journal: framing, group commit, recovery, snapshots, fault injection.
+
+Typical use by a host::
+
+    rec = recover(directory, machine)                 # before serving
+    journal = Journal(directory, next_lsn=rec.next_lsn,
+                      records_since_snapshot=rec.report.records_replayed)
+    executor = JournalExecutor(journal, machine.encode_record)
+    executor.start(sink)                              # opens a segment, starts the thread
+    ...
+    if journal.snapshot_due():                        # on the loop, after applying lsn L
+        copy = getattr(machine, "copy_state", copy.copy)(state)
+        journal.start_snapshot(L, lambda: machine.snapshot(copy))
+
+Modules: :mod:`.format` (bytes on disk), :mod:`.files` (file-system protocol,
+``OSFileSystem``, ``FaultyFS``), :mod:`.log` (``LogWriter``, the thread-free
+group-commit step), :mod:`.writer` (``Journal``, the thread), :mod:`.snapshot`,
+:mod:`.recovery`, :mod:`.executor`. The format is described in
+``docs/journal-format.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar
+
+from corosm.core.machine import Machine
+from corosm.io.journal.executor import JournalExecutor
+from corosm.io.journal.files import FaultyFS, FileHandle, FileSystem, OSFileSystem
+from corosm.io.journal.log import BatchResult, LogWriter
+from corosm.io.journal.recovery import Damage, Recovered, RecoveryReport, recover
+from corosm.io.journal.snapshot import write_snapshot
+from corosm.io.journal.writer import (
+    FsyncMode,
+    Journal,
+    JournalCompletion,
+    JournalOptions,
+    JournalSink,
+    JournalStats,
+)
+
+S = TypeVar("S")
+
+
+def open_journal(
+    directory: str,
+    machine: Machine[S, Any, Any],
+    *,
+    options: JournalOptions | None = None,
+    fs: FileSystem | None = None,
+    truncate_corrupt: bool = False,
+) -> tuple[Journal, Recovered[S]]:
+    """Recover ``directory`` and return a journal (not yet started) that continues it."""
+    rec = recover(directory, machine, fs=fs, truncate_corrupt=truncate_corrupt)
+    journal = Journal(
+        directory,
+        next_lsn=rec.next_lsn,
+        options=options,
+        fs=fs,
+        records_since_snapshot=rec.report.records_replayed,
+    )
+    return journal, rec
+
+
+def copy_state(machine: Machine[S, Any, Any], state: S) -> S:
+    """``machine.copy_state(state)`` if the machine defines it, else ``copy.copy(state)``."""
+    fn = getattr(machine, "copy_state", copy.copy)
+    return fn(state) if fn is not copy.copy else copy.copy(state)
+
+
+__all__ = [
+    "BatchResult",
+    "Damage",
+    "FaultyFS",
+    "FileHandle",
+    "FileSystem",
+    "FsyncMode",
+    "Journal",
+    "JournalCompletion",
+    "JournalExecutor",
+    "JournalOptions",
+    "JournalSink",
+    "JournalStats",
+    "LogWriter",
+    "OSFileSystem",
+    "Recovered",
+    "RecoveryReport",
+    "copy_state",
+    "open_journal",
+    "recover",
+    "write_snapshot",
+]

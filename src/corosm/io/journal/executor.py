@@ -1,0 +1,73 @@
+"""The journal as an executor of ``Append`` effects.
+
+Theory of operation
+-------------------
+The runtime calls :meth:`JournalExecutor.submit` on the loop thread once per
+loop iteration with every ``(request, Append(record))`` started in that
+iteration. Records are encoded right there (the loop owns the record
+objects; the journal thread only sees bytes) and the whole list goes to the
+journal in one queue operation. The journal thread posts completions
+``(request, lsn, None)`` or ``(request, None, JournalError)``, one sink call
+per batch, in LSN order, which is the order of submission.
+
+A record that cannot be encoded fails its own request with a
+:class:`UsageError` (cause chained) and never reaches the log. Appends are
+never cancelled: once submitted a record is, or will be, in the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from corosm.core.effects import Append, Effect
+from corosm.errors import UsageError
+from corosm.io.executor import Completion, CompletionSink
+from corosm.io.journal.writer import Journal
+
+
+class JournalExecutor:
+    """Runs ``Append`` effects on a :class:`Journal`; ``encode`` turns a record into bytes."""
+
+    def __init__(self, journal: Journal, encode: Callable[[Any], bytes]) -> None:
+        self.journal = journal
+        self.encode = encode
+        self._sink: CompletionSink | None = None
+
+    def start(self, sink: CompletionSink) -> None:
+        self._sink = sink
+        self.journal.start(sink)
+
+    def submit(self, requests: Sequence[tuple[int, Effect[Any]]]) -> None:
+        if self._sink is None:
+            raise UsageError("JournalExecutor.submit() before start()")
+        entries: list[tuple[Any, bytes]] = []
+        failed: list[Completion] = []
+        encode = self.encode
+        for request, effect in requests:
+            if not isinstance(effect, Append):
+                failed.append(
+                    (request, None, UsageError(f"the journal runs Append effects, not {effect!r}"))
+                )
+                continue
+            try:
+                payload = encode(effect.record)
+                if not isinstance(payload, bytes | bytearray | memoryview):
+                    raise TypeError(f"encode returned {type(payload).__name__}, expected bytes")
+            except Exception as exc:
+                err = UsageError(f"journal record {effect.record!r} could not be encoded: {exc}")
+                err.__cause__ = exc
+                failed.append((request, None, err))
+                continue
+            entries.append((request, bytes(payload)))
+        if entries:
+            self.journal.submit(entries)
+        if failed:
+            self._sink(failed)
+
+    def cancel(self, request: int) -> None:
+        """Appends are never cancelled: the record is, or will be, in the log."""
+
+    def close(self) -> None:
+        """Write and fsync everything queued, then join the journal thread."""
+        self.journal.close()

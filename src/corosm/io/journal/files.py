@@ -1,0 +1,321 @@
+"""The file-system layer under the journal: a small protocol, a real and a faulty one.
+
+Theory of operation
+-------------------
+The journal touches files only through :class:`FileSystem`, so tests and the
+simulator can swap the operating system for :class:`FaultyFS`, an in-memory
+model of what a POSIX file system promises about durability:
+
+* Each file has its *visible* bytes (what ``read`` returns: the page cache)
+  and its *durable* bytes (what survives a crash). ``fdatasync`` makes the
+  visible bytes durable.
+* A directory has visible and durable entries. Creating, renaming or
+  removing a file changes the visible entries only; ``fsync_dir`` makes them
+  durable. A file whose name was never made durable is gone after a crash,
+  even if its data was synced.
+* ``crash()`` throws away everything not durable. ``crash(tear=k)`` keeps the
+  first ``k`` unsynced bytes of the most recent write, to model a write torn
+  by power loss.
+* ``inject(op, errno)`` makes a later ``write``, ``fdatasync`` or
+  ``fsync_dir`` fail with that errno (ENOSPC, EIO).
+
+FaultyFS is deterministic: no threads, no clocks, no randomness. It holds a
+lock only so that the journal's threads may share it in tests.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Op = Literal["write", "fdatasync", "fsync_dir", "create", "rename", "remove"]
+
+
+class FileHandle(Protocol):
+    """A file opened for appending."""
+
+    def write(self, data: bytes) -> None:
+        """Append all of ``data`` (raises OSError if it could not)."""
+
+    def fdatasync(self) -> None:
+        """Make everything written so far durable."""
+
+    def close(self) -> None:
+        """Release the handle (does not sync)."""
+
+
+class FileSystem(Protocol):
+    """What the journal needs from a file system. Paths are plain strings."""
+
+    def makedirs(self, path: str) -> None:
+        """Create directory ``path`` (and parents) if missing."""
+
+    def listdir(self, path: str) -> list[str]:
+        """Names of the entries of directory ``path``."""
+
+    def create(self, path: str) -> FileHandle:
+        """Create (or truncate) ``path`` and open it for appending."""
+
+    def read(self, path: str) -> bytes:
+        """The whole contents of ``path``."""
+
+    def truncate(self, path: str, size: int) -> None:
+        """Cut ``path`` to ``size`` bytes and make that durable."""
+
+    def rename(self, src: str, dst: str) -> None:
+        """Atomically replace ``dst`` by ``src``."""
+
+    def remove(self, path: str) -> None:
+        """Delete ``path``."""
+
+    def fsync_dir(self, path: str) -> None:
+        """Make the entries of directory ``path`` durable."""
+
+
+class _OSFile:
+    """A real file descriptor opened with O_APPEND."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (signals, huge buffers)
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def fdatasync(self) -> None:
+        # fdatasync skips metadata that is not needed to read the data back
+        # (mtime), which is cheaper; file size changes are still flushed.
+        sync = getattr(os, "fdatasync", os.fsync)
+        sync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class OSFileSystem:
+    """The real file system."""
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def create(self, path: str) -> FileHandle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        return _OSFile(os.open(path, flags, 0o644))
+
+    def read(self, path: str) -> bytes:
+        # One big read per file: replay then scans memory without syscalls.
+        with open(path, "rb", buffering=0) as f:
+            return f.read()
+
+    def truncate(self, path: str, size: int) -> None:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(slots=True, eq=False)  # identity matters: a file is its inode
+class _Inode:
+    visible: bytearray = field(default_factory=bytearray)
+    durable: bytes = b""
+
+
+@dataclass(slots=True)
+class _Fault:
+    op: Op
+    errno: int
+    after: int
+    times: int
+    partial: int
+
+
+class _FaultyHandle:
+    __slots__ = ("_fs", "_inode", "_path")
+
+    def __init__(self, fs: FaultyFS, path: str, inode: _Inode) -> None:
+        self._fs = fs
+        self._path = path
+        self._inode = inode
+
+    def write(self, data: bytes) -> None:
+        self._fs._write(self._path, self._inode, data)
+
+    def fdatasync(self) -> None:
+        self._fs._fdatasync(self._path, self._inode)
+
+    def close(self) -> None:
+        pass
+
+
+class FaultyFS:
+    """An in-memory file system that fails and crashes on demand (see module docs).
+
+    Directories are implicit: a path's directory is its part before the last
+    ``/``. Counters ``writes``, ``fdatasyncs`` and ``dir_syncs`` count calls.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._names: dict[str, _Inode] = {}
+        self._durable_names: dict[str, _Inode] = {}
+        self._dirs: set[str] = set()
+        self._faults: list[_Fault] = []
+        self._last_write: tuple[_Inode, int] | None = None  # inode, length before the write
+        self.writes = 0
+        self.fdatasyncs = 0
+        self.dir_syncs = 0
+
+    # -- fault control ---------------------------------------------------------
+    def inject(
+        self, op: Op, err: int = errno.EIO, *, after: int = 0, times: int = 1, partial: int = 0
+    ) -> None:
+        """Make the ``after+1``-th next call of ``op`` (and ``times-1`` more) raise ``err``.
+
+        For ``write``, ``partial`` bytes of the data are appended before the error,
+        like a short write that then hit a full disk.
+        """
+        self._faults.append(_Fault(op, err, after, times, partial))
+
+    def crash(self, tear: int = 0) -> None:
+        """Lose everything that is not durable; keep ``tear`` bytes of the last unsynced write."""
+        with self._lock:
+            last = self._last_write
+            for inode in set(self._names.values()) | set(self._durable_names.values()):
+                if last is not None and inode is last[0] and tear > 0:
+                    start = len(inode.durable)
+                    kept = bytes(inode.visible[start : start + tear])
+                    inode.durable = inode.durable + kept
+                inode.visible = bytearray(inode.durable)
+            self._names = dict(self._durable_names)
+            self._last_write = None
+
+    def _check_fault(self, op: Op, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.op != op:
+                continue
+            if fault.after > 0:
+                fault.after -= 1
+                return None
+            fault.times -= 1
+            if fault.times <= 0:
+                self._faults.remove(fault)
+            return fault
+        return None
+
+    @staticmethod
+    def _raise(fault: _Fault, path: str) -> None:
+        raise OSError(fault.errno, f"{os.strerror(fault.errno)} (injected)", path)
+
+    # -- FileSystem ----------------------------------------------------------------
+    def makedirs(self, path: str) -> None:
+        with self._lock:
+            self._dirs.add(path.rstrip("/"))
+
+    def listdir(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            if path.rstrip("/") not in self._dirs:
+                raise FileNotFoundError(errno.ENOENT, "No such directory", path)
+            return [p[len(prefix) :] for p in self._names if p.startswith(prefix)]
+
+    def create(self, path: str) -> FileHandle:
+        with self._lock:
+            fault = self._check_fault("create", path)
+            if fault:
+                self._raise(fault, path)
+            inode = self._names.get(path)
+            if inode is None:
+                inode = _Inode()
+                self._names[path] = inode
+            else:  # O_TRUNC: the same inode, emptied
+                inode.visible.clear()
+            return _FaultyHandle(self, path, inode)
+
+    def _write(self, path: str, inode: _Inode, data: bytes) -> None:
+        with self._lock:
+            self.writes += 1
+            fault = self._check_fault("write", path)
+            self._last_write = (inode, len(inode.visible))
+            if fault:
+                inode.visible += data[: fault.partial]
+                self._raise(fault, path)
+            inode.visible += data
+
+    def _fdatasync(self, path: str, inode: _Inode) -> None:
+        with self._lock:
+            self.fdatasyncs += 1
+            fault = self._check_fault("fdatasync", path)
+            if fault:
+                self._raise(fault, path)
+            inode.durable = bytes(inode.visible)
+            if self._last_write is not None and self._last_write[0] is inode:
+                self._last_write = None
+
+    def read(self, path: str) -> bytes:
+        with self._lock:
+            inode = self._names.get(path)
+            if inode is None:
+                raise FileNotFoundError(errno.ENOENT, "No such file", path)
+            return bytes(inode.visible)
+
+    def truncate(self, path: str, size: int) -> None:
+        with self._lock:
+            inode = self._names[path]
+            del inode.visible[size:]
+            inode.durable = inode.durable[:size]
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._lock:
+            fault = self._check_fault("rename", src)
+            if fault:
+                self._raise(fault, src)
+            self._names[dst] = self._names.pop(src)
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            fault = self._check_fault("remove", path)
+            if fault:
+                self._raise(fault, path)
+            del self._names[path]
+
+    def fsync_dir(self, path: str) -> None:
+        prefix = path.rstrip("/") + "/"
+        with self._lock:
+            self.dir_syncs += 1
+            fault = self._check_fault("fsync_dir", path)
+            if fault:
+                self._raise(fault, path)
+            # Only this directory's entries become durable.
+            kept = {p: i for p, i in self._durable_names.items() if not p.startswith(prefix)}
+            kept.update({p: i for p, i in self._names.items() if p.startswith(prefix)})
+            self._durable_names = kept
+
+    def durable_size(self, path: str) -> int:
+        """Bytes of ``path`` that would survive a crash now (for tests)."""
+        with self._lock:
+            return len(self._names[path].durable)
