@@ -1,0 +1,234 @@
+"""The key-value machine: the seed's store, durable, with Redis's string commands.
+
+Theory of operation
+-------------------
+Handlers are straight-line, as in the seed: a change is ``await
+ctx.append(record)``; the core runs :meth:`KVMachine.apply` when that append
+is durable (the same function recovery replays), then resumes the handler,
+which answers. Nothing is acknowledged before it is on the journal, and every
+change, Reset included (a ``Clear`` record), goes through it.
+
+Why intent records (the interleaving argument)
+----------------------------------------------
+The machine runs under ``Policy.INTERLEAVE``, so plain writes to one hot key
+are not serialised behind each other's fsync and still group-commit. The price
+is that the state may change while a handler is suspended. A read-modify-write
+written naively (read ``x``, compute ``x + 1``, append ``Put(x + 1)``) would
+lose updates: two INCRs both read 0 and both store 1.
+
+So no handler computes a result from the state *before* it suspends. A
+read-modify-write appends an *intent* (``Increment(key, delta)``,
+``PutIf(key, value, nx, xx)``, ``AppendTo``, ``Remove``) whose effect
+``apply`` computes from the state at apply time, i.e. in log order; the same
+happens in recovery, so replay gives the live state exactly. ``apply`` stores
+the outcome of the record it just applied in ``state.last_outcome``. The core
+resumes a handler immediately after applying *its* record and before applying
+any later one (see :meth:`corosm.core.Stepper.complete`), so the handler reads
+exactly the outcome of its own record. The linearization point of a change is
+the moment its record is applied.
+
+``apply`` never raises for a record a handler could have appended: an
+``Increment`` of a value that became non-integer meanwhile is a deterministic
+no-op whose outcome is a ``Rejected`` output.
+
+Reads do not suspend: they answer from the applied state, which holds only
+durable changes, and linearize at the moment they run. For the same reason a
+delete of keys none of which exist answers ``Count(0)`` at once, without a
+journal record (as Redis does not log such a DEL).
+
+The state is a small mutable object, changed in place by ``apply``: copying a
+dict of 10^6 keys per write is not an option. :meth:`KVMachine.copy_state`
+gives the cheap copy a background snapshot needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corosm.apps.kv.inputs import (
+    AppendBytes,
+    Delete,
+    DeleteMany,
+    Exists,
+    IncrBy,
+    Input,
+    Read,
+    ReadMany,
+    Reset,
+    SetIf,
+    Size,
+    StrLen,
+    Write,
+    WriteMany,
+)
+from corosm.apps.kv.outputs import (
+    NOT_INTEGER,
+    OK,
+    OVERFLOW,
+    Count,
+    IntValue,
+    Output,
+    SetOutcome,
+    Value,
+    Values,
+)
+from corosm.apps.kv.records import (
+    INT64_MAX,
+    INT64_MIN,
+    AppendTo,
+    Clear,
+    Increment,
+    Put,
+    PutIf,
+    PutMany,
+    Record,
+    Remove,
+    decode_record,
+    decode_snapshot,
+    encode_record,
+    encode_snapshot,
+    parse_int64,
+)
+from corosm.core import Context, Machine, Policy
+from corosm.errors import DataError, UsageError
+
+
+class KVState:
+    """The machine's state: the key-value dict, and the last record's outcome."""
+
+    __slots__ = ("data", "last_outcome")
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = {} if data is None else data
+        self.last_outcome: Output = OK
+
+    def __repr__(self) -> str:
+        return f"KVState({len(self.data)} keys)"
+
+
+def apply_record(state: KVState, record: Record) -> KVState:
+    """Apply one record in place and set ``state.last_outcome``; never raises on a record."""
+    data = state.data
+    match record:
+        case Put(key, value):
+            data[key] = value
+            state.last_outcome = OK
+        case Increment(key, delta):
+            state.last_outcome = _increment(data, key, delta)
+        case PutIf(key, value, nx, xx):
+            old = data.get(key)
+            stored = not ((nx and old is not None) or (xx and old is None))
+            if stored:
+                data[key] = value
+            state.last_outcome = SetOutcome(stored, old)
+        case AppendTo(key, value):
+            new = data.get(key, b"") + value
+            data[key] = new
+            state.last_outcome = Count(len(new))
+        case Remove(keys):
+            removed = 0
+            for key in keys:
+                if data.pop(key, None) is not None:
+                    removed += 1
+            state.last_outcome = Count(removed)
+        case PutMany(pairs):
+            data.update(pairs)
+            state.last_outcome = OK
+        case Clear():
+            data.clear()
+            state.last_outcome = OK
+        case _:
+            raise DataError(f"the key-value machine cannot apply {record!r:.80}")
+    return state
+
+
+def _increment(data: dict[bytes, bytes], key: bytes, delta: int) -> Output:
+    old = data.get(key)
+    current = 0 if old is None else parse_int64(old)
+    if current is None:
+        return NOT_INTEGER
+    new = current + delta
+    if not INT64_MIN <= new <= INT64_MAX:
+        return OVERFLOW
+    data[key] = str(new).encode()
+    return IntValue(new)
+
+
+class KVMachine(Machine[KVState, Input, Output]):
+    """The durable key-value store as a coroutine state machine (see module docs)."""
+
+    policy = Policy.INTERLEAVE
+
+    def initial_state(self) -> KVState:
+        return KVState()
+
+    async def handle(self, ctx: Context[KVState], input: Input) -> Output:
+        data = ctx.state.data
+        match input:
+            case Write(key, value):
+                await ctx.append(Put(key, value))
+                return OK
+            case Read(key):
+                return Value(data.get(key))
+            case ReadMany(keys):
+                return Values(tuple(map(data.get, keys)))
+            case Exists(keys):
+                return Count(sum(1 for key in keys if key in data))
+            case StrLen(key):
+                return Count(len(data.get(key, b"")))
+            case Size():
+                return Count(len(data))
+            case Delete(key):
+                return await _remove(ctx, (key,))
+            case DeleteMany(keys):
+                return await _remove(ctx, keys)
+            case Reset():
+                await ctx.append(Clear())
+                return OK
+            case WriteMany(pairs):
+                if pairs:
+                    await ctx.append(PutMany(pairs))
+                return OK
+            case SetIf(key, value, nx, xx, _):
+                return await _outcome(ctx, PutIf(key, value, nx, xx))
+            case IncrBy(key, delta):
+                return await _outcome(ctx, Increment(key, delta))
+            case AppendBytes(key, value):
+                return await _outcome(ctx, AppendTo(key, value))
+        raise UsageError(
+            f"the key-value machine does not take {input!r:.80}; expected one of the "
+            "inputs in corosm.apps.kv.inputs (Write, Read, Delete, Reset, ...)"
+        )
+
+    def apply(self, state: KVState, record: Any) -> KVState:
+        return apply_record(state, record)
+
+    def encode_record(self, record: Any) -> bytes:
+        return encode_record(record)
+
+    def decode_record(self, data: bytes) -> Record:
+        return decode_record(data)
+
+    def snapshot(self, state: KVState) -> bytes:
+        return encode_snapshot(state.data)
+
+    def restore(self, data: bytes) -> KVState:
+        return KVState(decode_snapshot(data))
+
+    def copy_state(self, state: KVState) -> KVState:
+        """A copy that later changes to ``state`` do not affect (for background snapshots)."""
+        return KVState(state.data.copy())
+
+
+async def _outcome(ctx: Context[KVState], record: Record) -> Output:
+    """Append an intent record and return the outcome ``apply`` computed for it."""
+    await ctx.append(record)
+    # Read at once, before any later record is applied: this is our record's outcome.
+    return ctx.state.last_outcome
+
+
+async def _remove(ctx: Context[KVState], keys: tuple[bytes, ...]) -> Output:
+    data = ctx.state.data
+    if not any(key in data for key in keys):
+        return Count(0)  # nothing to remove: linearizes now, no journal record needed
+    return await _outcome(ctx, Remove(keys))

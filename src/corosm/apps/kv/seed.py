@@ -1,0 +1,413 @@
+"""The seed's wire protocol, byte for byte: Haskell ``read`` in, ``show`` out.
+
+Requests are what GHC's derived ``Read`` instance of the seed's ``Input``
+accepts: ``Write "x" 1``, ``Write "x" -5``, ``Write "x" (-5)``, ``Read "x"``,
+with whitespace anywhere between tokens and redundant parentheses around the
+whole or any argument, as ``read`` allows. Ints are decimal, ``0x``/``0o``
+literals or a ``-`` lexeme before one; a value outside int64 is an error (the
+seed wraps it silently). Strings take every Haskell escape: ``\\n``-style,
+decimal ``\\1234``, ``\\x7f``, ``\\o17``, ``\\^A``, the ASCII names ``\\NUL``
+.. ``\\DEL`` (``\\SOH`` wins over ``\\SO`` + ``H``), the empty ``\\&`` and
+gaps ``\\   \\``.
+
+Replies are what ``show`` prints: ``Ok``, ``Result (Just 1)``,
+``Result (Just (-5))``, ``Result Nothing``. :func:`show_string` prints a
+string exactly as ``show`` does (decimal escapes above ASCII, ``\\&`` where a
+digit or ``H`` would change an escape), so ``read_string(show_string(s)) == s``.
+
+The common request (``Write "key" 123`` with a plain key) is matched by one
+regular expression; anything else goes to a small tokenizer and a recursive
+descent parser, whose errors say what, where (line and column) and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from corosm.apps.kv.inputs import Read, Write
+from corosm.apps.kv.outputs import Ok, Output, Value
+from corosm.apps.kv.records import INT64_MAX, INT64_MIN, parse_int64
+from corosm.errors import UsageError
+
+REQUEST_FORMS = "'Write \"key\" <int>' or 'Read \"key\"'"
+EXPECTED_REQUEST = "expected " + REQUEST_FORMS
+
+
+class SeedSyntaxError(UsageError):
+    """A seed request that does not parse; the message says what, where, and what was expected."""
+
+
+class SeedValueError(UsageError):
+    """The stored value cannot be said in the seed protocol (it is not a decimal int64)."""
+
+
+# -- show --------------------------------------------------------------------------
+
+_ASCII_NAMES = (
+    "NUL",
+    "SOH",
+    "STX",
+    "ETX",
+    "EOT",
+    "ENQ",
+    "ACK",
+    "BEL",
+    "BS",
+    "HT",
+    "LF",
+    "VT",
+    "FF",
+    "CR",
+    "SO",
+    "SI",
+    "DLE",
+    "DC1",
+    "DC2",
+    "DC3",
+    "DC4",
+    "NAK",
+    "SYN",
+    "ETB",
+    "CAN",
+    "EM",
+    "SUB",
+    "ESC",
+    "FS",
+    "GS",
+    "RS",
+    "US",
+    "SP",
+)  # fmt: skip
+_SHORT = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
+def show_string(text: str) -> str:
+    """``text`` as Haskell's ``show`` prints a String, quotes included."""
+    out = ['"']
+    last = len(text) - 1
+    for i, c in enumerate(text):
+        code = ord(c)
+        if c == '"':
+            out.append('\\"')
+        elif code > 0x7F:
+            out.append(f"\\{code}")
+            if i < last and "0" <= text[i + 1] <= "9":
+                out.append("\\&")  # a following digit would extend the number
+        elif code == 0x7F:
+            out.append("\\DEL")
+        elif c == "\\":
+            out.append("\\\\")
+        elif code >= 0x20:
+            out.append(c)
+        elif c in _SHORT:
+            out.append(_SHORT[c])
+        elif code == 0x0E:
+            out.append("\\SO")
+            if i < last and text[i + 1] == "H":
+                out.append("\\&")  # "\SOH" would read back as one character
+        else:
+            out.append("\\" + _ASCII_NAMES[code])
+    out.append('"')
+    return "".join(out)
+
+
+def show_int(n: int) -> str:
+    """``n`` as ``showsPrec 11`` prints it: negative numbers in parentheses."""
+    return f"({n})" if n < 0 else str(n)
+
+
+def show_request(request: Write | Read) -> bytes:
+    """A request as the seed's Haskell client sends it (``show`` of ``Input``)."""
+    if isinstance(request, Read):
+        return f"Read {show_string(_key_text(request.key))}".encode()
+    n = parse_int64(request.value)
+    if n is None:
+        raise SeedValueError(f"value {request.value!r:.60} is not a decimal 64-bit integer")
+    return f"Write {show_string(_key_text(request.key))} {show_int(n)}".encode()
+
+
+def _key_text(key: bytes) -> str:
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeedValueError(
+            f"key {key!r:.60} is not UTF-8, so the seed protocol cannot name it"
+        ) from exc
+
+
+def output_to_seed_reply(output: Output) -> bytes:
+    """Render the machine's output for a seed request as ``show`` would."""
+    if isinstance(output, Ok):
+        return b"Ok"
+    if isinstance(output, Value):
+        if output.value is None:
+            return b"Result Nothing"
+        n = parse_int64(output.value)
+        if n is None:
+            raise SeedValueError(
+                f"the stored value is not a decimal 64-bit integer ({len(output.value)} bytes: "
+                f"{output.value[:40]!r}); the seed protocol can only return integers, "
+                "use GET /kv/{key} for raw bytes"
+            )
+        return f"Result (Just {show_int(n)})".encode()
+    raise SeedValueError(f"the seed protocol has no reply for {output!r:.80}")
+
+
+# -- read ----------------------------------------------------------------------------
+
+_FAST = re.compile(
+    rb'[ \t\r\n]*(?:Write[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)"[ \t\r\n]*(-?[0-9]{1,19})'
+    rb'|Read[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)")[ \t\r\n]*'
+)
+
+
+def seed_request_to_input(body: bytes) -> Write | Read:
+    """Parse a seed request body into a machine input; raise SeedSyntaxError if it is not one."""
+    match = _FAST.fullmatch(body)
+    if match is not None:
+        key, number, read_key = match.groups()
+        if read_key is not None:
+            return Read(read_key)
+        n = int(number)
+        if INT64_MIN <= n <= INT64_MAX:
+            return Write(key, str(n).encode())
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeedSyntaxError(
+            f"request body is not UTF-8 (bad byte at offset {exc.start}); {EXPECTED_REQUEST}"
+        ) from None
+    return _Parser(text).request()
+
+
+def read_string(text: str) -> str:
+    """Parse one Haskell string literal (surrounding whitespace allowed)."""
+    parser = _Parser(text)
+    parser.skip_space()
+    value = parser.string_literal("a string literal")
+    parser.end("a string literal")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "ident", "string", "number", "symbol", "(" or ")"
+    text: str  # the source text (for numbers and idents) or the decoded string
+    start: int
+
+
+class _Parser:
+    """Recursive descent over Haskell lexemes, as ``Text.Read.Lex`` splits them."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    # grammar: request := "(" request ")" | "Write" str int | "Read" str
+
+    def request(self) -> Write | Read:
+        result = self._request()
+        self.end(REQUEST_FORMS)
+        return result
+
+    def _request(self) -> Write | Read:
+        token = self.token(REQUEST_FORMS)
+        if token.kind == "(":
+            inner = self._request()
+            self.expect(")", "')' to close the '(' at " + self.where(token.start))
+            return inner
+        if token.kind == "ident" and token.text == "Write":
+            key = self.argument_string("the key: a string in double quotes after 'Write'")
+            value = self.argument_int()
+            return Write(key, str(value).encode())
+        if token.kind == "ident" and token.text == "Read":
+            return Read(self.argument_string("the key: a string in double quotes after 'Read'"))
+        raise self.error(token.start, f"found {self.describe(token)}; {EXPECTED_REQUEST}")
+
+    def argument_string(self, expected: str) -> bytes:
+        token = self.token(expected)
+        if token.kind == "(":
+            inner = self.argument_string(expected)
+            self.expect(")", "')' after the key")
+            return inner
+        if token.kind != "string":
+            raise self.error(token.start, f"found {self.describe(token)}; expected {expected}")
+        try:
+            return token.text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.error(
+                token.start, "the key contains a surrogate code point, which UTF-8 cannot encode"
+            ) from None
+
+    def argument_int(self) -> int:
+        expected = "the value: a 64-bit integer such as 1, -5 or (-5)"
+        token = self.token(expected)
+        if token.kind == "(":
+            inner = self.argument_int()
+            self.expect(")", "')' after the value")
+            return inner
+        sign = 1
+        if token.kind == "symbol" and token.text == "-":
+            sign = -1
+            token = self.token("a number after '-'")
+        if token.kind != "number":
+            wanted = expected if sign == 1 else "a number right after '-', as in -5 or (-5)"
+            raise self.error(token.start, f"found {self.describe(token)}; expected {wanted}")
+        if not _INT_LITERAL.fullmatch(token.text):
+            raise self.error(token.start, f"{token.text} is not an integer; expected {expected}")
+        n = sign * _number_value(token.text)
+        if not INT64_MIN <= n <= INT64_MAX:
+            raise self.error(
+                token.start,
+                f"the value {n} is out of range; expected a 64-bit integer "
+                f"from {INT64_MIN} to {INT64_MAX}",
+            )
+        return n
+
+    # -- lexing
+
+    def skip_space(self) -> None:
+        text, pos = self.text, self.pos
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        self.pos = pos
+
+    def token(self, expected: str) -> _Token:
+        self.skip_space()
+        text, start = self.text, self.pos
+        if start >= len(text):
+            raise self.error(start, f"the request ends too early; expected {expected}")
+        c = text[start]
+        if c in "()":
+            self.pos = start + 1
+            return _Token(c, c, start)
+        if c == '"':
+            return _Token("string", self.string_literal(expected), start)
+        match = _LEXEME.match(text, start)
+        if match is None:
+            raise self.error(start, f"unexpected character {c!r}; expected {expected}")
+        self.pos = match.end()
+        kind = match.lastgroup
+        assert kind is not None
+        return _Token(kind, match.group(), start)
+
+    def expect(self, kind: str, expected: str) -> None:
+        token = self.token(expected)
+        if token.kind != kind:
+            raise self.error(token.start, f"found {self.describe(token)}; expected {expected}")
+
+    def end(self, expected: str) -> None:
+        self.skip_space()
+        if self.pos < len(self.text):
+            found = self.text[self.pos : self.pos + 20]
+            raise self.error(
+                self.pos, f"unexpected text after the request: {found!r}; expected {expected}"
+            )
+
+    def string_literal(self, expected: str) -> str:
+        text, start = self.text, self.pos
+        if start >= len(text) or text[start] != '"':
+            raise self.error(start, f"expected {expected}")
+        pos = start + 1
+        out: list[str] = []
+        while True:
+            end = _PLAIN.match(text, pos).end()  # type: ignore[union-attr]
+            out.append(text[pos:end])
+            pos = end
+            if pos >= len(text):
+                raise self.error(start, "this string has no closing double quote")
+            if text[pos] == '"':
+                self.pos = pos + 1
+                return "".join(out)
+            pos = self._escape(pos, out)
+
+    def _escape(self, pos: int, out: list[str]) -> int:
+        """Decode the escape at ``text[pos] == '\\'``; return the position after it."""
+        text = self.text
+        rest = text[pos + 1 : pos + 2]
+        if rest in _SIMPLE:
+            out.append(_SIMPLE[rest])
+            return pos + 2
+        if rest == "&":
+            return pos + 2
+        if rest == "^":
+            c = text[pos + 2 : pos + 3]
+            if c and "@" <= c <= "_":
+                out.append(chr(ord(c) - 64))
+                return pos + 3
+            raise self.error(pos, "bad control escape; expected \\^@ .. \\^_ (such as \\^A)")
+        if rest and rest.isspace():
+            gap = pos + 1
+            while gap < len(text) and text[gap].isspace():
+                gap += 1
+            if text[gap : gap + 1] != "\\":
+                raise self.error(gap, "string gap not closed; expected '\\' after the whitespace")
+            return gap + 1
+        match = _NUMERIC_ESCAPE.match(text, pos + 1)
+        if match is not None:
+            code = _escape_value(match)
+            if code > 0x10FFFF:
+                raise self.error(pos, f"character escape {code} is above the maximum 1114111")
+            out.append(chr(code))
+            return match.end()
+        match = _NAMED_ESCAPE.match(text, pos + 1)
+        if match is not None:
+            out.append(chr(_ESCAPE_NAMES[match.group()]))
+            return match.end()
+        raise self.error(
+            pos,
+            'bad escape in string; expected one of \\" \\\\ \\n \\t \\a \\b \\f \\r \\v \\& '
+            "\\^A, a code (\\65, \\x41, \\o101), an ASCII name (\\NUL .. \\DEL) or a gap",
+        )
+
+    # -- errors
+
+    def where(self, pos: int) -> str:
+        line = self.text.count("\n", 0, pos) + 1
+        column = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
+        return f"column {column}" if line == 1 else f"line {line}, column {column}"
+
+    def error(self, pos: int, message: str) -> SeedSyntaxError:
+        return SeedSyntaxError(f"at {self.where(pos)}: {message}")
+
+    def describe(self, token: _Token) -> str:
+        if token.kind == "string":
+            return f"the string {show_string(token.text)[:40]}"
+        return repr(token.text[:40])
+
+
+_SIMPLE = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", '"': '"', "'": "'",
+}  # fmt: skip
+_ESCAPE_NAMES = {name: code for code, name in enumerate(_ASCII_NAMES)} | {"DEL": 0x7F}
+# Longest names first, so that SOH wins over SO (as in Text.Read.Lex).
+_NAMED_ESCAPE = re.compile("|".join(sorted(_ESCAPE_NAMES, key=len, reverse=True)))
+_NUMERIC_ESCAPE = re.compile(r"(?P<dec>[0-9]+)|x(?P<hex>[0-9a-fA-F]+)|o(?P<oct>[0-7]+)")
+_INT_LITERAL = re.compile(r"0[xX][0-9a-fA-F]+|0[oO][0-7]+|[0-9]+")
+_PLAIN = re.compile(r'[^"\\]*')
+_SYMBOL_CHARS = re.escape("!#$%&*+./<=>?@\\^|-~:")
+_LEXEME = re.compile(
+    rf"(?P<number>0[xX][0-9a-fA-F]+|0[oO][0-7]+|[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
+    rf"|(?P<ident>[A-Za-z_][A-Za-z0-9_']*)"
+    rf"|(?P<symbol>[{_SYMBOL_CHARS}]+)"
+    rf"|(?P<punct>[,;\[\]{{}}`'])"
+)
+
+
+def _escape_value(match: re.Match[str]) -> int:
+    if match.group("dec") is not None:
+        return int(match.group("dec"))
+    if match.group("hex") is not None:
+        return int(match.group("hex"), 16)
+    return int(match.group("oct"), 8)
+
+
+def _number_value(text: str) -> int:
+    if text[:2] in ("0x", "0X"):
+        return int(text[2:], 16)
+    if text[:2] in ("0o", "0O"):
+        return int(text[2:], 8)
+    return int(text)
