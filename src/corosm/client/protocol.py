@@ -1,0 +1,232 @@
+"""The client's requests and the meaning of their replies, without any I/O.
+
+Each public operation (``write``, ``get``, ``health``...) is described once here
+as a :class:`Call`: the HTTP request to send and a function that turns the
+reply into the operation's result or raises the fitting :mod:`errors
+<corosm.client.errors>` exception. The sync and asyncio clients are only
+transports that move a :class:`HttpRequest` out and a :class:`HttpResponse`
+back (the httpx ``auth_flow`` idea), so both behave the same by construction
+and this module can be tested without sockets.
+
+Endpoints used (see the server's README):
+
+* seed protocol: ``POST /`` with ``Write "k" 1`` / ``Read "k"``; ``DELETE /`` resets;
+* REST: ``GET``/``PUT``/``DELETE /kv/{percent-encoded key}``;
+* ``GET /health`` (200 healthy, 503 with the reason) and ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+from urllib.parse import quote
+
+from corosm.client import seedcodec
+from corosm.client.errors import (
+    InvalidRequest,
+    ProtocolError,
+    RequestRejected,
+    ServerFailed,
+    ServerUnavailable,
+)
+
+T = TypeVar("T")
+
+_MESSAGE_LIMIT = 300  # characters of an error body worth showing to a person
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One HTTP request as the transports send it (always with Content-Length)."""
+
+    method: str
+    path: str
+    body: bytes = b""
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """One HTTP response; header names are lower-cased."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """A request and the function that gives its reply a meaning."""
+
+    request: HttpRequest
+    interpret: Callable[[HttpResponse], T]
+
+
+def error_message(response: HttpResponse) -> str:
+    """The server's own words from an error reply, on one line and bounded."""
+    text = response.body.decode("utf-8", "replace").strip()
+    text = " ".join(text.split())
+    if len(text) > _MESSAGE_LIMIT:
+        text = text[:_MESSAGE_LIMIT] + "..."
+    return text
+
+
+def _retry_after(response: HttpResponse) -> float | None:
+    value = response.header("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP-date: rare, and "later" is all a caller needs then
+    return seconds if seconds >= 0 else None
+
+
+def raise_for_error(response: HttpResponse) -> None:
+    """Raise the exception that an error status means; return for 1xx-3xx."""
+    status = response.status
+    if status < 400:
+        return
+    message = error_message(response)
+    if status == 503:
+        raise ServerUnavailable(status, message, _retry_after(response))
+    if status < 500:
+        raise RequestRejected(status, message)
+    raise ServerFailed(status, message)
+
+
+def _expect_status(response: HttpResponse, *allowed: int) -> None:
+    raise_for_error(response)
+    if response.status not in allowed:
+        raise ProtocolError(
+            f"unexpected status {response.status} for this request (expected {allowed})"
+        )
+
+
+# --- the seed protocol ------------------------------------------------------------
+
+
+def _seed_ok(response: HttpResponse) -> None:
+    _expect_status(response, 200)
+    reply = seedcodec.parse_seed_reply(response.body)
+    if not isinstance(reply, seedcodec.SeedOk):
+        raise ProtocolError(f"expected 'Ok' for a Write, got {reply}")
+
+
+def _seed_result(response: HttpResponse) -> int | None:
+    _expect_status(response, 200)
+    reply = seedcodec.parse_seed_reply(response.body)
+    if not isinstance(reply, seedcodec.SeedResult):
+        raise ProtocolError("expected 'Result ...' for a Read, got 'Ok'")
+    return reply.value
+
+
+def _empty_ok(response: HttpResponse) -> None:
+    _expect_status(response, 200, 204)
+
+
+def write_call(key: str, value: int) -> Call[None]:
+    """Seed ``Write key value``: store a 64-bit int under a text key."""
+    body = seedcodec.encode_write(key, value)
+    return Call(HttpRequest("POST", "/", body, "text/plain"), _seed_ok)
+
+
+def read_call(key: str) -> Call[int | None]:
+    """Seed ``Read key``: the int stored under ``key``, or None."""
+    body = seedcodec.encode_read(key)
+    return Call(HttpRequest("POST", "/", body, "text/plain"), _seed_result)
+
+
+def reset_call() -> Call[None]:
+    """Seed ``DELETE /``: empty the whole store."""
+    return Call(HttpRequest("DELETE", "/"), _empty_ok)
+
+
+# --- REST ---------------------------------------------------------------------------
+
+
+def key_path(key: bytes | str) -> str:
+    """``/kv/`` and the key percent-encoded (every byte outside A-Z a-z 0-9 -._~)."""
+    if isinstance(key, str):
+        raw = key.encode("utf-8")
+    elif isinstance(key, bytes | bytearray | memoryview):
+        raw = bytes(key)
+    else:
+        raise InvalidRequest(f"key must be bytes or str, got {type(key).__name__}")
+    if not raw:
+        raise InvalidRequest("key must not be empty")
+    return "/kv/" + quote(raw, safe="")
+
+
+def _value_bytes(value: bytes) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise InvalidRequest(f"value must be bytes, got {type(value).__name__}")
+
+
+def _get_result(response: HttpResponse) -> bytes | None:
+    if response.status == 404:
+        return None
+    _expect_status(response, 200)
+    return response.body
+
+
+def _put_result(response: HttpResponse) -> bool:
+    _expect_status(response, 200, 201, 204)
+    return response.status == 201
+
+
+def _delete_result(response: HttpResponse) -> bool:
+    if response.status == 404:
+        return False
+    _expect_status(response, 200, 204)
+    return True
+
+
+def get_call(key: bytes | str) -> Call[bytes | None]:
+    """``GET /kv/{key}``: the value, or None when the key is absent (404)."""
+    return Call(HttpRequest("GET", key_path(key)), _get_result)
+
+
+def put_call(key: bytes | str, value: bytes) -> Call[bool]:
+    """``PUT /kv/{key}``: store ``value``; True when the key was created (201)."""
+    request = HttpRequest("PUT", key_path(key), _value_bytes(value), "application/octet-stream")
+    return Call(request, _put_result)
+
+
+def delete_call(key: bytes | str) -> Call[bool]:
+    """``DELETE /kv/{key}``: True when a value was removed, False when absent (404)."""
+    return Call(HttpRequest("DELETE", key_path(key)), _delete_result)
+
+
+# --- operations ---------------------------------------------------------------------
+
+
+def _health_result(response: HttpResponse) -> str | None:
+    if response.status == 200:
+        return None
+    if response.status == 503:
+        return error_message(response) or "unhealthy (no reason given)"
+    raise_for_error(response)
+    raise ProtocolError(f"unexpected status {response.status} from /health")
+
+
+def _metrics_result(response: HttpResponse) -> str:
+    _expect_status(response, 200)
+    return response.body.decode("utf-8", "replace")
+
+
+def health_call() -> Call[str | None]:
+    """``GET /health``: None when healthy, else the server's reason."""
+    return Call(HttpRequest("GET", "/health"), _health_result)
+
+
+def metrics_call() -> Call[str]:
+    """``GET /metrics``: the Prometheus text exposition."""
+    return Call(HttpRequest("GET", "/metrics"), _metrics_result)

@@ -1,0 +1,172 @@
+"""The blocking client: one keep-alive ``http.client`` connection, reused.
+
+Each method builds its :class:`~corosm.client.protocol.Call` and hands the
+request to :meth:`Client._send`, which owns the connection. Connect errors and
+errors after sending are told apart, because only the former guarantee that the
+server saw nothing (:class:`ServerUnreachable` vs :class:`ConnectionLost`).
+
+A server may close an idle keep-alive connection at any time. When a request on
+a *reused* connection fails before any byte of a reply arrived, it is sent once
+more on a fresh connection: every call of this API is idempotent (writes and
+puts set a value, deletes and resets remove), so a repeat cannot do harm.
+
+A ``Client`` is not thread-safe: use one per thread.
+"""
+
+from __future__ import annotations
+
+import http.client
+from types import TracebackType
+from typing import TypeVar
+
+from corosm.client import protocol
+from corosm.client._transport import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT,
+    check_address,
+    unreachable,
+)
+from corosm.client.errors import ConnectionLost, ProtocolError
+from corosm.client.protocol import Call, HttpRequest, HttpResponse
+
+T = TypeVar("T")
+
+# Failures that mean "the server closed this connection before reading our
+# request": safe to retry once on a fresh connection.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class Client:
+    """A blocking client for a corosm key-value server (seed protocol and REST)."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        check_address(host, port, timeout)
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    # --- the seed protocol ----------------------------------------------------------
+
+    def write(self, key: str, value: int) -> None:
+        """Store the 64-bit int ``value`` under ``key`` (seed ``Write``)."""
+        return self._run(protocol.write_call(key, value))
+
+    def read(self, key: str) -> int | None:
+        """The int under ``key``, or None when absent (seed ``Read``)."""
+        return self._run(protocol.read_call(key))
+
+    def reset(self) -> None:
+        """Empty the whole store (seed ``DELETE /``)."""
+        return self._run(protocol.reset_call())
+
+    # --- REST -----------------------------------------------------------------------
+
+    def get(self, key: bytes | str) -> bytes | None:
+        """The raw value under ``key``, or None when absent."""
+        return self._run(protocol.get_call(key))
+
+    def put(self, key: bytes | str, value: bytes) -> bool:
+        """Store ``value`` under ``key``; True when the key did not exist before."""
+        return self._run(protocol.put_call(key, value))
+
+    def delete(self, key: bytes | str) -> bool:
+        """Remove ``key``; True when it existed."""
+        return self._run(protocol.delete_call(key))
+
+    # --- operations -----------------------------------------------------------------
+
+    def health(self) -> str | None:
+        """None when the server is healthy, else its reason (e.g. a failed journal)."""
+        return self._run(protocol.health_call())
+
+    def metrics(self) -> str:
+        """The server's metrics in Prometheus text format."""
+        return self._run(protocol.metrics_call())
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; a later call opens a new one."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(host={self.host!r}, port={self.port}, timeout={self.timeout})"
+
+    # --- transport ------------------------------------------------------------------
+
+    def _run(self, call: Call[T]) -> T:
+        return call.interpret(self._send(call.request))
+
+    def _send(self, request: HttpRequest) -> HttpResponse:
+        for attempt in range(2):
+            conn, reused = self._connect()
+            try:
+                return self._exchange(conn, request)
+            except _STALE as exc:
+                self.close()
+                if reused and attempt == 0:
+                    continue
+                raise ConnectionLost(
+                    f"{self.host}:{self.port} closed the connection before replying ({exc})"
+                ) from exc
+            except TimeoutError as exc:
+                self.close()
+                raise ConnectionLost(
+                    f"no reply from {self.host}:{self.port} within {self.timeout} s"
+                ) from exc
+            except http.client.HTTPException as exc:
+                self.close()
+                raise ProtocolError(
+                    f"invalid HTTP reply from {self.host}:{self.port}: {exc!r}"
+                ) from exc
+            except OSError as exc:
+                self.close()
+                raise ConnectionLost(
+                    f"connection to {self.host}:{self.port} failed: {exc}"
+                ) from exc
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _connect(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The open connection and whether it served a request before."""
+        if self._conn is not None and self._conn.sock is not None:
+            return self._conn, True
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise unreachable(self.host, self.port, exc, self.timeout) from exc
+        self._conn = conn
+        return conn, False
+
+    def _exchange(self, conn: http.client.HTTPConnection, request: HttpRequest) -> HttpResponse:
+        headers = {"Content-Length": str(len(request.body))}
+        if request.content_type is not None:
+            headers["Content-Type"] = request.content_type
+        conn.request(request.method, request.path, body=request.body, headers=headers)
+        with conn.getresponse() as response:
+            body = response.read()
+            headers_seen = tuple((name.lower(), value) for name, value in response.getheaders())
+            if response.will_close:
+                self.close()
+            return HttpResponse(response.status, headers_seen, body)

@@ -1,0 +1,306 @@
+"""The ``corosm`` command line (also ``python -m corosm``).
+
+Theory of operation
+-------------------
+``main(argv)`` builds an argparse parser, runs the chosen subcommand and
+returns its exit code; it never calls ``sys.exit`` itself, so tests call it
+directly. Every subcommand sets ``run=<function(args) -> int>`` on its parser.
+
+Built in: ``serve`` (validate options, then hand a ``ServerConfig`` to
+``corosm.server.run``, imported only then). Everything else is an extension,
+``kv`` included (:mod:`corosm.client.cli`, built on :class:`corosm.client.Client`).
+
+Adding a subcommand from another module (``sim``, ``bench``...): append an
+:class:`Extension` to :data:`EXTENSIONS` naming a module that defines::
+
+    def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        parser = subparsers.add_parser("sim", help="...", description="...")
+        parser.add_argument(...)
+        parser.set_defaults(run=run_sim)        # run_sim(args: argparse.Namespace) -> int
+
+The module is imported only when its subcommand is the one being run, so heavy
+imports never slow down ``corosm kv read``; for ``corosm --help`` a one-line
+placeholder shows ``Extension.help``. A missing module hides its subcommand.
+A :class:`corosm.errors.UsageError` escaping ``run`` exits 2 with its message.
+
+Exit codes (shared by every subcommand; see :data:`EXIT_CODES_HELP`):
+0 success; 1 the answer is "no" (key absent for ``read``/``get``/``delete``,
+server unhealthy); 2 usage error (bad arguments, or the server rejected the
+request as invalid); 3 no answer from the server (not running, connection lost,
+timeout, 503 overloaded/stopping); 4 the server failed (5xx, invalid reply).
+Messages go to stderr, one line each, prefixed ``corosm:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from corosm.errors import UsageError
+
+EXIT_OK = 0
+EXIT_NO = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_SERVER_FAILED = 4
+
+EXIT_CODES_HELP = """exit codes:
+  0  success
+  1  the answer is no: key absent (read, get, delete), server unhealthy (health)
+  2  usage error: bad arguments, or the server rejected the request (4xx)
+  3  no answer: server not running, connection lost, timeout, or 503 (busy/stopping)
+  4  the server failed: 5xx other than 503, or a reply the client cannot read"""
+
+ENV_URL = "COROSM_URL"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """A subcommand defined in another module; see the module docstring."""
+
+    name: str
+    module: str
+    help: str
+
+
+EXTENSIONS: tuple[Extension, ...] = (
+    Extension("kv", "corosm.client.cli", "talk to a running key-value server"),
+    Extension("sim", "corosm.testing.cli", "run seeded simulations of a machine"),
+    Extension("bench", "corosm.bench.cli", "benchmark a corosm server"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(chosen=_chosen_command(args_list))
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse exits for --help (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    run: Runner | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_usage(sys.stderr)
+        _say("a subcommand is required (see corosm --help)")
+        return EXIT_USAGE
+    try:
+        return run(args)
+    except UsageError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130  # the shell's convention for SIGINT
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; only the extension named ``chosen`` is imported."""
+    from corosm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="corosm",
+        description="corosm: coroutine state machines and a durable key-value server.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"corosm {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_serve(subparsers)
+    for extension in EXTENSIONS:
+        _add_extension(subparsers, extension, load=extension.name == chosen)
+    return parser
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    # The top-level parser has no option that takes a value, so the first
+    # word that is not an option is the subcommand.
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _say(message: str) -> None:
+    print(f"corosm: {message}", file=sys.stderr)
+
+
+# --- extensions ---------------------------------------------------------------------
+
+
+def _add_extension(subparsers: Any, extension: Extension, *, load: bool) -> None:
+    if not load:
+        if _module_exists(extension.module):
+            subparsers.add_parser(extension.name, help=extension.help, add_help=False)
+        return
+    try:
+        module = importlib.import_module(extension.module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not extension.module.startswith(exc.name):
+            raise  # a bug inside the extension: show it, do not hide it
+        return  # not installed: argparse then reports an unknown command
+    module.register(subparsers)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+# --- argument types (shared with extensions) ----------------------------------------
+
+
+def port_number(text: str, *, allow_zero: bool = False) -> int:
+    """An argparse type: a TCP port (0 too when ``allow_zero``: the OS picks one)."""
+    low = 0 if allow_zero else 1
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not low <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number {low}..65535, got {text!r}")
+    return port
+
+
+def listen_port(text: str) -> int:
+    """An argparse type: a port to listen on; 0 lets the OS pick a free one."""
+    return port_number(text, allow_zero=True)
+
+
+def int64(text: str) -> int:
+    """An argparse type: a signed 64-bit integer in decimal."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a decimal integer, got {text!r}") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside the 64-bit range {INT64_MIN}..{INT64_MAX}"
+        )
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def server_address(args: argparse.Namespace) -> tuple[str, int]:
+    """Host and port from ``--host``/``--port``, else ``--url`` or $COROSM_URL, else defaults.
+
+    Raises :class:`UsageError` for a URL that is not ``http://HOST[:PORT][/]``.
+    """
+    url, source = getattr(args, "url", None), "--url"
+    if not url:
+        url, source = os.environ.get(ENV_URL) or None, ENV_URL
+    host, port = "127.0.0.1", 8080
+    if url is not None:
+        host, port = _parse_url(url, source)
+    return (args.host or host, args.port or port)
+
+
+def _parse_url(url: str, source: str) -> tuple[str, int]:
+    expected = "expected http://HOST[:PORT], e.g. http://127.0.0.1:8080"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"{source}={url!r} has a bad port: {expected}") from None
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise UsageError(f"{source}={url!r} is not a server address: {expected}")
+    if parts.query or parts.fragment or parts.username:
+        raise UsageError(f"{source}={url!r} is not a server address: {expected}")
+    return parts.hostname, port or 80
+
+
+# --- serve --------------------------------------------------------------------------
+
+FSYNC_MODES = ("always", "interval", "never")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _add_serve(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the durable key-value server",
+        description="Run the durable key-value server (seed protocol and REST over HTTP).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    parser.add_argument(
+        "--port", type=listen_port, default=8080, help="HTTP port; 0 picks a free one (%(default)s)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("corosm-data"),
+        help="journal and snapshots (./%(default)s)",
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=FSYNC_MODES,
+        default="always",
+        help="always: acknowledge after fdatasync; interval: fsync every "
+        "--fsync-interval-ms; never: leave it to the OS (%(default)s)",
+    )
+    parser.add_argument(
+        "--fsync-interval-ms",
+        type=positive_int,
+        default=1000,
+        help="for --fsync interval (%(default)s)",
+    )
+    parser.add_argument(
+        "--resp-port", type=listen_port, default=None, help="also serve the Redis protocol (off)"
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(%(default)s)")
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {str(data_dir)!r} exists and is not a directory")
+    if not args.host.strip():
+        raise UsageError("--host must not be empty")
+    if args.resp_port is not None and args.resp_port == args.port != 0:
+        raise UsageError(f"--resp-port and --port are both {args.port}: use two different ports")
+    fields = {
+        "host": args.host,
+        "port": args.port,
+        "data_dir": data_dir,
+        "fsync": args.fsync,
+        "fsync_interval_ms": args.fsync_interval_ms,
+        "resp_port": args.resp_port,
+        "log_level": args.log_level,
+    }
+    server = _import_server()
+    if server is None:
+        _say("the server is not part of this installation (module corosm.server is missing)")
+        return EXIT_SERVER_FAILED
+    return int(server.run(server.ServerConfig(**fields)))
+
+
+def _import_server() -> Any:
+    # Imported here, not at the top: the rest of the CLI must not pay for (or
+    # depend on) the server's imports.
+    try:
+        return importlib.import_module("corosm.server")
+    except ModuleNotFoundError as exc:
+        if exc.name == "corosm.server":
+            return None
+        raise
