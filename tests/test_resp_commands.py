@@ -10,7 +10,7 @@ from corosm.apps.kv.machine import KVMachine
 from corosm.frontends.resp import ops
 from corosm.frontends.resp.commands import COMMANDS, Local, Session, dispatch
 from corosm.frontends.resp.kvbackend import KVBackend
-from corosm.frontends.resp.protocol import ErrorReply, Reply, SimpleString
+from corosm.frontends.resp.protocol import ErrorReply, Map, Reply, SimpleString, encode_reply
 from corosm.runtime import Runtime
 
 OK = SimpleString("OK")
@@ -61,12 +61,16 @@ def local(*args: bytes | str) -> Reply:
         (["FLUSHALL", "NOW"], ErrorReply("ERR syntax error")),
         (["COMMAND", "COUNT"], len(COMMANDS)),
         (["COMMAND", "DOCS"], []),
-        (["CONFIG", "GET", "save"], [b"save", b""]),
-        (["CONFIG", "GET", "appendonly"], [b"appendonly", b"yes"]),
+        (["CONFIG", "GET", "save"], Map(((b"save", b""),))),
+        (["CONFIG", "GET", "appendonly"], Map(((b"appendonly", b"yes"),))),
         (["CLIENT", "GETNAME"], None),
         (["CLIENT", "ID"], 7),
         (["CLIENT", "SETINFO", "LIB-NAME", "x"], OK),
-        (["HELLO", "3"], ErrorReply("NOPROTO unsupported protocol version (corosm speaks RESP2)")),
+        (["HELLO", "4"], ErrorReply("NOPROTO unsupported protocol version")),
+        (
+            ["HELLO", "3", "AUTH", "u", "p"],
+            ErrorReply("ERR AUTH is not supported by corosm (it has no users or passwords)"),
+        ),
     ],
 )
 def test_local_replies(args: list[str], reply: Reply) -> None:
@@ -110,6 +114,19 @@ def test_quit_closes_and_client_name_is_per_session() -> None:
     assert isinstance(bad.reply, ErrorReply)
     assert "cannot contain spaces" in bad.reply.message
     assert dispatch([b"CLIENT", b"GETNAME"], s) == Local(b"worker-1")
+
+
+def test_hello_switches_the_session_to_resp3() -> None:
+    s = session()
+    reply = dispatch([b"HELLO", b"3", b"SETNAME", b"me"], s)
+    assert isinstance(reply, Local)
+    assert isinstance(reply.reply, Map)
+    assert (b"proto", 3) in reply.reply.pairs
+    assert s.protocol == 3
+    assert s.name == b"me"
+    assert encode_reply(reply.reply, resp3=True).startswith(b"%7\r\n")
+    assert encode_reply(None, resp3=True) == b"_\r\n"
+    assert encode_reply(Map(((b"a", 1),))) == b"*2\r\n$1\r\na\r\n:1\r\n"
 
 
 def test_info_reports_the_given_figures() -> None:

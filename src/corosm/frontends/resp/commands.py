@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from corosm.frontends.resp import ops
-from corosm.frontends.resp.protocol import ErrorReply, Reply, SimpleString
+from corosm.frontends.resp.protocol import ErrorReply, Map, Reply, SimpleString
 
 __all__ = ["COMMANDS", "Local", "Outcome", "Session", "dispatch", "wrong_arity"]
 
@@ -49,11 +49,12 @@ Outcome: TypeAlias = "Local | ops.Op"
 class Session:
     """What the server knows about one connection."""
 
-    __slots__ = ("client_id", "info", "name")
+    __slots__ = ("client_id", "info", "name", "protocol")
 
     def __init__(self, client_id: int, info: Callable[[], Mapping[str, object]]) -> None:
         self.client_id = client_id
         self.name = b""
+        self.protocol = 2  # RESP2 until the client says HELLO 3
         #: Returns flat ``name -> value`` figures for ``INFO`` (runtime stats, config).
         self.info = info
 
@@ -120,27 +121,38 @@ def _select(args: list[bytes], session: Session) -> Outcome:
 
 
 def _hello(args: list[bytes], session: Session) -> Outcome:
-    if len(args) > 1 and args[1] != b"2":
-        return _error("NOPROTO unsupported protocol version (corosm speaks RESP2)")
-    if len(args) > 2:
-        return _error("ERR HELLO options (AUTH, SETNAME) are not supported by corosm")
+    """``HELLO [2|3 [AUTH user pass] [SETNAME name]]``: pick RESP2 or RESP3."""
+    protocol = session.protocol
+    if len(args) > 1:
+        version = ops.parse_int64(args[1])
+        if version not in (2, 3):
+            return _error("NOPROTO unsupported protocol version")
+        protocol = version
+    rest = args[2:]
+    while rest:
+        option = rest[0].upper()
+        if option == b"SETNAME" and len(rest) >= 2:
+            named = _client([b"CLIENT", b"SETNAME", rest[1]], session)
+            if isinstance(named, Local) and isinstance(named.reply, ErrorReply):
+                return named
+            rest = rest[2:]
+        elif option == b"AUTH":
+            return _error("ERR AUTH is not supported by corosm (it has no users or passwords)")
+        else:
+            return _error(f"ERR Syntax error in HELLO option '{_quote(rest[0])}'")
+    session.protocol = protocol
     return Local(
-        [
-            b"server",
-            b"corosm",
-            b"version",
-            REDIS_COMPAT_VERSION.encode(),
-            b"proto",
-            2,
-            b"id",
-            session.client_id,
-            b"mode",
-            b"standalone",
-            b"role",
-            b"master",
-            b"modules",
-            [],
-        ]
+        Map(
+            (
+                (b"server", b"corosm"),
+                (b"version", REDIS_COMPAT_VERSION.encode()),
+                (b"proto", protocol),
+                (b"id", session.client_id),
+                (b"mode", b"standalone"),
+                (b"role", b"master"),
+                (b"modules", []),
+            )
+        )
     )
 
 
@@ -203,13 +215,13 @@ _CONFIG: Final = {
 def _config(args: list[bytes], session: Session) -> Outcome:
     sub = args[1].lower()
     if sub == b"get" and len(args) >= 3:
-        out: list[Reply] = []
+        found: dict[bytes, Reply] = {}
         for pattern in args[2:]:
             glob = pattern.decode("utf-8", "replace").lower()
             for key in sorted(_CONFIG):
                 if fnmatch.fnmatchcase(key, glob):
-                    out += [key.encode(), _CONFIG[key].encode()]
-        return Local(out)
+                    found[key.encode()] = _CONFIG[key].encode()
+        return Local(Map(tuple(found.items())))
     if sub == b"get":
         return wrong_arity("config|get")
     if sub == b"resetstat":

@@ -26,7 +26,9 @@ that the connection's byte stream cannot be trusted: the server replies with
 the error and closes that connection, and the parser refuses further input.
 
 Replies are values (:data:`Reply`): :class:`SimpleString`, :class:`ErrorReply`,
-``int``, ``bytes`` (bulk), ``None`` (null bulk) and lists of replies (arrays).
+``int``, ``bytes`` (bulk), ``None`` (null), lists of replies (arrays) and
+:class:`Map`. The encoder speaks RESP2, or the RESP3 subset these need once a
+client said ``HELLO 3`` (redis-py 8 does by default): ``_`` nulls and ``%`` maps.
 :func:`encode_reply` turns one into bytes; :func:`parse_reply` is its inverse,
 used by tests and by anything in Python that wants to read a RESP reply.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_COMMAND_BYTES",
     "DEFAULT_MAX_INLINE_LEN",
     "ErrorReply",
+    "Map",
     "ProtocolError",
     "Reply",
     "RequestParser",
@@ -92,8 +95,15 @@ class ErrorReply:
     message: str
 
 
-#: A reply value: bulk is ``bytes``, null bulk is ``None``, arrays are lists.
-Reply: TypeAlias = "SimpleString | ErrorReply | int | bytes | list[Reply] | None"
+@dataclass(frozen=True, slots=True)
+class Map:
+    """A map reply: ``%N`` in RESP3, a flat ``key, value, ...`` array in RESP2."""
+
+    pairs: tuple[tuple[Reply, Reply], ...]
+
+
+#: A reply value: bulk is ``bytes``, null is ``None``, arrays are lists.
+Reply: TypeAlias = "SimpleString | ErrorReply | int | bytes | list[Reply] | Map | None"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -344,14 +354,18 @@ OK: Final = b"+OK\r\n"
 PONG: Final = b"+PONG\r\n"
 NULL_BULK: Final = b"$-1\r\n"
 NULL_ARRAY: Final = b"*-1\r\n"
+NULL_RESP3: Final = b"_\r\n"
 
 
-def encode_reply(reply: Reply) -> bytes:
-    """Encode one reply value as RESP2 bytes."""
+def encode_reply(reply: Reply, resp3: bool = False) -> bytes:
+    """Encode one reply value as RESP2 bytes (RESP3 when ``resp3``, after ``HELLO 3``).
+
+    The two differ only where our replies use it: null (``$-1`` / ``_``) and maps.
+    """
     if isinstance(reply, bytes):
         return b"$%d\r\n%b\r\n" % (len(reply), reply)
     if reply is None:
-        return NULL_BULK
+        return NULL_RESP3 if resp3 else NULL_BULK
     if isinstance(reply, bool):  # bool is an int; refuse it rather than send ":1"
         raise TypeError("encode_reply() got a bool; use an int")
     if isinstance(reply, int):
@@ -362,7 +376,12 @@ def encode_reply(reply: Reply) -> bytes:
         return b"-%b\r\n" % _one_line(reply.message)
     if isinstance(reply, list):
         parts = [b"*%d\r\n" % len(reply)]
-        parts.extend(encode_reply(item) for item in reply)
+        parts.extend(encode_reply(item, resp3) for item in reply)
+        return b"".join(parts)
+    if isinstance(reply, Map):
+        parts = [b"%%%d\r\n" % len(reply.pairs) if resp3 else b"*%d\r\n" % (2 * len(reply.pairs))]
+        for key, value in reply.pairs:
+            parts += (encode_reply(key, resp3), encode_reply(value, resp3))
         return b"".join(parts)
     raise TypeError(f"encode_reply() cannot encode {type(reply).__name__}")
 
@@ -407,6 +426,21 @@ def parse_reply(data: bytes, pos: int = 0) -> tuple[Reply, int] | None:
         if len(data) < after + size + 2:
             return None
         return data[after : after + size], after + size + 2
+    if kind == b"_":
+        return None, after
+    if kind == b"%":
+        count = _parse_length(line, "map")
+        pairs: list[tuple[Reply, Reply]] = []
+        for _ in range(count):
+            key_parsed = parse_reply(data, after)
+            if key_parsed is None:
+                return None
+            value_parsed = parse_reply(data, key_parsed[1])
+            if value_parsed is None:
+                return None
+            pairs.append((key_parsed[0], value_parsed[0]))
+            after = value_parsed[1]
+        return Map(tuple(pairs)), after
     if kind == b"*":
         count = _parse_length(line, "multibulk")
         if count < -1:

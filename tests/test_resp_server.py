@@ -1,0 +1,366 @@
+"""The RESP server: ordering and backpressure with a fake runtime, then real sockets.
+
+The socket tests run a real Runtime with the key-value machine and the RESP
+server on a free loopback port in a background thread (:class:`ThreadedServer`),
+so blocking clients (redis-py's sync client, redis-cli) can talk to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from corosm.apps.kv.machine import KVMachine
+from corosm.errors import Overloaded
+from corosm.frontends.resp import ops
+from corosm.frontends.resp.protocol import encode_command
+from corosm.frontends.resp.server import RespServerProtocol, _Shared, start_resp_server
+from corosm.runtime import Runtime
+
+# --------------------------------------------------------------------------- fake runtime
+
+
+class FakeRuntime:
+    """Holds every submitted input's future so the test decides when each finishes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int = 1000) -> None:
+        self.loop = loop
+        self.capacity = capacity
+        self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
+
+    def submit_nowait(self, input: Any) -> asyncio.Future[Any]:
+        if len(self.pending) >= self.capacity:
+            raise Overloaded("full")
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.pending.append((input, fut))
+        return fut
+
+    def stats(self) -> dict[str, float]:
+        return {"queue_depth": float(len(self.pending))}
+
+    def health(self) -> str | None:
+        return None
+
+
+class EchoBackend:
+    """Inputs are the ops themselves; outputs are already replies."""
+
+    def to_input(self, op: ops.Op) -> Any:
+        return op
+
+    def to_reply(self, op: ops.Op, output: Any) -> Any:
+        return output
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def connect(rt: FakeRuntime, **kw: Any) -> tuple[RespServerProtocol, FakeTransport]:
+    proto = RespServerProtocol(_Shared(rt), EchoBackend(), **kw)
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+def in_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test body on a fresh event loop (no pytest plugin needed)."""
+
+    @functools.wraps(fn)
+    def run() -> None:
+        asyncio.run(asyncio.wait_for(fn(), 30))
+
+    return run
+
+
+async def settle() -> None:
+    for _ in range(3):  # done-callbacks, then the flush they schedule
+        await asyncio.sleep(0)
+
+
+@in_loop
+async def test_replies_leave_in_command_order_in_one_write() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(
+        encode_command("SET", "a", "1") + b"PING\r\n" + encode_command("SET", "b", "2")
+    )
+    assert transport.writes == []  # PING waits behind the first SET
+    assert [i for i, _ in rt.pending] == [ops.Set(b"a", b"1"), ops.Set(b"b", b"2")]
+    rt.pending[1][1].set_result(b"second")
+    await settle()
+    assert transport.writes == []  # the second cannot overtake the first
+    rt.pending[0][1].set_result(b"first")
+    await settle()
+    assert transport.writes == [b"$5\r\nfirst\r\n+PONG\r\n$6\r\nsecond\r\n"]
+
+
+@in_loop
+async def test_a_read_waits_for_earlier_writes_of_its_connection() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(
+        encode_command("SET", "k", "v") + encode_command("GET", "k") + encode_command("INCR", "n")
+    )
+    # GET is held until the SET is answered; INCR behind it is held too.
+    assert [i for i, _ in rt.pending] == [ops.Set(b"k", b"v")]
+    rt.pending[0][1].set_result(b"OK")
+    await settle()
+    assert [i for i, _ in rt.pending[1:]] == [ops.Get(b"k"), ops.IncrBy(b"n", 1)]
+    rt.pending[2][1].set_result(5)
+    rt.pending[1][1].set_result(b"v")
+    await settle()
+    assert b"".join(transport.writes) == b"$2\r\nOK\r\n$1\r\nv\r\n:5\r\n"
+
+
+@in_loop
+async def test_protocol_error_answers_earlier_commands_then_closes() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(b"PING\r\n*1\r\n$x\r\nPING\r\n")
+    assert transport.closed
+    assert b"".join(transport.writes) == (b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n")
+    proto.data_received(b"PING\r\n")  # anything after is ignored
+    assert b"".join(transport.writes).count(b"PONG") == 1
+
+
+@in_loop
+async def test_quit_answers_ok_and_ignores_the_rest() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(b"PING\r\nQUIT\r\n" + encode_command("SET", "a", "b"))
+    assert transport.closed
+    assert b"".join(transport.writes) == b"+PONG\r\n+OK\r\n"
+    assert rt.pending == []
+
+
+@in_loop
+async def test_backpressure_pauses_and_resumes_reading() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt, max_pending=4)
+    proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(4)))
+    assert not transport.reading
+    for _, fut in rt.pending[:2]:
+        fut.set_result(b"OK")
+    await settle()
+    assert transport.reading  # half answered: read again
+
+
+@in_loop
+async def test_overloaded_runtime_answers_busy_and_keeps_going() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop(), capacity=1)
+    proto, transport = connect(rt)
+    proto.data_received(encode_command("SET", "a", "1") + encode_command("SET", "b", "2"))
+    rt.pending[0][1].set_result(b"OK")
+    await settle()
+    assert b"".join(transport.writes) == b"$2\r\nOK\r\n-ERR server busy, try again\r\n"
+    assert not transport.closed
+
+
+@in_loop
+async def test_a_failed_input_gets_an_error_reply() -> None:
+    from corosm.errors import JournalError
+
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(encode_command("SET", "a", "1") + b"PING\r\n")
+    rt.pending[0][1].set_exception(JournalError("ENOSPC"))
+    await settle()
+    out = b"".join(transport.writes)
+    assert out.startswith(b"-MISCONF corosm could not persist this write")
+    assert out.endswith(b"+PONG\r\n")
+
+
+# --------------------------------------------------------------------------- real sockets
+
+
+class ThreadedServer:
+    """A Runtime(KVMachine) and a RESP server on a free port, in a thread of its own."""
+
+    def __init__(self, **server_kw: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server_kw = server_kw
+        self.port = 0
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+    async def _start(self) -> None:
+        self.runtime: Runtime[Any, Any, Any] = Runtime(KVMachine())
+        await self.runtime.start()
+        self.server = await start_resp_server(self.runtime, port=0, **self.server_kw)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        self.server.close()
+        await self.runtime.stop()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThreadedServer]:
+    with ThreadedServer() as s:
+        yield s
+
+
+@pytest.fixture
+def r(server: ThreadedServer) -> Iterator[redis.Redis]:
+    with server.client() as client:
+        client.flushall()
+        yield client
+
+
+def test_redis_py_string_commands(r: redis.Redis) -> None:
+    assert r.ping() is True
+    assert r.echo("hé") == "hé".encode()
+    assert r.set("k", "v") is True
+    assert r.get("k") == b"v"
+    assert r.set("k", "w", nx=True) is None
+    assert r.set("k", "w", xx=True, get=True) == b"v"
+    assert r.set("new", "x", xx=True) is None
+    assert r.mset({"a": "1", "b": "2"}) is True
+    assert r.mget("a", "b", "nope") == [b"1", b"2", None]
+    assert r.incr("a") == 2
+    assert r.incrby("a", 10) == 12
+    assert r.decr("a") == 11
+    assert r.append("b", "xyz") == 4
+    assert r.strlen("b") == 4
+    assert r.exists("a", "a", "nope") == 2
+    assert r.delete("a", "nope") == 1
+    assert r.dbsize() == 2
+    assert r.flushdb() is True
+    assert r.dbsize() == 0
+    r.execute_command("SELECT", 0)
+    r.client_setname("tester")
+    assert r.client_getname() == "tester"
+    assert "redis_version" in r.info()
+
+
+def test_redis_py_resp2_client(server: ThreadedServer) -> None:
+    with redis.Redis(port=server.port, protocol=2, socket_timeout=10) as c:
+        assert c.set("r2", "v") is True
+        assert c.get("r2") == b"v"
+        assert c.get("absent-r2") is None
+        assert c.config_get("appendonly") == {"appendonly": "yes"}
+        assert c.mget("r2", "absent-r2") == [b"v", None]
+
+
+def test_redis_py_errors_have_redis_wording(r: redis.Redis) -> None:
+    r.set("s", "abc")
+    with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):
+        r.incr("s")
+    with pytest.raises(redis.ResponseError, match="unknown command 'FOO'"):
+        r.execute_command("FOO", "bar")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'get'"):
+        r.execute_command("GET")
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        r.execute_command("SELECT", 3)
+    with pytest.raises(redis.ResponseError, match="not supported by corosm"):
+        r.set("k", "v", ex=10)
+    r.set("n", str(2**63 - 1))
+    with pytest.raises(redis.ResponseError, match="would overflow"):
+        r.incr("n")
+    assert r.get("s") == b"abc"  # the connection still works
+
+
+def test_pipeline_of_many_commands_answers_in_order(r: redis.Redis) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set(f"k{i}", i)
+        pipe.get(f"k{i}")  # read-your-writes inside the pipeline
+        pipe.incr("counter")
+    results = pipe.execute()
+    assert results[0::3] == [True] * 300
+    assert results[1::3] == [str(i).encode() for i in range(300)]
+    assert results[2::3] == list(range(1, 301))
+    assert r.dbsize() == 301
+
+
+def test_binary_keys_and_values(r: redis.Redis) -> None:
+    value = bytes(range(256)) * 100
+    assert r.set(b"\x00\r\n", value)
+    assert r.get(b"\x00\r\n") == value
+
+
+async def _concurrent_increments(port: int, clients: int, each: int) -> int:
+    conns = [redis.asyncio.Redis(port=port) for _ in range(clients)]
+    try:
+
+        async def bump(c: redis.asyncio.Redis) -> None:
+            for _ in range(each):
+                await c.incr("shared")
+
+        await asyncio.wait_for(asyncio.gather(*(bump(c) for c in conns)), 30)
+        return int(await conns[0].get("shared"))
+    finally:
+        for c in conns:
+            await c.aclose()
+
+
+def test_asyncio_clients_do_not_lose_increments(r: redis.Redis, server: ThreadedServer) -> None:
+    assert asyncio.run(_concurrent_increments(server.port, 8, 50)) == 400
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` and read until the server closes (bounded by a timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_garbage_closes_only_that_connection(r: redis.Redis, server: ThreadedServer) -> None:
+    r.set("k", "v")
+    out = raw_exchange(server.port, b"PING\r\n*2\r\n$3\r\nGET\r\n+k\r\n")
+    assert out == b"+PONG\r\n-ERR Protocol error: expected '$', got '+'\r\n"
+    assert r.get("k") == b"v"
+
+
+def test_inline_commands_as_telnet_sends_them(server: ThreadedServer) -> None:
+    out = raw_exchange(server.port, b'PING\r\nSET tk "a b"\r\nGET tk\nQUIT\r\n')
+    assert out == b"+PONG\r\n+OK\r\n$3\r\na b\r\n+OK\r\n"
+
+
+def test_bulk_length_limit_is_enforced() -> None:
+    with ThreadedServer(max_bulk_len=1000) as s:
+        out = raw_exchange(s.port, encode_command("SET", "k", "x" * 1001))
+        assert out == b"-ERR Protocol error: invalid bulk length\r\n"
+        with s.client() as c:
+            assert c.set("k", "x" * 1000) is True
