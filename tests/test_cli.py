@@ -1,0 +1,278 @@
+"""The ``corosm`` command line: ``main(argv)`` in-process and ``python -m corosm``.
+
+The kv commands talk to the :class:`FakeKV` server of ``test_client.py`` over
+loopback; ``serve`` is checked up to the hand-over to ``corosm.server.run``
+(replaced here by a recorder), so these tests do not depend on the server.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from corosm.frontends import cli
+from corosm.frontends.cli import main
+from test_client import FakeKV, free_port
+
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def fake() -> Any:
+    with FakeKV() as server:
+        yield server
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- kv -----------------------------------------------------------------------------
+
+
+def test_kv_seed_commands(fake: FakeKV, capsys: pytest.CaptureFixture[str]) -> None:
+    port = str(fake.port)
+    assert run(capsys, "kv", "read", "x", "--port", port) == (1, "", "")  # absent: silent, 1
+    assert run(capsys, "kv", "write", "x", "-5", "--port", port) == (0, "", "")
+    assert fake.requests[-1] == ("POST", "/", b'Write "x" (-5)')
+    assert run(capsys, "kv", "read", "x", "--port", port) == (0, "-5\n", "")
+    assert run(capsys, "kv", "reset", "--port", port) == (0, "", "")
+    assert run(capsys, "kv", "read", "x", "--port", port)[0] == 1
+
+
+def test_kv_rest_commands(
+    fake: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = str(fake.port)
+    assert run(capsys, "kv", "put", "a/b", "hello", "--port", port) == (0, "", "")
+    assert fake.store == {b"a/b": b"hello"}
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(b"\x00raw\n")))
+    assert run(capsys, "kv", "put", "bin", "-", "--port", port) == (0, "", "")
+    assert fake.store[b"bin"] == b"\x00raw\n"
+    code = main(["kv", "get", "a/b", "--port", port])
+    assert (code, capsys.readouterr().out) == (0, "hello")  # exact bytes, no newline added
+    assert run(capsys, "kv", "delete", "a/b", "--port", port) == (0, "", "")
+    assert run(capsys, "kv", "delete", "a/b", "--port", port) == (1, "", "")
+    assert run(capsys, "kv", "get", "a/b", "--port", port) == (1, "", "")
+
+
+def test_kv_health_and_metrics(fake: FakeKV, capsys: pytest.CaptureFixture[str]) -> None:
+    port = str(fake.port)
+    assert run(capsys, "kv", "health", "--port", port) == (0, "ok\n", "")
+    fake.mode = "unhealthy"
+    assert run(capsys, "kv", "health", "--port", port) == (1, "journal failed: ENOSPC\n", "")
+    fake.mode = "normal"
+    code, out, _ = run(capsys, "kv", "metrics", "--port", port)
+    assert code == 0
+    assert "corosm_requests_total 3" in out
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "message"),
+    [
+        ("reject", 2, "server answered 400: bad request"),
+        ("busy", 3, "server answered 503: overloaded"),
+        ("fail", 4, "server answered 500: internal error"),
+        ("garbage", 4, "unexpected seed reply 'Maybe Later'"),
+    ],
+)
+def test_kv_server_errors_become_exit_codes(
+    fake: FakeKV, capsys: pytest.CaptureFixture[str], mode: str, code: int, message: str
+) -> None:
+    fake.mode = mode
+    got, out, err = run(capsys, "kv", "read", "x", "--port", str(fake.port))
+    assert (got, out) == (code, "")
+    assert err.startswith("corosm: ")
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_kv_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    code, out, err = run(capsys, "kv", "write", "x", "1", "--port", str(port))
+    assert (code, out) == (3, "")
+    assert err == (
+        f"corosm: cannot connect to 127.0.0.1:{port}: connection refused"
+        f" (is the server running on 127.0.0.1:{port}?)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["kv", "write", "x", "abc"], "expected a decimal integer, got 'abc'"),
+        (["kv", "write", "x", str(2**63)], "outside the 64-bit range"),
+        (["kv", "write", "x"], "the following arguments are required: VALUE"),
+        (["kv", "read", "x", "--port", "0"], "expected a port number 1..65535"),
+        (["kv", "read", "x", "--port", "http"], "expected a port number 1..65535, got 'http'"),
+        (["kv"], "kv needs a command"),
+        ([], "a subcommand is required"),
+        (["nosuch"], "invalid choice: 'nosuch'"),
+        (["kv", "read", "x", "--url", "ftp://h:1"], "is not a server address"),
+        (["kv", "read", "x", "--url", "http://h:99999"], "has a bad port"),
+        (["kv", "read", "x", "--timeout", "-1"], "timeout must be a positive number"),
+        (["serve", "--fsync", "sometimes"], "invalid choice: 'sometimes'"),
+        (["serve", "--fsync-interval-ms", "0"], "expected a whole number >= 1"),
+        (["serve", "--port", "8080", "--resp-port", "8080"], "use two different ports"),
+    ],
+)
+def test_usage_errors_exit_2_and_say_what_was_expected(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_kv_address_from_url_and_env(
+    fake: FakeKV, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.store[b"x"] = b"4"
+    assert run(capsys, "kv", "read", "x", "--url", f"http://127.0.0.1:{fake.port}") == (
+        0,
+        "4\n",
+        "",
+    )
+    monkeypatch.setenv("COROSM_URL", f"http://127.0.0.1:{fake.port}/")
+    assert run(capsys, "kv", "read", "x") == (0, "4\n", "")
+    # --port wins over the environment
+    code, _, err = run(capsys, "kv", "read", "x", "--port", str(free_port()))
+    assert code == 3
+    assert "connection refused" in err
+    monkeypatch.setenv("COROSM_URL", "localhost:8080")
+    code, _, err = run(capsys, "kv", "read", "x")
+    assert code == 2
+    assert "COROSM_URL='localhost:8080' is not a server address" in err
+
+
+# --- serve --------------------------------------------------------------------------
+
+
+class RecordingServer:
+    """Stands in for corosm.server: records the config that ``run`` receives."""
+
+    def __init__(self) -> None:
+        self.configs: list[SimpleNamespace] = []
+
+    def ServerConfig(self, **fields: Any) -> SimpleNamespace:
+        return SimpleNamespace(**fields)
+
+    def run(self, config: SimpleNamespace) -> int:
+        self.configs.append(config)
+        return 0
+
+
+def test_serve_hands_a_validated_config_to_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = RecordingServer()
+    monkeypatch.setattr(cli, "_import_server", lambda: server)
+    assert run(capsys, "serve")[0] == 0
+    assert vars(server.configs[0]) == {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "data_dir": Path("corosm-data"),
+        "fsync": "always",
+        "fsync_interval_ms": 1000,
+        "resp_port": None,
+        "log_level": "info",
+    }
+    argv = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)]
+    argv += ["--fsync", "interval", "--fsync-interval-ms", "50", "--resp-port", "6380"]
+    assert run(capsys, *argv, "--log-level", "debug")[0] == 0
+    assert vars(server.configs[1]) == {
+        "host": "0.0.0.0",
+        "port": 0,
+        "data_dir": tmp_path,
+        "fsync": "interval",
+        "fsync_interval_ms": 50,
+        "resp_port": 6380,
+        "log_level": "debug",
+    }
+
+
+def test_serve_refuses_a_data_dir_that_is_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = RecordingServer()
+    monkeypatch.setattr(cli, "_import_server", lambda: server)
+    path = tmp_path / "file"
+    path.write_text("")
+    code, _, err = run(capsys, "serve", "--data-dir", str(path))
+    assert code == 2
+    assert "exists and is not a directory" in err
+    assert server.configs == []
+
+
+# --- extensions ---------------------------------------------------------------------
+
+PLUGIN = """
+import argparse
+
+def register(subparsers):
+    parser = subparsers.add_parser("demo", help="a demo extension")
+    parser.add_argument("--times", type=int, default=1)
+    parser.set_defaults(run=run)
+
+def run(args: argparse.Namespace) -> int:
+    print("demo " * args.times)
+    return 7
+"""
+
+
+def test_extensions_load_only_when_chosen(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "corosm_demo_ext.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "corosm_demo_ext", raising=False)
+    extensions = (
+        cli.Extension("demo", "corosm_demo_ext", "a demo extension"),
+        cli.Extension("ghost", "corosm_no_such_module", "never shown"),
+    )
+    monkeypatch.setattr(cli, "EXTENSIONS", extensions)
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    assert "demo" in out
+    assert "a demo extension" in out
+    assert "ghost" not in out  # a missing module hides its subcommand
+    assert "corosm_demo_ext" not in sys.modules  # listed without being imported
+    assert run(capsys, "demo", "--times", "2") == (7, "demo demo \n", "")
+    assert "invalid choice: 'ghost'" in run(capsys, "ghost")[2]
+
+
+# --- as a process -------------------------------------------------------------------
+
+
+def corosm(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "corosm", *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_python_m_corosm_against_a_server(fake: FakeKV) -> None:
+    port = str(fake.port)
+    written = corosm("kv", "write", "k é", "42", "--port", port)
+    assert (written.returncode, written.stdout, written.stderr) == (0, "", "")
+    assert fake.store == {"k é".encode(): b"42"}
+    read = corosm("kv", "read", "k é", "--port", port)
+    assert (read.returncode, read.stdout) == (0, "42\n")
+
+
+def test_python_m_corosm_unreachable_and_version() -> None:
+    port = free_port()
+    result = corosm("kv", "read", "x", "--port", str(port))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert f"is the server running on 127.0.0.1:{port}?" in result.stderr
+    version = corosm("--version")
+    assert (version.returncode, version.stdout.strip()) == (0, "corosm 0.1.0")
