@@ -155,6 +155,7 @@ class Journal:
         self._sink = sink
         self.fs.makedirs(self.directory)
         self._writer.open()
+        self._last_sync = time.perf_counter()  # open() synced the new segment
         self._thread = threading.Thread(target=self._run, name="corosm-journal", daemon=True)
         self._thread.start()
 
@@ -188,11 +189,7 @@ class Journal:
     # -- appending -----------------------------------------------------------------
     def submit(self, entries: Sequence[tuple[Any, bytes]]) -> None:
         """Queue ``(token, payload)`` pairs, in order, with one lock operation."""
-        for _token, payload in entries:
-            if len(payload) > MAX_RECORD_BYTES:
-                raise UsageError(
-                    f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
-                )
+        self._check_entries(entries)
         with self._cond:
             refused = self._refusal()
             if refused is None:
@@ -200,6 +197,15 @@ class Journal:
                 self._cond.notify()
                 return
         self._deliver([(token, None, refused) for token, _ in entries])
+
+    def _check_entries(self, entries: Sequence[tuple[Any, bytes]]) -> None:
+        if self._sink is None and not all(isinstance(t, _Waiter) for t, _ in entries):
+            raise UsageError("Journal.submit() needs a sink: pass one to start(), or use append()")
+        for _token, payload in entries:
+            if len(payload) > MAX_RECORD_BYTES:
+                raise UsageError(
+                    f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
+                )
 
     def append(self, payload: bytes, timeout: float | None = None) -> int:
         """Append one record and block until it is acknowledged; return its LSN."""
@@ -325,11 +331,7 @@ class Journal:
                 token.event.set()
             else:
                 others.append(item)
-        if others:
-            if self._sink is None:
-                raise UsageError(
-                    "journal has no sink for non-blocking appends; pass one to start()"
-                )
+        if others and self._sink is not None:  # submit() refuses other tokens without a sink
             self._sink(others)
 
     # -- snapshots -----------------------------------------------------------------
