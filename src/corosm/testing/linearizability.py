@@ -1,0 +1,266 @@
+"""A linearizability checker: Wing & Gong's search, with Lowe's memoisation.
+
+A history is a list of :class:`Operation` values: who called what, what came
+back, and when the call started and returned (any monotonic numbers). It is
+*linearizable* if the operations can be put in one sequential order that (a)
+respects real time (an operation that returned before another was called comes
+first) and (b) gives every operation its observed output when run through the
+sequential model ``model_step(state, input) -> (output, state)``.
+
+Theory of operation
+-------------------
+Calls and returns are sorted into one doubly linked list of entries. The
+search walks it from the front: at a call entry it tries to linearize that
+operation next (run the model; the output must match); if that works the
+operation's two entries are lifted out of the list and the walk restarts from
+the front. Reaching a return entry means that operation should already have
+been linearized: backtrack (undo the last choice and try the next candidate).
+Lowe's improvement: remember every (set of linearized operations, model
+state) already explored, as (bitset, state) pairs, and never explore one
+twice; that turns the exponential search into a fast one on real histories.
+Model states must therefore be hashable.
+
+An operation whose outcome is unknown (the client timed out, or crashed) may
+take effect at any time after its call, or never. It gets a return time of
+"infinity" and accepts any output; "never" is then the same as "last", which
+always succeeds, so the search stops as soon as every known operation is
+placed.
+
+P-compositionality: when every operation touches a single key, and operations
+on different keys commute, the history is linearizable iff each key's
+sub-history is. ``partition(input)`` names the key; if any operation has none
+(a multi-key operation), the whole history is checked at once.
+
+On failure the :class:`LinearizabilityResult` explains the deepest point the
+search reached: the order it had found so far, and for the operations that
+could go next what the model would have answered there versus what the
+history says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from corosm.errors import UsageError
+
+I = TypeVar("I")
+O = TypeVar("O")
+S = TypeVar("S")
+
+
+class _Unknown:
+    """The output of an operation whose outcome was never observed."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+"""Output of an operation that may or may not have happened (timed out, crashed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation(Generic[I, O]):
+    """One call in a history: ``client`` called ``input`` at ``call`` and got ``output`` at ``ret``.
+
+    For an operation whose outcome is unknown, ``output`` is :data:`UNKNOWN`
+    and ``ret`` is ignored (it may take effect any time after ``call``).
+    """
+
+    client: Hashable
+    input: I
+    output: O
+    call: float
+    ret: float = math.inf
+
+    @property
+    def unknown(self) -> bool:
+        """True when the outcome was never observed."""
+        return self.output is UNKNOWN
+
+    def describe(self) -> str:
+        """A one-line description for explanations."""
+        when = f"[{self.call:g}, ?]" if self.unknown else f"[{self.call:g}, {self.ret:g}]"
+        return f"client {self.client!r} {when}: {self.input!r} -> {self.output!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class LinearizabilityResult(Generic[I, O]):
+    """The verdict. True in a boolean context when the history is linearizable."""
+
+    ok: bool
+    explanation: str = "linearizable"
+    #: The partition (key) that failed, when the history was partitioned.
+    partition: Hashable | None = None
+    #: On failure: the longest order the search found before it got stuck.
+    linearized: tuple[Operation[I, O], ...] = field(default=())
+    #: On failure: the operations that could not be placed next at that point.
+    stuck: tuple[Operation[I, O], ...] = field(default=())
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def check_linearizable(
+    history: Sequence[Operation[I, O]],
+    model_step: Callable[[S, I], tuple[O, S]],
+    initial_state: S,
+    partition: Callable[[I], Hashable | None] | None = None,
+) -> LinearizabilityResult[I, O]:
+    """Is ``history`` linearizable with respect to ``model_step`` from ``initial_state``?"""
+    for op in history:
+        if not isinstance(op, Operation):
+            raise UsageError(f"a history holds Operation values, not {op!r:.80}")
+        if not op.unknown and not op.call <= op.ret:
+            raise UsageError(f"operation returned before it was called: {op.describe()}")
+    groups = _partition(history, partition)
+    for key, ops in groups.items():
+        result = _Search(ops, model_step, initial_state).run()
+        if not result.ok:
+            if key is None:
+                return result
+            return LinearizabilityResult(
+                False,
+                f"in partition {key!r}: {result.explanation}",
+                key,
+                result.linearized,
+                result.stuck,
+            )
+    return LinearizabilityResult(True)
+
+
+def _partition(
+    history: Sequence[Operation[I, O]], partition: Callable[[I], Hashable | None] | None
+) -> dict[Hashable | None, list[Operation[I, O]]]:
+    if partition is None:
+        return {None: list(history)}
+    groups: dict[Hashable | None, list[Operation[I, O]]] = {}
+    for op in history:
+        key = partition(op.input)
+        if key is None:
+            return {None: list(history)}  # a multi-key operation: check the whole history
+        groups.setdefault(key, []).append(op)
+    return groups
+
+
+class _Search(Generic[I, O, S]):
+    """One depth-first search over one (sub-)history."""
+
+    def __init__(
+        self, ops: list[Operation[I, O]], step: Callable[[S, I], tuple[O, S]], initial: S
+    ) -> None:
+        self.ops = ops
+        self.step = step
+        self.initial = initial
+        # Entries 1..2n: calls and returns in time order (calls first on ties, so
+        # that touching intervals count as concurrent); entry 0 is the list head.
+        order = sorted(
+            [(op.call, 0, i) for i, op in enumerate(ops)]
+            + [(math.inf if op.unknown else op.ret, 1, i) for i, op in enumerate(ops)]
+        )
+        n = len(order)
+        self.is_call = [False] + [kind == 0 for _, kind, _ in order]
+        self.op_of = [-1] + [i for _, _, i in order]
+        position = {(kind, i): e + 1 for e, (_, kind, i) in enumerate(order)}
+        self.match = [-1] + [position[(1, i)] if kind == 0 else -1 for _, kind, i in order]
+        self.next = [*range(1, n + 1), -1]
+        self.prev = [-1, *range(n)]
+        # The deepest point reached, for the explanation.
+        self.best_depth = -1
+        self.best: tuple[tuple[int, ...], S, int, tuple[int, ...]] | None = None
+
+    def _lift(self, e: int) -> None:
+        for x in (e, self.match[e]):
+            nxt, prv = self.next[x], self.prev[x]
+            self.next[prv] = nxt
+            if nxt != -1:
+                self.prev[nxt] = prv
+
+    def _unlift(self, e: int) -> None:
+        for x in (self.match[e], e):  # reverse order of removal (dancing links)
+            nxt, prv = self.next[x], self.prev[x]
+            self.next[prv] = x
+            if nxt != -1:
+                self.prev[nxt] = x
+
+    def run(self) -> LinearizabilityResult[I, O]:
+        ops, step, op_of, is_call, nxt = self.ops, self.step, self.op_of, self.is_call, self.next
+        known_left = sum(not op.unknown for op in ops)
+        state = self.initial
+        linearized = 0
+        stack: list[tuple[int, S]] = []
+        seen: set[tuple[int, S]] = set()
+        e = nxt[0]
+        while known_left:
+            if is_call[e]:
+                i = op_of[e]
+                op = ops[i]
+                output, new_state = step(state, op.input)
+                if op.unknown or output == op.output:
+                    config = (linearized | (1 << i), new_state)
+                    if config not in seen:
+                        seen.add(config)
+                        stack.append((e, state))
+                        state, linearized = new_state, config[0]
+                        self._lift(e)
+                        known_left -= not op.unknown
+                        e = nxt[0]
+                        continue
+                e = nxt[e]
+                continue
+            self._note_stuck(stack, state, e)
+            if not stack:
+                return self._failure()
+            e, state = stack.pop()
+            i = op_of[e]
+            linearized &= ~(1 << i)
+            self._unlift(e)
+            known_left += not ops[i].unknown
+            e = nxt[e]
+        return LinearizabilityResult(True)
+
+    def _note_stuck(self, stack: list[tuple[int, S]], state: S, ret_entry: int) -> None:
+        if len(stack) <= self.best_depth:
+            return
+        self.best_depth = len(stack)
+        candidates = []
+        e = self.next[0]
+        while e != ret_entry:
+            if self.is_call[e]:
+                candidates.append(self.op_of[e])
+            e = self.next[e]
+        order = tuple(self.op_of[entry] for entry, _ in stack)
+        self.best = (order, state, self.op_of[ret_entry], tuple(candidates))
+
+    def _failure(self) -> LinearizabilityResult[I, O]:
+        assert self.best is not None
+        order, state, blocked, candidates = self.best
+        ops = self.ops
+        lines = [
+            f"not linearizable: {ops[blocked].describe()} returned, but no order of the "
+            f"operations before it explains the outputs seen.",
+            f"The longest valid order found places {len(order)} operation(s)"
+            + (", ending with:" if order else "."),
+        ]
+        lines += [f"  {ops[i].describe()}" for i in order[-5:]]
+        lines.append(f"Model state then: {state!r:.200}. Candidates for the next place:")
+        for i in candidates:
+            output, _ = self.step(state, ops[i].input)
+            lines.append(f"  {ops[i].describe()}   (model would give {output!r})")
+        return LinearizabilityResult(
+            False,
+            "\n".join(lines),
+            None,
+            tuple(ops[i] for i in order),
+            tuple(ops[i] for i in candidates),
+        )

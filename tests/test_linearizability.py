@@ -1,0 +1,227 @@
+"""The linearizability checker: known verdicts, unknown outcomes, and brute force."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corosm.apps.kv.inputs import Read, Write
+from corosm.apps.kv.model import EMPTY, partition_key
+from corosm.apps.kv.model import step as kv_step
+from corosm.apps.kv.outputs import OK, Value
+from corosm.errors import UsageError
+from corosm.testing.linearizability import UNKNOWN, Operation, check_linearizable
+
+Op = Operation[Any, Any]
+
+# A single register of ints, with read, write and compare-and-set, as the model.
+
+
+@dataclass(frozen=True, slots=True)
+class W:
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class R:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Cas:
+    old: int
+    new: int
+
+
+def register(state: int, inp: W | R | Cas) -> tuple[object, int]:
+    match inp:
+        case W(v):
+            return "ok", v
+        case R():
+            return state, state
+        case Cas(old, new):
+            return (True, new) if state == old else (False, state)
+
+
+def op(client: Any, inp: object, out: object, call: float, ret: float = float("inf")) -> Op:
+    return Operation(client, inp, out, call, ret)
+
+
+def check(history: Sequence[Op]) -> bool:
+    return bool(check_linearizable(history, register, 0))
+
+
+def test_empty_and_sequential_histories_are_linearizable() -> None:
+    assert check([])
+    assert check(
+        [op(1, W(1), "ok", 0, 1), op(1, R(), 1, 2, 3), op(2, W(2), "ok", 4, 5), op(2, R(), 2, 6, 7)]
+    )
+
+
+def test_concurrent_write_may_be_seen_or_not() -> None:
+    # The read overlaps the write: it may see 0 or 1.
+    for seen in (0, 1):
+        assert check([op(1, W(1), "ok", 0, 10), op(2, R(), seen, 1, 2)])
+
+
+def test_stale_read_is_caught() -> None:
+    history = [op(1, W(1), "ok", 0, 1), op(2, R(), 0, 2, 3)]
+    result = check_linearizable(history, register, 0)
+    assert not result
+    assert "R() -> 0" in result.explanation
+    assert history[1] in result.stuck
+
+
+def test_read_of_a_never_written_value_is_caught() -> None:
+    assert not check([op(1, W(1), "ok", 0, 5), op(2, R(), 7, 1, 2)])
+
+
+def test_lost_update_is_caught() -> None:
+    # Two compare-and-sets from 0 both succeed: one update was lost.
+    history = [op(1, Cas(0, 1), True, 0, 10), op(2, Cas(0, 2), True, 1, 11)]
+    assert not check(history)
+    assert check([history[0], op(2, Cas(0, 2), False, 1, 11)])
+
+
+def test_effect_visible_before_its_call_is_caught() -> None:
+    # The read returned 1 before the write of 1 was even called.
+    assert not check([op(2, R(), 1, 0, 1), op(1, W(1), "ok", 2, 3)])
+
+
+def test_read_order_must_be_consistent() -> None:
+    # Two sequential reads during one write cannot see new then old.
+    write = op(1, W(1), "ok", 0, 10)
+    assert check([write, op(2, R(), 0, 1, 2), op(2, R(), 1, 3, 4)])
+    assert not check([write, op(2, R(), 1, 1, 2), op(2, R(), 0, 3, 4)])
+
+
+def test_unknown_operation_may_happen_late_or_never() -> None:
+    lost = op(1, W(1), UNKNOWN, 0)
+    assert check([lost, op(2, R(), 0, 5, 6)])  # never happened (or not yet)
+    assert check([lost, op(2, R(), 0, 5, 6), op(2, R(), 1, 100, 101)])  # happened late
+    # ... but not before it was called.
+    assert not check([op(2, R(), 1, 0, 1), op(1, W(1), UNKNOWN, 5)])
+    # ... and once seen it cannot be unseen.
+    assert not check([lost, op(2, R(), 1, 5, 6), op(2, R(), 0, 7, 8)])
+
+
+def test_explanation_lists_the_order_found_and_the_candidates() -> None:
+    history = [op(1, W(1), "ok", 0, 1), op(1, W(2), "ok", 2, 3), op(2, R(), 1, 4, 5)]
+    result = check_linearizable(history, register, 0)
+    assert not result.ok
+    assert result.linearized == (history[0], history[1])
+    assert result.stuck == (history[2],)
+    assert "model would give 2" in result.explanation
+
+
+def test_bad_histories_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="returned before it was called"):
+        check([op(1, R(), 0, 5, 1)])
+    with pytest.raises(UsageError, match="Operation values"):
+        check_linearizable([("not", "an", "op")], register, 0)  # type: ignore[list-item]
+
+
+def test_partitioned_kv_history_names_the_failing_key() -> None:
+    history = [
+        op(1, Write(b"a", b"1"), OK, 0, 1),
+        op(2, Write(b"b", b"1"), OK, 0, 1),
+        op(1, Read(b"a"), Value(b"1"), 2, 3),
+        op(2, Read(b"b"), Value(None), 2, 3),
+    ]
+    result = check_linearizable(history, kv_step, EMPTY, partition_key)
+    assert not result
+    assert result.partition == b"b"
+    assert "partition b'b'" in result.explanation
+    assert check_linearizable(history[:3], kv_step, EMPTY, partition_key)
+
+
+def test_long_history_with_many_concurrent_clients_is_fast() -> None:
+    # 8 clients, 3000 operations on one register, every write overlapping
+    # others: the memoised search stays linear-ish. Reads return the value of
+    # the last write that *completed*, which is a valid linearization.
+    history: list[Op] = []
+    for t in range(3000):
+        i = t
+        client = i % 8
+        if i % 3 == 0:
+            history.append(op(client, W(i), "ok", t, t + 8))
+        else:
+            history.append(op(client, R(), None, t, t + 8))
+    # Fill in reads: each sees the latest write called before its call -
+    # writes take effect at their call time, within their interval.
+    current = 0
+    filled: list[Op] = []
+    for o in history:
+        if isinstance(o.input, W):
+            current = o.input.v
+            filled.append(o)
+        else:
+            filled.append(op(o.client, o.input, current, o.call, o.ret))
+    assert check(filled)
+    broken = list(filled)
+    broken[-1] = op(broken[-1].client, R(), -1, broken[-1].call, broken[-1].ret)
+    assert not check(broken)
+
+
+# -- against brute force on tiny histories -------------------------------------------
+
+
+def brute_force(history: Sequence[Op]) -> bool:
+    """Try every order of every subset that keeps all known operations."""
+    known = [o for o in history if o.output is not UNKNOWN]
+    unknown = [o for o in history if o.output is UNKNOWN]
+    for r in range(len(unknown) + 1):
+        for extra in itertools.combinations(unknown, r):
+            for order in itertools.permutations(known + list(extra)):
+                if respects_real_time(order) and outputs_match(order):
+                    return True
+    return False
+
+
+def respects_real_time(order: Sequence[Op]) -> bool:
+    return all(
+        not (b.output is not UNKNOWN and b.ret < a.call)
+        for i, a in enumerate(order)
+        for b in order[i + 1 :]
+    )
+
+
+def outputs_match(order: Sequence[Op]) -> bool:
+    state = 0
+    for o in order:
+        out, state = register(state, o.input)
+        if o.output is not UNKNOWN and out != o.output:
+            return False
+    return True
+
+
+@st.composite
+def tiny_histories(draw: st.DrawFn) -> list[Op]:
+    n = draw(st.integers(0, 5))
+    history = []
+    for i in range(n):
+        inp = draw(st.sampled_from([W(1), W(2), R(), Cas(0, 1), Cas(1, 2)]))
+        call = draw(st.integers(0, 6))
+        ret = call + draw(st.integers(0, 4))
+        if draw(st.integers(0, 5)) == 0:
+            out: object = UNKNOWN
+        elif isinstance(inp, R):
+            out = draw(st.sampled_from([0, 1, 2]))
+        elif isinstance(inp, Cas):
+            out = draw(st.booleans())
+        else:
+            out = "ok"
+        history.append(op(i, inp, out, call, ret))
+    return history
+
+
+@settings(max_examples=400, deadline=None)
+@given(tiny_histories())
+def test_agrees_with_brute_force(history: list[Op]) -> None:
+    assert check(history) == brute_force(history)
