@@ -1,0 +1,105 @@
+"""What may go wrong in a simulated run: the fault plan, and deliberate host bugs.
+
+Theory of operation
+-------------------
+A :class:`FaultPlan` is a value that says how hostile the world is: how many
+clients, how long I/O takes (ranges sampled from the run's seeded random
+generator), how often the journal's write or fsync fails (which fail-stops the
+journal until a restart), how often the process crashes (at any step, keeping
+only what was fsynced and maybe tearing the last write), how often a snapshot
+is taken. The same plan and seed always give the same run.
+
+:class:`Sabotage` switches on *bugs in the host* (not in the machine), so
+tests can prove the simulator catches them: journal completions delivered out
+of log order, or an append acknowledged when written instead of when fsynced.
+Production code never sets them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from corosm.errors import UsageError
+
+Range = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """The shape and the hostility of one simulated run (see module docs).
+
+    Times are virtual seconds. Probabilities are per event handled by the
+    world (``crash``, ``snapshot``) or per journal batch (the I/O errors).
+    """
+
+    clients: int = 3
+    ops_per_client: int = 6
+    think_time: Range = (0.0, 0.002)
+    io_latency: Range = (0.0001, 0.004)
+    write_latency: Range = (0.00002, 0.0002)
+    fsync_latency: Range = (0.0002, 0.002)
+    client_timeout: float = 0.05
+    restart_delay: float = 0.003
+    crash_probability: float = 0.01
+    max_crashes: int = 2
+    tear_probability: float = 0.5
+    write_error_probability: float = 0.01
+    enospc_probability: float = 0.01
+    fsync_error_probability: float = 0.01
+    snapshot_probability: float = 0.02
+    max_events: int = 200_000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_probability"):
+                _need(0.0 <= value <= 1.0, f.name, value, "a probability between 0 and 1")
+            elif isinstance(value, tuple):
+                ok = (
+                    len(value) == 2
+                    and all(isinstance(v, int | float) and math.isfinite(v) for v in value)
+                    and 0.0 <= value[0] <= value[1]
+                )
+                _need(ok, f.name, value, "a (low, high) pair of seconds with 0 <= low <= high")
+            elif f.name in ("client_timeout", "restart_delay"):
+                ok = isinstance(value, int | float) and math.isfinite(value) and value > 0
+                _need(ok, f.name, value, "a positive number of seconds")
+            else:
+                least = 0 if f.name == "max_crashes" else 1
+                ok = type(value) is int and value >= least
+                _need(ok, f.name, value, f"an int >= {least}")
+
+    @classmethod
+    def calm(cls, **overrides: object) -> FaultPlan:
+        """A plan with no faults and no crashes (random latencies only)."""
+        names = [f.name for f in fields(cls) if f.name.endswith("_probability")]
+        quiet: dict[str, object] = dict.fromkeys(names, 0.0)
+        quiet["max_crashes"] = 0
+        quiet.update(overrides)
+        return cls(**quiet)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """The fields that differ from the defaults, as Python keyword arguments."""
+        default = FaultPlan()
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        ]
+        return ", ".join(changed)
+
+
+@dataclass(frozen=True, slots=True)
+class Sabotage:
+    """Deliberate bugs in the simulated host, to show that the checks catch them."""
+
+    #: Deliver the completions of a journal batch in a shuffled order, not log order.
+    reorder_journal_completions: bool = False
+    #: Acknowledge appends once written, before the fsync (a crash then loses them).
+    ack_before_fsync: bool = False
+
+
+def _need(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise UsageError(f"FaultPlan.{name} is {value!r}; expected {expected}")
