@@ -1,16 +1,15 @@
 """The Python clients (sync and asyncio) over real loopback sockets.
 
 Until ``corosm serve`` lands, the clients talk to :class:`FakeKV`, a stdlib
-``http.server`` that speaks the seed protocol and the REST API from a dict and
-can be told to misbehave (answer 400/500/503, close idle connections, never
-answer). It also records what it received, so the tests check the exact bytes
-the client sends. ``tests/test_cli.py`` imports it too.
+``http.server`` that speaks the seed protocol (with the server's own codec)
+and the REST API from a dict, and can be told to misbehave (answer
+400/500/503, close idle connections, never answer). It also records what it
+received, so the tests check the exact bytes the client sends. ``tests/test_cli.py`` imports it too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corosm.apps.kv import OK, Value, Write
+from corosm.apps.kv.seed import (
+    SeedSyntaxError,
+    output_to_seed_reply,
+    read_string,
+    seed_request_to_input,
+)
 from corosm.client import (
     AsyncClient,
     Client,
@@ -38,37 +44,6 @@ from corosm.client import (
 from corosm.client.seedcodec import encode_haskell_string, parse_seed_reply
 
 # --- a fake server ------------------------------------------------------------------
-
-_NAMES = (
-    "NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT",
-    "FF", "CR", "SO", "SI", "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB",
-    "CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US", "SP", "DEL",
-)  # fmt: skip
-_NAME_CODES = {name: (127 if name == "DEL" else i) for i, name in enumerate(_NAMES)}
-_LETTERS = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
-_ESCAPE = re.compile(
-    r"\\(?:(\d+)|(&)|([abtnvfr\"\\])|(" + "|".join(sorted(_NAMES, key=len)[::-1]) + "))"
-)
-
-
-def read_haskell_string(quoted: str) -> str:
-    """Decode the escapes that Haskell's show produces (a test-side oracle)."""
-    assert quoted[0] == quoted[-1] == '"', quoted
-
-    def one(match: re.Match[str]) -> str:
-        digits, amp, letter, name = match.groups()
-        if digits:
-            return chr(int(digits))
-        if amp:
-            return ""
-        if letter:
-            return chr(_LETTERS[letter])
-        return chr(_NAME_CODES[name])
-
-    return _ESCAPE.sub(one, quoted[1:-1])
-
-
-_SEED = re.compile(r'\s*(Write|Read)\s+("(?:[^"\\]|\\.)*")\s*(?:(-?\d+)|\((-\d+)\))?\s*', re.S)
 
 
 class FakeKV:
@@ -165,19 +140,15 @@ class FakeKV:
         return 405, {}, b"method not allowed"
 
     def _seed(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        match = _SEED.fullmatch(body.decode("ascii"))
-        if match is None:
-            return 400, {}, b"expected 'Write \"key\" <int>' or 'Read \"key\"'"
-        verb, quoted, plain, negative = match.groups()
-        key = read_haskell_string(quoted).encode("utf-8")
-        if verb == "Write":
-            self.store[key] = (plain or negative).encode()
-            return 200, {}, b"Ok"
-        value = self.store.get(key)
-        if value is None:
-            return 200, {}, b"Result Nothing"
-        n = int(value)
-        return 200, {}, f"Result (Just {n if n >= 0 else f'({n})'})".encode()
+        # The real server's codec, so the client is checked against what the server reads.
+        try:
+            request = seed_request_to_input(body)
+        except SeedSyntaxError as exc:
+            return 400, {}, str(exc).encode()
+        if isinstance(request, Write):
+            self.store[request.key] = request.value
+            return 200, {}, output_to_seed_reply(OK)
+        return 200, {}, output_to_seed_reply(Value(self.store.get(request.key)))
 
     def __enter__(self) -> FakeKV:
         self.thread.start()
@@ -235,7 +206,14 @@ def test_encode_haskell_string_matches_ghc_show(text: str, shown: str) -> None:
 def test_encode_haskell_string_is_ascii_and_reads_back(text: str) -> None:
     shown = encode_haskell_string(text)
     assert shown.isascii()
-    assert read_haskell_string(shown) == text
+    assert read_string(shown) == text
+
+
+@given(st.text(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_the_server_reads_what_the_client_writes(key: str, value: int) -> None:
+    assert seed_request_to_input(seedcodec.encode_write(key, value)) == Write(
+        key.encode("utf-8", "surrogatepass"), str(value).encode()
+    )
 
 
 def test_seed_request_bodies() -> None:

@@ -13,8 +13,11 @@ seed's own Haskell client we encode exactly as GHC's ``show`` does:
 * a negative int is parenthesised, as a derived ``Show`` instance does for an
   argument of a constructor (``Write "x" (-5)``).
 
-Only what the client needs lives here; the server's parser is in
-``corosm.apps.kv.seed``.
+The string escaping itself is the key-value app's ``show_string``
+(:mod:`corosm.apps.kv.seed`), the same function the server's tests read back
+with ``read_string``: one codec for both ends. This module adds what only a
+client needs: argument checks before any I/O, request bodies, and a parser for
+the four reply forms.
 """
 
 from __future__ import annotations
@@ -22,64 +25,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from corosm.apps.kv.seed import show_int, show_string
 from corosm.client.errors import InvalidRequest, ProtocolError
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-# Names GHC uses for the ASCII control characters that have no single-letter
-# escape (asciiTab in GHC.Show); the letter escapes take precedence below.
-_ASCII_NAMES = (
-    "NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT",
-    "FF", "CR", "SO", "SI", "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB",
-    "CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US",
-)  # fmt: skip
-_LETTER_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
-
-
-def _escape_char(ch: str) -> str:
-    """One character as showLitString writes it (without the ``\\&`` guard)."""
-    code = ord(ch)
-    if ch in _LETTER_ESCAPES:
-        return _LETTER_ESCAPES[ch]
-    if code < 32:
-        return "\\" + _ASCII_NAMES[code]
-    if code == 127:
-        return "\\DEL"
-    if code > 127:
-        return f"\\{code}"
-    return ch
-
 
 def encode_haskell_string(text: str) -> str:
-    """Return ``show text`` as GHC prints it, quotes included.
-
-    >>> encode_haskell_string('a"b\\n\\u00e9')
-    '"a\\\\"b\\\\n\\\\233"'
-    """
-    out: list[str] = ['"']
-    previous = ""
-    for ch in text:
-        # \& keeps "\233" followed by "4" from being read as "\2334", and
-        # "\SO" followed by "H" from being read as "\SOH".
-        if (
-            previous.startswith("\\") and previous[1:].isdigit() and ch.isascii() and ch.isdigit()
-        ) or (previous == "\\SO" and ch == "H"):
-            out.append("\\&")
-        previous = _escape_char(ch)
-        out.append(previous)
-    out.append('"')
-    return "".join(out)
+    """Return ``show text`` as GHC prints it, quotes included (pure ASCII)."""
+    return show_string(text)
 
 
 def encode_int(value: int) -> str:
@@ -88,7 +43,7 @@ def encode_int(value: int) -> str:
         raise InvalidRequest(f"value must be an int, got {type(value).__name__}")
     if not INT64_MIN <= value <= INT64_MAX:
         raise InvalidRequest(f"value {value} is outside the 64-bit range {INT64_MIN}..{INT64_MAX}")
-    return f"({value})" if value < 0 else str(value)
+    return show_int(value)
 
 
 def _check_key(key: str) -> str:
