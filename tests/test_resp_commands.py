@@ -51,7 +51,7 @@ def local(*args: bytes | str) -> Reply:
         (["INCRBY", "k", "1.5"], ErrorReply("ERR value is not an integer or out of range")),
         (["INCRBY", "k", "+1"], ErrorReply("ERR value is not an integer or out of range")),
         (["INCRBY", "k", "99999999999999999999"], ops.NOT_AN_INTEGER),
-        (["DECRBY", "k", str(-(2**63))], ops.NOT_AN_INTEGER),
+        (["DECRBY", "k", str(-(2**63))], ErrorReply("ERR decrement would overflow")),
         (["SET", "k", "v", "NX", "XX"], ErrorReply("ERR syntax error")),
         (["SET", "k", "v", "BOGUS"], ErrorReply("ERR syntax error")),
         (

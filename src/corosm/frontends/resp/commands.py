@@ -260,9 +260,9 @@ def _set(args: list[bytes], session: Session) -> Outcome:
     get = False
     for option in args[3:]:
         word = option.upper()
-        if word in (b"NX", b"XX") and not condition:
-            condition = word.decode()
-        elif word == b"GET" and not get:
+        if word in (b"NX", b"XX") and condition in ("", word.decode()):
+            condition = word.decode()  # repeating an option is fine, as in Redis; NX XX is not
+        elif word == b"GET":
             get = True
         elif word == b"KEEPTTL":
             pass  # keys never expire in corosm, so keeping "the TTL" is what happens anyway
@@ -304,8 +304,10 @@ def _incrby(args: list[bytes], session: Session) -> Outcome:
 
 def _decrby(args: list[bytes], session: Session) -> Outcome:
     delta = ops.parse_int64(args[2])
-    if delta is None or delta == ops.INT64_MIN:  # -INT64_MIN does not fit
+    if delta is None:
         return Local(ops.NOT_AN_INTEGER)
+    if delta == ops.INT64_MIN:  # -INT64_MIN does not fit in 64 bits
+        return _error("ERR decrement would overflow")
     return ops.IncrBy(args[1], -delta)
 
 

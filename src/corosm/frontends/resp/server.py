@@ -63,7 +63,9 @@ DEFAULT_MAX_PENDING: Final = 1024
 #: answered from the applied state at once, before an earlier pipelined write of
 #: the same connection is applied; so it waits until those writes are answered,
 #: and every command after it waits too. Without this, "SET k v; GET k" in one
-#: pipeline could answer the old value, which no Redis client expects.
+#: pipeline could answer the old value, which no Redis client expects. DEL is a
+#: write that is not log-ordered (it may answer 0 at once): it waits, and is
+#: waited for.
 LOG_ORDERED: Final = (ops.Set, ops.MSet, ops.IncrBy, ops.Append, ops.FlushAll)
 
 
@@ -217,7 +219,7 @@ class RespServerProtocol(asyncio.Protocol):
         except CorosmError as exc:  # Overloaded, Stopped: answer now, keep the connection
             slot.data = error_reply_for(exc)
             return
-        if isinstance(op, LOG_ORDERED):
+        if isinstance(op, ops.WRITE_OPS):
             self._writes_inflight += 1
         future.add_done_callback(functools.partial(self._answered, slot, op))
 
@@ -229,7 +231,7 @@ class RespServerProtocol(asyncio.Protocol):
             self._submit(slot, op)
 
     def _answered(self, slot: _Slot, op: ops.Op, future: asyncio.Future[Any]) -> None:
-        if isinstance(op, LOG_ORDERED):
+        if isinstance(op, ops.WRITE_OPS):
             self._writes_inflight -= 1
         if self._transport is None:
             return  # the client went away; nobody to tell
