@@ -1,0 +1,127 @@
+"""The contenders: each one a server started as its own process.
+
+Theory of operation
+-------------------
+A contender is a command-line template; ``{port}``, ``{resp_port}`` and
+``{data_dir}`` are filled in when it starts. corosm's own contenders all run
+``python -m corosm serve`` (override the prefix with the environment variable
+``COROSM_BENCH_SERVE``, e.g. to try a branch's server) with options that pick
+the variant:
+
+``corosm``       ``--fsync always``: group commit, the design under test.
+``blocking``     ``--journal-mode blocking``: the same server, each write's
+                 fsync inline on the event loop (the seed's design, made durable).
+``constant``     ``--app constant``: the HTTP stack answering ``Ok`` to every
+                 request, with no machine and no journal: the stack's limit.
+``corosm-resp``  ``--resp-port``: the RESP front end of the corosm contender.
+
+and redis-server with the AOF ``always``, ``everysec`` or off. A contender
+that fails to start (an option the server does not have yet, a missing
+tool) is reported as unavailable with the reason, and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Contender:
+    """A server to measure: a name for the report and a command-line template."""
+
+    name: str
+    description: str
+    template: tuple[str, ...]
+    protocol: str = "http"  # "http" (wrk on {port}) or "resp" (redis-benchmark on {resp_port})
+
+    def command(self, port: int, data_dir: Path, resp_port: int = 0) -> list[str]:
+        """The command line, with ports and data directory filled in."""
+        values: Mapping[str, str] = {
+            "port": str(port),
+            "resp_port": str(resp_port),
+            "data_dir": str(data_dir),
+        }
+        return [part.format_map(values) for part in self.template]
+
+    def ports(self, port: int, resp_port: int) -> list[int]:
+        """The ports that must answer before the contender counts as started."""
+        return [port, resp_port] if "{resp_port}" in self.template else [port]
+
+    def load_port(self, port: int, resp_port: int) -> int:
+        """The port the load generator targets."""
+        return resp_port if self.protocol == "resp" and "{resp_port}" in self.template else port
+
+
+def serve_prefix() -> tuple[str, ...]:
+    """``python -m corosm serve``, or the split value of ``COROSM_BENCH_SERVE``."""
+    override = os.environ.get("COROSM_BENCH_SERVE")
+    if override:
+        return tuple(shlex.split(override))
+    return (sys.executable, "-m", "corosm", "serve")
+
+
+def _corosm(name: str, description: str, *options: str, protocol: str = "http") -> Contender:
+    base = ("--host", "127.0.0.1", "--port", "{port}", "--data-dir", "{data_dir}")
+    return Contender(name, description, (*serve_prefix(), *base, *options), protocol)
+
+
+def corosm_durable() -> Contender:
+    """corosm with fsync=always and group commit."""
+    return _corosm("corosm", "corosm, fsync=always, group commit", "--fsync", "always")
+
+
+def corosm_blocking() -> Contender:
+    """The same server with each fsync inline on the loop."""
+    return _corosm(
+        "blocking",
+        "same server, fsync inline on the loop (blocking design)",
+        "--fsync",
+        "always",
+        "--journal-mode",
+        "blocking",
+    )
+
+
+def corosm_constant() -> Contender:
+    """The HTTP stack answering a constant Ok: no machine, no journal."""
+    return _corosm("constant", "same HTTP stack answering a constant Ok", "--app", "constant")
+
+
+def corosm_resp() -> Contender:
+    """corosm's RESP front end, fsync=always."""
+    return _corosm(
+        "corosm",
+        "corosm RESP, fsync=always",
+        "--fsync",
+        "always",
+        "--resp-port",
+        "{resp_port}",
+        protocol="resp",
+    )
+
+
+def redis(appendfsync: str | None) -> Contender:
+    """redis-server with AOF ``appendfsync`` (``always``/``everysec``) or AOF off (None)."""
+    base: tuple[str, ...] = ("redis-server", "--port", "{port}", "--bind", "127.0.0.1")
+    base += ("--save", "", "--dir", "{data_dir}", "--daemonize", "no")
+    if appendfsync is None:
+        return Contender(
+            "redis-aof-off", "redis-server, AOF off", (*base, "--appendonly", "no"), "resp"
+        )
+    aof = ("--appendonly", "yes", "--appendfsync", appendfsync)
+    return Contender(
+        f"redis-{appendfsync}", f"redis-server, appendfsync {appendfsync}", (*base, *aof), "resp"
+    )
+
+
+def profiled(contender: Contender, profile_path: Path) -> Contender:
+    """``contender`` run under cProfile, writing ``profile_path`` when it stops (SIGINT)."""
+    template = list(contender.template)
+    if template[1:3] == ["-m", "corosm"]:
+        template[1:1] = ["-m", "cProfile", "-o", str(profile_path)]
+    return Contender(contender.name, contender.description + " (cProfile)", tuple(template))

@@ -1,0 +1,342 @@
+"""The benchmark suite: the scenarios of issue 7, run in alternation.
+
+Theory of operation
+-------------------
+A :class:`Plan` fixes the sizes (``QUICK`` takes about a minute, ``FULL``
+well under fifteen). :class:`Suite` runs the scenarios in order and records
+:class:`~corosm.bench.results.Sample` values:
+
+1. ``fdatasync``: the disk's raw rate, measured first, in the same run.
+2. ``durable_writes``: corosm, blocking and constant-Ok servers all start
+   at once (an idle server costs nothing), then for each connection count
+   the load alternates between them round by round (A B C A B C ...).
+3. ``reads``: read latency alone and while 64 connections write durably.
+4. ``redis``: redis-benchmark against corosm's RESP port and redis-server.
+5. ``recovery`` and 6. ``rss_keys``/``rss_suspended``: each point in a fresh
+   process (:mod:`corosm.bench.recovery`, :mod:`corosm.bench.memory`).
+
+Servers run pinned to one core and load generators to the others. A
+contender or tool that is missing is recorded in ``results.unavailable``
+with the reason, and the rest of the suite still runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from corosm.bench import contenders as cont
+from corosm.bench.hostinfo import fdatasync_rate, host_info
+from corosm.bench.procs import ContenderUnavailable, Pinning, free_port, need_tool, running
+from corosm.bench.redisbench import parse_redis_benchmark_csv, redis_benchmark_command
+from corosm.bench.results import Results, Sample
+from corosm.bench.wrk import WrkResult, parse_wrk_output, write_script, wrk_command
+from corosm.errors import UsageError
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Sizes of one run."""
+
+    quick: bool
+    rounds: int
+    seconds: int
+    connections: tuple[int, ...]
+    read_connections: int
+    redis_requests: tuple[int, int]  # at -c 1, at -c 50 (and -P 16)
+    recovery_sizes: tuple[int, ...]
+    rss_keys: tuple[int, ...]
+    rss_suspended: tuple[int, ...]
+    fsync_seconds: float
+
+
+QUICK = Plan(True, 1, 1, (1, 16, 64, 256), 8, (1_000, 20_000), (10_000, 100_000),
+             (10_000, 100_000), (1_000, 10_000), 1.0)  # fmt: skip
+FULL = Plan(False, 3, 4, (1, 16, 64, 256), 8, (4_000, 100_000), (10_000, 100_000, 1_000_000),
+            (10_000, 100_000, 1_000_000), (1_000, 10_000, 100_000), 2.0)  # fmt: skip
+
+SCENARIOS = ("fdatasync", "durable_writes", "reads", "redis", "recovery", "memory", "profile")
+
+
+class Progress:
+    """One line per step on ``stream``, with the elapsed time."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.monotonic() - self.start
+        self.stream.write(f"[{elapsed:6.1f}s] {message}\n")
+        self.stream.flush()
+
+
+class Suite:
+    """Runs the scenarios of ``plan`` with files under ``work_dir``."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        work_dir: Path,
+        progress: Callable[[str], None] | None = None,
+        pinning: Pinning | None = None,
+    ) -> None:
+        self.plan = plan
+        self.work = work_dir
+        self.say = progress or Progress()
+        self.pin = pinning if pinning is not None else Pinning.for_this_machine()
+        self.results = Results(
+            host=host_info(work_dir), quick=plan.quick, pinning=self.pin.describe()
+        )
+        self.write_lua = write_script(work_dir, "write")
+        self.read_lua = write_script(work_dir, "read", keyspace=10_000)
+
+    def run(self, only: Sequence[str] = SCENARIOS) -> Results:
+        """Run the chosen scenarios (all by default) and return the results."""
+        unknown = set(only) - set(SCENARIOS)
+        if unknown:
+            raise UsageError(f"unknown scenarios {sorted(unknown)}; expected some of {SCENARIOS}")
+        started = time.monotonic()
+        steps: dict[str, Callable[[], None]] = {
+            "fdatasync": self.fdatasync,
+            "durable_writes": self.durable_writes,
+            "reads": self.reads,
+            "redis": self.redis,
+            "recovery": self.recovery,
+            "memory": self.memory,
+            "profile": self.profile,
+        }
+        for name in SCENARIOS:
+            if name in only:
+                steps[name]()
+        self.results.elapsed_s = time.monotonic() - started
+        return self.results
+
+    # -- servers -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def servers(
+        self, scenario: str, contenders: Sequence[cont.Contender]
+    ) -> Iterator[dict[str, int]]:
+        """Start every contender; yield name -> load port for those that started."""
+        with contextlib.ExitStack() as stack:
+            ports: dict[str, int] = {}
+            for c in contenders:
+                port, resp_port = free_port(), free_port()
+                data = self.work / f"{scenario}-{c.name}"
+                data.mkdir(parents=True, exist_ok=True)
+                argv = self.pin.wrap_server(c.command(port, data, resp_port))
+                log = self.work / f"{scenario}-{c.name}.log"
+                try:
+                    stack.enter_context(running(argv, c.ports(port, resp_port), log))
+                except ContenderUnavailable as exc:
+                    self.results.unavailable[f"{scenario}/{c.name}"] = (
+                        f"{exc} (command: {shlex.join(argv)})"
+                    )
+                    self.say(f"{scenario}: {c.name} unavailable: {exc}")
+                    continue
+                ports[c.name] = c.load_port(port, resp_port)
+            yield ports
+
+    # -- load --------------------------------------------------------------------------
+
+    def wrk(self, port: int, script: Path, connections: int, seconds: float) -> WrkResult:
+        """One wrk run against 127.0.0.1:``port``."""
+        threads = max(1, len(self.pin.load)) if self.pin.load else 2
+        argv = wrk_command(f"http://127.0.0.1:{port}/", script, connections, seconds, threads)
+        done = subprocess.run(
+            self.pin.wrap_load(argv),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise UsageError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]}")
+        return parse_wrk_output(done.stdout)
+
+    def _record_wrk(
+        self, scenario: str, case: str, x: float, name: str, *, rnd: int, r: WrkResult
+    ) -> None:
+        values = {
+            "rps": r.ok_rps,
+            "errors": float(r.errors),
+            "p50_ms": r.p50_us / 1e3,
+            "p99_ms": r.p99_us / 1e3,
+            "p999_ms": r.p999_us / 1e3,
+        }
+        self.results.add(Sample(scenario, case, x, name, rnd, values))
+        bad = f", {r.errors} ERRORS" if r.errors else ""
+        self.say(
+            f"{scenario} {case} {name}: {r.ok_rps:,.0f} req/s, p99 {r.p99_us / 1e3:.2f} ms{bad}"
+        )
+        if r.errors > 0.01 * max(1, r.requests):
+            self.results.notes.append(
+                f"{scenario} {case} {name} round {rnd}: {r.errors} of {r.requests} requests failed"
+            )
+
+    # -- scenarios ---------------------------------------------------------------------------
+
+    def fdatasync(self) -> None:
+        """The disk's raw fdatasync rate (100-byte writes), on the data directory's disk."""
+        rate = fdatasync_rate(self.work, self.plan.fsync_seconds)
+        self.results.add(
+            Sample("fdatasync", "100-byte write + fdatasync", 0, "disk", 0, {"rps": rate})
+        )
+        self.say(f"fdatasync: {rate:,.0f}/s")
+
+    def durable_writes(self) -> None:
+        """Scenarios 1 and 3: writes at each connection count, contenders alternating."""
+        try:
+            need_tool("wrk")
+        except ContenderUnavailable as exc:
+            self.results.unavailable["durable_writes"] = str(exc)
+            return
+        field = (cont.corosm_durable(), cont.corosm_blocking(), cont.corosm_constant())
+        with self.servers("durable_writes", field) as ports:
+            for conns in self.plan.connections:
+                for rnd in range(self.plan.rounds):
+                    for name, port in ports.items():
+                        r = self.wrk(port, self.write_lua, conns, self.plan.seconds)
+                        self._record_wrk(
+                            "durable_writes", f"{conns} conns", conns, name, rnd=rnd, r=r
+                        )
+
+    def reads(self) -> None:
+        """Scenario 2: read latency alone, and while 64 connections write durably."""
+        try:
+            need_tool("wrk")
+        except ContenderUnavailable as exc:
+            self.results.unavailable["reads"] = str(exc)
+            return
+        seconds = self.plan.seconds
+        with self.servers("reads", (cont.corosm_durable(), cont.corosm_blocking())) as ports:
+            for port in ports.values():  # some keys to read
+                self.wrk(port, self.write_lua, 16, 1)
+            for rnd in range(self.plan.rounds):
+                for name, port in ports.items():
+                    alone = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
+                    self._record_wrk("reads", "reads alone", 0, name, rnd=rnd, r=alone)
+                    loaded, writes = self._reads_under_writes(port, seconds)
+                    self._record_wrk("reads", "reads + 64 writers", 64, name, rnd=rnd, r=loaded)
+                    self._record_wrk("reads_writers", "64 writers", 64, name, rnd=rnd, r=writes)
+
+    def _reads_under_writes(self, port: int, seconds: int) -> tuple[WrkResult, WrkResult]:
+        threads = max(1, len(self.pin.load))
+        argv = wrk_command(f"http://127.0.0.1:{port}/", self.write_lua, 64, seconds + 2, threads)
+        writer = subprocess.Popen(
+            self.pin.wrap_load(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            time.sleep(0.5)  # let the writers reach a steady state before reads are timed
+            reads = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
+            out, err = writer.communicate(timeout=seconds + 30)
+        finally:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
+        if writer.returncode != 0:
+            raise UsageError(f"wrk (writers) failed: {err.strip()[:300]}")
+        return reads, parse_wrk_output(out)
+
+    def redis(self) -> None:
+        """Scenario 4: redis-benchmark SET/GET against corosm RESP and redis-server."""
+        try:
+            need_tool("redis-benchmark")
+            need_tool("redis-server")
+        except ContenderUnavailable as exc:
+            self.results.unavailable["redis"] = str(exc)
+            return
+        field = (cont.corosm_resp(), cont.redis("always"), cont.redis("everysec"), cont.redis(None))
+        small, large = self.plan.redis_requests
+        cases = (("-c 1", 1, 1, small), ("-c 50", 50, 1, large), ("-c 50 -P 16", 50, 16, large * 4))
+        with self.servers("redis", field) as ports:
+            for label, clients, pipeline, requests in cases:
+                for rnd in range(self.plan.rounds):
+                    for name, port in ports.items():
+                        self._redis_run(name, port, label, (clients, pipeline, requests), rnd)
+
+    def _redis_run(
+        self, name: str, port: int, label: str, shape: tuple[int, int, int], rnd: int
+    ) -> None:
+        clients, pipeline, requests = shape
+        argv = redis_benchmark_command(port, "set,get", requests, clients, pipeline=pipeline)
+        done = subprocess.run(
+            self.pin.wrap_load(argv), capture_output=True, text=True, timeout=300, check=False
+        )
+        try:
+            rows = parse_redis_benchmark_csv(done.stdout)
+        except UsageError as exc:
+            self.results.notes.append(f"redis {label} {name}: {exc} {done.stderr.strip()[:200]}")
+            return
+        for test, row in rows.items():
+            values = {"rps": row.rps, "p50_ms": row.p50_ms, "p99_ms": row.p99_ms}
+            self.results.add(
+                Sample("redis", f"{test} {label}", clients * pipeline, name, rnd, values)
+            )
+            self.say(f"redis {test} {label} {name}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
+
+    def _worker(self, module: str, *args: str) -> dict[str, float] | None:
+        argv = self.pin.wrap_server([sys.executable, "-m", module, *args])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            self.results.unavailable[f"{module} {' '.join(args)}"] = done.stderr.strip()[-500:]
+            self.say(f"{module} {' '.join(args)} failed: {done.stderr.strip()[-300:]}")
+            return None
+        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    def recovery(self) -> None:
+        """Scenario 5: recovery time against journal size, with and without snapshots."""
+        for size in self.plan.recovery_sizes:
+            for mode in ("journal", "snapshot"):
+                directory = self.work / f"recovery-{size}-{mode}"
+                got = self._worker("corosm.bench.recovery", str(size), mode, str(directory))
+                if got is None:
+                    continue
+                self.results.add(
+                    Sample("recovery", f"{size:,} records, {mode}", size, mode, 0, got)
+                )
+                rate = size / got["recover_s"] if got["recover_s"] > 0 else 0.0
+                self.say(
+                    f"recovery {size:,} ({mode}): {got['recover_s']:.2f} s, {rate:,.0f} records/s"
+                )
+
+    def memory(self) -> None:
+        """Scenario 6: RSS against keys and against suspended handlers."""
+        for kind, sizes in (("keys", self.plan.rss_keys), ("suspended", self.plan.rss_suspended)):
+            for count in sizes:
+                got = self._worker("corosm.bench.memory", kind, str(count))
+                if got is None:
+                    continue
+                grown = got["rss_after"] - got["rss_before"]
+                values = {**got, "rss_mb": got["rss_after"] / 2**20, "bytes_each": grown / count}
+                self.results.add(Sample(f"rss_{kind}", f"{count:,} {kind}", count, kind, 0, values))
+                mib, each = values["rss_mb"], values["bytes_each"]
+                self.say(f"memory {count:,} {kind}: RSS {mib:.0f} MiB, {each:.0f} B each")
+
+    def profile(self) -> None:
+        """Where corosm's loop spends its time under 64 connections of durable writes."""
+        from corosm.bench.profile import profile_summary
+
+        if "durable_writes/corosm" in self.results.unavailable:
+            return
+        path = self.work / "corosm.prof"
+        with self.servers("profile", (cont.profiled(cont.corosm_durable(), path),)) as ports:
+            for port in ports.values():
+                r = self.wrk(port, self.write_lua, 64, max(2, self.plan.seconds))
+                self.say(f"profile run: {r.ok_rps:,.0f} req/s under cProfile")
+        if path.exists():
+            self.results.profile = profile_summary(path)
+        else:
+            self.results.notes.append(
+                "the profiled server wrote no profile (did it exit cleanly on SIGINT?)"
+            )
