@@ -22,6 +22,7 @@ group-commit step), :mod:`.writer` (``Journal``, the thread), :mod:`.snapshot`,
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from corosm.core.machine import Machine
@@ -64,8 +65,8 @@ def open_journal(
 
 def copy_state(machine: Machine[S, Any, Any], state: S) -> S:
     """``machine.copy_state(state)`` if the machine defines it, else ``copy.copy(state)``."""
-    fn = getattr(machine, "copy_state", copy.copy)
-    return fn(state) if fn is not copy.copy else copy.copy(state)
+    fn: Callable[[S], S] = getattr(machine, "copy_state", copy.copy)
+    return fn(state)
 
 
 __all__ = [
