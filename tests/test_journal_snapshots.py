@@ -1,0 +1,106 @@
+"""Snapshots run off the journal thread, survive their own failures, and are versioned."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from corosm.errors import CorruptJournal
+from corosm.io.journal import FaultyFS, Journal, JournalOptions, copy_state, recover
+from corosm.io.journal.files import OSFileSystem
+from corosm.io.journal.format import decode_snapshot, snapshot_name
+
+BOUND = 10.0
+
+
+class CountMachine:
+    """State: number of records seen. Snapshots are the decimal count."""
+
+    def initial_state(self) -> int:
+        return 0
+
+    def apply(self, state: int, record: bytes) -> int:
+        return state + 1
+
+    def decode_record(self, data: bytes) -> bytes:
+        return data
+
+    def snapshot(self, state: int) -> bytes:
+        return str(state).encode()
+
+    def restore(self, data: bytes) -> int:
+        return int(data)
+
+
+def test_appends_go_on_while_a_snapshot_is_being_produced(tmp_path: Path) -> None:
+    j = Journal(str(tmp_path), options=JournalOptions(snapshot_every_records=3))
+    j.start()
+    for _ in range(3):
+        lsn = j.append(b"r", timeout=BOUND)
+    assert j.snapshot_due()
+    entered, release = threading.Event(), threading.Event()
+
+    def produce() -> bytes:
+        entered.set()
+        assert release.wait(BOUND)
+        return b"3"
+
+    assert j.start_snapshot(lsn, produce)
+    assert entered.wait(BOUND)
+    assert not j.snapshot_due()  # one at a time
+    assert not j.start_snapshot(lsn, produce)
+    # the snapshot is stuck in produce(); appends are still acknowledged
+    assert [j.append(b"r", timeout=BOUND) for _ in range(5)] == [4, 5, 6, 7, 8]
+    release.set()
+    assert j.wait_snapshot(BOUND)
+    j.close()
+    rec = recover(str(tmp_path), CountMachine())  # type: ignore[arg-type]
+    assert (rec.state, rec.report.snapshot_lsn, rec.report.records_replayed) == (8, 3, 5)
+
+
+def test_a_failed_snapshot_does_not_stop_the_journal() -> None:
+    fs = FaultyFS()
+    j = Journal("/j", fs=fs)
+    j.start()
+    j.append(b"r", timeout=BOUND)
+    fs.inject("fdatasync", errno.ENOSPC)
+    assert j.start_snapshot(1, lambda: b"1")
+    assert j.wait_snapshot(BOUND)
+    assert j.failure is None
+    assert j.append(b"r", timeout=BOUND) == 2
+    j.close()
+    fs.crash()
+    rec = recover("/j", CountMachine(), fs=fs)  # type: ignore[arg-type]
+    assert rec.state == 2 and rec.report.snapshot_lsn == 0  # temp file removed, journal used
+    assert not [n for n in fs.listdir("/j") if n.endswith(".tmp")]
+
+
+def test_snapshot_with_unknown_version_is_refused_clearly(tmp_path: Path) -> None:
+    from corosm.io.journal import write_snapshot
+
+    path = write_snapshot(OSFileSystem(), str(tmp_path), 7, b"7")
+    data = bytearray(Path(path).read_bytes())
+    assert decode_snapshot(path, bytes(data)) == (7, b"7")
+    struct.pack_into("<I", data, 8, 3)
+    with pytest.raises(CorruptJournal, match="snapshot format version 3 is not supported"):
+        decode_snapshot(path, bytes(data))
+
+
+def test_copy_state_prefers_the_machine_method() -> None:
+    class WithCopy(CountMachine):
+        def copy_state(self, state: int) -> int:
+            return state + 1000
+
+    assert copy_state(WithCopy(), 1) == 1001  # type: ignore[arg-type]
+    original = {"a": [1]}
+    copied = copy_state(CountMachine(), original)  # type: ignore[arg-type]
+    assert copied == original and copied is not original
+
+
+def test_snapshot_name_orders_by_lsn() -> None:
+    names = [snapshot_name(n) for n in (9, 10, 100)]
+    assert sorted(names) == names
