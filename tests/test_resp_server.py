@@ -201,8 +201,13 @@ async def test_a_failed_input_gets_an_error_reply() -> None:
 class ThreadedServer:
     """A Runtime(KVMachine) and a RESP server on a free port, in a thread of its own."""
 
-    def __init__(self, **server_kw: Any) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, uvloop: bool = False, **server_kw: Any) -> None:
+        if uvloop:
+            import uvloop as uv
+
+            self.loop: asyncio.AbstractEventLoop = uv.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server_kw = server_kw
         self.port = 0
@@ -364,3 +369,14 @@ def test_bulk_length_limit_is_enforced() -> None:
         assert out == b"-ERR Protocol error: invalid bulk length\r\n"
         with s.client() as c:
             assert c.set("k", "x" * 1000) is True
+
+
+def test_works_on_uvloop_too() -> None:
+    with ThreadedServer(uvloop=True) as s, s.client() as c:
+        pipe = c.pipeline(transaction=False)
+        for i in range(100):
+            pipe.set(f"u{i}", i).get(f"u{i}")
+        assert pipe.execute()[1::2] == [str(i).encode() for i in range(100)]
+        assert raw_exchange(s.port, b"PING\r\n*1\r\n$-5\r\n") == (
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        )

@@ -36,7 +36,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from corosm.errors import CorosmError, HandlerError, JournalError, Overloaded, Stopped
 from corosm.frontends.resp import ops
@@ -163,8 +163,8 @@ class RespServerProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self._transport = cast(asyncio.Transport, transport)
         self._shared.connected += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
