@@ -69,8 +69,8 @@ SCENARIOS = ("fdatasync", "durable_writes", "reads", "redis", "recovery", "memor
 class Progress:
     """One line per step on ``stream``, with the elapsed time."""
 
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
         self.start = time.monotonic()
 
     def __call__(self, message: str) -> None:

@@ -1,0 +1,125 @@
+"""The benchmark suite end to end, small: real wrk and processes on loopback, seconds each.
+
+The HTTP contender here is a tiny stand-in server (below) that checks every
+body against the seed protocol and answers 400 otherwise, so a wrong Lua
+script shows up as wrk errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from corosm.bench.cli import main as bench_main
+from corosm.bench.contenders import Contender
+from corosm.bench.memory import rss_with_keys, rss_with_suspended
+from corosm.bench.procs import Pinning, port_answers
+from corosm.bench.recovery import measure
+from corosm.bench.suite import QUICK, Suite
+
+SEED_SERVER = r"""
+import asyncio, re, sys
+BODY = re.compile(rb'^(Write "k\d+" \d+|Read "k\d+")$')
+async def serve(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            body = await reader.readexactly(length)
+            ok = head.startswith(b"POST / ") and BODY.match(body)
+            reply = b"Ok" if ok else b"bad"
+            status = b"200 OK" if ok else b"400 Bad Request"
+            head = b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\n\r\n" % len(reply)
+            writer.write(head + reply)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    async with server:
+        await server.serve_forever()
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def _suite(tmp_path: Path) -> tuple[Suite, list[str]]:
+    said: list[str] = []
+    plan = dataclasses.replace(QUICK, rss_keys=(2000,), rss_suspended=(500,), fsync_seconds=0.2)
+    return Suite(plan, tmp_path, progress=said.append, pinning=Pinning((), ())), said
+
+
+def test_wrk_scripts_against_a_seed_protocol_server(tmp_path: Path) -> None:
+    suite, _ = _suite(tmp_path)
+    fake = Contender("fake", "checks seed bodies", (sys.executable, "-c", SEED_SERVER, "{port}"))
+    with suite.servers("smoke", [fake]) as ports:
+        assert list(ports) == ["fake"]
+        port = ports["fake"]
+        writes = suite.wrk(port, suite.write_lua, 4, 1)
+        reads = suite.wrk(port, suite.read_lua, 2, 1)
+    assert not port_answers(port)  # stopped when the block ended
+    for r in (writes, reads):
+        assert r.requests > 50
+        assert r.errors == 0  # every body matched the seed protocol
+        assert 0 < r.p50_us <= r.p99_us <= r.p999_us <= r.max_us
+
+
+def test_a_contender_that_cannot_start_is_reported_with_its_output(tmp_path: Path) -> None:
+    suite, said = _suite(tmp_path)
+    broken = Contender("broken", "dies", (sys.executable, "-c", "print('no such option')"))
+    with suite.servers("smoke", [broken]) as ports:
+        assert ports == {}
+    reason = suite.results.unavailable["smoke/broken"]
+    assert "exited with status 0 before listening" in reason
+    assert "no such option" in reason
+    assert any("broken unavailable" in line for line in said)
+
+
+def test_memory_figures_grow_with_load() -> None:
+    keys = rss_with_keys(20_000)
+    assert keys["rss_after"] > keys["rss_before"] > 0
+    parked = asyncio.run(rss_with_suspended(2000, timeout=30))
+    assert parked["count"] == 2000
+    assert parked["rss_after"] > parked["rss_before"]
+
+
+def test_recovery_replays_what_was_written(tmp_path: Path) -> None:
+    full = measure(tmp_path / "j", 3000, "journal")
+    assert full["replayed"] == 3000 and full["recover_s"] > 0
+    snap = measure(tmp_path / "s", 3000, "snapshot")
+    assert snap["replayed"] == 1000  # only the tail after the snapshot
+    assert not (tmp_path / "j").exists()
+
+
+def test_cli_runs_small_scenarios_and_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = bench_main(["--quick", "--only", "fdatasync,memory", "--out", str(out)])
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "## 6. Memory (RSS)" in report and "| 10,000 | keys |" in report
+    assert (out / "memory.png").stat().st_size > 1000
+    saved = json.loads((out / "results.json").read_text())
+    assert {s["scenario"] for s in saved["samples"]} == {"fdatasync", "rss_keys", "rss_suspended"}
+    assert capsys.readouterr().err.count("] memory ") == 4  # progress lines were shown
+    # The saved results rebuild the same report.
+    assert (
+        bench_main(["--from-results", str(out / "results.json"), "--out", str(tmp_path / "again")])
+        == 0
+    )
+    assert (tmp_path / "again" / "report.md").read_text() == report
+
+
+def test_cli_rejects_bad_options_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--only", "speed"]) == 2
+    assert "unknown scenarios ['speed']" in capsys.readouterr().err
+    assert bench_main(["--dry-run", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "contender blocking (http)" in out and "--journal-mode blocking" in out
