@@ -191,12 +191,12 @@ class Journal:
         """Queue ``(token, payload)`` pairs, in order, with one lock operation."""
         self._check_entries(entries)
         with self._cond:
-            refused = self._refusal()
-            if refused is None:
+            if self._refusal() is None:
                 self._inbox.extend(entries)
                 self._cond.notify()
                 return
-        self._deliver([(token, None, refused) for token, _ in entries])
+        # One exception object per append: each is raised in its own handler.
+        self._deliver([(token, None, self._refusal()) for token, _ in entries])
 
     def _check_entries(self, entries: Sequence[tuple[Any, bytes]]) -> None:
         if self._sink is None and not all(isinstance(t, _Waiter) for t, _ in entries):
@@ -316,8 +316,7 @@ class Journal:
             err = JournalError(f"journal write failed, record not persisted: {exc}")
             err.__cause__ = exc
             errors.append((token, None, err))
-        refused = self._refusal()
-        errors.extend((token, None, refused) for token, _ in leftover)
+        errors.extend((token, None, self._refusal()) for token, _ in leftover)
         if errors:
             self._deliver(errors)
 
