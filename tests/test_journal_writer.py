@@ -137,6 +137,7 @@ def test_64_threads_blocking_appends_share_fsyncs(tmp_path: Path) -> None:
         got[w] = [j.append(f"{w}:{i}".encode(), timeout=BOUND) for i in range(10)]
 
     fs.release.clear()  # hold the first fsync until every writer has started
+    fs.entered.clear()
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(64)]
     for t in threads:
         t.start()
