@@ -22,7 +22,12 @@ from corosm.apps.kv.machine import KVMachine
 from corosm.errors import Overloaded
 from corosm.frontends.resp import ops
 from corosm.frontends.resp.protocol import encode_command
-from corosm.frontends.resp.server import RespServerProtocol, _Shared, start_resp_server
+from corosm.frontends.resp.server import (
+    RespServerProtocol,
+    _Shared,
+    start_resp_server,
+    stop_resp_server,
+)
 from corosm.runtime import Runtime
 
 # --------------------------------------------------------------------------- fake runtime
@@ -195,6 +200,23 @@ async def test_a_failed_input_gets_an_error_reply() -> None:
     assert out.endswith(b"+PONG\r\n")
 
 
+@in_loop
+async def test_stop_answers_in_flight_commands_then_closes() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    server = await start_resp_server(rt, port=0, backend=EchoBackend())
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(encode_command("SET", "a", "1"))
+    while not rt.pending:  # the command reached the runtime
+        await asyncio.sleep(0)
+    stopping = asyncio.ensure_future(stop_resp_server(server))
+    await settle()
+    rt.pending[0][1].set_result(b"done")
+    assert await reader.read() == b"$4\r\ndone\r\n"  # the reply, then EOF
+    await stopping
+    writer.close()
+
+
 # --------------------------------------------------------------------------- real sockets
 
 
@@ -230,7 +252,7 @@ class ThreadedServer:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
-        self.server.close()
+        await stop_resp_server(self.server)
         await self.runtime.stop()
 
     def client(self) -> redis.Redis:

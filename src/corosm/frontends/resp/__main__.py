@@ -22,7 +22,7 @@ from typing import Any
 
 from corosm.apps.kv.machine import KVMachine
 from corosm.core.effects import Append
-from corosm.frontends.resp.server import start_resp_server
+from corosm.frontends.resp.server import start_resp_server, stop_resp_server
 from corosm.io.journal import JournalExecutor, JournalOptions, open_journal
 from corosm.runtime import Runtime
 
@@ -58,7 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    server.close()
+    await stop_resp_server(server)
     await runtime.stop()
 
 

@@ -34,6 +34,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, cast
@@ -49,7 +50,7 @@ from corosm.frontends.resp.protocol import (
     encode_reply,
 )
 
-__all__ = ["RespServerProtocol", "RuntimeLike", "start_resp_server"]
+__all__ = ["RespServerProtocol", "RuntimeLike", "start_resp_server", "stop_resp_server"]
 
 log = logging.getLogger("corosm.frontends.resp")
 
@@ -119,6 +120,7 @@ class _Shared:
         self.connected = 0
         self.commands = 0
         self.protocol_errors = 0
+        self.connections: set[RespServerProtocol] = set()
 
     def info(self) -> Mapping[str, object]:
         figures: dict[str, object] = {
@@ -159,6 +161,16 @@ class RespServerProtocol(asyncio.Protocol):
         self._closing = False  # QUIT or a protocol error: read nothing more
         self._paused_reading = False
         self._paused_writing = False
+        self._close_when_drained = False
+
+    def close_when_drained(self) -> None:
+        """Read no more; close once every reply owed is written (server shutdown)."""
+        self._closing = True
+        self._close_when_drained = True
+        if self._transport is not None and not self._paused_reading:
+            self._paused_reading = True
+            self._transport.pause_reading()
+        self._flush()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -166,9 +178,11 @@ class RespServerProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self._transport = cast(asyncio.Transport, transport)
         self._shared.connected += 1
+        self._shared.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shared.connected -= 1
+        self._shared.connections.discard(self)
         self._transport = None
         self._slots.clear()
         self._held.clear()
@@ -281,7 +295,7 @@ class RespServerProtocol(asyncio.Protocol):
             ready = self._ready
             transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
             ready.clear()
-        if close:
+        if close or (self._close_when_drained and not slots):
             transport.close()
             return
         self._update_reading()
@@ -332,4 +346,23 @@ async def start_resp_server(
     factory: Callable[[], asyncio.Protocol] = lambda: RespServerProtocol(  # noqa: E731
         shared, chosen, max_pending=max_pending, max_bulk_len=max_bulk_len, max_args=max_args
     )
-    return await loop.create_server(factory, host, port)
+    server = await loop.create_server(factory, host, port)
+    _SERVERS[server] = shared
+    return server
+
+
+_SERVERS: weakref.WeakKeyDictionary[asyncio.Server, _Shared] = weakref.WeakKeyDictionary()
+
+
+async def stop_resp_server(server: asyncio.Server) -> None:
+    """Stop accepting, then close each connection once the replies it is owed are sent.
+
+    Call it while the runtime still runs (before ``runtime.stop()``), so that
+    in-flight commands are answered rather than cut off.
+    """
+    server.close()
+    shared = _SERVERS.pop(server, None)
+    if shared is not None:
+        for connection in list(shared.connections):
+            connection.close_when_drained()
+    await server.wait_closed()
