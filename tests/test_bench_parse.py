@@ -177,7 +177,7 @@ def test_contender_templates() -> None:
     off = cont.redis(None)
     assert off.command(9, Path("/d"))[-2:] == ["--appendonly", "no"] and off.load_port(9, 2) == 9
     prof = cont.profiled(cont.corosm_durable(), Path("/p.prof"))
-    assert prof.template[1:7] == ("-m", "cProfile", "-o", "/p.prof", "-m", "corosm")
+    assert prof.template[1:7] == ("-m", "cProfile", "-o", "/p.prof", "-m", "corosm.bench.serve")
 
 
 def test_serve_prefix_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ import pytest
 from corosm.bench.cli import main as bench_main
 from corosm.bench.contenders import Contender
 from corosm.bench.memory import rss_with_keys, rss_with_suspended
-from corosm.bench.procs import Pinning, port_answers
+from corosm.bench.procs import Pinning, port_answers, probe
 from corosm.bench.recovery import measure
 from corosm.bench.suite import QUICK, Suite
 
@@ -63,6 +63,9 @@ def test_wrk_scripts_against_a_seed_protocol_server(tmp_path: Path) -> None:
         port = ports["fake"]
         writes = suite.wrk(port, suite.write_lua, 4, 1)
         reads = suite.wrk(port, suite.read_lua, 2, 1)
+        # It listens, but it does not speak RESP: the probe says so instead of hanging.
+        trouble = probe(port, "resp", timeout=0.5)
+        assert trouble is not None and "resp probe on port" in trouble
     assert not port_answers(port)  # stopped when the block ended
     for r in (writes, reads):
         assert r.requests > 50

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 A contender is a command-line template; ``{port}``, ``{resp_port}`` and
 ``{data_dir}`` are filled in when it starts. corosm's own contenders all run
-``python -m corosm serve`` (override the prefix with the environment variable
+``python -m corosm.bench.serve`` (override the prefix with the environment variable
 ``COROSM_BENCH_SERVE``, e.g. to try a branch's server) with options that pick
-the variant:
+the variant (``corosm.bench.serve`` maps them onto ``corosm.server.ServerConfig``;
+``corosm serve`` itself does not offer the comparison-only variants):
 
 ``corosm``       ``--fsync always``: group commit, the design under test.
 ``blocking``     ``--journal-mode blocking``: the same server, each write's
@@ -58,11 +59,11 @@ class Contender:
 
 
 def serve_prefix() -> tuple[str, ...]:
-    """``python -m corosm serve``, or the split value of ``COROSM_BENCH_SERVE``."""
+    """``python -m corosm.bench.serve``, or the split value of ``COROSM_BENCH_SERVE``."""
     override = os.environ.get("COROSM_BENCH_SERVE")
     if override:
         return tuple(shlex.split(override))
-    return (sys.executable, "-m", "corosm", "serve")
+    return (sys.executable, "-m", "corosm.bench.serve")
 
 
 def _corosm(name: str, description: str, *options: str, protocol: str = "http") -> Contender:
@@ -122,6 +123,6 @@ def redis(appendfsync: str | None) -> Contender:
 def profiled(contender: Contender, profile_path: Path) -> Contender:
     """``contender`` run under cProfile, writing ``profile_path`` when it stops (SIGINT)."""
     template = list(contender.template)
-    if template[1:3] == ["-m", "corosm"]:
+    if template[1:2] == ["-m"]:
         template[1:1] = ["-m", "cProfile", "-o", str(profile_path)]
     return Contender(contender.name, contender.description + " (cProfile)", tuple(template))

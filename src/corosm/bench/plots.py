@@ -92,7 +92,8 @@ def _latency(plt: Any, results: Results) -> Any:
         xs = [g + (i - 1) * width for g in range(len(groups))]
         ax.bar(xs, [v[i] or 0 for _, v in groups], width, label=key)
     ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
-    ax.set_yscale("log")
+    if any(x for _, v in groups for x in v):
+        ax.set_yscale("log")
     ax.set_ylabel("latency ms (median of rounds)")
     ax.set_title("Latency percentiles")
     ax.grid(True, axis="y", alpha=0.3)

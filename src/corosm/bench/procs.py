@@ -166,3 +166,30 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+_PROBES = {
+    "http": (
+        b'POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 12\r\n\r\nWrite "k0" 0',
+        b"HTTP/1.1 200",
+    ),
+    "resp": (b"*1\r\n$4\r\nPING\r\n", b"+PONG"),
+}
+
+
+def probe(port: int, protocol: str, timeout: float = 5.0) -> str | None:
+    """None when one request of ``protocol`` gets the expected answer, else what went wrong.
+
+    Catches a server that listens but cannot answer (which would otherwise
+    show up as a run of pure errors).
+    """
+    request, expected = _PROBES[protocol]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(request)
+            reply = s.recv(4096)
+    except OSError as exc:
+        return f"a {protocol} probe on port {port} failed: {exc}"
+    if not reply.startswith(expected):
+        return f"a {protocol} probe got {reply[:120]!r}; expected a reply starting {expected!r}"
+    return None

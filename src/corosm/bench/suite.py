@@ -35,7 +35,14 @@ from typing import TextIO
 
 from corosm.bench import contenders as cont
 from corosm.bench.hostinfo import fdatasync_rate, host_info
-from corosm.bench.procs import ContenderUnavailable, Pinning, free_port, need_tool, running
+from corosm.bench.procs import (
+    ContenderUnavailable,
+    Pinning,
+    free_port,
+    need_tool,
+    probe,
+    running,
+)
 from corosm.bench.redisbench import parse_redis_benchmark_csv, redis_benchmark_command
 from corosm.bench.results import Results, Sample
 from corosm.bench.wrk import WrkResult, parse_wrk_output, write_script, wrk_command
@@ -135,14 +142,19 @@ class Suite:
                 data.mkdir(parents=True, exist_ok=True)
                 argv = self.pin.wrap_server(c.command(port, data, resp_port))
                 log = self.work / f"{scenario}-{c.name}.log"
+                one = contextlib.ExitStack()
                 try:
-                    stack.enter_context(running(argv, c.ports(port, resp_port), log))
+                    one.enter_context(running(argv, c.ports(port, resp_port), log))
+                    trouble = probe(c.load_port(port, resp_port), c.protocol)
+                    if trouble is not None:
+                        raise ContenderUnavailable(trouble)
                 except ContenderUnavailable as exc:
-                    self.results.unavailable[f"{scenario}/{c.name}"] = (
-                        f"{exc} (command: {shlex.join(argv)})"
-                    )
+                    one.close()  # stop a server that listens but does not answer
+                    reason = f"{exc} (command: {shlex.join(argv)})"
+                    self.results.unavailable[f"{scenario}/{c.name}"] = reason
                     self.say(f"{scenario}: {c.name} unavailable: {exc}")
                     continue
+                stack.enter_context(one)
                 ports[c.name] = c.load_port(port, resp_port)
             yield ports
 
