@@ -114,6 +114,10 @@ class Stepper(Generic[S, I, O]):
                     self.input(client, input)
                 case IOCompleted(request, value, error):
                     self.complete(request, value, error)
+                case _:
+                    raise UsageError(
+                        f"Stepper.feed() takes InputArrived and IOCompleted events, not {event!r}"
+                    )
         return self.take_actions()
 
     def input(self, client: ClientId, input: I) -> None:
@@ -125,13 +129,13 @@ class Stepper(Generic[S, I, O]):
             return
         try:
             key = _EXCLUSIVE_KEY if policy is Policy.EXCLUSIVE else self.machine.key(input)
-        except Exception as exc:
+            queue = None if key is None else self._busy.get(key)
+        except Exception as exc:  # key() raised, or returned something unhashable
             self._fail(client, exc)
             return
         if key is None:
             self._run_new(client, input, None)
             return
-        queue = self._busy.get(key)
         if queue is not None:
             queue.append((client, input))
             self.waiting_for_key += 1
