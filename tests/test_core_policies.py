@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from corosm.core import (
     Append,
     Call,
@@ -118,11 +116,6 @@ def test_per_key_failing_holder_releases_the_key(fn_machine: Any) -> None:
     assert stepper.feed(IOCompleted(2, 1)) == [Reply("b", 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stepper.input() looks the key up in a dict outside its try: an unhashable key "
-    "raises TypeError out of the stepper instead of failing that input",
-)
 def test_per_key_unhashable_key_fails_only_that_input(fn_machine: Any) -> None:
     stepper = counter(fn_machine, Policy.PER_KEY, key=lambda k: [k])
     [failure] = stepper.feed(InputArrived("a", "x"))

@@ -510,10 +510,6 @@ def test_same_events_give_same_actions(fn_machine: Any) -> None:
     assert first[-1] == {"x": 1}  # both increments read 0 under INTERLEAVE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stepper.feed() silently ignores events that are neither InputArrived nor IOCompleted",
-)
 def test_feed_rejects_unknown_events(fn_machine: Any) -> None:
     async def handler(ctx: Context[Any], inp: Any) -> Any:
         return inp
@@ -523,11 +519,6 @@ def test_feed_rejects_unknown_events(fn_machine: Any) -> None:
         stepper.feed("not an event")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ctx.timeout() starts its Sleep before ctx.any() validates the future: a bad "
-    "argument leaves an orphan timer request pending",
-)
 def test_timeout_with_a_bad_future_starts_nothing(fn_machine: Any) -> None:
     async def handler(ctx: Context[Any], inp: Any) -> Any:
         try:
@@ -544,11 +535,6 @@ def test_timeout_with_a_bad_future_starts_nothing(fn_machine: Any) -> None:
     assert isinstance(reply, Reply) and "'not a future'" in reply.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stepper._step catches Exception only: asyncio.CancelledError (a BaseException) "
-    "escaping a handler propagates out of the stepper instead of failing that input",
-)
 def test_cancelled_error_escaping_a_handler_fails_only_that_input(fn_machine: Any) -> None:
     async def handler(ctx: Context[Any], inp: Any) -> Any:
         await ctx.call(blocking)

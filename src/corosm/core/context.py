@@ -95,6 +95,7 @@ class Context(Generic[S]):
 
     async def timeout(self, future: Future[T], seconds: float) -> T:
         """Wait for ``future`` for at most ``seconds``; raise EffectTimeout after that."""
+        _check_futures("timeout", (future,))
         timer = self.start(Sleep(seconds))
         index, value = await self.any(future, timer)
         if index == 1:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from corosm.errors import UsageError
+
 T_co = TypeVar("T_co", covariant=True)
 
 
@@ -46,9 +48,20 @@ class Call(Effect[T_co]):
     fn: Callable[..., T_co]
     args: tuple[Any, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise UsageError(f"Call needs a callable, got {self.fn!r}")
+        if not isinstance(self.args, tuple):
+            raise UsageError(f"Call args must be a tuple, got {self.args!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class Sleep(Effect[None]):
     """Complete after ``seconds`` of the host's clock (virtual time in simulation)."""
 
     seconds: float
+
+    def __post_init__(self) -> None:
+        seconds = self.seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise UsageError(f"Sleep needs a number of seconds >= 0, got {seconds!r}")

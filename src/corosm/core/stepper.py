@@ -68,11 +68,17 @@ NO_STATE: Any = object()
 class _Task:
     """One input's handler while it runs."""
 
-    __slots__ = ("client", "coro", "input", "key", "wait")
+    __slots__ = ("client", "coro", "input", "key", "order", "wait")
 
     def __init__(
-        self, client: ClientId, input: Any, coro: Coroutine[Any, Any, Any], key: Hashable | None
+        self,
+        client: ClientId,
+        input: Any,
+        coro: Coroutine[Any, Any, Any],
+        key: Hashable | None,
+        order: int,
     ) -> None:
+        self.order = order
         self.client = client
         self.input = input
         self.coro = coro
@@ -93,6 +99,8 @@ class Stepper(Generic[S, I, O]):
         self._last_request = 0
         # Busy keys (PER_KEY, EXCLUSIVE): key -> inputs waiting for it, in order.
         self._busy: dict[Hashable, deque[tuple[ClientId, I]]] = {}
+        # Suspended handlers, so that close() can fail their inputs.
+        self._suspended: set[_Task] = set()
         # Counters, for metrics and tests.
         self.inputs_received = 0
         self.inputs_done = 0
@@ -131,7 +139,7 @@ class Stepper(Generic[S, I, O]):
             key = _EXCLUSIVE_KEY if policy is Policy.EXCLUSIVE else self.machine.key(input)
             queue = None if key is None else self._busy.get(key)
         except Exception as exc:  # key() raised, or returned something unhashable
-            self._fail(client, exc)
+            self._fail(client, exc, where=f"{type(self.machine).__name__}.key()")
             return
         if key is None:
             self._run_new(client, input, None)
@@ -176,6 +184,7 @@ class Stepper(Generic[S, I, O]):
         for waited in wait.futures:
             waited.waiter = None
         self.suspended -= 1
+        self._suspended.discard(task)
         if self._step(task) and task.key is not None:
             self._release(task.key)
 
@@ -207,6 +216,27 @@ class Stepper(Generic[S, I, O]):
             future.waiter = None
             self._actions.append(CancelIO(future.request))
 
+    def close(self, error: CorosmError) -> None:
+        """Abandon every running or waiting input: each fails with ``error``.
+
+        Suspended handlers are closed (their ``finally`` blocks run); started
+        effects are forgotten, so late completions are ignored. For a host
+        that stops before its handlers finished.
+        """
+        for task in sorted(self._suspended, key=lambda t: t.order):
+            task.coro.close()
+            self.inputs_failed += 1
+            self._actions.append(ReplyError(task.client, error))
+        for queue in self._busy.values():
+            for client, _input in queue:
+                self.inputs_failed += 1
+                self._actions.append(ReplyError(client, error))
+        self._suspended.clear()
+        self._busy.clear()
+        self._futures.clear()
+        self.suspended = 0
+        self.waiting_for_key = 0
+
     # -- introspection -----------------------------------------------------------
 
     @property
@@ -236,7 +266,7 @@ class Stepper(Generic[S, I, O]):
                 ),
             )
             return True
-        return self._step(_Task(client, input, coro, key))
+        return self._step(_Task(client, input, coro, key, self.inputs_received))
 
     def _step(self, task: _Task) -> bool:
         """Run ``task`` until it suspends (False) or finishes (True)."""
@@ -250,6 +280,12 @@ class Stepper(Generic[S, I, O]):
                 self._actions.append(Reply(task.client, stop.value))
                 return True
             except Exception as exc:
+                self._fail(task.client, exc)
+                return True
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+                    raise
+                # e.g. asyncio.CancelledError: still this input's failure alone
                 self._fail(task.client, exc)
                 return True
             throw = None
@@ -271,6 +307,7 @@ class Stepper(Generic[S, I, O]):
                 future.waiter = task
             task.wait = trap
             self.suspended += 1
+            self._suspended.add(task)
             return False
 
     def _release(self, key: Hashable) -> None:
@@ -283,18 +320,20 @@ class Stepper(Generic[S, I, O]):
                 return  # it suspended and now holds the key
         del self._busy[key]
 
-    def _fail(self, client: ClientId, exc: Exception) -> None:
+    def _fail(self, client: ClientId, exc: BaseException, where: str = "handler") -> None:
         self.inputs_failed += 1
         if isinstance(exc, CorosmError):
             error: CorosmError = exc
         else:
-            error = HandlerError(f"handler raised {type(exc).__name__}: {exc}")
+            error = HandlerError(f"{where} raised {type(exc).__name__}: {exc}")
             error.__cause__ = exc
         self._actions.append(ReplyError(client, error))
 
 
 def _satisfied(wait: Wait) -> bool:
     futures = wait.futures
+    if len(futures) == 1:
+        return futures[0].done()
     if wait.mode is WaitMode.ALL:
         return all(f.done() for f in futures) or any(f.failed() for f in futures)
     return any(f.done() for f in futures)

@@ -49,6 +49,21 @@ class LoopTimerExecutor:
             handle.cancel()
 
     def close(self) -> None:
+        """Cancel pending timers; safe from any thread (the runtime closes off the loop)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._handles.clear()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._cancel_all()
+        else:
+            loop.call_soon_threadsafe(self._cancel_all)
+
+    def _cancel_all(self) -> None:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()

@@ -123,6 +123,8 @@ class Runtime(Generic[S, I, O]):
                 await asyncio.wait_for(self._idle.wait(), timeout)
             except TimeoutError:
                 log.warning("stopping with %d inputs unfinished", self.inflight + len(self._inbox))
+                self.stepper.close(Stopped(f"the runtime stopped after {timeout} s"))
+                self._dispatch_actions()
         loop = self._loop
         for executor in self._executors:
             await loop.run_in_executor(None, executor.close)
