@@ -173,7 +173,7 @@ def test_contender_templates() -> None:
     assert argv[argv.index("--data-dir") + 1] == "/d"
     assert argv[-2:] == ["--journal-mode", "blocking"]
     resp = cont.corosm_resp()
-    assert resp.ports(1, 2) == [1, 2] and resp.load_port(1, 2) == 2
+    assert resp.ports(1, 2) == [1] and resp.load_port(1, 2) == 1 and resp.protocol == "resp"
     off = cont.redis(None)
     assert off.command(9, Path("/d"))[-2:] == ["--appendonly", "no"] and off.load_port(9, 2) == 9
     prof = cont.profiled(cont.corosm_durable(), Path("/p.prof"))

@@ -14,7 +14,7 @@ the variant (``corosm.bench.serve`` maps them onto ``corosm.server.ServerConfig`
                  fsync inline on the event loop (the seed's design, made durable).
 ``constant``     ``--app constant``: the HTTP stack answering ``Ok`` to every
                  request, with no machine and no journal: the stack's limit.
-``corosm-resp``  ``--resp-port``: the RESP front end of the corosm contender.
+``corosm`` (RESP) ``python -m corosm.frontends.resp --journal DIR --fsync always``.
 
 and redis-server with the AOF ``always``, ``everysec`` or off. A contender
 that fails to start (an option the server does not have yet, a missing
@@ -94,16 +94,15 @@ def corosm_constant() -> Contender:
 
 
 def corosm_resp() -> Contender:
-    """corosm's RESP front end, fsync=always."""
-    return _corosm(
-        "corosm",
-        "corosm RESP, fsync=always",
-        "--fsync",
-        "always",
-        "--resp-port",
-        "{resp_port}",
-        protocol="resp",
-    )
+    """corosm's RESP front end with a journal, fsync=always.
+
+    Runs the RESP front end's own launcher (``python -m corosm.frontends.resp``),
+    the same runtime, machine and journal as ``corosm serve --resp-port``,
+    without the HTTP side that this scenario does not use.
+    """
+    argv: tuple[str, ...] = (sys.executable, "-m", "corosm.frontends.resp", "--host", "127.0.0.1")
+    argv += ("--port", "{port}", "--journal", "{data_dir}", "--fsync", "always")
+    return Contender("corosm", "corosm RESP, fsync=always", argv, "resp")
 
 
 def redis(appendfsync: str | None) -> Contender:
