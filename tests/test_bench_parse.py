@@ -176,6 +176,7 @@ def test_contender_templates() -> None:
     assert resp.ports(1, 2) == [1] and resp.load_port(1, 2) == 1 and resp.protocol == "resp"
     off = cont.redis(None)
     assert off.command(9, Path("/d"))[-2:] == ["--appendonly", "no"] and off.load_port(9, 2) == 9
+    assert cont.profiled(resp, Path("/p")).protocol == "resp"
     prof = cont.profiled(cont.corosm_durable(), Path("/p.prof"))
     assert prof.template[1:7] == ("-m", "cProfile", "-o", "/p.prof", "-m", "corosm.bench.serve")
 

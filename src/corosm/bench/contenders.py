@@ -124,4 +124,5 @@ def profiled(contender: Contender, profile_path: Path) -> Contender:
     template = list(contender.template)
     if template[1:2] == ["-m"]:
         template[1:1] = ["-m", "cProfile", "-o", str(profile_path)]
-    return Contender(contender.name, contender.description + " (cProfile)", tuple(template))
+    description = contender.description + " (cProfile)"
+    return Contender(contender.name, description, tuple(template), contender.protocol)

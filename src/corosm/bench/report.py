@@ -195,6 +195,6 @@ def markdown(results: Results, plots: Sequence[str] = ()) -> str:
     if results.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in results.notes] + [""]
     if results.profile:
-        out += ["## Where the time goes (cProfile of the server loop, 64 writers)", ""]
-        out += ["```", results.profile, "```", ""]
+        out += ["## Where the time goes (cProfile of the server's loop thread)", ""]
+        out += [results.profile]
     return "\n".join(out)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -336,19 +337,33 @@ class Suite:
                 self.say(f"memory {count:,} {kind}: RSS {mib:.0f} MiB, {each:.0f} B each")
 
     def profile(self) -> None:
-        """Where corosm's loop spends its time under 64 connections of durable writes."""
+        """cProfile of corosm's loop: HTTP durable writes at 64 conns, RESP GET at -c 50."""
+        if "durable_writes/corosm" not in self.results.unavailable:
+            path = self.work / "http.prof"
+            with self.servers(
+                "profile-http", (cont.profiled(cont.corosm_durable(), path),)
+            ) as ports:
+                for port in ports.values():
+                    r = self.wrk(port, self.write_lua, 64, max(2, self.plan.seconds))
+                    self.say(f"profile run (HTTP writes): {r.ok_rps:,.0f} req/s under cProfile")
+            if ports:  # a server that failed to start still leaves a (useless) profile
+                self._keep_profile("HTTP durable writes, wrk -c 64", path)
+        if shutil.which("redis-benchmark") is not None:
+            path = self.work / "resp.prof"
+            with self.servers("profile-resp", (cont.profiled(cont.corosm_resp(), path),)) as ports:
+                for port in ports.values():
+                    argv = redis_benchmark_command(port, "get", self.plan.redis_requests[1], 50)
+                    subprocess.run(
+                        self.pin.wrap_load(argv), capture_output=True, timeout=300, check=False
+                    )
+                    self.say("profile run (RESP GET -c 50) done")
+            if ports:
+                self._keep_profile("RESP GET, redis-benchmark -c 50", path)
+
+    def _keep_profile(self, title: str, path: Path) -> None:
         from corosm.bench.profile import profile_summary
 
-        if "durable_writes/corosm" in self.results.unavailable:
-            return
-        path = self.work / "corosm.prof"
-        with self.servers("profile", (cont.profiled(cont.corosm_durable(), path),)) as ports:
-            for port in ports.values():
-                r = self.wrk(port, self.write_lua, 64, max(2, self.plan.seconds))
-                self.say(f"profile run: {r.ok_rps:,.0f} req/s under cProfile")
         if path.exists():
-            self.results.profile = profile_summary(path)
+            self.results.profile += f"### {title}\n\n```\n{profile_summary(path)}\n```\n\n"
         else:
-            self.results.notes.append(
-                "the profiled server wrote no profile (did it exit cleanly on SIGINT?)"
-            )
+            self.results.notes.append(f"profile of {title}: the server wrote no profile file")
