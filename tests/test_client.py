@@ -61,6 +61,7 @@ class FakeKV:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # one send per reply: else Nagle + delayed ACK cost 40 ms each
             served = 0
 
             def setup(self) -> None:

@@ -16,6 +16,7 @@ A ``Client`` is not thread-safe: use one per thread.
 from __future__ import annotations
 
 import http.client
+import socket
 from types import TracebackType
 from typing import TypeVar
 
@@ -153,6 +154,8 @@ class Client:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.connect()
+            # A request is one send(); no reason to let Nagle hold back the next one.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             conn.close()
             raise unreachable(self.host, self.port, exc, self.timeout) from exc
