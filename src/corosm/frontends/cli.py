@@ -76,7 +76,7 @@ class Extension:
 
 EXTENSIONS: tuple[Extension, ...] = (
     Extension("kv", "corosm.client.cli", "talk to a running key-value server"),
-    Extension("sim", "corosm.testing.cli", "run seeded simulations of a machine"),
+    Extension("sim", "corosm.testing.sim.cli", "deterministic simulation campaigns of a machine"),
     Extension("bench", "corosm.bench.cli", "benchmark a corosm server"),
 )
 
