@@ -147,7 +147,10 @@ def test_verdicts_say_met_and_missed_plainly() -> None:
     reads = by_target["read p99 with 64 writers / reads alone (corosm)"]
     assert reads.measured == 3.0 and reads.met is False
     assert by_target["recovery replay rate (largest journal)"].met is None
-    text = markdown(_results(), ["throughput.png"])
+    res = _results()
+    res.unavailable["reads/blocking"] = "Traceback:\n  File x\n    boom()\nValueError: no port"
+    text = markdown(res, ["throughput.png"])
+    assert "- **reads/blocking**: boom() ... ValueError: no port\n" in text
     assert (
         "| read p99 with 64 writers / reads alone (corosm) | 3.00x | <= 2x | **MISSED** |" in text
     )

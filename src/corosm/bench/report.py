@@ -74,6 +74,12 @@ def _read_ratio(results: Results, contender: str) -> float | None:
     return loaded / alone if loaded is not None and alone else None
 
 
+def _last_lines(text: str, keep: int = 2) -> str:
+    """A process's output on one line: its last lines (a traceback's last is the error)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ... ".join(lines[-keep:])
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -191,7 +197,7 @@ def markdown(results: Results, plots: Sequence[str] = ()) -> str:
     out += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     if results.unavailable:
         out += ["## Not measured, and why", ""]
-        out += [f"- **{k}**: {v}" for k, v in results.unavailable.items()] + [""]
+        out += [f"- **{k}**: {_last_lines(v)}" for k, v in results.unavailable.items()] + [""]
     if results.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in results.notes] + [""]
     if results.profile:
