@@ -1,0 +1,33 @@
+"""The HTTP front end: a small, fast HTTP/1.1 server and the key-value routes on it.
+
+- :mod:`~corosm.frontends.http.protocol`: one ``asyncio.Protocol`` per connection
+  over httptools (keep-alive, pipelining in order, limits, timeouts, flow control).
+- :mod:`~corosm.frontends.http.server`: :func:`start_http_server` and graceful shutdown.
+"""
+
+from corosm.frontends.http.protocol import (
+    Deferred,
+    Handler,
+    HttpConnection,
+    HttpStats,
+    Limits,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+)
+from corosm.frontends.http.server import HttpServer, start_http_server
+
+__all__ = [
+    "Deferred",
+    "Handler",
+    "HttpConnection",
+    "HttpServer",
+    "HttpStats",
+    "Limits",
+    "Request",
+    "Response",
+    "encode_response",
+    "error_response",
+    "start_http_server",
+]

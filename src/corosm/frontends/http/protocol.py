@@ -1,0 +1,641 @@
+"""HTTP/1.1 connections on ``asyncio.Protocol`` and httptools: no task per request.
+
+Theory of operation
+-------------------
+One :class:`HttpConnection` per socket. ``data_received`` feeds bytes to an
+``httptools.HttpRequestParser``; its callbacks assemble a :class:`Request` and,
+when a message is complete, call the handler *inside* the callback. The handler
+returns a ready :class:`Response`, an ``asyncio.Future[Response]``, or a
+:class:`Deferred` (a future of anything plus a function that turns it into a
+Response, which saves allocating a second future per request).
+
+Ordering (keep-alive and pipelining): replies leave strictly in request order.
+Encoded bytes that may be sent now collect in ``_out``; a reply that is not
+ready yet takes a :class:`_Slot` in the ``_pending`` queue, and every reply
+after it queues behind it. When a slot fills, the ready prefix of the queue
+moves to ``_out``. ``_out`` goes out in *one* ``transport.write`` per flush: at
+the end of ``data_received`` and once per loop iteration after completions
+(``call_soon``), so a burst of pipelined replies costs one syscall.
+
+Limits answer with a clear text body and then close: a head over
+``max_header_bytes`` or with more than ``max_headers`` fields -> 431, a body over
+``max_body_bytes`` -> 413, anything the parser rejects -> 400, a request whose
+bytes do not all arrive within ``request_timeout`` -> 408. A reply that takes
+longer than ``response_timeout`` answers 503; when it comes later it is
+dropped, as is a reply whose client has gone.
+
+Time: one ``loop.call_at`` timer per connection, re-armed lazily. It fires at
+the earliest of (partial request deadline, head-of-queue reply deadline, idle
+deadline), acts on what is due and re-arms for what is next. Because replies
+are queued in order with one timeout, the head of the queue always has the
+earliest reply deadline.
+
+Flow control: reading stops (``pause_reading``) while the peer has too many
+replies pending, while the transport asked us to stop writing, or while the
+connection is closing; it resumes when all of these clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol, TypeAlias, cast
+
+import httptools
+
+log = logging.getLogger("corosm.http")
+
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request. Header names are lower-cased; ``target`` is the raw URL."""
+
+    method: bytes
+    target: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    http_version: str
+    keep_alive: bool
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A reply. ``Content-Length`` is always sent; ``close`` ends the connection after it."""
+
+    status: int
+    body: bytes = b""
+    content_type: bytes | None = TEXT_PLAIN
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A reply still to come: ``finish(future)`` makes the Response once ``future`` is done.
+
+    ``finish`` must not raise (it should map the future's exception to a reply);
+    if it does, the client gets a 500.
+    """
+
+    future: asyncio.Future[Any]
+    finish: Callable[[asyncio.Future[Any]], Response]
+
+
+Reply: TypeAlias = "Response | Deferred | asyncio.Future[Response]"
+
+
+class Handler(Protocol):
+    """What the server calls for each complete request."""
+
+    def __call__(self, request: Request, /) -> Reply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits. Sizes in bytes, times in seconds."""
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_pending: int = 128
+    request_timeout: float = 10.0
+    response_timeout: float = 10.0
+    idle_timeout: float = 75.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_headers", "max_body_bytes", "max_pending"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("request_timeout", "response_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Limits.{name} must be > 0 seconds, got {getattr(self, name)!r}")
+
+
+@dataclass(slots=True)
+class HttpStats:
+    """Counters of the connection layer (mutable; read by the metrics page)."""
+
+    connections_opened: int = 0
+    connections_open: int = 0
+    requests: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)  # 400/408/413/431 by status
+    response_timeouts: int = 0
+    late_replies_dropped: int = 0
+    handler_crashes: int = 0
+
+    def reject(self, status: int) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+
+
+# -- encoding -----------------------------------------------------------------
+
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
+}
+_CONN_NONE, _CONN_CLOSE, _CONN_KEEP = 0, 1, 2
+_LINGER = 2.0  # seconds to keep discarding input after our FIN
+_CONN_HEADERS = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
+
+
+def encode_response(resp: Response, conn: int = _CONN_NONE, head_only: bool = False) -> bytes:
+    """Serialise ``resp``; ``conn`` picks the Connection header, ``head_only`` drops the body."""
+    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+    parts = [status_line, b"Server: corosm\r\nContent-Length: %d\r\n" % len(resp.body)]
+    if resp.content_type is not None and resp.body:
+        parts.append(b"Content-Type: %s\r\n" % resp.content_type)
+    parts.extend(b"%s: %s\r\n" % (name, value) for name, value in resp.headers)
+    parts.append(_CONN_HEADERS[conn])
+    parts.append(b"\r\n")
+    if not head_only:
+        parts.append(resp.body)
+    return b"".join(parts)
+
+
+def error_response(status: int, message: str, close: bool = False) -> Response:
+    """A short text reply saying what was wrong (the message ends with a newline)."""
+    return Response(status, message.encode("utf-8", "replace") + b"\n", close=close)
+
+
+class _Reject(Exception):
+    """Raised from a parser callback to stop parsing with an error reply."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback when no further message may be read."""
+
+
+class _Slot:
+    """A place in the reply queue, and the done-callback of the future that fills it."""
+
+    __slots__ = ("conn", "conn_header", "dead", "deadline", "finish", "head_only", "resp")
+
+    def __init__(
+        self,
+        conn: HttpConnection,
+        finish: Callable[[asyncio.Future[Any]], Response] | None,
+        conn_header: int,
+        head_only: bool,
+        deadline: float,
+    ) -> None:
+        self.conn = conn
+        self.finish = finish
+        self.conn_header = conn_header
+        self.head_only = head_only
+        self.deadline = deadline
+        self.resp: Response | None = None
+        self.dead = False  # timed out or client gone: a late reply is dropped
+
+    def __call__(self, fut: asyncio.Future[Any]) -> None:
+        if self.dead:
+            # Retrieve the exception so asyncio does not log it as never retrieved.
+            if not fut.cancelled():
+                fut.exception()
+            self.conn.stats.late_replies_dropped += 1
+            return
+        self.resp = _finish(fut, self.finish, self.conn.stats)
+        self.conn._schedule_flush()
+
+    def encode(self) -> bytes:
+        resp = self.resp
+        assert resp is not None
+        if resp.close:
+            self.conn_header = _CONN_CLOSE
+        return encode_response(resp, self.conn_header, self.head_only)
+
+
+def _finish(
+    fut: asyncio.Future[Any],
+    finish: Callable[[asyncio.Future[Any]], Response] | None,
+    stats: HttpStats,
+) -> Response:
+    try:
+        if finish is not None:
+            return finish(fut)
+        resp = fut.result()
+        if not isinstance(resp, Response):
+            raise TypeError(f"handler future gave {type(resp).__name__}, not Response")
+        return resp
+    except Exception:
+        stats.handler_crashes += 1
+        log.exception("HTTP handler failed")
+        return error_response(500, "internal error: the handler failed; see the server log")
+
+
+# -- the connection -------------------------------------------------------------
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parse, dispatch, reply in order, enforce limits."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: Limits,
+        stats: HttpStats,
+        on_lost: Callable[[HttpConnection], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.stats = stats
+        self._on_lost = on_lost
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._now = self._loop.time()
+        self._last_activity = self._now
+        self._timer: asyncio.TimerHandle | None = None
+        # The request being parsed.
+        self._in_message = False
+        self._message_started = 0.0
+        self._head_done = False
+        self._head_seen = 0  # raw bytes fed while the head was incomplete (safety net)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._method = b""
+        # Replies.
+        self._out: list[bytes] = []
+        self._close_after_out = False
+        self._pending: deque[_Slot] = deque()
+        self._flush_scheduled = False
+        # Connection state.
+        self._closing = False  # no more requests are read; close after the last reply
+        self._draining = False  # graceful shutdown asked
+        self._lost = False
+        self._reading_paused = False
+        self._write_paused = False
+        self._lingering = False  # FIN sent; discarding input until the client closes
+        self._linger_handle: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but behave as one.
+        self._transport = cast(asyncio.Transport, transport)
+        self.stats.connections_opened += 1
+        self.stats.connections_open += 1
+        self._arm(self._now + self.limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self.stats.connections_open -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._linger_handle is not None:
+            self._linger_handle.cancel()
+        for slot in self._pending:
+            slot.dead = True
+        self._pending.clear()
+        self._out.clear()
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # after Connection: close, an error or while lingering: discarded
+        self._now = now = self._loop.time()
+        self._last_activity = now
+        if not self._head_done:
+            self._head_seen += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.message)
+            elif isinstance(cause, _StopParsing):
+                pass
+            else:  # a bug in our callbacks: answer, log, keep the server up
+                log.error("HTTP parser callback failed", exc_info=cause)
+                self._reject(500, "internal error while parsing the request")
+        except httptools.HttpParserUpgrade:
+            self._closing = True  # no protocol switch; what follows is not HTTP
+            self._mark_last_close()
+        except httptools.HttpParserError as exc:
+            if not self._closing:  # "data after Connection: close" is not an error
+                self._reject(400, f"malformed request: {_parser_message(exc)}")
+        # The precise count happens in the callbacks; this bounds what the
+        # parser may buffer inside one unfinished header line.
+        overlong = self._head_seen > self.limits.max_header_bytes + 65536
+        if overlong and not self._closing and not self._head_done and self._in_message:
+            self._reject(431, self._head_limit_message(self._head_seen))
+        if self._in_message:
+            self._arm(self._message_started + self.limits.request_timeout)
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        # Most clients that send EOF have gone for good (a half-closed HTTP
+        # client is rare), so close now: pending replies are dropped when
+        # they come, instead of holding the connection until then.
+        return None
+
+    # -- httptools callbacks ------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._closing:  # a request pipelined after "Connection: close": ignore it
+            raise _StopParsing
+        self._in_message = True
+        self._message_started = self._now
+        self._head_done = False
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._body = []
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+        if len(self._headers) > self.limits.max_headers:
+            raise _Reject(431, f"too many header fields: at most {self.limits.max_headers} allowed")
+        self._count_head(len(name) + len(value) + 4)
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._head_seen = 0
+        self._method = self._parser.get_method()
+        for name, value in self._headers:
+            if name == b"content-length":
+                length = int(value) if value.isdigit() else -1  # the parser checked it
+                if length > self.limits.max_body_bytes:
+                    raise _Reject(413, self._body_limit_message(length))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            raise _Reject(413, self._body_limit_message(self._body_bytes))
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._head_seen = 0
+        parser = self._parser
+        keep_alive = parser.should_keep_alive()
+        version = parser.get_http_version()
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(self._method, self._url, tuple(self._headers), body, version, keep_alive)
+        self._head_done = False
+        self.stats.requests += 1
+        if not keep_alive or self._draining:
+            self._closing = True
+        if keep_alive:
+            conn_header = _CONN_KEEP if version == "1.0" else _CONN_NONE
+        else:
+            conn_header = _CONN_CLOSE
+        self._dispatch(request, conn_header)
+
+    # -- dispatch and replies ---------------------------------------------
+
+    def _dispatch(self, request: Request, conn_header: int) -> None:
+        head_only = request.method == b"HEAD"
+        try:
+            reply = self.handler(request)
+        except Exception:
+            self.stats.handler_crashes += 1
+            log.exception("HTTP handler raised")
+            reply = error_response(500, "internal error: the handler failed; see the server log")
+        if isinstance(reply, Response):
+            self._enqueue_ready(reply, conn_header, head_only)
+            return
+        if isinstance(reply, Deferred):
+            fut, finish = reply.future, reply.finish
+        else:
+            fut, finish = reply, None
+        if fut.done() and not self._pending:
+            self._enqueue_ready(_finish(fut, finish, self.stats), conn_header, head_only)
+            return
+        deadline = self._now + self.limits.response_timeout
+        slot = _Slot(self, finish, conn_header, head_only, deadline)
+        self._pending.append(slot)
+        fut.add_done_callback(slot)
+        self._arm(deadline)
+        self._update_reading()
+
+    def _enqueue_ready(self, resp: Response, conn_header: int, head_only: bool) -> None:
+        if self._pending:  # queue behind earlier replies that are not ready yet
+            slot = _Slot(self, None, conn_header, head_only, 0.0)
+            slot.resp = resp
+            self._pending.append(slot)
+            return
+        if resp.close:
+            conn_header = _CONN_CLOSE
+        self._out.append(encode_response(resp, conn_header, head_only))
+        if conn_header == _CONN_CLOSE:
+            self._close_after_out = True
+            self._closing = True
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Move the ready head of the queue to ``_out`` and write it in one call."""
+        self._flush_scheduled = False
+        if self._lost:
+            return
+        pending, out = self._pending, self._out
+        while pending and pending[0].resp is not None and not self._close_after_out:
+            slot = pending.popleft()
+            out.append(slot.encode())
+            if slot.conn_header == _CONN_CLOSE:
+                self._close_after_out = True
+                self._closing = True
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            assert self._transport is not None
+            self._transport.write(data)
+            self._last_activity = self._loop.time()
+        if self._close_after_out or (self._closing and not pending and not self._in_message):
+            self._close()
+            return
+        if self._draining and not pending:
+            self._close()
+            return
+        self._update_reading()
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer an unusable request after the replies before it, then close."""
+        self.stats.reject(status)
+        self._in_message = False
+        self._closing = True
+        self._enqueue_ready(error_response(status, message, close=True), _CONN_CLOSE, False)
+        self._update_reading()
+
+    def _mark_last_close(self) -> None:
+        """Make the last queued reply end the connection."""
+        if self._pending:
+            self._pending[-1].conn_header = _CONN_CLOSE
+        elif self._out:
+            self._close_after_out = True
+
+    def _close(self) -> None:
+        """Close after a lingering half-close.
+
+        Closing a socket with unread input makes the kernel send RST, which can
+        destroy the reply still in flight (e.g. a 413 while the client keeps
+        uploading). So: send FIN (``write_eof``), read and discard until the
+        client's EOF, and close for good after ``_LINGER`` seconds at most.
+        """
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._lingering:
+            return
+        self._closing = True
+        self._lingering = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._linger_handle = self._loop.call_later(_LINGER, transport.close)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None or self._lost or self._lingering:
+            return
+        depth = len(self._pending)
+        # Hysteresis: once paused, resume only when half the queue has drained.
+        limit = self.limits.max_pending // 2 if self._reading_paused else self.limits.max_pending
+        pause = self._closing or self._write_paused or depth >= max(limit, 1)
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    # -- shutdown -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Graceful close: answer what was received completely, then close.
+
+        A request still arriving is abandoned; idle connections close at once.
+        """
+        self._draining = True
+        self._closing = True
+        if self._lost:
+            return
+        if not self._pending:
+            self._close_after_out = True
+            self._flush()
+            return
+        self._mark_last_close()
+        self._update_reading()
+
+    def abort(self) -> None:
+        """Close now, dropping whatever is still queued."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- time -----------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        """Make sure the timer fires no later than ``when`` (a re-arm only if earlier)."""
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._lost:
+            return
+        now = self._loop.time()
+        self._now = now
+        limits = self.limits
+        if self._in_message and now >= self._message_started + limits.request_timeout:
+            self._reject(408, f"request not received in full within {limits.request_timeout:g} s")
+        pending = self._pending
+        expired = False
+        for slot in pending:  # deadlines grow along the queue: stop at the first not due
+            if slot.resp is not None:
+                continue
+            if now < slot.deadline:
+                break
+            slot.dead = True
+            expired = True
+            self.stats.response_timeouts += 1
+            slot.resp = error_response(
+                503, f"timed out: no reply within {limits.response_timeout:g} s"
+            )
+        if expired or self._out:
+            self._flush()
+        if self._lost or (self._transport is not None and self._transport.is_closing()):
+            return
+        idle = not self._in_message and not pending and not self._out
+        if idle and now >= self._last_activity + limits.idle_timeout:
+            self._close()
+            return
+        self._arm(self._next_deadline())
+
+    def _next_deadline(self) -> float:
+        limits = self.limits
+        deadlines = [self._last_activity + limits.idle_timeout]
+        if self._in_message:
+            deadlines.append(self._message_started + limits.request_timeout)
+        for slot in self._pending:
+            if slot.resp is None:
+                deadlines.append(slot.deadline)
+                break
+        return min(deadlines)
+
+    # -- messages -------------------------------------------------------------
+
+    def _count_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, self._head_limit_message(self._head_bytes))
+
+    def _head_limit_message(self, size: int) -> str:
+        return (
+            f"request head too large: over {size} bytes, "
+            f"at most {self.limits.max_header_bytes} allowed"
+        )
+
+    def _body_limit_message(self, size: int) -> str:
+        return f"request body too large: {size} bytes, at most {self.limits.max_body_bytes} allowed"
+
+
+def _parser_message(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,386 @@
+"""The HTTP/1.1 layer over real loopback sockets, with a handler the test controls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from corosm.frontends.http import (
+    Deferred,
+    HttpServer,
+    Limits,
+    Request,
+    Response,
+    start_http_server,
+)
+from corosm.frontends.http.rawclient import read_response, read_until_closed
+from corosm.runtime import run
+
+HOST = "127.0.0.1"
+_WRITERS: list[asyncio.StreamWriter] = []  # closed by serve() after each test
+
+
+class Recorder:
+    """Answers by path: /ok, /echo, /defer (a future the test resolves), /boom, /close."""
+
+    def __init__(self) -> None:
+        self.seen: list[Request] = []
+        self.futures: list[asyncio.Future[bytes]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, request: Request) -> Response | Deferred:
+        self.seen.append(request)
+        self.changed.set()
+        path = request.target
+        if path == b"/ok":
+            return Response(200, b"Ok")
+        if path.startswith(b"/echo"):
+            return Response(200, request.body + path[5:])
+        if path.startswith(b"/defer"):
+            fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self.futures.append(fut)
+            return Deferred(fut, _finish_bytes)
+        if path == b"/boom":
+            raise RuntimeError("handler bug")
+        if path == b"/close":
+            return Response(200, b"bye", close=True)
+        return Response(404, b"no route\n")
+
+    async def wait_seen(self, n: int) -> None:
+        async def wait() -> None:
+            while len(self.seen) < n:
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), 5.0)
+
+
+def _finish_bytes(fut: asyncio.Future[bytes]) -> Response:
+    return Response(200, fut.result())
+
+
+def serve(
+    body: Callable[[HttpServer, Recorder], Awaitable[None]], limits: Limits | None = None
+) -> None:
+    """Run ``body`` against a fresh server on a free port, then shut it down."""
+
+    async def main() -> None:
+        recorder = Recorder()
+        server = await start_http_server(recorder, HOST, 0, limits=limits)
+        try:
+            await body(server, recorder)
+        finally:
+            await close_writers()
+            await server.shutdown(grace=2.0)
+
+    run(main())
+
+
+async def connect(server: HttpServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    _WRITERS.append(writer)
+    return reader, writer
+
+
+async def close_writers() -> None:
+    for writer in _WRITERS:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    _WRITERS.clear()
+
+
+def get(path: bytes, extra: bytes = b"") -> bytes:
+    return b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n" + extra + b"\r\n"
+
+
+def post(path: bytes, body: bytes) -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (path, len(body), body)
+
+
+def test_keep_alive_serves_many_requests_on_one_connection() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        for i in range(5):
+            writer.write(post(b"/echo", b"n%d" % i))
+            resp = await read_response(reader)
+            assert (resp.status, resp.body) == (200, b"n%d" % i)
+            assert resp.header(b"connection") is None
+            assert resp.header(b"content-type") == b"text/plain; charset=utf-8"
+        assert server.stats.connections_opened == 1
+        writer.close()
+
+    serve(body)
+
+
+def test_pipelined_replies_keep_request_order_when_completed_backwards() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        # Every third request is deferred; the rest are answered at once.
+        burst = [get(b"/defer") if i % 3 == 0 else get(b"/echo/%d" % i) for i in range(100)]
+        writer.write(b"".join(burst))
+        await rec.wait_seen(100)
+        deferred = [i for i in range(100) if i % 3 == 0]
+        assert len(rec.futures) == len(deferred)
+        for i, fut in reversed(list(zip(deferred, rec.futures, strict=True))):
+            fut.set_result(b"/%d" % i)
+        got = [await read_response(reader) for _ in range(100)]
+        assert [r.body for r in got] == [b"/%d" % i for i in range(100)]
+        writer.close()
+
+    serve(body)
+
+
+def test_http10_closes_unless_keep_alive_asked() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"GET /ok HTTP/1.0\r\n\r\n")
+        resp = await read_response(reader)
+        assert (resp.status, resp.header(b"connection")) == (200, b"close")
+        assert await read_until_closed(reader) == b""
+
+        reader, writer = await connect(server)
+        writer.write(b"GET /ok HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
+        for _ in range(2):
+            resp = await read_response(reader)
+            assert (resp.status, resp.header(b"connection")) == (200, b"keep-alive")
+        writer.close()
+
+    serve(body)
+
+
+def test_connection_close_request_and_response() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        # The second request comes after "Connection: close" and must be ignored.
+        writer.write(get(b"/ok", b"Connection: close\r\n") + get(b"/ok"))
+        resp = await read_response(reader)
+        assert (resp.status, resp.header(b"connection")) == (200, b"close")
+        assert await read_until_closed(reader) == b""
+        assert len(rec.seen) == 1
+
+        reader, writer = await connect(server)
+        writer.write(get(b"/close") + get(b"/ok"))
+        resp = await read_response(reader)
+        assert (resp.body, resp.header(b"connection")) == (b"bye", b"close")
+        assert await read_until_closed(reader) == b""
+
+    serve(body)
+
+
+def test_head_sends_length_without_body() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"HEAD /ok HTTP/1.1\r\n\r\n" + get(b"/ok"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"Content-Length: 2\r\n" in head
+        resp = await read_response(reader)  # the next reply follows at once: no body above
+        assert resp.body == b"Ok"
+        writer.close()
+
+    serve(body)
+
+
+def test_oversized_body_gets_413_then_close() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"POST /echo HTTP/1.1\r\nContent-Length: 1001\r\n\r\n")
+        resp = await read_response(reader)
+        assert resp.status == 413
+        assert b"1001 bytes, at most 1000 allowed" in resp.body
+        assert await read_until_closed(reader) == b""
+
+        reader, writer = await connect(server)
+        chunks = b"".join(b"100\r\n" + b"x" * 256 + b"\r\n" for _ in range(4))
+        writer.write(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+        resp = await read_response(reader)
+        assert resp.status == 413
+        assert await read_until_closed(reader) == b""
+        assert rec.seen == []
+        assert server.stats.rejected == {413: 2}
+
+    serve(body, Limits(max_body_bytes=1000))
+
+
+def test_oversized_head_and_too_many_headers_get_431() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/ok", b"X-Big: " + b"a" * 600 + b"\r\n"))
+        resp = await read_response(reader)
+        assert resp.status == 431 and b"at most 512 allowed" in resp.body
+        assert await read_until_closed(reader) == b""
+
+        reader, writer = await connect(server)
+        writer.write(get(b"/ok", b"".join(b"X-%d: 1\r\n" % i for i in range(9))))
+        resp = await read_response(reader)
+        assert resp.status == 431 and b"too many header fields: at most 8" in resp.body
+        assert await read_until_closed(reader) == b""
+        assert rec.seen == []
+
+    serve(body, Limits(max_header_bytes=512, max_headers=8))
+
+
+def test_header_line_that_never_ends_is_bounded() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"GET /ok HTTP/1.1\r\nX-Endless: ")
+        for _ in range(20):  # 20 x 8 KiB with no line end: buffered inside the parser
+            writer.write(b"b" * 8192)
+        resp = await read_response(reader)
+        assert resp.status == 431
+        assert await read_until_closed(reader) == b""
+
+    serve(body, Limits(max_header_bytes=1024))
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"GARBAGE\r\n\r\n", b"malformed request"),
+        (b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"malformed request"),
+        (b"GET / HTTP/9.9\r\n\r\n", b"malformed request"),
+        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"malformed request"),
+    ],
+)
+def test_malformed_request_gets_400_with_reason_then_close(raw: bytes, fragment: bytes) -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/ok") + raw)  # a good request first: its reply must come first
+        first = await read_response(reader)
+        assert (first.status, first.body) == (200, b"Ok")
+        resp = await read_response(reader)
+        assert resp.status == 400
+        assert resp.header(b"connection") == b"close"
+        assert resp.body.startswith(fragment) and len(resp.body) > len(fragment) + 2
+        assert await read_until_closed(reader) == b""
+
+    serve(body)
+
+
+def test_slow_client_gets_408_and_is_closed() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        resp = await read_response(reader)
+        assert resp.status == 408 and b"within 0.2 s" in resp.body
+        assert await read_until_closed(reader) == b""
+        assert rec.seen == []
+
+    serve(body, Limits(request_timeout=0.2))
+
+
+def test_idle_connection_is_closed() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/ok"))
+        assert (await read_response(reader)).status == 200
+        assert await read_until_closed(reader) == b""
+        await server.wait_no_connections()
+
+    serve(body, Limits(idle_timeout=0.2))
+
+
+def test_slow_reply_gets_503_and_the_late_reply_is_dropped() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/defer") + get(b"/ok"))
+        resp = await read_response(reader)
+        assert resp.status == 503 and b"no reply within 0.2 s" in resp.body
+        assert (await read_response(reader)).body == b"Ok"
+        rec.futures[0].set_result(b"late")
+        await asyncio.sleep(0)  # let the future's done-callback run
+        assert server.stats.late_replies_dropped == 1
+        writer.write(get(b"/echo/next"))
+        assert (await read_response(reader)).body == b"/next"
+        assert server.stats.response_timeouts == 1
+        writer.close()
+
+    serve(body, Limits(response_timeout=0.2))
+
+
+def test_reply_after_client_left_is_dropped_quietly() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        _reader, writer = await connect(server)
+        writer.write(get(b"/defer") + get(b"/defer"))
+        await rec.wait_seen(2)
+        writer.close()
+        await server.wait_no_connections()
+        rec.futures[0].set_result(b"gone")
+        rec.futures[1].set_exception(RuntimeError("failed after the client left"))
+        await asyncio.sleep(0)
+        assert server.stats.late_replies_dropped == 2
+        assert server.stats.connections_open == 0
+
+    serve(body)
+
+
+def test_handler_crash_answers_500_and_the_connection_goes_on() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/boom") + get(b"/defer") + get(b"/ok"))
+        await rec.wait_seen(3)
+        rec.futures[0].set_exception(RuntimeError("async failure"))
+        statuses = [(await read_response(reader)).status for _ in range(3)]
+        assert statuses == [500, 500, 200]
+        assert server.stats.handler_crashes == 2
+        writer.close()
+
+    serve(body)
+
+
+def test_reading_pauses_while_too_many_replies_are_pending() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/defer") * 4)
+        await rec.wait_seen(4)
+        (conn,) = server._connections
+        transport = conn._transport
+        assert transport is not None and not transport.is_reading()
+        writer.write(get(b"/ok"))
+        for i, fut in enumerate(rec.futures):
+            fut.set_result(b"%d" % i)
+        assert [(await read_response(reader)).body for _ in range(5)] == [
+            b"0",
+            b"1",
+            b"2",
+            b"3",
+            b"Ok",
+        ]
+        assert transport.is_reading()
+        writer.close()
+
+    serve(body, Limits(max_pending=4))
+
+
+def test_graceful_shutdown_finishes_in_flight_replies_then_closes() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        server = await start_http_server(rec, HOST, 0)
+        busy_reader, busy_writer = await connect(server)
+        idle_reader, _idle_writer = await connect(server)
+        busy_writer.write(get(b"/defer"))
+        await rec.wait_seen(1)
+        port = server.port
+        stopping = asyncio.ensure_future(server.shutdown(grace=5.0))
+        assert await read_until_closed(idle_reader) == b""  # idle: closed at once
+        assert not stopping.done()
+        rec.futures[0].set_result(b"finished")
+        resp = await read_response(busy_reader)
+        assert (resp.body, resp.header(b"connection")) == (b"finished", b"close")
+        assert await read_until_closed(busy_reader) == b""
+        await asyncio.wait_for(stopping, 5.0)
+        await close_writers()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(HOST, port)
+
+    run(main())
+
+
+def test_limits_reject_nonsense_values() -> None:
+    with pytest.raises(ValueError, match="max_body_bytes must be >= 1"):
+        Limits(max_body_bytes=0)
+    with pytest.raises(ValueError, match="request_timeout must be > 0"):
+        Limits(request_timeout=0)
