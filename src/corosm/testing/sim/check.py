@@ -137,9 +137,17 @@ def explain(
         else:
             hi = mid
     t = returns[lo] if returns else 0.0
-    culprit = next(op for op in epoch.operations if op.returned == t)
-    before = end_states(_cut_before(epoch.operations, t), starts, model_step, budget)
-    allowed = sorted({short(model_step(s, culprit.input)[1]) for s in before})[:5]
+    prefix = _cut_before(epoch.operations, t)
+    # Several operations may return at t: blame one whose output the model cannot give
+    # in any state the others allow at that moment.
+    blamed = [op for op in epoch.operations if op.returned == t]
+    allowed_by: dict[int, set[Any]] = {}
+    for op in blamed:
+        others = [o for o in prefix if o.id != op.id]
+        before = end_states(others, starts, model_step, budget)
+        allowed_by[op.id] = {model_step(s, op.input)[1] for s in before}
+    culprit = next((op for op in blamed if op.output not in allowed_by[op.id]), blamed[0])
+    allowed = sorted(short(out) for out in allowed_by[culprit.id])[:5]
     summary = (
         f"not linearizable: {culprit.describe()}; the model allows "
         f"{' or '.join(allowed) if allowed else 'no output'} there"

@@ -1,0 +1,176 @@
+"""The simulator finds real bugs: deliberately broken variants of the key-value machine.
+
+Each test breaks one rule that corosm's durability and ordering rest on, runs a
+bounded seed budget, and asserts that a seed fails, that the report explains
+it, and that replaying that seed fails the same way (the report is reproducible).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+from corosm.apps.kv.inputs import Write
+from corosm.apps.kv.machine import KVMachine, KVState
+from corosm.apps.kv.outputs import OK, Output
+from corosm.apps.kv.records import Put
+from corosm.core import Context, Machine, Policy
+from corosm.io.journal.files import FileSystem
+from corosm.io.journal.format import decode_snapshot, parse_snapshot_name
+from corosm.testing.sim import (
+    FaultPlan,
+    Recovered,
+    Sabotage,
+    SimSpec,
+    recover,
+    run_campaign,
+    run_seed,
+)
+from corosm.testing.sim.kv import KV_SPEC
+
+BUDGET = range(600)
+
+
+def find_bug(spec: SimSpec) -> str:
+    """Run the budget; the first failure must replay identically. Return its report."""
+    result = run_campaign(spec, BUDGET)
+    assert result.failure is not None, f"bug not found in {result.seeds_run} seeds"
+    report = result.failure.report()
+    again = run_seed(spec, result.failure.seed)
+    assert again.violation is not None
+    assert again.violation.summary == result.failure.summary
+    assert f"--seed {result.failure.seed} --replay" in report or "run_seed(spec" in report
+    print(report)
+    return report
+
+
+# (1) the state changes before the append completes --------------------------------
+
+
+class EagerWriteKV(KVMachine):
+    """BUG: a write is visible (and readable) before it is durable."""
+
+    async def handle(self, ctx: Context[KVState], input: Any) -> Output:
+        if isinstance(input, Write):
+            ctx.state.data[input.key] = input.value  # too early: not yet in the journal
+            await ctx.append(Put(input.key, input.value))
+            return OK
+        return await super().handle(ctx, input)
+
+
+def test_state_changed_before_append_completes_is_caught() -> None:
+    report = find_bug(dataclasses.replace(KV_SPEC, machine_factory=EagerWriteKV, name=None))
+    assert "recovery after crash" in report or "not linearizable" in report
+
+
+# (2) journal completions out of log order ----------------------------------------
+
+
+def test_journal_completions_out_of_order_are_caught() -> None:
+    spec = dataclasses.replace(
+        KV_SPEC, sabotage=Sabotage(reorder_journal_completions=True), name=None
+    )
+    report = find_bug(spec)
+    lsns = [int(m) for m in re.findall(r"appended: lsn (\d+)", report)]
+    assert lsns != sorted(lsns), "the trace should show completions out of LSN order"
+
+
+# (3) recovery skips the journal after the snapshot -----------------------------------
+
+
+def recover_snapshot_only(
+    fs: FileSystem, directory: str, machine: Machine[Any, Any, Any]
+) -> Recovered:
+    """BUG: loads the newest snapshot and ignores the journal records after it."""
+    full = recover(fs, directory, machine)
+    snaps = sorted(n for n in fs.listdir(directory) if parse_snapshot_name(n) is not None)
+    if not snaps:
+        return full
+    lsn, payload = decode_snapshot(snaps[-1], fs.read(os.path.join(directory, snaps[-1])))
+    return Recovered(machine.restore(payload), full.next_lsn, lsn, 0)
+
+
+def test_recovery_that_skips_the_snapshot_tail_is_caught() -> None:
+    report = find_bug(dataclasses.replace(KV_SPEC, recover=recover_snapshot_only, name=None))
+    assert "recovery after crash" in report
+    assert "snapshot at lsn" in report
+
+
+# (4) a reply before the fsync ----------------------------------------------------------
+
+
+def test_reply_before_fsync_is_caught_by_a_crash() -> None:
+    spec = dataclasses.replace(KV_SPEC, sabotage=Sabotage(ack_before_fsync=True), name=None)
+    report = find_bug(spec)
+    assert "CRASH" in report
+    assert "recovery after crash" in report or "not linearizable" in report
+
+
+def test_the_same_workload_passes_without_the_bugs() -> None:
+    assert run_campaign(KV_SPEC, BUDGET).ok
+
+
+# (5) interleave where a read-modify-write needs per_key ------------------------------
+
+
+class Incr:
+    """Input: add one to the counter ``key``."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"Incr({self.key!r})"
+
+
+class CounterMachine(Machine[dict[str, int], Incr, int]):
+    """A read-modify-write counter: correct only under PER_KEY."""
+
+    policy = Policy.INTERLEAVE
+
+    def initial_state(self) -> dict[str, int]:
+        return {}
+
+    def key(self, input: Incr) -> str:
+        return input.key
+
+    async def handle(self, ctx: Context[dict[str, int]], input: Incr) -> int:
+        new = ctx.state.get(input.key, 0) + 1  # read ...
+        await ctx.append(f"{input.key}={new}".encode())  # ... suspend ...
+        return new  # ... and answer what we computed before suspending
+
+    def apply(self, state: dict[str, int], record: Any) -> dict[str, int]:
+        key, value = bytes(record).decode().split("=")
+        return {**state, key: int(value)}
+
+
+class PerKeyCounter(CounterMachine):
+    policy = Policy.PER_KEY
+
+
+def counter_step(state: tuple[tuple[str, int], ...], input: Incr) -> tuple[Any, int]:
+    data = dict(state)
+    data[input.key] = data.get(input.key, 0) + 1
+    return tuple(sorted(data.items())), data[input.key]
+
+
+COUNTER = SimSpec(
+    machine_factory=CounterMachine,
+    model_init=tuple,
+    model_step=counter_step,
+    workload=lambda rng: Incr(rng.choice("xy")),
+    observe=lambda state: tuple(sorted(state.items())),
+    faults=FaultPlan.calm(),
+)
+
+
+def test_interleave_policy_on_read_modify_write_is_caught() -> None:
+    report = find_bug(COUNTER)
+    assert "not linearizable" in report
+    assert "Incr(" in report
+
+
+def test_per_key_policy_fixes_the_counter() -> None:
+    assert run_campaign(dataclasses.replace(COUNTER, machine_factory=PerKeyCounter), BUDGET).ok
