@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from corosm.errors import UsageError
 from corosm.frontends.http import (
     Deferred,
     HttpServer,
@@ -380,7 +381,7 @@ def test_graceful_shutdown_finishes_in_flight_replies_then_closes() -> None:
 
 
 def test_limits_reject_nonsense_values() -> None:
-    with pytest.raises(ValueError, match="max_body_bytes must be >= 1"):
+    with pytest.raises(UsageError, match="max_body_bytes must be >= 1"):
         Limits(max_body_bytes=0)
-    with pytest.raises(ValueError, match="request_timeout must be > 0"):
+    with pytest.raises(UsageError, match="request_timeout must be > 0"):
         Limits(request_timeout=0)

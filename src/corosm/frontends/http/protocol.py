@@ -47,6 +47,8 @@ from typing import Any, Protocol, TypeAlias, cast
 
 import httptools
 
+from corosm.errors import UsageError
+
 log = logging.getLogger("corosm.http")
 
 TEXT_PLAIN = b"text/plain; charset=utf-8"
@@ -118,10 +120,10 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("max_header_bytes", "max_headers", "max_body_bytes", "max_pending"):
             if getattr(self, name) < 1:
-                raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)!r}")
+                raise UsageError(f"Limits.{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("request_timeout", "response_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"Limits.{name} must be > 0 seconds, got {getattr(self, name)!r}")
+                raise UsageError(f"Limits.{name} must be > 0 seconds, got {getattr(self, name)!r}")
 
 
 @dataclass(slots=True)
