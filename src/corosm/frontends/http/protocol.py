@@ -82,6 +82,9 @@ class Response:
     content_type: bytes | None = TEXT_PLAIN
     headers: tuple[tuple[bytes, bytes], ...] = ()
     close: bool = False
+    # The common encoding (no Connection header, with body), filled on first
+    # use: a constant Response (e.g. the seed's "Ok") is then encoded once.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,16 @@ _CONN_HEADERS = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
 
 def encode_response(resp: Response, conn: int = _CONN_NONE, head_only: bool = False) -> bytes:
     """Serialise ``resp``; ``conn`` picks the Connection header, ``head_only`` drops the body."""
+    common = conn == _CONN_NONE and not head_only
+    if common and resp._wire is not None:
+        return resp._wire
+    wire = _encode(resp, conn, head_only)
+    if common:
+        object.__setattr__(resp, "_wire", wire)  # a cache, not a change of value
+    return wire
+
+
+def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
     status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
     parts = [status_line, b"Server: corosm\r\nContent-Length: %d\r\n" % len(resp.body)]
     if resp.content_type is not None and resp.body:
@@ -256,6 +269,8 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         self.handler = handler
         self.limits = limits
+        self._max_head = limits.max_header_bytes
+        self._max_headers = limits.max_headers
         self.stats = stats
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
@@ -376,13 +391,19 @@ class HttpConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._count_head(len(url))
+        self._head_bytes += len(url)
+        if self._head_bytes > self._max_head:
+            raise _Reject(431, self._head_limit_message(self._head_bytes))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
-        if len(self._headers) > self.limits.max_headers:
-            raise _Reject(431, f"too many header fields: at most {self.limits.max_headers} allowed")
-        self._count_head(len(name) + len(value) + 4)
+        # Hot path: the checks are inlined rather than calling a helper.
+        headers = self._headers
+        headers.append((name.lower(), value))
+        if len(headers) > self._max_headers:
+            raise _Reject(431, f"too many header fields: at most {self._max_headers} allowed")
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._max_head:
+            raise _Reject(431, self._head_limit_message(self._head_bytes))
 
     def on_headers_complete(self) -> None:
         self._head_done = True
@@ -480,14 +501,14 @@ class HttpConnection(asyncio.Protocol):
             out.clear()
             assert self._transport is not None
             self._transport.write(data)
-            self._last_activity = self._loop.time()
         if self._close_after_out or (self._closing and not pending and not self._in_message):
             self._close()
             return
         if self._draining and not pending:
             self._close()
             return
-        self._update_reading()
+        if self._reading_paused or len(pending) >= self.limits.max_pending:
+            self._update_reading()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer an unusable request after the replies before it, then close."""
@@ -622,11 +643,6 @@ class HttpConnection(asyncio.Protocol):
         return min(deadlines)
 
     # -- messages -------------------------------------------------------------
-
-    def _count_head(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, self._head_limit_message(self._head_bytes))
 
     def _head_limit_message(self, size: int) -> str:
         return (
