@@ -170,6 +170,11 @@ def test_seed_reset_and_unsupported_method() -> None:
         for method in (b"GET", b"PUT", b"PATCH"):
             resp = await call(server, method, b"/")
             assert (resp.status, resp.body) == (400, b"Unsupported method\n")
+        # Like the seed, the path does not matter outside the REST, health and metrics routes.
+        assert (await call(server, b"PATCH", b"/other")).status == 400
+        assert await seed(server, b'Write "y" 2') == (200, b"Ok")
+        assert (await call(server, b"DELETE", b"/anything")).status == 200
+        assert await seed(server, b'Read "y"') == (200, b"Result Nothing")
 
     serve_real(body)
 

@@ -46,6 +46,8 @@ class Recorder:
             return Deferred(fut, _finish_bytes)
         if path == b"/boom":
             raise RuntimeError("handler bug")
+        if path == b"/big":
+            return Response(200, b"b" * 256 * 1024)
         if path == b"/close":
             return Response(200, b"bye", close=True)
         return Response(404, b"no route\n")
@@ -279,6 +281,7 @@ def test_idle_connection_is_closed() -> None:
         writer.write(get(b"/ok"))
         assert (await read_response(reader)).status == 200
         assert await read_until_closed(reader) == b""
+        writer.close()  # the server lingers until the client closes its side too
         await server.wait_no_connections()
 
     serve(body, Limits(idle_timeout=0.2))
@@ -356,23 +359,63 @@ def test_reading_pauses_while_too_many_replies_are_pending() -> None:
     serve(body, Limits(max_pending=4))
 
 
+def test_reading_pauses_while_the_client_does_not_read_replies() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/ok"))
+        await read_response(reader)
+        (conn,) = server._connections
+        paused = asyncio.Event()
+        original = conn.pause_writing
+
+        def pause_writing() -> None:
+            original()
+            paused.set()
+
+        conn.pause_writing = pause_writing  # type: ignore[method-assign]
+        writer.write(get(b"/big") * 40)  # ~10 MiB of replies that nobody reads yet
+        await asyncio.wait_for(paused.wait(), 5.0)
+        transport = conn._transport
+        assert transport is not None and not transport.is_reading()
+        for _ in range(40):
+            resp = await read_response(reader)
+            assert len(resp.body) == 256 * 1024
+        writer.write(get(b"/ok"))
+        assert (await read_response(reader)).body == b"Ok"
+        assert transport.is_reading()
+
+    serve(body)
+
+
+def test_upgrade_request_is_answered_then_closed() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/ok", b"Connection: upgrade\r\nUpgrade: websocket\r\n") + b"\x00tunnel")
+        assert (await read_response(reader)).body == b"Ok"
+        assert await read_until_closed(reader) == b""
+
+    serve(body)
+
+
 def test_graceful_shutdown_finishes_in_flight_replies_then_closes() -> None:
     async def main() -> None:
         rec = Recorder()
         server = await start_http_server(rec, HOST, 0)
         busy_reader, busy_writer = await connect(server)
-        idle_reader, _idle_writer = await connect(server)
+        idle_reader, idle_writer = await connect(server)
         busy_writer.write(get(b"/defer"))
         await rec.wait_seen(1)
         port = server.port
         stopping = asyncio.ensure_future(server.shutdown(grace=5.0))
         assert await read_until_closed(idle_reader) == b""  # idle: closed at once
+        idle_writer.close()
         assert not stopping.done()
         rec.futures[0].set_result(b"finished")
         resp = await read_response(busy_reader)
         assert (resp.body, resp.header(b"connection")) == (b"finished", b"close")
         assert await read_until_closed(busy_reader) == b""
-        await asyncio.wait_for(stopping, 5.0)
+        busy_writer.close()
+        await asyncio.wait_for(stopping, 1.5)  # well before the 2 s linger bound
         await close_writers()
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(HOST, port)
