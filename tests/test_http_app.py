@@ -77,6 +77,7 @@ class FakeRuntime:
             "journal_records": 10,
             "journal_fsyncs": 4,
             "journal_fsync_seconds_sum": 0.25,
+            "journal_fsync_p99_seconds": 0.125,
             "something_new": 1.5,
         }
 
@@ -303,6 +304,7 @@ def test_metrics_page_counts_requests_and_exports_runtime_stats() -> None:
             "corosm_journal_batch_records_count 4",
             "corosm_journal_fsync_seconds_sum 0.25",
             "corosm_journal_fsync_seconds_count 4",
+            'corosm_journal_fsync_seconds{quantile="0.99"} 0.125',
             "corosm_runtime_something_new 1.5",
             "corosm_http_connections_total 5",
         }

@@ -48,7 +48,10 @@ _SUMMARIES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
         ("journal_fsyncs", "fsyncs"),
     ),
 )
-_QUANTILES = (("0.5", "fsync_recent_p50"), ("0.99", "fsync_recent_p99"))
+_QUANTILES = (
+    ("0.5", ("journal_fsync_p50_seconds", "journal_fsync_recent_p50", "fsync_recent_p50")),
+    ("0.99", ("journal_fsync_p99_seconds", "journal_fsync_recent_p99", "fsync_recent_p99")),
+)
 _NAME_OK = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -112,8 +115,8 @@ def _runtime(lines: list[str], runtime: Mapping[str, float]) -> None:
             continue
         _family(lines, name, "summary", help_text)
         if name == "corosm_journal_fsync_seconds":
-            for quantile, key in _QUANTILES:
-                value = _first(runtime, (key, "journal_" + key), used)
+            for quantile, keys in _QUANTILES:
+                value = _first(runtime, keys, used)
                 if value is not None:
                     lines.append(f'{name}{{quantile="{quantile}"}} {_num(value)}')
         lines.append(f"{name}_sum {_num(total)}")
