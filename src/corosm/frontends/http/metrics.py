@@ -128,7 +128,9 @@ def _runtime(lines: list[str], runtime: Mapping[str, float]) -> None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue  # e.g. a failure message: /health reports it
         name = "corosm_runtime_" + _NAME_OK.sub("_", key)
-        _single(lines, name, "gauge", f"runtime.stats()[{key!r}].", value)
+        _single(
+            lines, name, "gauge", f"The runtime stat {name[15:]} (from runtime.stats()).", value
+        )
 
 
 def _first(runtime: Mapping[str, float], keys: tuple[str, ...], used: set[str]) -> float | None:
