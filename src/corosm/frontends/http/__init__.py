@@ -1,14 +1,17 @@
 """The HTTP front end: a small, fast HTTP/1.1 server and the key-value routes on it.
 
+- :mod:`~corosm.frontends.http.messages`: Request, Response, Deferred, Limits, HttpStats.
 - :mod:`~corosm.frontends.http.protocol`: one ``asyncio.Protocol`` per connection
   over httptools (keep-alive, pipelining in order, limits, timeouts, flow control).
 - :mod:`~corosm.frontends.http.server`: :func:`start_http_server` and graceful shutdown.
+- :mod:`~corosm.frontends.http.app`: :class:`KvHttpApp`, the key-value routes.
+- :mod:`~corosm.frontends.http.metrics`: the Prometheus text page.
+- :mod:`~corosm.frontends.http.rawclient`: a raw client for tests and benchmarks.
 """
 
-from corosm.frontends.http.protocol import (
+from corosm.frontends.http.messages import (
     Deferred,
     Handler,
-    HttpConnection,
     HttpStats,
     Limits,
     Request,
@@ -16,6 +19,7 @@ from corosm.frontends.http.protocol import (
     encode_response,
     error_response,
 )
+from corosm.frontends.http.protocol import HttpConnection
 from corosm.frontends.http.server import HttpServer, start_http_server
 
 __all__ = [

@@ -5,7 +5,7 @@ Theory of operation
 :class:`KvHttpApp` is the handler the HTTP layer calls once per request. It
 routes on the path, turns the request into a machine input, submits it with
 ``runtime.submit_nowait`` (no task per request) and returns a
-:class:`~corosm.frontends.http.protocol.Deferred` whose ``finish`` maps the
+:class:`~corosm.frontends.http.messages.Deferred` whose ``finish`` maps the
 machine's output, or its failure, to a reply. Requests that need no machine
 (bad input, health, metrics) get a ready Response at once.
 
@@ -52,14 +52,14 @@ from corosm.errors import (
     Stopped,
     UsageError,
 )
-from corosm.frontends.http.metrics import render_metrics
-from corosm.frontends.http.protocol import (
+from corosm.frontends.http.messages import (
     Deferred,
     HttpStats,
     Request,
     Response,
     error_response,
 )
+from corosm.frontends.http.metrics import render_metrics
 
 log = logging.getLogger("corosm.http")
 

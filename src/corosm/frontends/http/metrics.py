@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from corosm.frontends.http.protocol import HttpStats
+from corosm.frontends.http.messages import HttpStats
 
 # runtime.stats() key -> (metric name, type, help)
 _KNOWN: dict[str, tuple[str, str, str]] = {

@@ -41,147 +41,27 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Any, cast
 
 import httptools
 
-from corosm.errors import UsageError
+from corosm.frontends.http.messages import (
+    CONN_CLOSE,
+    CONN_KEEP,
+    CONN_NONE,
+    Deferred,
+    Handler,
+    HttpStats,
+    Limits,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+)
 
 log = logging.getLogger("corosm.http")
 
-TEXT_PLAIN = b"text/plain; charset=utf-8"
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One parsed request. Header names are lower-cased; ``target`` is the raw URL."""
-
-    method: bytes
-    target: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-    http_version: str
-    keep_alive: bool
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of header ``name`` (lower-case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A reply. ``Content-Length`` is always sent; ``close`` ends the connection after it."""
-
-    status: int
-    body: bytes = b""
-    content_type: bytes | None = TEXT_PLAIN
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    close: bool = False
-    # The common encoding (no Connection header, with body), filled on first
-    # use: a constant Response (e.g. the seed's "Ok") is then encoded once.
-    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """A reply still to come: ``finish(future)`` makes the Response once ``future`` is done.
-
-    ``finish`` must not raise (it should map the future's exception to a reply);
-    if it does, the client gets a 500.
-    """
-
-    future: asyncio.Future[Any]
-    finish: Callable[[asyncio.Future[Any]], Response]
-
-
-Reply: TypeAlias = "Response | Deferred | asyncio.Future[Response]"
-
-
-class Handler(Protocol):
-    """What the server calls for each complete request."""
-
-    def __call__(self, request: Request, /) -> Reply: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Per-connection limits. Sizes in bytes, times in seconds."""
-
-    max_header_bytes: int = 16 * 1024
-    max_headers: int = 100
-    max_body_bytes: int = 2 * 1024 * 1024
-    max_pending: int = 128
-    request_timeout: float = 10.0
-    response_timeout: float = 10.0
-    idle_timeout: float = 75.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_header_bytes", "max_headers", "max_body_bytes", "max_pending"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"Limits.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("request_timeout", "response_timeout", "idle_timeout"):
-            if not getattr(self, name) > 0:
-                raise UsageError(f"Limits.{name} must be > 0 seconds, got {getattr(self, name)!r}")
-
-
-@dataclass(slots=True)
-class HttpStats:
-    """Counters of the connection layer (mutable; read by the metrics page)."""
-
-    connections_opened: int = 0
-    connections_open: int = 0
-    requests: int = 0
-    rejected: dict[int, int] = field(default_factory=dict)  # 400/408/413/431 by status
-    response_timeouts: int = 0
-    late_replies_dropped: int = 0
-    handler_crashes: int = 0
-
-    def reject(self, status: int) -> None:
-        self.rejected[status] = self.rejected.get(status, 0) + 1
-
-
-# -- encoding -----------------------------------------------------------------
-
-_STATUS_LINES: dict[int, bytes] = {
-    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
-}
-_CONN_NONE, _CONN_CLOSE, _CONN_KEEP = 0, 1, 2
 _LINGER = 2.0  # seconds to keep discarding input after our FIN
-_CONN_HEADERS = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
-
-
-def encode_response(resp: Response, conn: int = _CONN_NONE, head_only: bool = False) -> bytes:
-    """Serialise ``resp``; ``conn`` picks the Connection header, ``head_only`` drops the body."""
-    common = conn == _CONN_NONE and not head_only
-    if common and resp._wire is not None:
-        return resp._wire
-    wire = _encode(resp, conn, head_only)
-    if common:
-        object.__setattr__(resp, "_wire", wire)  # a cache, not a change of value
-    return wire
-
-
-def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
-    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
-    parts = [status_line, b"Server: corosm\r\nContent-Length: %d\r\n" % len(resp.body)]
-    if resp.content_type is not None and resp.body:
-        parts.append(b"Content-Type: %s\r\n" % resp.content_type)
-    parts.extend(b"%s: %s\r\n" % (name, value) for name, value in resp.headers)
-    parts.append(_CONN_HEADERS[conn])
-    parts.append(b"\r\n")
-    if not head_only:
-        parts.append(resp.body)
-    return b"".join(parts)
-
-
-def error_response(status: int, message: str, close: bool = False) -> Response:
-    """A short text reply saying what was wrong (the message ends with a newline)."""
-    return Response(status, message.encode("utf-8", "replace") + b"\n", close=close)
 
 
 class _Reject(Exception):
@@ -232,7 +112,7 @@ class _Slot:
         resp = self.resp
         assert resp is not None
         if resp.close:
-            self.conn_header = _CONN_CLOSE
+            self.conn_header = CONN_CLOSE
         return encode_response(resp, self.conn_header, self.head_only)
 
 
@@ -433,10 +313,12 @@ class HttpConnection(asyncio.Protocol):
         self.stats.requests += 1
         if not keep_alive or self._draining:
             self._closing = True
-        if keep_alive:
-            conn_header = _CONN_KEEP if version == "1.0" else _CONN_NONE
+        if not keep_alive:
+            conn_header = CONN_CLOSE
+        elif version == "1.0":
+            conn_header = CONN_KEEP  # 1.0 closes by default: say that we keep it open
         else:
-            conn_header = _CONN_CLOSE
+            conn_header = CONN_NONE
         self._dispatch(request, conn_header)
 
     # -- dispatch and replies ---------------------------------------------
@@ -473,9 +355,9 @@ class HttpConnection(asyncio.Protocol):
             self._pending.append(slot)
             return
         if resp.close:
-            conn_header = _CONN_CLOSE
+            conn_header = CONN_CLOSE
         self._out.append(encode_response(resp, conn_header, head_only))
-        if conn_header == _CONN_CLOSE:
+        if conn_header == CONN_CLOSE:
             self._close_after_out = True
             self._closing = True
 
@@ -493,7 +375,7 @@ class HttpConnection(asyncio.Protocol):
         while pending and pending[0].resp is not None and not self._close_after_out:
             slot = pending.popleft()
             out.append(slot.encode())
-            if slot.conn_header == _CONN_CLOSE:
+            if slot.conn_header == CONN_CLOSE:
                 self._close_after_out = True
                 self._closing = True
         if out:
@@ -515,13 +397,13 @@ class HttpConnection(asyncio.Protocol):
         self.stats.reject(status)
         self._in_message = False
         self._closing = True
-        self._enqueue_ready(error_response(status, message, close=True), _CONN_CLOSE, False)
+        self._enqueue_ready(error_response(status, message, close=True), CONN_CLOSE, False)
         self._update_reading()
 
     def _mark_last_close(self) -> None:
         """Make the last queued reply end the connection."""
         if self._pending:
-            self._pending[-1].conn_header = _CONN_CLOSE
+            self._pending[-1].conn_header = CONN_CLOSE
         elif self._out:
             self._close_after_out = True
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from corosm.frontends.http.protocol import Handler, HttpConnection, HttpStats, Limits
+from corosm.frontends.http.messages import Handler, HttpStats, Limits
+from corosm.frontends.http.protocol import HttpConnection
 
 
 class HttpServer:

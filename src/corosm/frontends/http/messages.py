@@ -1,0 +1,153 @@
+"""The values of the HTTP layer: requests, replies, limits, counters, and encoding.
+
+Theory of operation
+-------------------
+Everything a handler sees or returns is a small frozen value: a parsed
+:class:`Request` in, a :class:`Response` (or a :class:`Deferred` reply still to
+come) out. :func:`encode_response` turns a Response into wire bytes: always a
+``Content-Length``, a ``Connection`` header only when the connection is about
+to close or when an HTTP/1.0 client asked for keep-alive. A Response that is
+reused (a constant such as the seed's ``Ok``) is encoded once and the bytes
+are cached on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Protocol, TypeAlias
+
+from corosm.errors import UsageError
+
+TEXT_PLAIN = b"text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request. Header names are lower-cased; ``target`` is the raw URL."""
+
+    method: bytes
+    target: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    http_version: str
+    keep_alive: bool
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A reply. ``Content-Length`` is always sent; ``close`` ends the connection after it."""
+
+    status: int
+    body: bytes = b""
+    content_type: bytes | None = TEXT_PLAIN
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    close: bool = False
+    # The common encoding (no Connection header, with body), filled on first
+    # use: a constant Response (e.g. the seed's "Ok") is then encoded once.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A reply still to come: ``finish(future)`` makes the Response once ``future`` is done.
+
+    ``finish`` must not raise (it should map the future's exception to a reply);
+    if it does, the client gets a 500.
+    """
+
+    future: asyncio.Future[Any]
+    finish: Callable[[asyncio.Future[Any]], Response]
+
+
+Reply: TypeAlias = "Response | Deferred | asyncio.Future[Response]"
+
+
+class Handler(Protocol):
+    """What the server calls for each complete request."""
+
+    def __call__(self, request: Request, /) -> Reply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits. Sizes in bytes, times in seconds."""
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_pending: int = 128
+    request_timeout: float = 10.0
+    response_timeout: float = 10.0
+    idle_timeout: float = 75.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_headers", "max_body_bytes", "max_pending"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"Limits.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("request_timeout", "response_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"Limits.{name} must be > 0 seconds, got {getattr(self, name)!r}")
+
+
+@dataclass(slots=True)
+class HttpStats:
+    """Counters of the connection layer (mutable; read by the metrics page)."""
+
+    connections_opened: int = 0
+    connections_open: int = 0
+    requests: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)  # 400/408/413/431 by status
+    response_timeouts: int = 0
+    late_replies_dropped: int = 0
+    handler_crashes: int = 0
+
+    def reject(self, status: int) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+
+
+# -- encoding -----------------------------------------------------------------
+
+_STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
+}
+CONN_NONE, CONN_CLOSE, CONN_KEEP = 0, 1, 2  # which Connection header a reply carries
+CONN_HEADERS = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
+
+
+def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = False) -> bytes:
+    """Serialise ``resp``; ``conn`` picks the Connection header, ``head_only`` drops the body."""
+    common = conn == CONN_NONE and not head_only
+    if common and resp._wire is not None:
+        return resp._wire
+    wire = _encode(resp, conn, head_only)
+    if common:
+        object.__setattr__(resp, "_wire", wire)  # a cache, not a change of value
+    return wire
+
+
+def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
+    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
+    parts = [status_line, b"Server: corosm\r\nContent-Length: %d\r\n" % len(resp.body)]
+    if resp.content_type is not None and resp.body:
+        parts.append(b"Content-Type: %s\r\n" % resp.content_type)
+    parts.extend(b"%s: %s\r\n" % (name, value) for name, value in resp.headers)
+    parts.append(CONN_HEADERS[conn])
+    parts.append(b"\r\n")
+    if not head_only:
+        parts.append(resp.body)
+    return b"".join(parts)
+
+
+def error_response(status: int, message: str, close: bool = False) -> Response:
+    """A short text reply saying what was wrong (the message ends with a newline)."""
+    return Response(status, message.encode("utf-8", "replace") + b"\n", close=close)
