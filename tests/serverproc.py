@@ -1,0 +1,92 @@
+"""Start and stop a real ``corosm serve`` process for end-to-end tests.
+
+The server is told ``--port 0`` and prints the port it got on its first line
+of output; we read that line (with a bound) instead of guessing a free port.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_SERVING = re.compile(rb"serving HTTP on [^:]+:(\d+)(?:, RESP on [^:]+:(\d+))?")
+
+
+class ServerProcess:
+    """A ``python -m corosm serve`` child on 127.0.0.1 with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.resp_port: int | None = None
+        self.output = b""
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        args = [sys.executable, "-m", "corosm", "serve", "--port", "0"]
+        args += ["--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline()
+                self.output += line
+                match = _SERVING.search(line)
+                if match:
+                    self.port = int(match.group(1))
+                    self.resp_port = int(match.group(2)) if match.group(2) else None
+                    return self
+                if not line:
+                    break
+            if self.proc.poll() is not None:
+                break
+        self.close()
+        raise AssertionError(
+            f"server did not start; output:\n{self.output.decode(errors='replace')}"
+        )
+
+    def request(self, method: str, path: str = "/", body: bytes = b"") -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        finally:
+            conn.close()
+
+    def kill(self) -> None:
+        """kill -9: no flush, no goodbye."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait: returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def close(self) -> None:
+        """Kill the process if it still runs and release its pipe."""
+        self.kill()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
