@@ -225,3 +225,40 @@ def tiny_histories(draw: st.DrawFn) -> list[Op]:
 @given(tiny_histories())
 def test_agrees_with_brute_force(history: list[Op]) -> None:
     assert check(history) == brute_force(history)
+
+
+def blind_writes(n: int, in_flight: int) -> list[Op]:
+    """Writes pending for ``in_flight`` ticks (a group commit), an instant read per tick.
+
+    A write takes effect at call + in_flight - 1; the read at t + 0.5 sees the
+    write called at t - in_flight + 1.
+    """
+    history: list[Op] = []
+    for t in range(n):
+        history.append(op(t % in_flight, W(t + 1), "ok", t, t + in_flight))
+        seen = t - in_flight + 2 if t >= in_flight - 1 else 0
+        history.append(op(100, R(), seen, t + 0.5, t + 0.5))
+    return history
+
+
+def test_sixteen_writes_in_flight_do_not_blow_up_the_search() -> None:
+    # Trying candidates in call order would explore 2^16 subsets of pending
+    # writes before each read; earliest-return-first goes straight through.
+    assert check(blind_writes(2000, 16))
+
+
+def test_a_wrong_read_among_writes_in_flight_is_found() -> None:
+    history = blind_writes(300, 4)
+    history[-1] = op(100, R(), 5, history[-1].call, history[-1].ret)
+    result = check_linearizable(history, register, 0)
+    assert not result.ok and not result.inconclusive
+    assert history[-1] in result.stuck
+
+
+def test_the_search_gives_up_inconclusively_at_its_budget() -> None:
+    # Refuting this needs every subset of 16 writes in flight: exponential.
+    history = blind_writes(100, 16)
+    history[-1] = op(100, R(), 5, history[-1].call, history[-1].ret)
+    result = check_linearizable(history, register, 0, max_steps=20_000)
+    assert not result.ok and result.inconclusive
+    assert "inconclusive: gave up after 20000 model steps" in result.explanation

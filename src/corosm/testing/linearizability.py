@@ -106,6 +106,8 @@ class LinearizabilityResult(Generic[I, O]):
     linearized: tuple[Operation[I, O], ...] = field(default=())
     #: On failure: the operations that could not be placed next at that point.
     stuck: tuple[Operation[I, O], ...] = field(default=())
+    #: True when the search gave up (``max_steps``) before reaching a verdict.
+    inconclusive: bool = False
 
     def __bool__(self) -> bool:
         return self.ok
@@ -116,8 +118,16 @@ def check_linearizable(
     model_step: Callable[[S, I], tuple[O, S]],
     initial_state: S,
     partition: Callable[[I], Hashable | None] | None = None,
+    max_steps: int | None = 10_000_000,
 ) -> LinearizabilityResult[I, O]:
-    """Is ``history`` linearizable with respect to ``model_step`` from ``initial_state``?"""
+    """Is ``history`` linearizable with respect to ``model_step`` from ``initial_state``?
+
+    ``max_steps`` bounds the model steps spent on each partition (about a
+    minute at the default); past it the result is not ok and ``inconclusive``.
+    The search is exponential in the worst case: a history that is *not*
+    linearizable, with many operations in flight at once on one key, may need
+    it. Partitioning per key keeps the number in flight per search small.
+    """
     for op in history:
         if not isinstance(op, Operation):
             raise UsageError(f"a history holds Operation values, not {op!r:.80}")
@@ -125,7 +135,7 @@ def check_linearizable(
             raise UsageError(f"operation returned before it was called: {op.describe()}")
     groups = _partition(history, partition)
     for key, ops in groups.items():
-        result = _Search(ops, model_step, initial_state).run()
+        result = _Search(ops, model_step, initial_state, max_steps).run()
         if not result.ok:
             if key is None:
                 return result
@@ -157,9 +167,14 @@ class _Search(Generic[I, O, S]):
     """One depth-first search over one (sub-)history."""
 
     def __init__(
-        self, ops: list[Operation[I, O]], step: Callable[[S, I], tuple[O, S]], initial: S
+        self,
+        ops: list[Operation[I, O]],
+        step: Callable[[S, I], tuple[O, S]],
+        initial: S,
+        max_steps: int | None,
     ) -> None:
         self.ops = ops
+        self.budget = -1 if max_steps is None else max_steps
         self.step = step
         self.initial = initial
         # Entries 1..2n: calls and returns in time order (calls first on ties, so
@@ -193,54 +208,84 @@ class _Search(Generic[I, O, S]):
             if nxt != -1:
                 self.prev[nxt] = x
 
+    def candidates(self) -> tuple[list[int], int]:
+        """The call entries that may go next, earliest return first; and the first return entry.
+
+        An operation may go next iff it was called before every unplaced
+        operation returned: its call precedes the first return entry left in
+        the list. Trying the one that must finish soonest first follows the
+        order the history most likely took, and seldom needs backtracking.
+        """
+        nxt, is_call, match = self.next, self.is_call, self.match
+        calls = []
+        e = nxt[0]
+        while e != -1 and is_call[e]:
+            calls.append(e)
+            e = nxt[e]
+        calls.sort(key=match.__getitem__)
+        return calls, e
+
     def run(self) -> LinearizabilityResult[I, O]:
-        ops, step, op_of, is_call, nxt = self.ops, self.step, self.op_of, self.is_call, self.next
+        ops, step, op_of = self.ops, self.step, self.op_of
         known_left = sum(not op.unknown for op in ops)
         state = self.initial
         linearized = 0
-        stack: list[tuple[int, S]] = []
         seen: set[tuple[int, S]] = set()
-        e = nxt[0]
+        # One frame per placed operation: its candidates and how many were tried.
+        frames: list[tuple[list[int], int, list[int]]] = [(*self.candidates(), [0])]
+        path: list[tuple[int, S]] = []  # (call entry placed, state before it)
+        budget = self.budget
         while known_left:
-            if is_call[e]:
-                i = op_of[e]
-                op = ops[i]
+            cands, blocker, tried = frames[-1]
+            while tried[0] < len(cands):
+                e = cands[tried[0]]
+                tried[0] += 1
+                budget -= 1
+                if budget == 0:
+                    return self._gave_up(len(path))
+                op = ops[op_of[e]]
                 output, new_state = step(state, op.input)
-                if op.unknown or output == op.output:
-                    config = (linearized | (1 << i), new_state)
-                    if config not in seen:
-                        seen.add(config)
-                        stack.append((e, state))
-                        state, linearized = new_state, config[0]
-                        self._lift(e)
-                        known_left -= not op.unknown
-                        e = nxt[0]
-                        continue
-                e = nxt[e]
-                continue
-            self._note_stuck(stack, state, e)
-            if not stack:
-                return self._failure()
-            e, state = stack.pop()
-            i = op_of[e]
-            linearized &= ~(1 << i)
-            self._unlift(e)
-            known_left += not ops[i].unknown
-            e = nxt[e]
+                if not op.unknown and output != op.output:
+                    continue
+                config = (linearized | (1 << op_of[e]), new_state)
+                if config in seen:
+                    continue
+                seen.add(config)
+                path.append((e, state))
+                state, linearized = new_state, config[0]
+                self._lift(e)
+                known_left -= not op.unknown
+                frames.append((*self.candidates(), [0]))
+                break
+            else:
+                # Every candidate failed here: undo the last placement.
+                self._note_stuck(path, state, cands, blocker)
+                frames.pop()
+                if not path:
+                    return self._failure()
+                e, state = path.pop()
+                linearized &= ~(1 << op_of[e])
+                self._unlift(e)
+                known_left += not ops[op_of[e]].unknown
         return LinearizabilityResult(True)
 
-    def _note_stuck(self, stack: list[tuple[int, S]], state: S, ret_entry: int) -> None:
-        if len(stack) <= self.best_depth:
+    def _note_stuck(
+        self, path: list[tuple[int, S]], state: S, cands: list[int], blocker: int
+    ) -> None:
+        if len(path) <= self.best_depth or blocker == -1:
             return
-        self.best_depth = len(stack)
-        candidates = []
-        e = self.next[0]
-        while e != ret_entry:
-            if self.is_call[e]:
-                candidates.append(self.op_of[e])
-            e = self.next[e]
-        order = tuple(self.op_of[entry] for entry, _ in stack)
-        self.best = (order, state, self.op_of[ret_entry], tuple(candidates))
+        self.best_depth = len(path)
+        order = tuple(self.op_of[entry] for entry, _ in path)
+        candidates = tuple(sorted(self.op_of[e] for e in cands))
+        self.best = (order, state, self.op_of[blocker], candidates)
+
+    def _gave_up(self, depth: int) -> LinearizabilityResult[I, O]:
+        return LinearizabilityResult(
+            False,
+            f"inconclusive: gave up after {self.budget} model steps with {depth} of "
+            f"{len(self.ops)} operations placed; raise max_steps, or partition the history",
+            inconclusive=True,
+        )
 
     def _failure(self) -> LinearizabilityResult[I, O]:
         assert self.best is not None
