@@ -31,6 +31,7 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
         (b'Write "x" ( - 5 )', Write(b"x", b"-5")),
         (b'Read "x"', Read(b"x")),
         (b'  \r\n Read "x"\n\n', Read(b"x")),
+        ('\u00a0Read\u2003"x"\f\v'.encode(), Read(b"x")),
         (b'Write"k"7', Write(b"k", b"7")),
         (b'(Write ("x") ((42)))', Write(b"x", b"42")),
         (b'((Read "x"))', Read(b"x")),
@@ -134,6 +135,7 @@ def test_out_of_range_ints_are_rejected_not_wrapped(n: int) -> None:
         (b'(Read "x"', "expected ')' to close the '(' at column 1"),
         (b'Read "x"\n  junk', "line 2, column 3: unexpected text"),
         (b'Write "x" \xff', "not UTF-8 (bad byte at offset 10)"),
+        (b'Write\x1c"x" 1', "column 6: unexpected character '\\x1c'"),
     ],
 )
 def test_bad_requests_say_what_where_and_what_was_expected(body: bytes, message: str) -> None:

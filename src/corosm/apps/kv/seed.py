@@ -270,7 +270,7 @@ class _Parser:
 
     def skip_space(self) -> None:
         text, pos = self.text, self.pos
-        while pos < len(text) and text[pos].isspace():
+        while pos < len(text) and _is_space(text[pos]):
             pos += 1
         self.pos = pos
 
@@ -338,9 +338,9 @@ class _Parser:
                 out.append(chr(ord(c) - 64))
                 return pos + 3
             raise self.error(pos, "bad control escape; expected \\^@ .. \\^_ (such as \\^A)")
-        if rest and rest.isspace():
+        if rest and _is_space(rest):
             gap = pos + 1
-            while gap < len(text) and text[gap].isspace():
+            while gap < len(text) and _is_space(text[gap]):
                 gap += 1
             if text[gap : gap + 1] != "\\":
                 raise self.error(gap, "string gap not closed; expected '\\' after the whitespace")
@@ -395,6 +395,14 @@ _LEXEME = re.compile(
     rf"|(?P<symbol>[{_SYMBOL_CHARS}]+)"
     rf"|(?P<punct>[,;\[\]{{}}`'])"
 )
+
+
+_NOT_HASKELL_SPACE = frozenset("\x1c\x1d\x1e\x1f\x85")
+
+
+def _is_space(c: str) -> bool:
+    """Haskell's ``isSpace``: Python's, minus the separators \x1c-\x1f and NEL."""
+    return c.isspace() and c not in _NOT_HASKELL_SPACE
 
 
 def _escape_value(match: re.Match[str]) -> int:
