@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,12 @@ from corosm.apps.kv.model import EMPTY, partition_key
 from corosm.apps.kv.model import step as kv_step
 from corosm.apps.kv.outputs import OK, Value
 from corosm.errors import UsageError
-from corosm.testing.linearizability import UNKNOWN, Operation, check_linearizable
+from corosm.testing.linearizability import (
+    UNKNOWN,
+    HistoryRecorder,
+    Operation,
+    check_linearizable,
+)
 
 Op = Operation[Any, Any]
 
@@ -262,3 +268,40 @@ def test_the_search_gives_up_inconclusively_at_its_budget() -> None:
     result = check_linearizable(history, register, 0, max_steps=20_000)
     assert not result.ok and result.inconclusive
     assert "inconclusive: gave up after 20000 model steps" in result.explanation
+
+
+def test_history_recorder_from_threads() -> None:
+    ticks = itertools.count()
+    recorder: HistoryRecorder[Any, Any] = HistoryRecorder(clock=lambda: next(ticks))
+    lock = threading.Lock()
+    register_value = [0]
+
+    def client(cid: int) -> None:
+        for i in range(50):
+            if i % 2:
+                token = recorder.call(cid, W(cid * 100 + i))
+                with lock:
+                    register_value[0] = cid * 100 + i
+                recorder.ret(token, "ok")
+            else:
+                token = recorder.call(cid, R())
+                with lock:
+                    seen = register_value[0]
+                recorder.ret(token, seen)
+        recorder.unknown(recorder.call(cid, W(-1)))  # timed out: may or may not apply
+        recorder.call(cid, W(-2))  # never answered at all
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    history = recorder.history()
+    assert len(history) == 4 * 52
+    assert sum(o.output is UNKNOWN for o in history) == 8
+    assert check(history)
+    # A read that saw a value nobody wrote is caught.
+    reads = [i for i, o in enumerate(history) if isinstance(o.input, R)]
+    bad = history[reads[-1]]
+    history[reads[-1]] = op(bad.client, R(), 12345, bad.call, bad.ret)
+    assert not check(history)

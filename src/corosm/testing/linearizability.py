@@ -40,6 +40,8 @@ history says.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -111,6 +113,44 @@ class LinearizabilityResult(Generic[I, O]):
 
     def __bool__(self) -> bool:
         return self.ok
+
+
+class HistoryRecorder(Generic[I, O]):
+    """Records a history from live clients (threads or asyncio tasks).
+
+    ``token = rec.call(client, input)`` just before sending a request;
+    ``rec.ret(token, output)`` when its reply arrives, or ``rec.unknown(token)``
+    when it timed out or the connection died (it may or may not have
+    happened). ``rec.history()`` gives the operations; an operation never
+    finished counts as unknown. ``clock`` must be monotonic.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._calls: list[tuple[Hashable, I, float]] = []
+        self._returns: dict[int, tuple[O, float]] = {}
+
+    def call(self, client: Hashable, input: I) -> int:
+        with self._lock:
+            self._calls.append((client, input, self._clock()))
+            return len(self._calls) - 1
+
+    def ret(self, token: int, output: O) -> None:
+        with self._lock:
+            self._returns[token] = (output, self._clock())
+
+    def unknown(self, token: int) -> None:
+        with self._lock:
+            self._returns[token] = (UNKNOWN, math.inf)
+
+    def history(self) -> list[Operation[I, O]]:
+        with self._lock:
+            history = []
+            for token, (client, input, call) in enumerate(self._calls):
+                output, ret = self._returns.get(token, (UNKNOWN, math.inf))
+                history.append(Operation(client, input, output, call, ret))
+            return history
 
 
 def check_linearizable(
