@@ -119,6 +119,7 @@ def test_crash_tearing_an_unsynced_batch_recovers_whole_records_only(tear: int) 
     for rec in unsynced:
         j.append(rec, timeout=BOUND)
     fs.crash(tear=tear)
+    j.close()  # stop the thread; nothing is left to write after the crash
     whole = tear // (FRAME_SIZE + 4)
     rec2 = replay(fs)
     assert rec2.state == [b"syn1", b"syn2", *unsynced[:whole]]
@@ -153,6 +154,7 @@ def test_journal_survives_crash_right_after_segment_creation() -> None:
     j2 = Journal("/j", fs=fs, next_lsn=rec.next_lsn)
     j2.start()  # a new segment at lsn 2, header synced and named durably
     fs.crash()
+    j2.close()
     rec2 = replay(fs)
     assert rec2.state == [b"one"] and rec2.next_lsn == 2
     assert sorted(fs.listdir("/j")) == [segment_name(1), segment_name(2)]

@@ -215,6 +215,7 @@ def test_never_mode_acknowledges_before_sync_and_a_crash_loses_it() -> None:
     assert fs.durable_size(path) < len(fs.read(path))  # acknowledged, not on disk
     assert j.stats().fsyncs == 0
     fs.crash()  # power loss before the OS flushed: the acknowledged record is gone
+    j.close()
     assert replay("/j", fs).state == []
 
 
