@@ -123,6 +123,9 @@ def test_kv_unreachable_server_exits_3(capsys: pytest.CaptureFixture[str]) -> No
         (["serve", "--fsync", "sometimes"], "invalid choice: 'sometimes'"),
         (["serve", "--fsync-interval-ms", "0"], "expected a whole number >= 1"),
         (["serve", "--port", "8080", "--resp-port", "8080"], "use two different ports"),
+        (["serve", "--snapshot-every", "-1"], "expected a whole number >= 0"),
+        (["serve", "--request-timeout", "0"], "expected a number of seconds > 0"),
+        (["serve", "--max-queue", "x"], "expected a whole number >= 1"),
     ],
 )
 def test_usage_errors_exit_2_and_say_what_was_expected(
@@ -185,10 +188,15 @@ def test_serve_hands_a_validated_config_to_the_server(
         "fsync_interval_ms": 1000,
         "resp_port": None,
         "log_level": "info",
+        "snapshot_every_records": 1_000_000,
+        "max_queue": 10_000,
+        "request_timeout": 10.0,
+        "truncate_corrupt": False,
     }
     argv = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)]
     argv += ["--fsync", "interval", "--fsync-interval-ms", "50", "--resp-port", "6380"]
-    assert run(capsys, *argv, "--log-level", "debug")[0] == 0
+    argv += ["--snapshot-every", "0", "--max-queue", "5", "--request-timeout", "2.5"]
+    assert run(capsys, *argv, "--truncate-corrupt", "--log-level", "debug")[0] == 0
     assert vars(server.configs[1]) == {
         "host": "0.0.0.0",
         "port": 0,
@@ -197,6 +205,10 @@ def test_serve_hands_a_validated_config_to_the_server(
         "fsync_interval_ms": 50,
         "resp_port": 6380,
         "log_level": "debug",
+        "snapshot_every_records": 0,
+        "max_queue": 5,
+        "request_timeout": 2.5,
+        "truncate_corrupt": True,
     }
 
 

@@ -15,6 +15,8 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     │   └── JournalError            a journal write or fsync failed; nothing was persisted
     │       └── JournalClosed       the journal is fail-stopped or closed: no more appends
     ├── HandlerError                an exception escaped a handler; that input alone failed
+    ├── ClientError                 a call through corosm.client failed (its own tree
+    │                               is drawn in corosm/client/errors.py)
     ├── DataError                   stored data is invalid
     │   └── CorruptJournal          a bad record in a journal or snapshot (file, offset)
     └── InternalError               a bug in corosm itself; please report it

@@ -166,12 +166,12 @@ class Server:
         """Stop accepting, finish what is in flight, flush the journal."""
         if self._snapshot_timer is not None:
             self._snapshot_timer.cancel()
-        if self.resp is not None:
-            self.resp.close()
         if self.http is not None:
             await self.http.shutdown()
         if self.resp is not None:
-            await self.resp.wait_closed()
+            from corosm.frontends.resp.server import stop_resp_server
+
+            await stop_resp_server(self.resp)
         if self.runtime is not None:
             await self.runtime.stop()
 

@@ -188,6 +188,28 @@ def int64(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
     try:
@@ -267,6 +289,32 @@ def _add_serve(subparsers: Any) -> None:
     parser.add_argument(
         "--resp-port", type=listen_port, default=None, help="also serve the Redis protocol (off)"
     )
+    parser.add_argument(
+        "--snapshot-every",
+        type=non_negative_int,
+        default=1_000_000,
+        metavar="RECORDS",
+        help="write a snapshot after this many journal records; 0 = never (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=10_000,
+        help="inputs that may wait before requests get 503 (%(default)s)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="answer 503 to a request still waiting after this long (%(default)s)",
+    )
+    parser.add_argument(
+        "--truncate-corrupt",
+        action="store_true",
+        help="if a journal record before the tail is corrupt, cut the journal there and "
+        "start (losing the records after it) instead of refusing to start",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(%(default)s)")
     parser.set_defaults(run=_run_serve)
 
@@ -287,6 +335,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         "fsync_interval_ms": args.fsync_interval_ms,
         "resp_port": args.resp_port,
         "log_level": args.log_level,
+        "snapshot_every_records": args.snapshot_every,
+        "max_queue": args.max_queue,
+        "request_timeout": args.request_timeout,
+        "truncate_corrupt": args.truncate_corrupt,
     }
     server = _import_server()
     if server is None:
