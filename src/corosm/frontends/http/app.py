@@ -32,12 +32,14 @@ line of text that says what was wrong and what was expected.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
+from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf, Write
 from corosm.apps.kv.outputs import Count, Ok, Output, SetOutcome, Value
 from corosm.apps.kv.seed import (
     SeedValueError,
@@ -54,6 +56,7 @@ from corosm.errors import (
 )
 from corosm.frontends.http.messages import (
     Deferred,
+    Handler,
     HttpStats,
     Request,
     Response,
@@ -84,6 +87,16 @@ class KvRuntime(Protocol):
 
 
 Finish = Callable[["asyncio.Future[Any]"], Response]
+Submit = Callable[[str, Input], "Response | Deferred"]
+
+#: Inputs whose answer is decided when their journal record is applied, in log
+#: order: they may go to the machine while earlier writes of the same
+#: connection still wait for their fsync. Every other input answers from the
+#: applied state at once (Read; Delete of an absent key), so on a connection
+#: with a write in flight it waits, and so does everything after it.
+LOG_ORDERED: tuple[type[Input], ...] = (Write, Reset, SetIf)
+#: Inputs that change the store: what a read on the same connection waits for.
+WRITES: tuple[type[Input], ...] = (Write, Reset, SetIf, Delete)
 
 
 class KvHttpApp:
@@ -118,30 +131,44 @@ class KvHttpApp:
     # -- routing ------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response | Deferred:
+        """Answer ``request`` with no per-connection ordering (see :meth:`connection_handler`)."""
+        return self._route(request, self._submit)
+
+    def connection_handler(self) -> Handler:
+        """A handler for one connection: its reads wait for its own earlier writes.
+
+        The HTTP server calls this once per connection (see
+        :class:`~corosm.frontends.http.messages.PerConnection`).
+        """
+        return _Session(self)
+
+    def _route(self, request: Request, submit: Submit) -> Response | Deferred:
         target = request.target
         query = target.find(b"?")
         path = target if query < 0 else target[:query]
         method = request.method
         if path.startswith(b"/kv/"):
-            return self._rest(method, path[4:], request.body)
+            return self._rest(method, path[4:], request.body, submit)
         if path == b"/health":
             return self._only_get(method, "health") or self._health()
         if path == b"/metrics":
             return self._only_get(method, "metrics") or self._metrics()
         if method == b"POST":
-            return self._seed(request.body)
+            return self._seed(request.body, submit)
         if method == b"DELETE":
-            return self._submit("seed_reset", Reset())
+            return submit("seed_reset", Reset())
         return self._count("seed_other", _UNSUPPORTED)
 
-    def _seed(self, body: bytes) -> Response | Deferred:
+    def _seed(self, body: bytes, submit: Submit) -> Response | Deferred:
         try:
             input = seed_request_to_input(body)
         except UsageError as exc:
             return self._count("seed_invalid", error_response(400, str(exc)))
-        return self._submit("seed_read" if isinstance(input, Read) else "seed_write", input)
+        return submit("seed_read" if type(input) is Read else "seed_write", input)
 
-    def _rest(self, method: bytes, raw_key: bytes, body: bytes) -> Response | Deferred:
+    def _rest(
+        self, method: bytes, raw_key: bytes, body: bytes, submit: Submit
+    ) -> Response | Deferred:
         kind = _REST_KINDS.get(method)
         if kind is None:
             resp = error_response(
@@ -159,9 +186,9 @@ class KvHttpApp:
         if len(key) > self.max_key_bytes:
             return self._count(kind, self._key_too_long(len(key)))
         if kind == "kv_get":
-            return self._submit(kind, Read(key))
+            return submit(kind, Read(key))
         if kind == "kv_delete":
-            return self._submit(kind, Delete(key))
+            return submit(kind, Delete(key))
         if len(body) > self.max_value_bytes:
             return self._count(
                 kind,
@@ -170,7 +197,7 @@ class KvHttpApp:
                     f"value too large: {len(body)} bytes, at most {self.max_value_bytes} allowed",
                 ),
             )
-        return self._submit(kind, SetIf(key, body))
+        return submit(kind, SetIf(key, body))
 
     def _key_too_long(self, size: int) -> Response:
         return error_response(
@@ -206,10 +233,13 @@ class KvHttpApp:
         try:
             future = self.runtime.submit_nowait(input)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
-            if not isinstance(exc, CorosmError):
-                log.exception("submit_nowait failed")
-            return self._count(kind, failure_response(exc))
+            return self._failed(kind, exc)
         return Deferred(future, self._finish[kind])
+
+    def _failed(self, kind: str, exc: Exception) -> Response:
+        if not isinstance(exc, CorosmError):
+            log.exception("submit_nowait failed")
+        return self._count(kind, failure_response(exc))
 
     def _finisher(self, kind: str, reply: Callable[[Output], Response]) -> Finish:
         def finish(future: asyncio.Future[Any]) -> Response:
@@ -234,6 +264,77 @@ class KvHttpApp:
         if isinstance(output, Ok):
             return _OK
         return Response(200, output_to_seed_reply(output))
+
+
+class _Session:
+    """One connection's handler: read-your-writes for pipelined requests.
+
+    ``_writes`` counts this connection's writes submitted and not yet done.
+    While it is non-zero, an input that is not log-ordered is held (with a
+    stand-in future that the reply slot waits on), and so is every input after
+    a held one, to keep submission in request order. When a write finishes,
+    the held inputs are submitted in order up to the next one that must wait.
+    With nothing in flight a request costs two attribute reads more than
+    :meth:`KvHttpApp.__call__`.
+
+    Held inputs are bounded by the connection's ``Limits.max_pending``: it
+    stops reading at that many outstanding replies.
+    """
+
+    __slots__ = ("_app", "_held", "_writes")
+
+    def __init__(self, app: KvHttpApp) -> None:
+        self._app = app
+        self._writes = 0
+        self._held: deque[tuple[str, Input, asyncio.Future[Any]]] = deque()
+
+    def __call__(self, request: Request) -> Response | Deferred:
+        return self._app._route(request, self._submit)
+
+    def _submit(self, kind: str, input: Input) -> Response | Deferred:
+        app = self._app
+        if self._held or (self._writes and type(input) not in LOG_ORDERED):
+            stand_in: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._held.append((kind, input, stand_in))
+            return Deferred(stand_in, app._finish[kind])
+        try:
+            future = self._start(input)
+        except Exception as exc:
+            return app._failed(kind, exc)
+        return Deferred(future, app._finish[kind])
+
+    def _start(self, input: Input) -> asyncio.Future[Any]:
+        future = self._app.runtime.submit_nowait(input)
+        if type(input) in WRITES:
+            self._writes += 1
+            future.add_done_callback(self._write_done)
+        return future
+
+    def _write_done(self, _future: asyncio.Future[Any]) -> None:
+        self._writes -= 1
+        held = self._held
+        while held and not (self._writes and type(held[0][1]) not in LOG_ORDERED):
+            _kind, input, stand_in = held.popleft()
+            try:
+                future = self._start(input)
+            except Exception as exc:  # finish() maps it to the reply (503 when overloaded)
+                if not isinstance(exc, CorosmError):
+                    log.error("submit_nowait failed", exc_info=exc)
+                stand_in.set_exception(exc)
+            else:
+                future.add_done_callback(functools.partial(_settle, stand_in))
+
+
+def _settle(stand_in: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
+    """Pass ``future``'s outcome on to the stand-in a reply slot waits on."""
+    if stand_in.done():
+        return
+    if future.cancelled():
+        stand_in.cancel()
+    elif (exc := future.exception()) is not None:
+        stand_in.set_exception(exc)
+    else:
+        stand_in.set_result(future.result())
 
 
 _REST_KINDS = {

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from corosm.errors import UsageError
 
@@ -76,6 +76,18 @@ class Handler(Protocol):
     """What the server calls for each complete request."""
 
     def __call__(self, request: Request, /) -> Reply: ...
+
+
+@runtime_checkable
+class PerConnection(Protocol):
+    """A handler that wants one handler object per connection (e.g. for ordering).
+
+    When the object given to the server has this method, the server calls it
+    once per accepted connection and routes that connection's requests to the
+    handler it returns.
+    """
+
+    def connection_handler(self) -> Handler: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 :func:`start_http_server` binds with ``loop.create_server`` and a protocol
 factory that registers each :class:`HttpConnection` in a set; a connection
-removes itself when it is lost. :meth:`HttpServer.shutdown` is the graceful
+removes itself when it is lost. A handler that offers ``connection_handler()``
+(:class:`~corosm.frontends.http.messages.PerConnection`) gets asked for one
+handler per connection, which is how the key-value app orders a connection's
+reads after its own writes. :meth:`HttpServer.shutdown` is the graceful
 stop: close the listening socket (no new connections), ask every connection to
 answer what it has fully received and then close, wait (bounded) until the set
 is empty, and abort whatever is left. The runtime must still be running while
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
-from corosm.frontends.http.messages import Handler, HttpStats, Limits
+from corosm.frontends.http.messages import Handler, HttpStats, Limits, PerConnection
 from corosm.frontends.http.protocol import HttpConnection
 
 
@@ -26,6 +30,10 @@ class HttpServer:
 
     def __init__(self, handler: Handler, limits: Limits, stats: HttpStats) -> None:
         self.handler = handler
+        # Per-connection handlers (read-your-writes) when the handler offers them.
+        self._new_handler: Callable[[], Handler] = (
+            handler.connection_handler if isinstance(handler, PerConnection) else lambda: handler
+        )
         self.limits = limits
         self.stats = stats
         self.server: asyncio.Server | None = None
@@ -34,7 +42,7 @@ class HttpServer:
         self._all_closed.set()
 
     def _make_connection(self) -> HttpConnection:
-        conn = HttpConnection(self.handler, self.limits, self.stats, self._forget)
+        conn = HttpConnection(self._new_handler(), self.limits, self.stats, self._forget)
         self._connections.add(conn)
         self._all_closed.clear()
         return conn
