@@ -12,7 +12,7 @@ import pytest
 from corosm.apps.kv import KVMachine
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf, Write
 from corosm.apps.kv.outputs import OK, Count, Output, SetOutcome, Value
-from corosm.errors import HandlerError, JournalError, Overloaded, UsageError
+from corosm.errors import HandlerError, JournalError, Overloaded, Stopped, UsageError
 from corosm.frontends.http import HttpServer, Limits, start_http_server
 from corosm.frontends.http.app import KvHttpApp, KvRuntime
 from corosm.frontends.http.rawclient import RawResponse, exchange, read_response
@@ -368,6 +368,7 @@ def test_real_runtime_overload_answers_503_and_keeps_order() -> None:
             b"journal failed, nothing was stored: fsync failed",
         ),
         (HandlerError("boom"), 500, b"the request failed in the machine: boom"),
+        (Stopped("runtime stopped"), 503, b"server is stopping; retry later"),
         (RuntimeError("bug"), 500, b"internal error"),
     ],
 )
