@@ -1,46 +1,26 @@
 """kill -9 over RESP: every write a Redis client saw acknowledged survives a restart.
 
-The stand-alone server (``python -m corosm.frontends.resp``) runs with a journal
-in ``tmp_path`` (fsync ``always``). Writer threads send SET, MSET and INCR while
-the server is killed with SIGKILL; after a restart on the same journal every
-acknowledged write must be there, and each counter must lie between the number
-of acknowledged and the number of sent increments.
+A real ``corosm serve --resp-port 0`` process (:mod:`serverproc`) runs with its
+data in ``tmp_path`` (fsync ``always``). Writer threads send SET, MSET and INCR
+while the server is killed with SIGKILL; after a restart on the same data
+directory every acknowledged write must be there, and each counter must lie
+between the number of acknowledged and the number of sent increments.
 """
 
 from __future__ import annotations
 
-import os
-import selectors
-import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import redis
 
+from serverproc import ServerProcess
 
-def start(journal: Path) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corosm.frontends.resp", "--port", "0", "--journal", str(journal)],
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + 20
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while b"\n" not in seen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"server did not say ready: {seen!r}"
-            if sel.select(left):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                assert chunk, f"server exited: {seen!r}"
-                seen += chunk
-    word, _, port = seen.split(b"\n")[0].split()
-    assert word == b"ready"
-    return proc, int(port)
+
+def start(data: Path) -> tuple[ServerProcess, int]:
+    server = ServerProcess(data, "--resp-port", "0", "--fsync", "always").start()
+    assert server.resp_port is not None, server.output
+    return server, server.resp_port
 
 
 class Writer(threading.Thread):
@@ -76,26 +56,22 @@ class Writer(threading.Thread):
 
 
 def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
-    journal = tmp_path / "journal"
-    proc, port = start(journal)
+    data = tmp_path / "data"
+    proc, port = start(data)
     writers = [Writer(port, f"w{n}") for n in range(4)]
     try:
         for w in writers:
             w.start()
         for w in writers:
             assert w.progress.wait(30), "writers made no progress"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.kill()  # SIGKILL: no flush, no goodbye
         for w in writers:
             w.join(timeout=30)
             assert not w.is_alive()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        proc.close()
 
-    proc, port = start(journal)
+    proc, port = start(data)
     try:
         with redis.Redis(port=port, socket_timeout=10) as c:
             for w in writers:
@@ -107,8 +83,6 @@ def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
                 assert [v.decode() for v in got] == [w.acked[k] for k in keys]
                 counter = int(c.get(f"{w.prefix}:counter") or 0)
                 assert w.incr_acked <= counter <= w.incr_sent
+        assert proc.terminate(timeout=30) == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert proc.stdout is not None
-        proc.stdout.close()
+        proc.close()

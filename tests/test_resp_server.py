@@ -18,9 +18,10 @@ import pytest
 import redis
 import redis.asyncio
 
+from corosm.apps.kv import inputs as kv
 from corosm.apps.kv.machine import KVMachine
-from corosm.errors import Overloaded
-from corosm.frontends.resp import ops
+from corosm.apps.kv.outputs import OK, IntValue, Value
+from corosm.errors import Overloaded, UsageError
 from corosm.frontends.resp.protocol import encode_command
 from corosm.frontends.resp.server import (
     RespServerProtocol,
@@ -55,16 +56,6 @@ class FakeRuntime:
         return None
 
 
-class EchoBackend:
-    """Inputs are the ops themselves; outputs are already replies."""
-
-    def to_input(self, op: ops.Op) -> Any:
-        return op
-
-    def to_reply(self, op: ops.Op, output: Any) -> Any:
-        return output
-
-
 class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
@@ -86,7 +77,7 @@ class FakeTransport(asyncio.Transport):
 
 
 def connect(rt: FakeRuntime, **kw: Any) -> tuple[RespServerProtocol, FakeTransport]:
-    proto = RespServerProtocol(_Shared(rt), EchoBackend(), **kw)
+    proto = RespServerProtocol(_Shared(rt, {}, 1000), **kw)
     transport = FakeTransport()
     proto.connection_made(transport)
     return proto, transport
@@ -103,7 +94,7 @@ def in_loop(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
 
 
 async def settle() -> None:
-    for _ in range(3):  # done-callbacks, then the flush they schedule
+    for _ in range(3):  # the done-callback, and anything it schedules
         await asyncio.sleep(0)
 
 
@@ -115,11 +106,11 @@ async def test_replies_leave_in_command_order_in_one_write() -> None:
         encode_command("SET", "a", "1") + b"PING\r\n" + encode_command("SET", "b", "2")
     )
     assert transport.writes == []  # PING waits behind the first SET
-    assert [i for i, _ in rt.pending] == [ops.Set(b"a", b"1"), ops.Set(b"b", b"2")]
-    rt.pending[1][1].set_result(b"second")
+    assert [i for i, _ in rt.pending] == [kv.Write(b"a", b"1"), kv.Write(b"b", b"2")]
+    rt.pending[1][1].set_result(Value(b"second"))
     await settle()
     assert transport.writes == []  # the second cannot overtake the first
-    rt.pending[0][1].set_result(b"first")
+    rt.pending[0][1].set_result(Value(b"first"))
     await settle()
     assert transport.writes == [b"$5\r\nfirst\r\n+PONG\r\n$6\r\nsecond\r\n"]
 
@@ -132,14 +123,55 @@ async def test_a_read_waits_for_earlier_writes_of_its_connection() -> None:
         encode_command("SET", "k", "v") + encode_command("GET", "k") + encode_command("INCR", "n")
     )
     # GET is held until the SET is answered; INCR behind it is held too.
-    assert [i for i, _ in rt.pending] == [ops.Set(b"k", b"v")]
-    rt.pending[0][1].set_result(b"OK")
+    assert [i for i, _ in rt.pending] == [kv.Write(b"k", b"v")]
+    rt.pending[0][1].set_result(OK)
     await settle()
-    assert [i for i, _ in rt.pending[1:]] == [ops.Get(b"k"), ops.IncrBy(b"n", 1)]
-    rt.pending[2][1].set_result(5)
-    rt.pending[1][1].set_result(b"v")
+    assert [i for i, _ in rt.pending[1:]] == [kv.Read(b"k"), kv.IncrBy(b"n", 1)]
+    rt.pending[2][1].set_result(IntValue(5))
+    rt.pending[1][1].set_result(Value(b"v"))
     await settle()
-    assert b"".join(transport.writes) == b"$2\r\nOK\r\n$1\r\nv\r\n:5\r\n"
+    assert b"".join(transport.writes) == b"+OK\r\n$1\r\nv\r\n:5\r\n"
+
+
+@in_loop
+async def test_local_replies_behind_a_held_read_keep_their_place() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(encode_command("SET", "k", "v") + encode_command("GET", "k") + b"PING\r\n")
+    assert transport.writes == []
+    rt.pending[0][1].set_result(OK)
+    await settle()
+    assert transport.writes == [b"+OK\r\n"]  # PING waits behind the held GET
+    rt.pending[1][1].set_result(Value(b"v"))
+    await settle()
+    assert b"".join(transport.writes) == b"+OK\r\n$1\r\nv\r\n+PONG\r\n"
+
+
+@in_loop
+async def test_a_completion_batch_is_one_write() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(16)))
+    assert len(rt.pending) == 16  # all submitted at once: one group commit
+    assert transport.writes == []  # nothing answered yet: no empty write
+    for _, fut in rt.pending:  # the runtime finishes a journal batch in one turn
+        fut.set_result(OK)
+    await settle()
+    assert transport.writes == [b"+OK\r\n" * 16]
+
+
+@in_loop
+async def test_resp3_null_is_decided_when_the_command_came() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(encode_command("GET", "a") + encode_command("HELLO", "3"))
+    proto.data_received(encode_command("GET", "b"))
+    rt.pending[0][1].set_result(Value(None))
+    rt.pending[1][1].set_result(Value(None))
+    await settle()
+    out = b"".join(transport.writes)
+    assert out.startswith(b"$-1\r\n%7\r\n")
+    assert out.endswith(b"_\r\n")
 
 
 @in_loop
@@ -170,7 +202,7 @@ async def test_backpressure_pauses_and_resumes_reading() -> None:
     proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(4)))
     assert not transport.reading
     for _, fut in rt.pending[:2]:
-        fut.set_result(b"OK")
+        fut.set_result(OK)
     await settle()
     assert transport.reading  # half answered: read again
 
@@ -180,9 +212,9 @@ async def test_overloaded_runtime_answers_busy_and_keeps_going() -> None:
     rt = FakeRuntime(asyncio.get_running_loop(), capacity=1)
     proto, transport = connect(rt)
     proto.data_received(encode_command("SET", "a", "1") + encode_command("SET", "b", "2"))
-    rt.pending[0][1].set_result(b"OK")
+    rt.pending[0][1].set_result(OK)
     await settle()
-    assert b"".join(transport.writes) == b"$2\r\nOK\r\n-ERR server busy, try again\r\n"
+    assert b"".join(transport.writes) == b"+OK\r\n-ERR server busy, try again\r\n"
     assert not transport.closed
 
 
@@ -203,7 +235,7 @@ async def test_a_failed_input_gets_an_error_reply() -> None:
 @in_loop
 async def test_stop_answers_in_flight_commands_then_closes() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
-    server = await start_resp_server(rt, port=0, backend=EchoBackend())
+    server = await start_resp_server(rt, port=0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(encode_command("SET", "a", "1"))
@@ -211,7 +243,7 @@ async def test_stop_answers_in_flight_commands_then_closes() -> None:
         await asyncio.sleep(0)
     stopping = asyncio.ensure_future(stop_resp_server(server))
     await settle()
-    rt.pending[0][1].set_result(b"done")
+    rt.pending[0][1].set_result(Value(b"done"))
     assert await reader.read() == b"$4\r\ndone\r\n"  # the reply, then EOF
     await stopping
     writer.close()
@@ -303,7 +335,8 @@ def test_redis_py_resp2_client(server: ThreadedServer) -> None:
         assert c.set("r2", "v") is True
         assert c.get("r2") == b"v"
         assert c.get("absent-r2") is None
-        assert c.config_get("appendonly") == {"appendonly": "yes"}
+        # No journal behind this runtime, and the server does not pretend otherwise.
+        assert c.config_get("appendonly") == {"appendonly": "no"}
         assert c.mget("r2", "absent-r2") == [b"v", None]
 
 
@@ -402,3 +435,14 @@ def test_works_on_uvloop_too() -> None:
         assert raw_exchange(s.port, b"PING\r\n*1\r\n$-5\r\n") == (
             b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
         )
+
+
+@in_loop
+async def test_bad_info_is_refused_with_what_was_expected() -> None:
+    rt = FakeRuntime(asyncio.get_running_loop())
+    with pytest.raises(UsageError, match=r"info\['fsync'\] must be one of \['always'"):
+        await start_resp_server(rt, port=0, info={"fsync": "sometimes"})
+    with pytest.raises(UsageError, match="must map str to str"):
+        await start_resp_server(rt, port=0, info={"fsync": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="max_pending must be a positive int"):
+        await start_resp_server(rt, port=0, max_pending=0)

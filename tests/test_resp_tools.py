@@ -4,7 +4,8 @@
   redis-tools``) run against a corosm RESP server on a free loopback port.
 * A Hypothesis test sends random command sequences, as one pipelined write,
   to corosm and compares the replies byte for byte with a model (the command
-  table plus :func:`corosm.frontends.resp.ops.apply_op`) and, when
+  table, the key-value reference model :mod:`corosm.apps.kv.model` and the
+  reply shaping of :mod:`corosm.frontends.resp.replies`) and, when
   ``redis-server`` is installed, with a real Redis started for the test.
 """
 
@@ -22,9 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from corosm.apps.kv import model
 from corosm.frontends.resp.commands import Local, Session, dispatch
-from corosm.frontends.resp.ops import apply_op
 from corosm.frontends.resp.protocol import encode_command, encode_reply, parse_reply
+from corosm.frontends.resp.replies import reply_for
 from test_resp_server import ThreadedServer
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
@@ -198,13 +200,16 @@ command = st.one_of(
 
 
 def model_replies(commands: list[list[bytes]]) -> list[bytes]:
-    store: dict[bytes, bytes] = {}
-    session = Session(1, dict)
+    state = model.EMPTY
+    session = Session(1)
     out = []
     for c in commands:
         outcome = dispatch(c, session)
-        reply = outcome.reply if isinstance(outcome, Local) else apply_op(store, outcome)
-        out.append(encode_reply(reply))
+        if isinstance(outcome, Local):
+            out.append(encode_reply(outcome.reply))
+        else:
+            output, state = model.step(state, outcome)
+            out.append(encode_reply(reply_for(outcome, output)))
     return out
 
 

@@ -9,8 +9,14 @@ counting the name), and calls its parser. A parser returns one of:
 * :class:`Local`: the reply is known without the machine (``PING``, ``ECHO``,
   ``SELECT``, ``CLIENT``, ``COMMAND``, ``CONFIG``, ``INFO``, every error), and
   maybe "close the connection after it" (``QUIT``);
-* an :data:`~corosm.frontends.resp.ops.Op`: the command touches data and goes
-  through the machine as exactly one input, so ``MSET`` is one journal record.
+* a key-value machine input (:data:`corosm.apps.kv.inputs.Input`): the
+  command touches data and goes through the machine as exactly one input, so
+  ``MSET`` is one journal record. :mod:`~corosm.frontends.resp.replies` turns
+  the machine's output back into Redis's reply.
+
+``GET key`` and ``SET key value`` are most of any real load, so :func:`dispatch`
+recognises them before the table lookup (no lower-casing, no arity check, no
+call through the table).
 
 Nothing here does I/O. Per-connection state (the client's name) lives in a
 :class:`Session`; what ``INFO`` reports comes from a callable the server gives.
@@ -25,14 +31,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from corosm.frontends.resp import ops
+from corosm.apps.kv import inputs as kv
+from corosm.apps.kv.records import INT64_MIN, parse_int64
 from corosm.frontends.resp.protocol import ErrorReply, Map, Reply, SimpleString
 
-__all__ = ["COMMANDS", "Local", "Outcome", "Session", "dispatch", "wrong_arity"]
+__all__ = [
+    "COMMANDS",
+    "NOT_AN_INTEGER",
+    "Local",
+    "Outcome",
+    "Session",
+    "dispatch",
+    "wrong_arity",
+]
 
 REDIS_COMPAT_VERSION: Final = "7.0.0"  # what INFO/HELLO claim, for clients that check
 OK: Final = SimpleString("OK")
 SYNTAX_ERROR: Final = ErrorReply("ERR syntax error")
+NOT_AN_INTEGER: Final = ErrorReply("ERR value is not an integer or out of range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +59,38 @@ class Local:
     close: bool = False
 
 
-Outcome: TypeAlias = "Local | ops.Op"
+Outcome: TypeAlias = "Local | kv.Input"
+
+
+#: ``INFO``'s figures by section (``"Persistence" -> {"aof_enabled": 1, ...}``).
+Sections: TypeAlias = Mapping[str, Mapping[str, object]]
+
+
+def _no_sections() -> Sections:
+    return {}
 
 
 class Session:
-    """What the server knows about one connection."""
+    """What the server knows about one connection.
 
-    __slots__ = ("client_id", "info", "name", "protocol")
+    ``info`` returns the figures ``INFO`` shows, by section, when asked (they
+    change); ``config`` is what ``CONFIG GET`` answers (fixed at start, see
+    :func:`corosm.frontends.resp.serverinfo.config_values`).
+    """
 
-    def __init__(self, client_id: int, info: Callable[[], Mapping[str, object]]) -> None:
+    __slots__ = ("client_id", "config", "info", "name", "protocol")
+
+    def __init__(
+        self,
+        client_id: int,
+        info: Callable[[], Sections] = _no_sections,
+        config: Mapping[str, str] | None = None,
+    ) -> None:
         self.client_id = client_id
         self.name = b""
         self.protocol = 2  # RESP2 until the client says HELLO 3
-        #: Returns flat ``name -> value`` figures for ``INFO`` (runtime stats, config).
         self.info = info
+        self.config: Mapping[str, str] = config if config is not None else {}
 
 
 Parser: TypeAlias = Callable[[list[bytes], Session], Outcome]
@@ -82,13 +116,19 @@ def _quote(arg: bytes, limit: int = 128) -> str:
 
 
 def dispatch(args: list[bytes], session: Session) -> Outcome:
-    """Turn one parsed command into a local reply or a data op."""
-    command = COMMANDS.get(args[0].lower())
+    """Turn one parsed command into a local reply or a key-value input."""
+    name = args[0]
+    n = len(args)
+    # The fast paths: the exact forms clients send; anything else takes the table.
+    if n == 2 and name in (b"GET", b"get"):
+        return kv.Read(args[1])
+    if n == 3 and name in (b"SET", b"set"):
+        return kv.Write(args[1], args[2])
+    command = COMMANDS.get(name.lower())
     if command is None:
         # Redis's exact form, trailing blank included: "... beginning with: 'a' 'b' ".
         shown = "".join(f"'{_quote(a)}' " for a in args[1:20])
-        return _error(f"ERR unknown command '{_quote(args[0])}', with args beginning with: {shown}")
-    n = len(args)
+        return _error(f"ERR unknown command '{_quote(name)}', with args beginning with: {shown}")
     if (command.arity >= 0 and n != command.arity) or n < -command.arity:
         return wrong_arity(command.name)
     return command.parse(args, session)
@@ -112,9 +152,9 @@ def _quit(args: list[bytes], session: Session) -> Outcome:
 
 
 def _select(args: list[bytes], session: Session) -> Outcome:
-    index = ops.parse_int64(args[1])
+    index = parse_int64(args[1])
     if index is None:
-        return Local(ops.NOT_AN_INTEGER)
+        return Local(NOT_AN_INTEGER)
     if index != 0:
         return _error("ERR DB index is out of range (corosm has one database, 0)")
     return Local(OK)
@@ -124,7 +164,7 @@ def _hello(args: list[bytes], session: Session) -> Outcome:
     """``HELLO [2|3 [AUTH user pass] [SETNAME name]]``: pick RESP2 or RESP3."""
     protocol = session.protocol
     if len(args) > 1:
-        version = ops.parse_int64(args[1])
+        version = parse_int64(args[1])
         if version not in (2, 3):
             return _error("NOPROTO unsupported protocol version")
         protocol = version
@@ -202,25 +242,15 @@ def _command_info(name: bytes) -> Reply:
     return [command.name.encode(), command.arity, [], 0, 0, 0]
 
 
-# What CONFIG GET answers. redis-benchmark reads "save" and "appendonly".
-_CONFIG: Final = {
-    "save": "",
-    "appendonly": "yes",
-    "databases": "1",
-    "maxmemory": "0",
-    "proto-max-bulk-len": str(64 * 1024 * 1024),
-}
-
-
 def _config(args: list[bytes], session: Session) -> Outcome:
     sub = args[1].lower()
     if sub == b"get" and len(args) >= 3:
         found: dict[bytes, Reply] = {}
         for pattern in args[2:]:
             glob = pattern.decode("utf-8", "replace").lower()
-            for key in sorted(_CONFIG):
+            for key in sorted(session.config):
                 if fnmatch.fnmatchcase(key, glob):
-                    found[key.encode()] = _CONFIG[key].encode()
+                    found[key.encode()] = session.config[key].encode()
         return Local(Map(tuple(found.items())))
     if sub == b"get":
         return wrong_arity("config|get")
@@ -232,36 +262,57 @@ def _config(args: list[bytes], session: Session) -> Outcome:
 
 
 def _info(args: list[bytes], session: Session) -> Outcome:
-    lines = [
-        "# Server",
-        f"redis_version:{REDIS_COMPAT_VERSION}",
-        "redis_mode:standalone",
-        "server_name:corosm",
-        "",
-        "# corosm",
-    ]
-    lines += [f"{key}:{value}" for key, value in session.info().items()]
-    return Local(("\r\n".join(lines) + "\r\n").encode())
+    """``INFO [section ...]``: ``# Section`` headers and ``name:value`` lines, as Redis."""
+    wanted = {a.decode("utf-8", "replace").lower() for a in args[1:]}
+    wanted -= {"all", "everything", "default"}
+    sections: dict[str, dict[str, object]] = {
+        "Server": {
+            "redis_version": REDIS_COMPAT_VERSION,
+            "redis_mode": "standalone",
+            "server_name": "corosm",
+        }
+    }
+    for name, figures in session.info().items():
+        sections.setdefault(name, {}).update(figures)
+    lines: list[str] = []
+    for name, figures in sections.items():
+        if wanted and name.lower() not in wanted:
+            continue
+        lines.append(f"# {name}")
+        lines += [f"{key}:{_figure(value)}" for key, value in figures.items()]
+        lines.append("")
+    return Local("\r\n".join(lines).encode())
+
+
+def _figure(value: object) -> str:
+    # Runtime stats are floats; counters read better (and parse as ints) without ".0".
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _one_line(str(value))
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 # --------------------------------------------------------------------------- data
 
 
 def _get(args: list[bytes], session: Session) -> Outcome:
-    return ops.Get(args[1])
+    return kv.Read(args[1])
 
 
 def _mget(args: list[bytes], session: Session) -> Outcome:
-    return ops.MGet(tuple(args[1:]))
+    return kv.ReadMany(tuple(args[1:]))
 
 
 def _set(args: list[bytes], session: Session) -> Outcome:
-    condition: str = ""
+    condition = b""
     get = False
     for option in args[3:]:
         word = option.upper()
-        if word in (b"NX", b"XX") and condition in ("", word.decode()):
-            condition = word.decode()  # repeating an option is fine, as in Redis; NX XX is not
+        if word in (b"NX", b"XX") and condition in (b"", word):
+            condition = word  # repeating an option is fine, as in Redis; NX XX is not
         elif word == b"GET":
             get = True
         elif word == b"KEEPTTL":
@@ -272,62 +323,64 @@ def _set(args: list[bytes], session: Session) -> Outcome:
             )
         else:
             return Local(SYNTAX_ERROR)
-    return ops.Set(args[1], args[2], "NX" if condition == "NX" else "XX" if condition else "", get)
+    if not condition and not get:
+        return kv.Write(args[1], args[2])  # the plain SET: a Put record, no outcome to shape
+    return kv.SetIf(args[1], args[2], condition == b"NX", condition == b"XX", get)
 
 
 def _mset(args: list[bytes], session: Session) -> Outcome:
     if len(args) % 2 == 0:
         return wrong_arity("mset")
-    return ops.MSet(tuple(zip(args[1::2], args[2::2], strict=True)))
+    return kv.WriteMany(tuple(zip(args[1::2], args[2::2], strict=True)))
 
 
 def _del(args: list[bytes], session: Session) -> Outcome:
-    return ops.Del(tuple(args[1:]))
+    return kv.DeleteMany(tuple(args[1:]))
 
 
 def _exists(args: list[bytes], session: Session) -> Outcome:
-    return ops.Exists(tuple(args[1:]))
+    return kv.Exists(tuple(args[1:]))
 
 
 def _incr(args: list[bytes], session: Session) -> Outcome:
-    return ops.IncrBy(args[1], 1)
+    return kv.IncrBy(args[1], 1)
 
 
 def _decr(args: list[bytes], session: Session) -> Outcome:
-    return ops.IncrBy(args[1], -1)
+    return kv.IncrBy(args[1], -1)
 
 
 def _incrby(args: list[bytes], session: Session) -> Outcome:
-    delta = ops.parse_int64(args[2])
-    return Local(ops.NOT_AN_INTEGER) if delta is None else ops.IncrBy(args[1], delta)
+    delta = parse_int64(args[2])
+    return Local(NOT_AN_INTEGER) if delta is None else kv.IncrBy(args[1], delta)
 
 
 def _decrby(args: list[bytes], session: Session) -> Outcome:
-    delta = ops.parse_int64(args[2])
+    delta = parse_int64(args[2])
     if delta is None:
-        return Local(ops.NOT_AN_INTEGER)
-    if delta == ops.INT64_MIN:  # -INT64_MIN does not fit in 64 bits
+        return Local(NOT_AN_INTEGER)
+    if delta == INT64_MIN:  # -INT64_MIN does not fit in 64 bits
         return _error("ERR decrement would overflow")
-    return ops.IncrBy(args[1], -delta)
+    return kv.IncrBy(args[1], -delta)
 
 
 def _append(args: list[bytes], session: Session) -> Outcome:
-    return ops.Append(args[1], args[2])
+    return kv.AppendBytes(args[1], args[2])
 
 
 def _strlen(args: list[bytes], session: Session) -> Outcome:
-    return ops.Strlen(args[1])
+    return kv.StrLen(args[1])
 
 
 def _dbsize(args: list[bytes], session: Session) -> Outcome:
-    return ops.DbSize()
+    return kv.Size()
 
 
 def _flush(args: list[bytes], session: Session) -> Outcome:
     # ASYNC and SYNC are accepted: our reset is one journal record either way.
     if any(a.upper() not in (b"ASYNC", b"SYNC") for a in args[1:]) or len(args) > 2:
         return Local(SYNTAX_ERROR)
-    return ops.FlushAll()
+    return kv.Reset()
 
 
 _TABLE: Final[tuple[Command, ...]] = (

@@ -1,0 +1,80 @@
+"""The key-value machine's outputs as Redis replies.
+
+Theory of operation
+-------------------
+:mod:`~corosm.frontends.resp.commands` turns a command into one input of the
+key-value machine (:mod:`corosm.apps.kv.inputs`); the machine's output says
+what happened in the machine's own terms. This module is the only place that
+knows how Redis words each outcome: ``SetOutcome`` is ``+OK``, a null or the
+old value depending on ``SET``'s ``GET`` option; ``Rejected`` is an ``-ERR``
+with Redis's text; counts and integers are ``:n``. The semantics themselves
+(what ``SET NX`` or ``INCR`` does) live in the machine and its reference model
+:mod:`corosm.apps.kv.model`, not here.
+
+:func:`encode_output` is on the hot path: the two outputs of ``GET`` and plain
+``SET`` (``Value`` and ``Ok``) are encoded straight to bytes; every other one
+goes through :func:`reply_for` and the general encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from corosm.apps.kv.inputs import Input, SetIf
+from corosm.apps.kv.outputs import (
+    Count,
+    IntValue,
+    Ok,
+    Output,
+    Rejected,
+    SetOutcome,
+    Value,
+    Values,
+)
+from corosm.errors import InternalError
+from corosm.frontends.resp.protocol import (
+    NULL_BULK,
+    NULL_RESP3,
+    OK,
+    ErrorReply,
+    Reply,
+    SimpleString,
+    encode_reply,
+)
+
+__all__ = ["encode_output", "reply_for"]
+
+_OK: Final = SimpleString("OK")
+
+
+def reply_for(input: Input, output: Output) -> Reply:
+    """The reply Redis gives to the command that became ``input``, given its ``output``."""
+    match output:
+        case Ok():
+            return _OK
+        case Value(value):
+            return value
+        case Values(values):
+            return list(values)
+        case Count(n) | IntValue(n):
+            return n
+        case SetOutcome(stored, old):
+            if isinstance(input, SetIf) and input.return_old:
+                return old
+            return _OK if stored else None
+        case Rejected(_, message):
+            return ErrorReply(f"ERR {message}")
+    raise InternalError(f"the key-value machine answered {input!r:.60} with {output!r:.60}")
+
+
+def encode_output(input: Input, output: Output, resp3: bool = False) -> bytes:
+    """:func:`reply_for`, encoded (RESP3 when ``resp3``), with GET and SET's fast paths."""
+    kind = type(output)
+    if kind is Value:
+        value = output.value  # type: ignore[union-attr]  # kind is Value
+        if value is None:
+            return NULL_RESP3 if resp3 else NULL_BULK
+        return b"$%d\r\n%b\r\n" % (len(value), value)
+    if kind is Ok:
+        return OK
+    return encode_reply(reply_for(input, output), resp3)
