@@ -43,8 +43,6 @@ gives the cheap copy a background snapshot needs.
 
 from __future__ import annotations
 
-from typing import Any
-
 from corosm.apps.kv.inputs import (
     AppendBytes,
     Delete,
@@ -109,8 +107,12 @@ class KVState:
 def apply_record(state: KVState, record: Record) -> KVState:
     """Apply one record in place and set ``state.last_outcome``; never raises on a record."""
     data = state.data
+    if type(record) is Put:  # nearly every record: skip the match's class pattern
+        data[record.key] = record.value
+        state.last_outcome = OK
+        return state
     match record:
-        case Put(key, value):
+        case Put(key, value):  # a subclass of Put
             data[key] = value
             state.last_outcome = OK
         case Increment(key, delta):
@@ -200,14 +202,11 @@ class KVMachine(Machine[KVState, Input, Output]):
             "inputs in corosm.apps.kv.inputs (Write, Read, Delete, Reset, ...)"
         )
 
-    def apply(self, state: KVState, record: Any) -> KVState:
-        return apply_record(state, record)
-
-    def encode_record(self, record: Any) -> bytes:
-        return encode_record(record)
-
-    def decode_record(self, data: bytes) -> Record:
-        return decode_record(data)
+    # The codec and apply are the module functions themselves, not wrappers:
+    # recovery calls both once per record, and a wrapper costs ~15% of replay.
+    apply = staticmethod(apply_record)
+    encode_record = staticmethod(encode_record)
+    decode_record = staticmethod(decode_record)
 
     def snapshot(self, state: KVState) -> bytes:
         return encode_snapshot(state.data)

@@ -133,6 +133,8 @@ _PAIR = struct.Struct("<II")
 _PUT_IF = struct.Struct("<BBI")  # tag, flags (1 = nx, 2 = xx), key length
 _INCREMENT = struct.Struct("<BqI")  # tag, delta, key length
 _CLEAR = bytes([TAG_CLEAR])
+_HEAD_SIZE = _HEAD.size
+_unpack_len = _LEN.unpack_from
 
 
 def encode_record(record: Record) -> bytes:
@@ -163,8 +165,16 @@ def encode_record(record: Record) -> bytes:
 
 def decode_record(data: bytes) -> Record:
     """Parse one record; raise DataError naming what is wrong with it."""
+    if type(data) is not bytes:
+        data = bytes(data)  # a memoryview or bytearray: slices must be immutable bytes
+    # Fast path for the record that dominates every log (replay of 10^6 of them
+    # is the restart time): one unpack, two slices, no helper calls.
+    if len(data) >= _HEAD_SIZE and data[0] == TAG_PUT:
+        stop = _HEAD_SIZE + _unpack_len(data, 1)[0]
+        if stop <= len(data):
+            return Put(data[_HEAD_SIZE:stop], data[stop:])
     try:
-        return _decode(bytes(data))
+        return _decode(data)
     except struct.error as exc:
         raise DataError(f"key-value record is truncated ({len(data)} bytes): {exc}") from None
 
