@@ -228,6 +228,11 @@ class RequestParser:
                 if count > self.max_args:
                     raise ProtocolError("invalid multibulk length")
                 pos = nl + 2
+                if count > 0:
+                    done = self._parse_whole(pos, count, out, view)
+                    if done:
+                        pos = done
+                        continue
                 # "*0" and "*-1" are empty commands: Redis skips them silently.
                 self._remaining = max(count, 0)
             else:
@@ -243,6 +248,39 @@ class RequestParser:
                 args = split_inline(line)
                 if args:
                     out.append(args)
+        return pos
+
+    def _parse_whole(self, pos: int, count: int, out: list[list[bytes]], view: memoryview) -> int:
+        """The fast path: a command whose ``count`` arguments have all arrived, in one go.
+
+        Returns the position after it, or 0 when it is not all here or looks
+        unusual in any way; the caller then takes the incremental path from
+        ``pos``, which also produces the exact error for garbage.
+        """
+        buf = self._buf
+        find = buf.find
+        end = len(buf)
+        limit = self.max_bulk_len
+        total = 0
+        args: list[bytes] = []
+        for _ in range(count):
+            if pos >= end or buf[pos] != 0x24:  # "$"
+                return 0
+            nl = find(b"\r\n", pos)
+            digits = buf[pos + 1 : nl]
+            if nl < 0 or not digits.isdigit() or len(digits) > _MAX_NUMBER_LEN:
+                return 0
+            size = int(digits)
+            start = nl + 2
+            pos = start + size
+            if size > limit or pos + 2 > end or buf[pos] != 0x0D or buf[pos + 1] != 0x0A:
+                return 0
+            total += size
+            args.append(bytes(view[start:pos]))
+            pos += 2
+        if total > self.max_command_bytes:
+            return 0
+        out.append(args)
         return pos
 
     def _parse_bulks(self, pos: int, view: memoryview) -> int:

@@ -204,14 +204,14 @@ class RespServerProtocol(asyncio.Protocol):
         for args in commands:
             self._shared.commands += 1
             outcome = dispatch(args, session)
-            if type(outcome) is Local:
+            if isinstance(outcome, Local):
                 resp3 = session.protocol == 3  # HELLO 3 answers in RESP3 already
                 self._push(encode_reply(outcome.reply, resp3))
                 if outcome.close:  # QUIT: the commands after it are not answered
                     self._closing = True
                     break
             else:
-                self._accept(cast(kv.Input, outcome), session.protocol == 3)
+                self._accept(outcome, session.protocol == 3)
         if error is not None and not self._closing:
             self._shared.protocol_errors += 1
             log.info("closing RESP client %d: %s", session.client_id, error)
@@ -246,10 +246,10 @@ class RespServerProtocol(asyncio.Protocol):
         held = self._held
         while held:
             entry = held[0]
-            if type(entry) is bytes:
+            if isinstance(entry, bytes):
                 self._slots.append(entry)
             else:
-                input, resp3 = cast("_Held", entry)
+                input, resp3 = entry
                 if self._writes_inflight and type(input) not in LOG_ORDERED:
                     return
                 self._submit(input, resp3)
@@ -266,11 +266,11 @@ class RespServerProtocol(asyncio.Protocol):
         out: list[bytes] = []
         while slots:
             head = slots[0]
-            if type(head) is bytes:
+            if isinstance(head, bytes):
                 out.append(head)
                 slots.popleft()
                 continue
-            future, input, resp3 = cast("_Pending", head)
+            future, input, resp3 = head
             if not future.done():
                 if self._watched is not future:
                     self._watched = future
