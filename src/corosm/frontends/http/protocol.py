@@ -105,8 +105,15 @@ class _Slot:
                 fut.exception()
             self.conn.stats.late_replies_dropped += 1
             return
-        self.resp = _finish(fut, self.finish, self.conn.stats)
-        self.conn._schedule_flush()
+        conn = self.conn
+        self.resp = _finish(fut, self.finish, conn.stats)
+        pending = conn._pending
+        if len(pending) == 1 and not conn._flush_scheduled:
+            # The only reply owed (no pipelining): nothing to batch it with,
+            # so write now rather than pay for a call_soon and a loop pass.
+            conn._flush()
+        else:
+            conn._schedule_flush()
 
     def encode(self) -> bytes:
         resp = self.resp
@@ -247,7 +254,9 @@ class HttpConnection(asyncio.Protocol):
             self._reject(431, self._head_limit_message(self._head_seen))
         if self._in_message:
             self._arm(self._message_started + self.limits.request_timeout)
-        self._flush()
+        pending = self._pending
+        if self._out or self._closing or (pending and pending[0].resp is not None):
+            self._flush()
 
     def eof_received(self) -> bool | None:
         # Most clients that send EOF have gone for good (a half-closed HTTP
