@@ -61,6 +61,8 @@ def test_info_reports_the_journal(r: redis.Redis) -> None:
     stats = r.info("stats")
     assert stats["total_commands_processed"] >= 1
     assert "journal_records" not in stats  # journal figures live under Persistence
+    assert info["aof_enabled"] == 1 and info["appendfsync"] == "always"
+    assert r.config_get("appendfsync") == {"appendfsync": "always"}
 
 
 def test_redis_benchmark_pipelined_over_serve(served: ServerProcess) -> None:

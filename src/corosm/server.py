@@ -145,7 +145,13 @@ class Server:
         if config.resp_port is not None:
             from corosm.frontends.resp.server import start_resp_server
 
-            self.resp = await start_resp_server(runtime, config.host, config.resp_port)
+            info = {
+                "fsync": config.fsync,
+                "fsync_interval_ms": str(config.fsync_interval_ms),
+                "journal_mode": config.journal_mode,
+                "data_dir": os.fspath(config.data_dir),
+            }
+            self.resp = await start_resp_server(runtime, config.host, config.resp_port, info=info)
 
     def _check_snapshot(self) -> None:
         """Start a snapshot if the journal grew enough; runs on the loop every second."""
