@@ -9,7 +9,7 @@ raises) at once. Only the stepper completes futures.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from corosm.core.traps import Wait, WaitMode, suspend
 from corosm.errors import InternalError
@@ -60,8 +60,8 @@ class Future(Generic[T]):
         self._error = error
 
     def __await__(self) -> Generator[Wait, None, T]:
-        if not self.done():
-            yield from suspend(Wait((cast("Future[object]", self),), WaitMode.ALL))
+        if self._value is _PENDING and self._error is None:  # not done()
+            yield from suspend(Wait((self,), WaitMode.ALL))  # type: ignore[arg-type]
         return self.result()
 
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Coroutine, Hashable
+from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
 from corosm.core.context import Context
@@ -178,11 +179,15 @@ class Stepper(Generic[S, I, O]):
         if task is None:
             return
         wait = task.wait
-        if wait is None or not _satisfied(wait):
+        if wait is None:
+            return
+        waited = wait.futures
+        # A wait on one future waits on this one, which just finished: satisfied.
+        if len(waited) != 1 and not _satisfied(wait):
             return
         task.wait = None
-        for waited in wait.futures:
-            waited.waiter = None
+        for other in waited:
+            other.waiter = None
         self.suspended -= 1
         self._suspended.discard(task)
         if self._step(task) and task.key is not None:
@@ -257,7 +262,8 @@ class Stepper(Generic[S, I, O]):
         except Exception as exc:
             self._fail(client, exc)
             return True
-        if not isinstance(coro, Coroutine):
+        # type() first: isinstance against the Coroutine ABC is the slow path.
+        if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
             self._fail(
                 client,
                 UsageError(
@@ -292,9 +298,13 @@ class Stepper(Generic[S, I, O]):
             if type(trap) is not Wait:
                 throw = _foreign_await(trap)
                 continue
-            if _satisfied(trap):
+            futures = trap.futures
+            if len(futures) == 1:  # the common case, without a call to _satisfied()
+                if futures[0].done():
+                    continue
+            elif _satisfied(trap):
                 continue
-            for future in trap.futures:
+            for future in futures:
                 if future.waiter is not None and future.waiter is not task:
                     throw = UsageError(
                         f"{future!r} is already awaited by another handler; "
@@ -303,7 +313,7 @@ class Stepper(Generic[S, I, O]):
                     break
             if throw is not None:
                 continue
-            for future in trap.futures:
+            for future in futures:
                 future.waiter = task
             task.wait = trap
             self.suspended += 1
