@@ -8,7 +8,6 @@ it, and that replaying that seed fails the same way (the report is reproducible)
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from typing import Any
 
@@ -17,17 +16,10 @@ from corosm.apps.kv.machine import KVMachine, KVState
 from corosm.apps.kv.outputs import OK, Output
 from corosm.apps.kv.records import Put
 from corosm.core import Context, Machine, Policy
-from corosm.io.journal.files import FileSystem
-from corosm.io.journal.format import decode_snapshot, parse_snapshot_name
-from corosm.testing.sim import (
-    FaultPlan,
-    Recovered,
-    Sabotage,
-    SimSpec,
-    recover,
-    run_campaign,
-    run_seed,
-)
+from corosm.io.journal import Recovered, recover
+from corosm.io.journal.files import FileSystem, OSFileSystem
+from corosm.io.journal.format import decode_snapshot
+from corosm.testing.sim import FaultPlan, Sabotage, SimSpec, run_campaign, run_seed
 from corosm.testing.sim.kv import KV_SPEC
 
 BUDGET = range(600)
@@ -81,21 +73,23 @@ def test_journal_completions_out_of_order_are_caught() -> None:
 
 
 def recover_snapshot_only(
-    fs: FileSystem, directory: str, machine: Machine[Any, Any, Any]
-) -> Recovered:
-    """BUG: loads the newest snapshot and ignores the journal records after it."""
-    full = recover(fs, directory, machine)
-    snaps = sorted(n for n in fs.listdir(directory) if parse_snapshot_name(n) is not None)
-    if not snaps:
+    directory: str, machine: Machine[Any, Any, Any], *, fs: FileSystem | None = None
+) -> Recovered[Any]:
+    """BUG: the real recovery, but its state is the newest snapshot's, without the tail."""
+    full = recover(directory, machine, fs=fs)
+    path = full.report.snapshot_path
+    if path is None:
         return full
-    lsn, payload = decode_snapshot(snaps[-1], fs.read(os.path.join(directory, snaps[-1])))
-    return Recovered(machine.restore(payload), full.next_lsn, lsn, 0)
+    _lsn, payload = decode_snapshot(path, (fs or OSFileSystem()).read(path))
+    return Recovered(machine.restore(payload), full.next_lsn, full.report)
 
 
 def test_recovery_that_skips_the_snapshot_tail_is_caught() -> None:
     report = find_bug(dataclasses.replace(KV_SPEC, recover=recover_snapshot_only, name=None))
     assert "recovery after crash" in report
     assert "snapshot at lsn" in report
+    # The restart line shows the real recovery did replay records past the snapshot.
+    assert re.search(r"RESTART: snapshot lsn [1-9]\d* \+ [1-9]\d* records replayed", report)
 
 
 # (4) a reply before the fsync ----------------------------------------------------------
@@ -150,10 +144,10 @@ class PerKeyCounter(CounterMachine):
     policy = Policy.PER_KEY
 
 
-def counter_step(state: tuple[tuple[str, int], ...], input: Incr) -> tuple[Any, int]:
+def counter_step(state: tuple[tuple[str, int], ...], input: Incr) -> tuple[int, Any]:
     data = dict(state)
     data[input.key] = data.get(input.key, 0) + 1
-    return tuple(sorted(data.items())), data[input.key]
+    return data[input.key], tuple(sorted(data.items()))
 
 
 COUNTER = SimSpec(

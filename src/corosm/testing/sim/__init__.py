@@ -1,7 +1,7 @@
 """Deterministic simulation testing for coroutine state machines.
 
 Run a machine in a simulated world (virtual time, seeded scheduling, injected
-I/O errors, crashes and restarts through real recovery), record what clients
+I/O errors, crashes and restarts through the journal's real recovery), record what clients
 saw, and check it against a sequential model. See ``docs/testing.md``.
 
 Entry points: :func:`simulate` / :func:`run_campaign` (many seeds),
@@ -22,15 +22,14 @@ from corosm.testing.sim.campaign import (
 from corosm.testing.sim.check import Violation, check_epochs, end_states
 from corosm.testing.sim.faults import FaultPlan, Sabotage
 from corosm.testing.sim.history import Epoch, Operation
-from corosm.testing.sim.recovery import Recovered, recover
-from corosm.testing.sim.world import RunResult, World
+from corosm.testing.sim.world import RecoverFn, RunResult, World
 
 __all__ = [
     "CampaignResult",
     "Epoch",
     "FaultPlan",
     "Operation",
-    "Recovered",
+    "RecoverFn",
     "RunResult",
     "Sabotage",
     "SeedFailure",
@@ -40,7 +39,6 @@ __all__ = [
     "World",
     "check_epochs",
     "end_states",
-    "recover",
     "run_campaign",
     "run_seed",
     "run_with",

@@ -4,13 +4,15 @@ Theory of operation
 -------------------
 A :class:`SimSpec` names everything a run needs: the machine factory, the
 sequential reference model (``model_init() -> state``, ``model_step(state,
-input) -> (state, output)``), the workload that draws inputs, the fault plan,
-and optionally ``observe`` (machine state -> model state, for the check after
-each recovery). :func:`run_seed` runs one seed and checks it;
-:func:`simulate` runs many and stops at the first failure, which it reports
-with the tail of the trace, the operations involved, and the one command that
-replays that seed. Seeds are independent, so a failure is reproduced by its
-seed alone.
+input) -> (output, state)``, the convention of
+:func:`~corosm.testing.linearizability.check_linearizable`), the workload that
+draws inputs, the fault plan, and optionally ``observe`` (machine state ->
+model state, for the check after each recovery) and ``partition`` (the one key
+an input touches, so the checker can split the history per key).
+:func:`run_seed` runs one seed and checks it; :func:`simulate` runs many
+and stops at the first failure, which it reports with the tail of the trace,
+the operations involved, and the one command that replays that seed. Seeds
+are independent, so a failure is reproduced by its seed alone.
 """
 
 from __future__ import annotations
@@ -21,16 +23,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corosm.core.effects import Effect
+from corosm.io.journal import recover
 from corosm.testing.sim.check import (
     DEFAULT_BUDGET,
     CheckBudgetExceeded,
     ModelStep,
+    Partition,
     Violation,
     check_epochs,
 )
 from corosm.testing.sim.faults import FaultPlan, Sabotage
-from corosm.testing.sim.recovery import RecoverFn, recover
-from corosm.testing.sim.world import EffectSim, MachineFactory, RunResult, Workload, World
+from corosm.testing.sim.world import (
+    EffectSim,
+    MachineFactory,
+    RecoverFn,
+    RunResult,
+    Workload,
+    World,
+)
 
 TRACE_TAIL = 60
 
@@ -49,6 +59,7 @@ class SimSpec:
     workload: Workload
     faults: FaultPlan = field(default_factory=FaultPlan)
     observe: Callable[[Any], Any] | None = None
+    partition: Partition | None = None
     effects: Mapping[type[Effect[Any]], EffectSim] | None = None
     recover: RecoverFn = recover
     sabotage: Sabotage | None = None
@@ -139,7 +150,9 @@ def run_with(spec: SimSpec, rng: random.Random, seed: int = -1) -> SeedResult:
     if run.error is not None:
         return SeedResult(seed, run, Violation(len(run.epochs) - 1, run.error, ""))
     try:
-        violation = check_epochs(run.epochs, spec.model_init, spec.model_step, spec.check_budget)
+        violation = check_epochs(
+            run.epochs, spec.model_init, spec.model_step, spec.check_budget, spec.partition
+        )
     except CheckBudgetExceeded as exc:
         violation = Violation(-1, f"could not decide linearizability: {exc}", "")
     return SeedResult(seed, run, violation)

@@ -7,7 +7,9 @@ clients, how long I/O takes (ranges sampled from the run's seeded random
 generator), how often the journal's write or fsync fails (which fail-stops the
 journal until a restart), how often the process crashes (at any step, keeping
 only what was fsynced and maybe tearing the last write), how often a snapshot
-is taken. The same plan and seed always give the same run.
+is taken (every ``snapshot_every_records`` records, like the server) and
+how often a crash lands in the middle of writing one. The same plan and seed
+always give the same run.
 
 :class:`Sabotage` switches on *bugs in the host* (not in the machine), so
 tests can prove the simulator catches them: journal completions delivered out
@@ -30,7 +32,8 @@ class FaultPlan:
     """The shape and the hostility of one simulated run (see module docs).
 
     Times are virtual seconds. Probabilities are per event handled by the
-    world (``crash``, ``snapshot``) or per journal batch (the I/O errors).
+    world (``crash``), per journal batch (the I/O errors) or per snapshot step
+    (``snapshot_crash``). ``snapshot_every_records=0`` never snapshots.
     """
 
     clients: int = 3
@@ -47,7 +50,8 @@ class FaultPlan:
     write_error_probability: float = 0.01
     enospc_probability: float = 0.01
     fsync_error_probability: float = 0.01
-    snapshot_probability: float = 0.02
+    snapshot_every_records: int = 4
+    snapshot_crash_probability: float = 0.05
     max_events: int = 200_000
 
     def __post_init__(self) -> None:
@@ -66,7 +70,7 @@ class FaultPlan:
                 ok = isinstance(value, int | float) and math.isfinite(value) and value > 0
                 _need(ok, f.name, value, "a positive number of seconds")
             else:
-                least = 0 if f.name == "max_crashes" else 1
+                least = 0 if f.name in ("max_crashes", "snapshot_every_records") else 1
                 ok = type(value) is int and value >= least
                 _need(ok, f.name, value, f"an int >= {least}")
 

@@ -46,7 +46,8 @@ def fault_plans(
         write_error_probability=draw(probability),
         enospc_probability=draw(probability),
         fsync_error_probability=draw(probability),
-        snapshot_probability=draw(st.sampled_from([0.0, 0.05, 0.2])),
+        snapshot_every_records=draw(st.sampled_from([0, 2, 5])),
+        snapshot_crash_probability=draw(probability),
     )
 
 

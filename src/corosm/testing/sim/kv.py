@@ -2,11 +2,19 @@
 
 Theory of operation
 -------------------
-Few keys and small integer values, so that clients collide: concurrent writes,
-increments and deletes of the same key are what exposes ordering bugs. The
-model is a plain sequential dict kept as a sorted tuple of items (hashable, as
-the checker needs); ``observe`` turns a recovered :class:`KVState` into the
-same form. ``KV_SPEC`` is what ``corosm sim`` runs by default.
+The model is the KV engineer's sequential reference,
+:func:`corosm.apps.kv.model.step` on :class:`~corosm.apps.kv.model.ModelState`
+(hashable, as the checker needs), split per key by
+:func:`~corosm.apps.kv.model.partition_key`. ``observe`` turns a recovered
+:class:`KVState` into a ``ModelState`` so the checker can tell whether a
+crash lost an acknowledged change.
+
+The workload uses few keys and small values so that clients collide:
+concurrent writes, increments, appends and conditional sets of the same key
+are what exposes ordering bugs. It draws every input the model supports;
+multi-key inputs (``Reset``, ``WriteMany``, ``DeleteMany``, ``Size``...) are
+rare, because one of them makes the checker take the history whole instead of
+key by key. ``KV_SPEC`` is what ``corosm sim`` runs by default.
 """
 
 from __future__ import annotations
@@ -14,69 +22,84 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from corosm.apps.kv.inputs import Delete, IncrBy, Read, Write
+from corosm.apps.kv.inputs import (
+    AppendBytes,
+    Delete,
+    DeleteMany,
+    Exists,
+    IncrBy,
+    Read,
+    ReadMany,
+    Reset,
+    SetIf,
+    Size,
+    StrLen,
+    Write,
+    WriteMany,
+)
 from corosm.apps.kv.machine import KVMachine, KVState
-from corosm.apps.kv.outputs import NOT_INTEGER, OK, Count, IntValue, Output, Value
-from corosm.apps.kv.records import parse_int64
-from corosm.errors import UsageError
+from corosm.apps.kv.model import EMPTY, ModelState, partition_key, step
 from corosm.testing.sim.campaign import SimSpec
 
 KEYS = (b"a", b"b")
-ModelState = tuple[tuple[bytes, bytes], ...]
+
+
+def _value(rng: random.Random) -> bytes:
+    # Mostly small integers (so IncrBy works), sometimes not (so it fails).
+    return b"x" if rng.random() < 0.1 else str(rng.randrange(10)).encode()
 
 
 def kv_workload(rng: random.Random) -> Any:
-    """One input: mostly writes, reads and increments on two keys."""
+    """One input: mostly single-key writes, reads and updates on two keys."""
     key = rng.choice(KEYS)
     roll = rng.random()
-    if roll < 0.35:
-        return Write(key, b"x" if rng.random() < 0.1 else str(rng.randrange(10)).encode())
-    if roll < 0.65:
+    if roll < 0.25:
+        return Write(key, _value(rng))
+    if roll < 0.45:
         return Read(key)
-    if roll < 0.9:
-        return IncrBy(key, rng.randrange(1, 4))
-    return Delete(key)
+    if roll < 0.6:
+        return IncrBy(key, rng.randrange(-2, 4))
+    if roll < 0.68:
+        return Delete(key)
+    if roll < 0.76:
+        nx = rng.random() < 0.5
+        return SetIf(key, _value(rng), nx=nx, xx=not nx and rng.random() < 0.5, return_old=True)
+    if roll < 0.83:
+        return AppendBytes(key, _value(rng))
+    if roll < 0.88:
+        return StrLen(key)
+    if roll < 0.91:
+        return Exists((key,))
+    return _multi_key(rng)
+
+
+def _multi_key(rng: random.Random) -> Any:
+    roll = rng.random()
+    if roll < 0.3:
+        return WriteMany(tuple((key, _value(rng)) for key in KEYS))
+    if roll < 0.5:
+        return ReadMany(KEYS)
+    if roll < 0.65:
+        return DeleteMany(KEYS)
+    if roll < 0.8:
+        return Size()
+    return Reset()
 
 
 def kv_model_init() -> ModelState:
-    return ()
-
-
-def kv_model_step(state: ModelState, input: Any) -> tuple[ModelState, Output]:
-    """The sequential key-value store, for the inputs :func:`kv_workload` makes."""
-    data = dict(state)
-    match input:
-        case Write(key, value):
-            data[key] = value
-            return _freeze(data), OK
-        case Read(key):
-            return state, Value(data.get(key))
-        case IncrBy(key, delta):
-            old = data.get(key)
-            current = 0 if old is None else parse_int64(old)
-            if current is None:
-                return state, NOT_INTEGER
-            data[key] = str(current + delta).encode()
-            return _freeze(data), IntValue(current + delta)
-        case Delete(key):
-            existed = data.pop(key, None) is not None
-            return _freeze(data), Count(int(existed))
-    raise UsageError(f"the simulation's key-value model does not take {input!r:.80}")
+    return EMPTY
 
 
 def kv_observe(state: KVState) -> ModelState:
-    return _freeze(state.data)
-
-
-def _freeze(data: dict[bytes, bytes]) -> ModelState:
-    return tuple(sorted(data.items()))
+    return ModelState(state.data)
 
 
 KV_SPEC = SimSpec(
     machine_factory=KVMachine,
     model_init=kv_model_init,
-    model_step=kv_model_step,
+    model_step=step,
     workload=kv_workload,
     observe=kv_observe,
+    partition=partition_key,
     name="corosm.testing.sim.kv:KV_SPEC",
 )

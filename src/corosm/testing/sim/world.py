@@ -17,8 +17,13 @@ source of nondeterminism is replaced by one seeded ``random.Random``:
   with a timeout; every input becomes an :class:`~.history.Operation`.
 * A crash throws the stepper away, drops what the disk had not synced (maybe
   tearing the last write), cuts the running operations (outcome unknown), and
-  later restarts: recovery rebuilds the state from the disk, a fresh machine
-  and stepper take over, and a new epoch of history begins.
+  later restarts: the real recovery (:func:`corosm.io.journal.recover`, on
+  the simulated disk) rebuilds the state, a fresh machine and stepper take
+  over, and a new epoch of history begins.
+* Snapshots follow the server's rule (see :mod:`.snapshots`): when enough
+  records went by, copy the state, then write the snapshot, then remove what
+  it covers, each step a later event, with crashes possible in between and
+  in the middle.
 
 Everything that happens goes to the :class:`~.trace.Trace`, so the same seed
 gives the same trace byte for byte.
@@ -26,24 +31,27 @@ gives the same trace byte for byte.
 
 from __future__ import annotations
 
-import os
+import contextvars
+import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from corosm.core.effects import Append, Call, Effect, Sleep
 from corosm.core.events import Action, CancelIO, Reply, ReplyError, StartIO
 from corosm.core.machine import Machine
 from corosm.core.stepper import Stepper
 from corosm.errors import CorosmError, UsageError
-from corosm.io.journal.files import FaultyFS
-from corosm.io.journal.format import encode_snapshot, snapshot_name
+from corosm.io.journal import recover
+from corosm.io.journal.files import FaultyFS, FileSystem
+from corosm.io.journal.recovery import Recovered
+from corosm.io.journal.snapshot import remove_covered, write_snapshot
 from corosm.testing.sim.clock import VirtualClock
 from corosm.testing.sim.faults import FaultPlan, Sabotage
 from corosm.testing.sim.history import Epoch, Operation
 from corosm.testing.sim.journal import JOURNAL_DIR, JournalSynced, JournalWrite, SimJournal
-from corosm.testing.sim.recovery import RecoverFn, recover
+from corosm.testing.sim.snapshots import CrashingFS, CrashNow, SnapshotJob
 from corosm.testing.sim.trace import Trace, short, show_effect, show_error
 
 MachineFactory = Callable[[], Machine[Any, Any, Any]]
@@ -51,6 +59,34 @@ Workload = Callable[[random.Random], Any]
 """Draws the next input for a client from the run's random generator."""
 EffectSim = Callable[[Effect[Any], random.Random], Any]
 """Simulates a custom effect: returns its result or raises its error."""
+
+
+_IN_SIMULATION: contextvars.ContextVar[bool] = contextvars.ContextVar("corosm_sim", default=False)
+
+
+class _QuietInSimulation(logging.Filter):
+    """Drops the journal's log records about *simulated* disks (the trace has them).
+
+    Without it, every torn tail the world makes would reach the root logger
+    (or Python's last-resort handler on stderr). Real journals, on other
+    threads or outside a run, log as usual: the flag is per context.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _IN_SIMULATION.get()
+
+
+_JOURNAL_LOG = logging.getLogger("corosm.journal")
+if not any(isinstance(f, _QuietInSimulation) for f in _JOURNAL_LOG.filters):
+    _JOURNAL_LOG.addFilter(_QuietInSimulation())
+
+
+class RecoverFn(Protocol):
+    """The signature of :func:`corosm.io.journal.recover`: the world's recovery hook."""
+
+    def __call__(
+        self, directory: str, machine: Machine[Any, Any, Any], *, fs: FileSystem | None = ...
+    ) -> Recovered[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +114,16 @@ class _Restart:
 @dataclass(frozen=True, slots=True)
 class _OperatorRestart:
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SnapshotWrite:
+    job: SnapshotJob
+
+
+@dataclass(frozen=True, slots=True)
+class _SnapshotCleanup:
+    job: SnapshotJob
 
 
 @dataclass(slots=True)
@@ -130,6 +176,8 @@ class World:
         self.crashes = 0
         self.events = 0
         self.snapshot_lsn = 0
+        self.records_since_snapshot = 0
+        self.snapshotting = False
         self.error: str | None = None
         self.machine = self._new_machine()
         self.stepper: Stepper[Any, Any, Any] | None = Stepper(self.machine)
@@ -177,6 +225,10 @@ class World:
                 self._restart()
             case _OperatorRestart(generation) if generation == self.generation:
                 self._crash("the operator restarts the fail-stopped process")
+            case _SnapshotWrite(job) if job.generation == self.generation:
+                self._snapshot_write(job)
+            case _SnapshotCleanup(job) if job.generation == self.generation:
+                self._snapshot_cleanup(job)
         self._dispatch()
 
     def _maybe_fault(self) -> None:
@@ -186,8 +238,8 @@ class World:
         if self.crashes < plan.max_crashes and rng.random() < plan.crash_probability:
             self.crashes += 1
             self._crash(f"CRASH {self.crashes}")
-        elif rng.random() < plan.snapshot_probability:
-            self._snapshot()
+        elif self._snapshot_due():
+            self._snapshot_start()
 
     # -- clients --------------------------------------------------------------------
 
@@ -305,6 +357,7 @@ class World:
         assert stepper is not None
         for request, lsn, error in completions:
             result = f"lsn {lsn}" if error is None else f"ERROR {show_error(error)}"
+            self.records_since_snapshot += error is None
             self.trace.add(self.clock.now, "journal", f"#{request} appended: {result}")
             stepper.complete(request, lsn, error)
         journal = self.journal
@@ -333,50 +386,101 @@ class World:
 
     def _restart(self) -> None:
         self.machine = self._new_machine()
+        token = _IN_SIMULATION.set(True)
         try:
-            rec = self.recover(self.fs, JOURNAL_DIR, self.machine)
+            rec = self.recover(JOURNAL_DIR, self.machine, fs=self.fs)
             observed = self.observe(rec.state) if self.observe is not None else None
         except Exception as exc:
             self.error = f"recovery failed: {show_error(exc)}"
             self.trace.add(self.clock.now, "world", self.error)
             return
+        finally:
+            _IN_SIMULATION.reset(token)
         self.epochs[-1].recovered = observed
+        report = rec.report
         shown = f", state {short(observed)}" if self.observe is not None else ""
-        notes = "".join(f"; {note}" for note in rec.notes)
+        torn = report.torn_tail
+        notes = f"; torn tail cut at byte {torn.offset} ({torn.reason})" if torn else ""
         self.trace.add(
             self.clock.now,
             "world",
-            f"RESTART: snapshot lsn {rec.snapshot_lsn} + {rec.replayed} records replayed, "
-            f"next lsn {rec.next_lsn}{shown}{notes}",
+            f"RESTART: snapshot lsn {report.snapshot_lsn} + {report.records_replayed} records "
+            f"replayed, next lsn {rec.next_lsn}{shown}{notes}",
         )
         self.epochs.append(Epoch(len(self.epochs)))
-        self.snapshot_lsn = rec.snapshot_lsn
+        self.snapshot_lsn = report.snapshot_lsn
+        self.records_since_snapshot = report.records_replayed
+        self.snapshotting = False
         self.stepper = Stepper(self.machine, rec.state)
         self.journal = self._new_journal(rec.next_lsn)
         parked, self.parked = self.parked, []
         for client in parked:
             self.clock.schedule(self.rng.uniform(*self.plan.think_time), _ClientSend(client))
 
-    def _snapshot(self) -> None:
-        machine, stepper = self.machine, self.stepper
-        assert stepper is not None
-        lsn = stepper.last_append_value
-        if not machine.supports_snapshots() or type(lsn) is not int or lsn <= self.snapshot_lsn:
+    def _snapshot_due(self) -> bool:
+        """The server's rule: enough records since the last snapshot, none running."""
+        every = self.plan.snapshot_every_records
+        journal = self.journal
+        return (
+            every > 0
+            and not self.snapshotting
+            and self.records_since_snapshot >= every
+            and journal is not None
+            and journal.failed is None
+            and self.machine.supports_snapshots()
+        )
+
+    def _snapshot_start(self) -> None:
+        """On the loop: copy the state as of the last applied LSN; the rest comes later."""
+        assert self.stepper is not None and self.journal is not None
+        lsn = self.stepper.last_append_value
+        if type(lsn) is not int or lsn <= self.snapshot_lsn:
             return
-        payload = machine.snapshot(machine.copy_state(stepper.state))
-        final = os.path.join(JOURNAL_DIR, snapshot_name(lsn))
-        tmp = final + ".tmp"
+        copy = self.machine.copy_state(self.stepper.state)
+        self.snapshotting = True
+        self.records_since_snapshot = 0
+        self.journal.writer.request_rotation()  # as the real journal does
+        self.trace.add(self.clock.now, "world", f"snapshot at lsn {lsn} started")
+        job = SnapshotJob(self.generation, lsn, copy)
+        self.clock.schedule(self.rng.uniform(*self.plan.fsync_latency), _SnapshotWrite(job))
+
+    def _crash_point(self) -> int | None:
+        """Where a snapshot step crashes: before its n-th file change, or None."""
+        rng, plan = self.rng, self.plan
+        if self.crashes < plan.max_crashes and rng.random() < plan.snapshot_crash_probability:
+            return rng.randrange(5)
+        return None
+
+    def _snapshot_write(self, job: SnapshotJob) -> None:
+        payload = self.machine.snapshot(job.state)
         try:
-            f = self.fs.create(tmp)
-            f.write(encode_snapshot(lsn, payload))
-            f.fdatasync()
-            self.fs.rename(tmp, final)
-            self.fs.fsync_dir(JOURNAL_DIR)
-        except OSError as exc:  # only injected faults raise; a failed snapshot is not fatal
-            self.trace.add(self.clock.now, "world", f"snapshot at lsn {lsn} failed: {exc}")
+            write_snapshot(CrashingFS(self.fs, self._crash_point()), JOURNAL_DIR, job.lsn, payload)
+        except CrashNow as crash:
+            self.crashes += 1
+            self._crash(f"CRASH {self.crashes} while writing the snapshot (at {crash.what})")
             return
-        self.snapshot_lsn = lsn
-        self.trace.add(self.clock.now, "world", f"snapshot at lsn {lsn} ({len(payload)} bytes)")
+        except OSError as exc:  # a failed snapshot costs restart time, not data
+            self.trace.add(self.clock.now, "world", f"snapshot at lsn {job.lsn} failed: {exc}")
+            self.snapshotting = False
+            return
+        self.snapshot_lsn = job.lsn
+        what = f"snapshot at lsn {job.lsn} written ({len(payload)} bytes)"
+        self.trace.add(self.clock.now, "world", what)
+        self.clock.schedule(self.rng.uniform(*self.plan.fsync_latency), _SnapshotCleanup(job))
+
+    def _snapshot_cleanup(self, job: SnapshotJob) -> None:
+        self.snapshotting = False
+        try:
+            removed = remove_covered(CrashingFS(self.fs, self._crash_point()), JOURNAL_DIR, job.lsn)
+        except CrashNow as crash:
+            self.crashes += 1
+            self._crash(f"CRASH {self.crashes} while removing covered files (at {crash.what})")
+            return
+        except OSError as exc:
+            self.trace.add(self.clock.now, "world", f"removing covered files failed: {exc}")
+            return
+        names = ", ".join(sorted(removed)) or "nothing"
+        self.trace.add(self.clock.now, "world", f"snapshot at lsn {job.lsn}: removed {names}")
 
     def _new_machine(self) -> Machine[Any, Any, Any]:
         machine = self.factory()
