@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 
+import pytest
+
 from corosm.testing.sim import cli
 
 
@@ -38,3 +40,13 @@ def test_bad_machine_argument_gets_a_clear_error() -> None:
     assert status == 2 and "expected a corosm SimSpec" in err
     status, _, err = run("--seeds", "0")
     assert status == 2 and "at least 1" in err
+
+
+def test_corosm_sim_through_the_main_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from corosm.frontends.cli import main
+
+    assert main(["sim", "--seeds", "30", "--seed", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "30 seeds" in captured.out and "all linearizable" in captured.out
+    assert "30/30 seeds" in captured.err
+    assert main(["sim", "--seeds", "0"]) == 2

@@ -40,12 +40,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=1000, help="how many seeds (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--replay", action="store_true", help="run --seed only; print its trace")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(run=run)  # the main CLI's contract: args.run(args) -> exit status
     return parser
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """The ``sim`` command's handler; returns the exit status."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     try:
         spec = load_spec(args.machine)
     except ValueError as exc:
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
     step = max(1, total // 100)
 
     def progress(seed: int, so_far: CampaignResult) -> None:
+        assert err is not None
         if so_far.seeds_run % step == 0 or so_far.seeds_run == total:
             rate = so_far.seeds_run / max(time.monotonic() - started, 1e-9)
             bar = "#" * (30 * so_far.seeds_run // total)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="corosm")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    status: int = args.handler(args)
+    status: int = args.run(args)
     return status
 
 
