@@ -103,7 +103,7 @@ class SeedFailure:
     def report(self) -> str:
         return (
             f"seed {self.seed} FAILED: {self.summary}\n"
-            f"--- the failing epoch's operations ---\n{self.operations}\n"
+            f"--- the failing epoch ---\n{self.operations}\n"
             f"--- last {TRACE_TAIL} trace lines ---\n{self.trace_tail}\n"
             f"--- replay ---\n{self.replay}"
         )

@@ -118,8 +118,8 @@ def _check_one(
     if result.inconclusive:
         raise CheckBudgetExceeded(result.explanation)
     if not result.ok:
-        summary = result.explanation.splitlines()[0]
-        return Violation(epoch.index, summary, result.explanation + "\n" + _ops(epoch))
+        summary, _, rest = result.explanation.partition("\n")
+        return Violation(epoch.index, summary, rest + "\n" + _ops(epoch))
     if not epoch.crashed:
         return None
     recovered = epoch.recovered
