@@ -22,21 +22,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from corosm.apps.kv.inputs import (
-    AppendBytes,
-    Delete,
-    DeleteMany,
-    Exists,
-    IncrBy,
-    Read,
-    ReadMany,
-    Reset,
-    SetIf,
-    Size,
-    StrLen,
-    Write,
-    WriteMany,
-)
+from corosm.apps.kv import inputs as kv
 from corosm.apps.kv.machine import KVMachine, KVState
 from corosm.apps.kv.model import EMPTY, ModelState, partition_key, step
 from corosm.testing.sim.campaign import SimSpec
@@ -54,36 +40,36 @@ def kv_workload(rng: random.Random) -> Any:
     key = rng.choice(KEYS)
     roll = rng.random()
     if roll < 0.25:
-        return Write(key, _value(rng))
+        return kv.Write(key, _value(rng))
     if roll < 0.45:
-        return Read(key)
+        return kv.Read(key)
     if roll < 0.6:
-        return IncrBy(key, rng.randrange(-2, 4))
+        return kv.IncrBy(key, rng.randrange(-2, 4))
     if roll < 0.68:
-        return Delete(key)
+        return kv.Delete(key)
     if roll < 0.76:
         nx = rng.random() < 0.5
-        return SetIf(key, _value(rng), nx=nx, xx=not nx and rng.random() < 0.5, return_old=True)
+        return kv.SetIf(key, _value(rng), nx=nx, xx=not nx and rng.random() < 0.5, return_old=True)
     if roll < 0.83:
-        return AppendBytes(key, _value(rng))
+        return kv.AppendBytes(key, _value(rng))
     if roll < 0.88:
-        return StrLen(key)
+        return kv.StrLen(key)
     if roll < 0.91:
-        return Exists((key,))
+        return kv.Exists((key,))
     return _multi_key(rng)
 
 
 def _multi_key(rng: random.Random) -> Any:
     roll = rng.random()
     if roll < 0.3:
-        return WriteMany(tuple((key, _value(rng)) for key in KEYS))
+        return kv.WriteMany(tuple((key, _value(rng)) for key in KEYS))
     if roll < 0.5:
-        return ReadMany(KEYS)
+        return kv.ReadMany(KEYS)
     if roll < 0.65:
-        return DeleteMany(KEYS)
+        return kv.DeleteMany(KEYS)
     if roll < 0.8:
-        return Size()
-    return Reset()
+        return kv.Size()
+    return kv.Reset()
 
 
 def kv_model_init() -> ModelState:

@@ -117,13 +117,9 @@ class _OperatorRestart:
 
 
 @dataclass(frozen=True, slots=True)
-class _SnapshotWrite:
+class _SnapshotStep:
     job: SnapshotJob
-
-
-@dataclass(frozen=True, slots=True)
-class _SnapshotCleanup:
-    job: SnapshotJob
+    cleanup: bool  # False: write the snapshot; True: remove what it covers
 
 
 @dataclass(slots=True)
@@ -225,10 +221,8 @@ class World:
                 self._restart()
             case _OperatorRestart(generation) if generation == self.generation:
                 self._crash("the operator restarts the fail-stopped process")
-            case _SnapshotWrite(job) if job.generation == self.generation:
-                self._snapshot_write(job)
-            case _SnapshotCleanup(job) if job.generation == self.generation:
-                self._snapshot_cleanup(job)
+            case _SnapshotStep(job, cleanup) if job.generation == self.generation:
+                (self._snapshot_cleanup if cleanup else self._snapshot_write)(job)
         self._dispatch()
 
     def _maybe_fault(self) -> None:
@@ -442,7 +436,9 @@ class World:
         self.journal.writer.request_rotation()  # as the real journal does
         self.trace.add(self.clock.now, "world", f"snapshot at lsn {lsn} started")
         job = SnapshotJob(self.generation, lsn, copy)
-        self.clock.schedule(self.rng.uniform(*self.plan.fsync_latency), _SnapshotWrite(job))
+        self.clock.schedule(
+            self.rng.uniform(*self.plan.fsync_latency), _SnapshotStep(job, cleanup=False)
+        )
 
     def _crash_point(self) -> int | None:
         """Where a snapshot step crashes: before its n-th file change, or None."""
@@ -466,7 +462,9 @@ class World:
         self.snapshot_lsn = job.lsn
         what = f"snapshot at lsn {job.lsn} written ({len(payload)} bytes)"
         self.trace.add(self.clock.now, "world", what)
-        self.clock.schedule(self.rng.uniform(*self.plan.fsync_latency), _SnapshotCleanup(job))
+        self.clock.schedule(
+            self.rng.uniform(*self.plan.fsync_latency), _SnapshotStep(job, cleanup=True)
+        )
 
     def _snapshot_cleanup(self, job: SnapshotJob) -> None:
         self.snapshotting = False
