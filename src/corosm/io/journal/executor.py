@@ -52,14 +52,16 @@ class JournalExecutor:
                 continue
             try:
                 payload = encode(effect.record)
-                if not isinstance(payload, bytes | bytearray | memoryview):
-                    raise TypeError(f"encode returned {type(payload).__name__}, expected bytes")
+                if type(payload) is not bytes:  # exact type first: isinstance on a union is slower
+                    if not isinstance(payload, bytes | bytearray | memoryview):
+                        raise TypeError(f"encode returned {type(payload).__name__}, expected bytes")
+                    payload = bytes(payload)
             except Exception as exc:
                 err = UsageError(f"journal record {effect.record!r} could not be encoded: {exc}")
                 err.__cause__ = exc
                 failed.append((request, None, err))
                 continue
-            entries.append((request, bytes(payload)))
+            entries.append((request, payload))
         if entries:
             self.journal.submit(entries)
         if failed:

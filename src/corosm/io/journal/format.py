@@ -44,6 +44,8 @@ SUPPORTED_VERSIONS = frozenset({1})
 
 FILE_HEADER = struct.Struct("<8sII")
 FRAME_HEADER = struct.Struct("<IQII")
+_FRAME_HEAD16 = struct.Struct("<IQI")  # FRAME_HEADER without header_crc
+_U32 = struct.Struct("<I")
 SNAPSHOT_HEADER = struct.Struct("<QQI")
 HEADER_SIZE = FILE_HEADER.size  # 16
 FRAME_SIZE = FRAME_HEADER.size  # 20
@@ -85,8 +87,10 @@ def check_header(path: str, data: bytes | memoryview, magic: bytes) -> None:
 def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
     """Frame ``payloads`` as consecutive records starting at ``first_lsn``, in one buffer."""
     parts: list[bytes] = []
+    add = parts.extend
     crc32 = zlib.crc32
-    pack = FRAME_HEADER.pack
+    pack_head = _FRAME_HEAD16.pack  # the 16 bytes that header_crc covers
+    pack_crc = _U32.pack
     lsn = first_lsn
     for payload in payloads:
         n = len(payload)
@@ -94,11 +98,8 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
             raise UsageError(
                 f"journal record of {n} bytes is larger than the maximum {MAX_RECORD_BYTES}"
             )
-        pcrc = crc32(payload)
-        head = pack(n, lsn, pcrc, 0)
-        hcrc = crc32(memoryview(head)[:16])
-        parts.append(pack(n, lsn, pcrc, hcrc))
-        parts.append(payload)
+        head = pack_head(n, lsn, crc32(payload))
+        add((head, pack_crc(crc32(head)), payload))
         lsn += 1
     return b"".join(parts)
 

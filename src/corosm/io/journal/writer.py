@@ -134,6 +134,9 @@ class Journal:
         self._sink: JournalSink | None = None
         self._thread: threading.Thread | None = None
         self._committed_lsn = next_lsn - 1
+        # Blocking appends not yet woken (under _lock): while 0, _deliver has no
+        # _Waiter to look for and hands a batch's completions to the sink as is.
+        self._waiters = 0
         # counters (written by the journal thread only)
         self.batches = 0
         self.records = 0
@@ -210,6 +213,8 @@ class Journal:
     def append(self, payload: bytes, timeout: float | None = None) -> int:
         """Append one record and block until it is acknowledged; return its LSN."""
         waiter = _Waiter()
+        with self._lock:  # counted before the waiter can reach the journal thread
+            self._waiters += 1
         self.submit([(waiter, payload)])
         if not waiter.event.wait(timeout):
             raise JournalError(f"append not acknowledged within {timeout} s")
@@ -322,14 +327,22 @@ class Journal:
 
     def _deliver(self, completions: list[JournalCompletion]) -> None:
         """Wake blocking appenders; pass everything else to the sink in one call."""
+        if not self._waiters:  # the runtime's case: no token to pick out
+            if completions and self._sink is not None:
+                self._sink(completions)
+            return
         others: list[JournalCompletion] = []
+        woken = 0
         for item in completions:
             token = item[0]
             if isinstance(token, _Waiter):
                 token.lsn, token.error = item[1], item[2]
                 token.event.set()
+                woken += 1
             else:
                 others.append(item)
+        with self._lock:
+            self._waiters -= woken
         if others and self._sink is not None:  # submit() refuses other tokens without a sink
             self._sink(others)
 
