@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace, lua: Path, data_dir: Path) -> None:
     argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency"]
     argv += ["-s", str(lua), f"http://127.0.0.1:{port}/"]
     before = thread_cpu_seconds()
-    cpu_before = cpu_times(args.server_cpu)
+    cpu_before = {cpu: cpu_times(cpu) for cpu in (args.server_cpu, args.wrk_cpu)}
     t0 = loop.time()
     profiler = cProfile.Profile() if args.cprofile else None
     if profiler is not None:
@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace, lua: Path, data_dir: Path) -> None:
         profiler.disable()
     wall = loop.time() - t0
     after = thread_cpu_seconds()
-    cpu_delta = [b - a for a, b in zip(cpu_before, cpu_times(args.server_cpu), strict=True)]
+    cpu_after = {cpu: cpu_times(cpu) for cpu in cpu_before}
     assert server.runtime is not None
     stats = server.runtime.stats()
     await server.stop()
@@ -109,12 +109,12 @@ async def run(args: argparse.Namespace, lua: Path, data_dir: Path) -> None:
         f"fsync p50 {stats.get('journal_fsync_p50_seconds', 0) * 1e3:.2f} ms  "
         f"turns {stats['turns']:.0f}  inputs {stats['inputs_processed']:.0f}"
     )
-    total = max(1, sum(cpu_delta))
     names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-    print(
-        f"  cpu{args.server_cpu}: "
-        + " ".join(f"{n} {100 * d / total:.0f}%" for n, d in zip(names, cpu_delta, strict=True))
-    )
+    for cpu, role in ((args.server_cpu, "server"), (args.wrk_cpu, "wrk")):
+        delta = [b - a for a, b in zip(cpu_before[cpu], cpu_after[cpu], strict=True)]
+        total = max(1, sum(delta))
+        shares = " ".join(f"{n} {100 * d / total:.0f}%" for n, d in zip(names, delta, strict=True))
+        print(f"  cpu{cpu} ({role}): {shares}")
     for name, cpu in sorted(after.items()):
         used = cpu - before.get(name, 0.0)
         if used > 0.01:
