@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from corosm.apps.kv.inputs import IncrBy, Read, Write
 from corosm.apps.kv.model import EMPTY, ModelState, partition_key, step
 from corosm.apps.kv.outputs import OK, IntValue, Value
+from corosm.errors import UsageError
 from corosm.testing.sim import Epoch, FaultPlan, Operation, check_epochs, end_states, run_seed
 from corosm.testing.sim.check import CheckBudgetExceeded
 from corosm.testing.sim.hypothesis import assert_linearizable, fault_plans
@@ -114,3 +115,14 @@ def test_eager_write_bug_is_caught_without_observe_through_end_state_sets() -> N
     report = find_bug(spec)
     assert "not linearizable" in report
     assert dataclasses.replace(KV_SPEC, observe=None, partition=None).faults == KV_SPEC.faults
+
+
+def test_partition_with_states_that_are_not_mappings_is_a_clear_usage_error() -> None:
+    ops = [op(0, Write(b"a", b"1"), 0.0, 1.0, OK)]
+    epochs = [Epoch(0, ops, recovered=(("a", "1"),), crashed=True)]
+
+    def tuple_step(state: object, input: object) -> tuple[object, object]:
+        return OK, (("a", "1"),)
+
+    with pytest.raises(UsageError, match="must be Mappings from the partition keys"):
+        check_epochs(epochs, tuple, tuple_step, partition=partition_key)
