@@ -33,7 +33,14 @@ from corosm.errors import UsageError
 from corosm.frontends.http import Limits, Request, Response, start_http_server
 from corosm.frontends.http.server import HttpServer
 from corosm.io.executor import Completion, CompletionSink, Executor
-from corosm.io.journal import Journal, JournalExecutor, JournalOptions, LogWriter, open_journal
+from corosm.io.journal import (
+    FileSystem,
+    Journal,
+    JournalExecutor,
+    JournalOptions,
+    LogWriter,
+    open_journal,
+)
 from corosm.runtime import Runtime
 from corosm.runtime import run as run_on_uvloop
 
@@ -65,8 +72,9 @@ class ServerConfig:
 class Server:
     """One running key-value server (see the module docs)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, fs: FileSystem | None = None) -> None:
         self.config = config
+        self._fs = fs  # the journal's file system: the real one unless a test injects faults
         self.runtime: Runtime[Any, Any, Any] | None = None
         self.journal: Journal | None = None
         self.http: HttpServer | None = None
@@ -104,6 +112,7 @@ class Server:
                 str(config.data_dir),
                 machine,
                 options=options,
+                fs=self._fs,
                 truncate_corrupt=config.truncate_corrupt,
             ),
         )
