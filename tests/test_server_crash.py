@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,3 +108,27 @@ def test_sigterm_flushes_and_exits_zero(tmp_path: Path) -> None:
         assert _read(server, "k19") is None
     with ServerProcess(data) as server:  # the reset was journaled too
         assert _read(server, "k3") is None
+
+
+def _snapshots_written(server: ServerProcess) -> int:
+    status, body = server.request("GET", "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith("corosm_runtime_journal_snapshots "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no journal_snapshots metric")
+
+
+def test_snapshots_bound_the_journal_and_survive_kill_9(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServerProcess(data, "--snapshot-every", "50") as server:
+        for i in range(120):
+            assert server.request("POST", "/", f'Write "s{i % 30}" {i}'.encode()) == (200, b"Ok")
+        deadline = time.monotonic() + 30
+        while _snapshots_written(server) < 1:  # checked once a second by the server
+            assert time.monotonic() < deadline, "no snapshot was written"
+        server.kill()
+    assert list(data.glob("snapshot-*")), sorted(p.name for p in data.iterdir())
+    with ServerProcess(data) as server:
+        for key in range(30):
+            assert _read(server, f"s{key}") == 90 + key  # the last write of each key
