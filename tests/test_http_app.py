@@ -20,54 +20,58 @@ from corosm.runtime import Runtime, run
 
 HOST = "127.0.0.1"
 
+Callback = Callable[[Any, BaseException | None], None]
+
 
 class FakeRuntime:
-    """A dict-backed stand-in for Runtime: hold replies, overload, or fail on demand."""
+    """A dict-backed stand-in for Runtime: hold replies, overload, or fail on demand.
+
+    Like the real runtime, it calls back on a later loop pass, never from
+    inside ``submit_callback``.
+    """
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.hold = False
-        self.held: list[tuple[asyncio.Future[Output], Input]] = []
+        self.held: list[tuple[Callback, Input]] = []
         self.overloaded = False
         self.fail_with: Exception | None = None
         self.unhealthy: str | None = None
 
-    def submit_nowait(self, input: Input, /) -> asyncio.Future[Output]:
+    def submit_callback(self, input: Input, callback: Callback, /) -> None:
         if self.overloaded:
             raise Overloaded("input queue full (1 waiting)")
-        fut: asyncio.Future[Output] = asyncio.get_running_loop().create_future()
         if self.hold:
-            self.held.append((fut, input))
+            self.held.append((callback, input))
         else:
-            self.complete(fut, input)
-        return fut
+            asyncio.get_running_loop().call_soon(self.complete, callback, input)
 
-    def complete(self, fut: asyncio.Future[Output], input: Input) -> None:
+    def complete(self, callback: Callback, input: Input) -> None:
         if self.fail_with is not None:
-            fut.set_exception(self.fail_with)
+            callback(None, self.fail_with)
             return
         match input:
             case Write(key, value):
                 self.data[key] = value
-                fut.set_result(OK)
+                callback(OK, None)
             case SetIf(key, value):
                 old = self.data.get(key)
                 self.data[key] = value
-                fut.set_result(SetOutcome(True, old))
+                callback(SetOutcome(True, old), None)
             case Read(key):
-                fut.set_result(Value(self.data.get(key)))
+                callback(Value(self.data.get(key)), None)
             case Delete(key):
-                fut.set_result(Count(1 if self.data.pop(key, None) is not None else 0))
+                callback(Count(1 if self.data.pop(key, None) is not None else 0), None)
             case Reset():
                 self.data.clear()
-                fut.set_result(OK)
+                callback(OK, None)
             case _:
                 raise AssertionError(f"unexpected input {input!r}")
 
     def release(self) -> None:
         held, self.held = self.held, []
-        for fut, input in held:
-            self.complete(fut, input)
+        for callback, input in held:
+            self.complete(callback, input)
 
     def stats(self) -> dict[str, float]:
         return {

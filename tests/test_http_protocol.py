@@ -12,6 +12,7 @@ from corosm.errors import UsageError
 from corosm.frontends.http import (
     Deferred,
     HttpServer,
+    Later,
     Limits,
     Request,
     Response,
@@ -25,14 +26,16 @@ _WRITERS: list[asyncio.StreamWriter] = []  # closed by serve() after each test
 
 
 class Recorder:
-    """Answers by path: /ok, /echo, /defer (a future the test resolves), /boom, /close."""
+    """Answers by path: /ok, /echo, /defer (a future the test resolves), /later (a
+    Later the test resolves), /resolved (a Later resolved already), /boom, /close."""
 
     def __init__(self) -> None:
         self.seen: list[Request] = []
         self.futures: list[asyncio.Future[bytes]] = []
+        self.laters: list[Later] = []
         self.changed = asyncio.Event()
 
-    def __call__(self, request: Request) -> Response | Deferred:
+    def __call__(self, request: Request) -> Response | Deferred | Later:
         self.seen.append(request)
         self.changed.set()
         path = request.target
@@ -44,6 +47,14 @@ class Recorder:
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             self.futures.append(fut)
             return Deferred(fut, _finish_bytes)
+        if path.startswith(b"/later"):
+            later = Later()
+            self.laters.append(later)
+            return later
+        if path == b"/resolved":
+            later = Later()
+            later.resolve(Response(200, b"already"))
+            return later
         if path == b"/boom":
             raise RuntimeError("handler bug")
         if path == b"/big":
@@ -301,6 +312,45 @@ def test_slow_reply_gets_503_and_the_late_reply_is_dropped() -> None:
         assert (await read_response(reader)).body == b"/next"
         assert server.stats.response_timeouts == 1
         writer.close()
+
+    serve(body, Limits(response_timeout=0.2))
+
+
+def test_later_replies_keep_request_order_and_the_first_resolve_wins() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/later/1") + get(b"/resolved") + get(b"/later/2") + get(b"/ok"))
+        await rec.wait_seen(4)
+        rec.laters[1].resolve(Response(200, b"two"))  # backwards: held behind the first
+        rec.laters[1].resolve(Response(500, b"ignored"))
+        rec.laters[0].resolve(Response(200, b"one"))
+        replies = [await asyncio.wait_for(read_response(reader), 5.0) for _ in range(4)]
+        assert [(r.status, r.body) for r in replies] == [
+            (200, b"one"),
+            (200, b"already"),
+            (200, b"two"),
+            (200, b"Ok"),
+        ]
+        writer.write(get(b"/resolved"))  # nothing pending: answered at once
+        assert (await asyncio.wait_for(read_response(reader), 5.0)).body == b"already"
+
+    serve(body)
+
+
+def test_later_resolved_after_timeout_or_client_left_is_dropped() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(get(b"/later"))
+        resp = await asyncio.wait_for(read_response(reader), 5.0)
+        assert resp.status == 503 and server.stats.response_timeouts == 1
+        rec.laters[0].resolve(Response(200, b"late"))
+        assert server.stats.late_replies_dropped == 1
+        writer.write(get(b"/later"))
+        await rec.wait_seen(2)
+        writer.close()
+        await server.wait_no_connections()
+        rec.laters[1].resolve(Response(200, b"gone"))
+        assert server.stats.late_replies_dropped == 2
 
     serve(body, Limits(response_timeout=0.2))
 

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from corosm.runtime.runtime import Runtime
+from corosm.runtime.runtime import ReplyCallback, Runtime
 
 T = TypeVar("T")
 
-__all__ = ["Runtime", "loop_factory", "run"]
+__all__ = ["ReplyCallback", "Runtime", "loop_factory", "run"]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

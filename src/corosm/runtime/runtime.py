@@ -5,6 +5,10 @@ Theory of operation
 One loop thread runs every handler step. Front ends call
 :meth:`Runtime.submit_nowait` (or ``await submit``), which puts the input in a
 bounded inbox and schedules one *turn* of the runtime with ``call_soon``.
+:meth:`Runtime.submit_callback` does the same for a front end that wants its
+answer by a direct call, inside the turn that produced it, rather than
+through an asyncio future (whose done-callbacks cost a handle and another
+loop pass per input).
 Executors hand completions back through a thread-safe sink that wakes the
 loop only when its buffer goes from empty to non-empty, so a batch of
 completions (a journal group commit, a burst of finished calls) crosses
@@ -16,6 +20,7 @@ A turn is a short sequence of named phases, in this order::
     admit inputs          -> new handlers start, up to max_inflight at once
     dispatch actions      -> StartIO grouped per executor (one submit each),
                              CancelIO, replies resolve the callers' futures
+                             or call their callbacks
 
 Because every StartIO of a turn reaches its executor in one ``submit`` call,
 the journal sees all appends of a turn as one batch, and because completions
@@ -30,8 +35,8 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from corosm.core.effects import Append, Call, Effect, Sleep
 from corosm.core.events import CancelIO, Reply, ReplyError, StartIO
@@ -48,6 +53,9 @@ I = TypeVar("I")
 O = TypeVar("O")
 
 log = logging.getLogger("corosm.runtime")
+
+ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
+"""``fn(output, error)``: called once per input, ``error`` None on success."""
 
 
 class Runtime(Generic[S, I, O]):
@@ -85,7 +93,8 @@ class Runtime(Generic[S, I, O]):
         self._executors: list[Executor] = list(dict.fromkeys(routes.values()))
         self.max_queue = max_queue
         self.max_inflight = max_inflight
-        self._inbox: deque[tuple[asyncio.Future[O], I]] = deque()
+        # A client is the caller's future or its ReplyCallback.
+        self._inbox: deque[tuple[asyncio.Future[O] | ReplyCallback, I]] = deque()
         self._completed: list[Completion] = []
         self._completed_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,9 +138,8 @@ class Runtime(Generic[S, I, O]):
         for executor in self._executors:
             await loop.run_in_executor(None, executor.close)
         while self._inbox:
-            future, _ = self._inbox.popleft()
-            if not future.done():
-                future.set_exception(Stopped("the runtime stopped before this input ran"))
+            client, _ = self._inbox.popleft()
+            _fail(client, Stopped("the runtime stopped before this input ran"))
         self._loop = None
 
     async def __aenter__(self) -> Runtime[S, I, O]:
@@ -159,6 +167,25 @@ class Runtime(Generic[S, I, O]):
         self._inbox.append((future, input))
         self._schedule_turn()
         return future
+
+    def submit_callback(self, input: I, callback: ReplyCallback) -> None:
+        """Queue ``input``; call ``callback(output, None)`` or ``callback(None, error)``.
+
+        The callback runs exactly once, on the loop thread, inside the turn
+        that finished the input (or when ``stop`` gives up on it, with
+        :class:`Stopped`). It must not raise; if it does, the error is
+        logged and the loop goes on. Raises :class:`Overloaded` and
+        :class:`Stopped` like :meth:`submit_nowait`, without calling it.
+        """
+        if self._loop is None or not self._running:
+            raise Stopped("the runtime is not running")
+        if len(self._inbox) >= self.max_queue:
+            self._space.clear()
+            raise Overloaded(f"input queue full ({self.max_queue} waiting)")
+        self._inbox.append((callback, input))
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._turn)
 
     async def submit(self, input: I) -> O:
         """Run ``input`` and return its output, waiting for queue space if needed."""
@@ -243,10 +270,10 @@ class Runtime(Generic[S, I, O]):
         inbox, stepper = self._inbox, self.stepper
         room = self.max_inflight - self.inflight
         while inbox and room > 0:
-            future, input = inbox.popleft()
-            if future.cancelled():
+            client, input = inbox.popleft()
+            if isinstance(client, asyncio.Future) and client.cancelled():
                 continue  # the caller gave up before the input ran
-            stepper.input(future, input)
+            stepper.input(client, input)
             room = self.max_inflight - self.inflight
         if len(inbox) < self.max_queue:
             self._space.set()
@@ -256,16 +283,24 @@ class Runtime(Generic[S, I, O]):
         for action in self.stepper.take_actions():
             if type(action) is Reply:  # half of all actions: skip the match's class patterns
                 client = action.client
-                if not client.done():
-                    client.set_result(action.output)
+                if isinstance(client, asyncio.Future):
+                    if not client.done():
+                        client.set_result(action.output)
+                    continue
+                try:  # _call, inlined on the hot path
+                    client(action.output, None)
+                except Exception:
+                    log.exception("reply callback %r failed", client)
                 continue
             match action:
-                case Reply(client, output):
-                    if not client.done():
-                        client.set_result(output)
+                case Reply(client, output):  # a Reply subclass: not expected, still handled
+                    if isinstance(client, asyncio.Future):
+                        if not client.done():
+                            client.set_result(output)
+                    else:
+                        _call(client, output, None)
                 case ReplyError(client, error):
-                    if not client.done():
-                        client.set_exception(error)
+                    _fail(client, error)
                 case StartIO(request, effect):
                     executor = self._route(effect)
                     if executor is None:
@@ -299,3 +334,18 @@ class Runtime(Generic[S, I, O]):
 
     def _is_idle(self) -> bool:
         return not self._inbox and self.inflight == 0 and not self._completed
+
+
+def _call(callback: ReplyCallback, output: Any, error: BaseException | None) -> None:
+    try:
+        callback(output, error)
+    except Exception:  # a front end's bug must not stop the loop or other replies
+        log.exception("reply callback %r failed", callback)
+
+
+def _fail(client: asyncio.Future[Any] | ReplyCallback, error: BaseException) -> None:
+    if isinstance(client, asyncio.Future):
+        if not client.done():
+            client.set_exception(error)
+    else:
+        _call(client, None, error)

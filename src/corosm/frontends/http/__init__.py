@@ -1,6 +1,6 @@
 """The HTTP front end: a small, fast HTTP/1.1 server and the key-value routes on it.
 
-- :mod:`~corosm.frontends.http.messages`: Request, Response, Deferred, Limits, HttpStats.
+- :mod:`~corosm.frontends.http.messages`: Request, Response, Deferred, Later, Limits, HttpStats.
 - :mod:`~corosm.frontends.http.protocol`: one ``asyncio.Protocol`` per connection
   over httptools (keep-alive, pipelining in order, limits, timeouts, flow control).
 - :mod:`~corosm.frontends.http.server`: :func:`start_http_server` and graceful shutdown.
@@ -13,6 +13,7 @@ from corosm.frontends.http.messages import (
     Deferred,
     Handler,
     HttpStats,
+    Later,
     Limits,
     PerConnection,
     Request,
@@ -29,6 +30,7 @@ __all__ = [
     "HttpConnection",
     "HttpServer",
     "HttpStats",
+    "Later",
     "Limits",
     "PerConnection",
     "Request",

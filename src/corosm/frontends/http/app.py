@@ -4,10 +4,12 @@ Theory of operation
 -------------------
 :class:`KvHttpApp` is the handler the HTTP layer calls once per request. It
 routes on the path, turns the request into a machine input, submits it with
-``runtime.submit_nowait`` (no task per request) and returns a
-:class:`~corosm.frontends.http.messages.Deferred` whose ``finish`` maps the
-machine's output, or its failure, to a reply. Requests that need no machine
-(bad input, health, metrics) get a ready Response at once.
+``runtime.submit_callback`` (no task and no future per request) and returns a
+:class:`~corosm.frontends.http.messages.Later` that is also the runtime's
+callback: when the runtime dispatches the input's output (or failure), the
+callback maps it to a Response and hands it straight to the connection,
+inside the same loop pass. Requests that need no machine (bad input, health,
+metrics) get a ready Response at once.
 
 Routes (``{key}`` is percent-decoded to bytes)::
 
@@ -31,8 +33,6 @@ line of text that says what was wrong and what was expected.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -55,9 +55,9 @@ from corosm.errors import (
     UsageError,
 )
 from corosm.frontends.http.messages import (
-    Deferred,
     Handler,
     HttpStats,
+    Later,
     Request,
     Response,
     error_response,
@@ -79,15 +79,17 @@ _NOT_FOUND = error_response(404, "key not found")
 class KvRuntime(Protocol):
     """What the app needs from :class:`corosm.runtime.Runtime` (a fake can stand in)."""
 
-    def submit_nowait(self, input: Input, /) -> asyncio.Future[Output]: ...
+    def submit_callback(
+        self, input: Input, callback: Callable[[Any, BaseException | None], None], /
+    ) -> None: ...
 
     def stats(self) -> dict[str, float]: ...
 
     def health(self) -> str | None: ...
 
 
-Finish = Callable[["asyncio.Future[Any]"], Response]
-Submit = Callable[[str, Input], "Response | Deferred"]
+Finish = Callable[[Any, "BaseException | None"], Response]
+Submit = Callable[[str, Input], "Response | Later"]
 
 #: Inputs whose answer is decided when their journal record is applied, in log
 #: order: they may go to the machine while earlier writes of the same
@@ -130,7 +132,7 @@ class KvHttpApp:
 
     # -- routing ------------------------------------------------------------
 
-    def __call__(self, request: Request) -> Response | Deferred:
+    def __call__(self, request: Request) -> Response | Later:
         """Answer ``request`` with no per-connection ordering (see :meth:`connection_handler`)."""
         return self._route(request, self._submit)
 
@@ -142,7 +144,7 @@ class KvHttpApp:
         """
         return _Session(self)
 
-    def _route(self, request: Request, submit: Submit) -> Response | Deferred:
+    def _route(self, request: Request, submit: Submit) -> Response | Later:
         target = request.target
         query = target.find(b"?")
         path = target if query < 0 else target[:query]
@@ -159,16 +161,14 @@ class KvHttpApp:
             return submit("seed_reset", Reset())
         return self._count("seed_other", _UNSUPPORTED)
 
-    def _seed(self, body: bytes, submit: Submit) -> Response | Deferred:
+    def _seed(self, body: bytes, submit: Submit) -> Response | Later:
         try:
             input = seed_request_to_input(body)
         except UsageError as exc:
             return self._count("seed_invalid", error_response(400, str(exc)))
         return submit("seed_read" if type(input) is Read else "seed_write", input)
 
-    def _rest(
-        self, method: bytes, raw_key: bytes, body: bytes, submit: Submit
-    ) -> Response | Deferred:
+    def _rest(self, method: bytes, raw_key: bytes, body: bytes, submit: Submit) -> Response | Later:
         kind = _REST_KINDS.get(method)
         if kind is None:
             resp = error_response(
@@ -229,25 +229,25 @@ class KvHttpApp:
 
     # -- submitting and finishing ------------------------------------------
 
-    def _submit(self, kind: str, input: Input) -> Response | Deferred:
+    def _submit(self, kind: str, input: Input) -> Response | Later:
+        reply = _Reply(self._finish[kind])
         try:
-            future = self.runtime.submit_nowait(input)
+            self.runtime.submit_callback(input, reply)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
             return self._failed(kind, exc)
-        return Deferred(future, self._finish[kind])
+        return reply
 
     def _failed(self, kind: str, exc: Exception) -> Response:
         if not isinstance(exc, CorosmError):
-            log.exception("submit_nowait failed")
+            log.exception("submit_callback failed")
         return self._count(kind, failure_response(exc))
 
     def _finisher(self, kind: str, reply: Callable[[Output], Response]) -> Finish:
-        def finish(future: asyncio.Future[Any]) -> Response:
-            exc = future.exception() if not future.cancelled() else Stopped("cancelled")
-            if exc is not None:
-                return self._count(kind, failure_response(exc))
+        def finish(output: Any, error: BaseException | None) -> Response:
+            if error is not None:
+                return self._count(kind, failure_response(error))
             try:
-                resp = reply(future.result())
+                resp = reply(output)
             except SeedValueError as value_error:
                 resp = error_response(422, str(value_error))
             return self._count(kind, resp)
@@ -266,16 +266,44 @@ class KvHttpApp:
         return Response(200, output_to_seed_reply(output))
 
 
+class _Reply(Later):
+    """One request's reply, and the runtime's callback that resolves it.
+
+    ``session`` is set for a write submitted by a :class:`_Session`: its
+    completion releases the reads that connection holds behind it.
+    """
+
+    __slots__ = ("finish", "session")
+
+    def __init__(self, finish: Finish) -> None:
+        self.resp = None
+        self.waiter = None
+        self.finish = finish
+        self.session: _Session | None = None
+
+    def __call__(self, output: Any, error: BaseException | None) -> None:
+        session = self.session
+        if session is not None:
+            self.session = None
+            session._write_done()
+        try:
+            resp = self.finish(output, error)
+        except Exception:  # a bug in a reply mapping: answer 500, keep the loop going
+            log.exception("HTTP reply mapping failed")
+            resp = error_response(500, "internal error: the handler failed; see the server log")
+        self.resolve(resp)
+
+
 class _Session:
     """One connection's handler: read-your-writes for pipelined requests.
 
     ``_writes`` counts this connection's writes submitted and not yet done.
-    While it is non-zero, an input that is not log-ordered is held (with a
-    stand-in future that the reply slot waits on), and so is every input after
-    a held one, to keep submission in request order. When a write finishes,
-    the held inputs are submitted in order up to the next one that must wait.
-    With nothing in flight a request costs two attribute reads more than
-    :meth:`KvHttpApp.__call__`.
+    While it is non-zero, an input that is not log-ordered is held (its reply
+    slot waits on a :class:`_Reply` not yet submitted), and so is every input
+    after a held one, to keep submission in request order. When a write
+    finishes, the held inputs are submitted in order up to the next one that
+    must wait. With nothing in flight a request costs two attribute reads
+    more than :meth:`KvHttpApp.__call__`.
 
     Held inputs are bounded by the connection's ``Limits.max_pending``: it
     stops reading at that many outstanding replies.
@@ -286,55 +314,48 @@ class _Session:
     def __init__(self, app: KvHttpApp) -> None:
         self._app = app
         self._writes = 0
-        self._held: deque[tuple[str, Input, asyncio.Future[Any]]] = deque()
+        self._held: deque[tuple[Input, _Reply]] = deque()
 
-    def __call__(self, request: Request) -> Response | Deferred:
+    def __call__(self, request: Request) -> Response | Later:
         return self._app._route(request, self._submit)
 
-    def _submit(self, kind: str, input: Input) -> Response | Deferred:
+    def _submit(self, kind: str, input: Input) -> Response | Later:
         app = self._app
+        reply = _Reply(app._finish[kind])
         if self._held or (self._writes and type(input) not in LOG_ORDERED):
-            stand_in: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._held.append((kind, input, stand_in))
-            return Deferred(stand_in, app._finish[kind])
+            self._held.append((input, reply))
+            return reply
         try:
-            future = self._start(input)
+            self._start(input, reply)
         except Exception as exc:
             return app._failed(kind, exc)
-        return Deferred(future, app._finish[kind])
+        return reply
 
-    def _start(self, input: Input) -> asyncio.Future[Any]:
-        future = self._app.runtime.submit_nowait(input)
-        if type(input) in WRITES:
-            self._writes += 1
-            future.add_done_callback(self._write_done)
-        return future
+    def _start(self, input: Input, reply: _Reply) -> None:
+        if type(input) not in WRITES:
+            self._app.runtime.submit_callback(input, reply)
+            return
+        # Counted before submitting, in case a runtime calls back at once.
+        self._writes += 1
+        reply.session = self
+        try:
+            self._app.runtime.submit_callback(input, reply)
+        except Exception:
+            self._writes -= 1
+            reply.session = None
+            raise
 
-    def _write_done(self, _future: asyncio.Future[Any]) -> None:
+    def _write_done(self) -> None:
         self._writes -= 1
         held = self._held
-        while held and not (self._writes and type(held[0][1]) not in LOG_ORDERED):
-            _kind, input, stand_in = held.popleft()
+        while held and not (self._writes and type(held[0][0]) not in LOG_ORDERED):
+            input, reply = held.popleft()
             try:
-                future = self._start(input)
-            except Exception as exc:  # finish() maps it to the reply (503 when overloaded)
+                self._start(input, reply)
+            except Exception as exc:  # the reply maps it (503 when overloaded)
                 if not isinstance(exc, CorosmError):
-                    log.error("submit_nowait failed", exc_info=exc)
-                stand_in.set_exception(exc)
-            else:
-                future.add_done_callback(functools.partial(_settle, stand_in))
-
-
-def _settle(stand_in: asyncio.Future[Any], future: asyncio.Future[Any]) -> None:
-    """Pass ``future``'s outcome on to the stand-in a reply slot waits on."""
-    if stand_in.done():
-        return
-    if future.cancelled():
-        stand_in.cancel()
-    elif (exc := future.exception()) is not None:
-        stand_in.set_exception(exc)
-    else:
-        stand_in.set_result(future.result())
+                    log.error("submit_callback failed", exc_info=exc)
+                reply(None, exc)
 
 
 _REST_KINDS = {

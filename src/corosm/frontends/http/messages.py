@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Everything a handler sees or returns is a small frozen value: a parsed
 :class:`Request` in, a :class:`Response` (or a :class:`Deferred` reply still to
-come) out. :func:`encode_response` turns a Response into wire bytes: always a
+come, through an asyncio future, or a :class:`Later` that its producer
+resolves by a direct call) out. :func:`encode_response` turns a Response into wire bytes: always a
 ``Content-Length``, a ``Connection`` header only when the connection is about
 to close or when an HTTP/1.0 client asked for keep-alive. A Response that is
 reused (a constant such as the seed's ``Ok``) is encoded once and the bytes
@@ -69,7 +70,33 @@ class Deferred:
     finish: Callable[[asyncio.Future[Any]], Response]
 
 
-Reply: TypeAlias = "Response | Deferred | asyncio.Future[Response]"
+class Later:
+    """A reply still to come, resolved by a direct call: no asyncio future, no loop pass.
+
+    The producer calls :meth:`resolve` once (later calls are ignored). The
+    server sets ``waiter`` when it queues the reply and is called back with
+    the Response from inside ``resolve``; if ``resolve`` came first, the
+    server finds the Response in ``resp``.
+    """
+
+    __slots__ = ("resp", "waiter")
+
+    def __init__(self) -> None:
+        self.resp: Response | None = None
+        self.waiter: Callable[[Response], None] | None = None
+
+    def resolve(self, resp: Response) -> None:
+        """Give the reply (the first call wins)."""
+        if self.resp is not None:
+            return
+        self.resp = resp
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter(resp)
+
+
+Reply: TypeAlias = "Response | Deferred | Later | asyncio.Future[Response]"
 
 
 class Handler(Protocol):

@@ -5,9 +5,11 @@ Theory of operation
 One :class:`HttpConnection` per socket. ``data_received`` feeds bytes to an
 ``httptools.HttpRequestParser``; its callbacks assemble a :class:`Request` and,
 when a message is complete, call the handler *inside* the callback. The handler
-returns a ready :class:`Response`, an ``asyncio.Future[Response]``, or a
+returns a ready :class:`Response`, an ``asyncio.Future[Response]``, a
 :class:`Deferred` (a future of anything plus a function that turns it into a
-Response, which saves allocating a second future per request).
+Response, which saves allocating a second future per request), or a
+:class:`Later` that its producer resolves by a direct call (no future at all,
+and no loop pass between the answer and its write).
 
 Ordering (keep-alive and pipelining): replies leave strictly in request order.
 Encoded bytes that may be sent now collect in ``_out``; a reply that is not
@@ -52,6 +54,7 @@ from corosm.frontends.http.messages import (
     Deferred,
     Handler,
     HttpStats,
+    Later,
     Limits,
     Request,
     Response,
@@ -105,8 +108,15 @@ class _Slot:
                 fut.exception()
             self.conn.stats.late_replies_dropped += 1
             return
+        self.fill(_finish(fut, self.finish, self.conn.stats))
+
+    def fill(self, resp: Response) -> None:
+        """The reply is ready: write it now, or with the others ready this iteration."""
         conn = self.conn
-        self.resp = _finish(fut, self.finish, conn.stats)
+        if self.dead:
+            conn.stats.late_replies_dropped += 1
+            return
+        self.resp = resp
         pending = conn._pending
         if len(pending) == 1 and not conn._flush_scheduled:
             # The only reply owed (no pipelining): nothing to batch it with,
@@ -343,6 +353,13 @@ class HttpConnection(asyncio.Protocol):
         if isinstance(reply, Response):
             self._enqueue_ready(reply, conn_header, head_only)
             return
+        if isinstance(reply, Later):
+            if reply.resp is not None:
+                self._enqueue_ready(reply.resp, conn_header, head_only)
+                return
+            slot = self._wait_for_reply(conn_header, head_only)
+            reply.waiter = slot.fill
+            return
         if isinstance(reply, Deferred):
             fut, finish = reply.future, reply.finish
         else:
@@ -350,12 +367,21 @@ class HttpConnection(asyncio.Protocol):
         if fut.done() and not self._pending:
             self._enqueue_ready(_finish(fut, finish, self.stats), conn_header, head_only)
             return
+        fut.add_done_callback(self._wait_for_reply(conn_header, head_only, finish))
+
+    def _wait_for_reply(
+        self,
+        conn_header: int,
+        head_only: bool,
+        finish: Callable[[asyncio.Future[Any]], Response] | None = None,
+    ) -> _Slot:
+        """Queue a slot for a reply still to come, under the response timeout."""
         deadline = self._now + self.limits.response_timeout
         slot = _Slot(self, finish, conn_header, head_only, deadline)
         self._pending.append(slot)
-        fut.add_done_callback(slot)
         self._arm(deadline)
         self._update_reading()
+        return slot
 
     def _enqueue_ready(self, resp: Response, conn_header: int, head_only: bool) -> None:
         if self._pending:  # queue behind earlier replies that are not ready yet
