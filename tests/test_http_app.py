@@ -34,11 +34,13 @@ class FakeRuntime:
         self.data: dict[bytes, bytes] = {}
         self.hold = False
         self.held: list[tuple[Callback, Input]] = []
+        self.now: list[bool] = []  # the now= flag of each submit_callback
         self.overloaded = False
         self.fail_with: Exception | None = None
         self.unhealthy: str | None = None
 
-    def submit_callback(self, input: Input, callback: Callback, /) -> None:
+    def submit_callback(self, input: Input, callback: Callback, /, *, now: bool = False) -> None:
+        self.now.append(now)
         if self.overloaded:
             raise Overloaded("input queue full (1 waiting)")
         if self.hold:

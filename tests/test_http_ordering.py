@@ -200,3 +200,26 @@ def test_app_called_directly_is_stateless() -> None:
         assert [type(i) for _, i in rt.held] == [Read]  # released once the write finished
 
     run(main())
+
+
+def test_only_reads_ask_to_be_stepped_at_once() -> None:
+    """Reads go in with ``now=True`` (answered inside data_received); writes queue for the turn."""
+
+    async def main() -> None:
+        rt = FakeRuntime()
+        rt.hold = True
+        app = KvHttpApp(rt)
+        session = app.connection_handler()
+        for handler in (app, session):
+            handler(Request(b"POST", b"/", (), b'Read "x"', "1.1", True))
+            handler(Request(b"GET", b"/kv/x", (), b"", "1.1", True))
+        assert rt.now == [True, True, True, True]
+        rt.now.clear()
+        app(Request(b"POST", b"/", (), b'Write "x" 1', "1.1", True))
+        app(Request(b"PUT", b"/kv/x", (), b"1", "1.1", True))
+        app(Request(b"DELETE", b"/kv/x", (), b"", "1.1", True))
+        app(Request(b"DELETE", b"/", (), b"", "1.1", True))
+        session(Request(b"PUT", b"/kv/x", (), b"1", "1.1", True))
+        assert rt.now == [False, False, False, False, False]
+
+    run(main())

@@ -155,3 +155,47 @@ def test_futures_and_callbacks_mix_in_one_runtime() -> None:
         assert sorted(out for _, out, _ in calls.calls) == list(range(1, 20, 2))
 
     run(main())
+
+
+def test_now_steps_the_input_before_returning_when_between_turns() -> None:
+    async def main() -> None:
+        calls = Calls()
+        gate = Gate()
+        async with Runtime(Echo(), max_inflight=2) as rt:
+            turns = rt.turns
+            rt.submit_callback(("fast", 1), calls.callback("now"), now=True)
+            assert calls.calls == [("now", 1, None)] and rt.turns == turns  # no turn needed
+            rt.submit_callback(("raise",), calls.callback("raise"), now=True)
+            assert isinstance(calls.calls[-1][2], HandlerError)
+            # A suspending input stepped now is finished by a later turn, as usual.
+            rt.submit_callback(("gate", gate, "g"), calls.callback("gate"), now=True)
+            await gate.wait_entered(1)
+            rt.submit_callback(("gate", gate, "h"), calls.callback("gate2"), now=True)
+            await gate.wait_entered(2)
+            # No room under max_inflight: it queues instead, and runs once there is room.
+            rt.submit_callback(("fast", 3), calls.callback("queued"), now=True)
+            assert rt.stats()["queue_depth"] == 1 and len(calls.calls) == 2
+            gate.open()
+            await calls.wait_for(5)
+        tags = [tag for tag, _, _ in calls.calls]
+        assert tags[:2] == ["now", "raise"] and sorted(tags[2:]) == ["gate", "gate2", "queued"]
+
+    run(main())
+
+
+def test_now_from_inside_a_turn_queues_instead_of_nesting() -> None:
+    async def main() -> None:
+        calls = Calls()
+        async with Runtime(Echo()) as rt:
+
+            def chain(output: Any, error: BaseException | None) -> None:
+                calls.callback("first")(output, error)
+                # Called inside a turn: must not step the stepper re-entrantly.
+                rt.submit_callback(("fast", 2), calls.callback("second"), now=True)
+                assert len(calls.calls) == 1
+
+            rt.submit_callback(("fast", 1), chain)
+            await calls.wait_for(2)
+        assert calls.calls == [("first", 1, None), ("second", 2, None)]
+
+    run(main())

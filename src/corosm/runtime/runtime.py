@@ -99,6 +99,7 @@ class Runtime(Generic[S, I, O]):
         self._completed_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn_scheduled = False
+        self._in_turn = False
         self._running = False
         self._space = asyncio.Event()
         self._idle = asyncio.Event()
@@ -168,7 +169,7 @@ class Runtime(Generic[S, I, O]):
         self._schedule_turn()
         return future
 
-    def submit_callback(self, input: I, callback: ReplyCallback) -> None:
+    def submit_callback(self, input: I, callback: ReplyCallback, *, now: bool = False) -> None:
         """Queue ``input``; call ``callback(output, None)`` or ``callback(None, error)``.
 
         The callback runs exactly once, on the loop thread, inside the turn
@@ -176,9 +177,25 @@ class Runtime(Generic[S, I, O]):
         :class:`Stopped`). It must not raise; if it does, the error is
         logged and the loop goes on. Raises :class:`Overloaded` and
         :class:`Stopped` like :meth:`submit_nowait`, without calling it.
+
+        ``now=True`` steps the input in this very call when the runtime is
+        between turns and has room under ``max_inflight``, so an input that
+        finishes without I/O (a read) calls back before this returns instead
+        of waiting for the next loop pass behind everything queued. It may
+        overtake inputs still in the inbox: use it only for inputs whose
+        order against other clients' inputs does not matter. Effects it
+        starts go to their executors at once, outside the turn's batch.
         """
         if self._loop is None or not self._running:
             raise Stopped("the runtime is not running")
+        if now and not self._in_turn and self.inflight < self.max_inflight:
+            self._in_turn = True  # a callback that submits again queues, never nests
+            try:
+                self.stepper.input(callback, input)
+                self._dispatch_actions()
+            finally:
+                self._in_turn = False
+            return
         if len(self._inbox) >= self.max_queue:
             self._space.clear()
             raise Overloaded(f"input queue full ({self.max_queue} waiting)")
@@ -251,10 +268,14 @@ class Runtime(Generic[S, I, O]):
 
     def _turn(self) -> None:
         self._turn_scheduled = False
-        self.turns += 1
-        self._deliver_completions()
-        self._admit_inputs()
-        self._dispatch_actions()
+        self._in_turn = True
+        try:
+            self.turns += 1
+            self._deliver_completions()
+            self._admit_inputs()
+            self._dispatch_actions()
+        finally:
+            self._in_turn = False
         if not self._running and self._is_idle():
             self._idle.set()
 

@@ -8,7 +8,10 @@ routes on the path, turns the request into a machine input, submits it with
 :class:`~corosm.frontends.http.messages.Later` that is also the runtime's
 callback: when the runtime dispatches the input's output (or failure), the
 callback maps it to a Response and hands it straight to the connection,
-inside the same loop pass. Requests that need no machine (bad input, health,
+inside the same loop pass. Reads are submitted with ``now=True``: the runtime
+steps them inside ``data_received`` when it can, so a read under write load
+is answered without waiting for the next turn (which delivers a whole group
+commit's completions first). Requests that need no machine (bad input, health,
 metrics) get a ready Response at once.
 
 Routes (``{key}`` is percent-decoded to bytes)::
@@ -80,7 +83,12 @@ class KvRuntime(Protocol):
     """What the app needs from :class:`corosm.runtime.Runtime` (a fake can stand in)."""
 
     def submit_callback(
-        self, input: Input, callback: Callable[[Any, BaseException | None], None], /
+        self,
+        input: Input,
+        callback: Callable[[Any, BaseException | None], None],
+        /,
+        *,
+        now: bool = False,
     ) -> None: ...
 
     def stats(self) -> dict[str, float]: ...
@@ -232,7 +240,7 @@ class KvHttpApp:
     def _submit(self, kind: str, input: Input) -> Response | Later:
         reply = _Reply(self._finish[kind])
         try:
-            self.runtime.submit_callback(input, reply)
+            self.runtime.submit_callback(input, reply, now=type(input) is Read)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
             return self._failed(kind, exc)
         return reply
@@ -333,7 +341,9 @@ class _Session:
 
     def _start(self, input: Input, reply: _Reply) -> None:
         if type(input) not in WRITES:
-            self._app.runtime.submit_callback(input, reply)
+            # A read answers from the applied state: step it at once (see
+            # Runtime.submit_callback) rather than queue it behind the writes.
+            self._app.runtime.submit_callback(input, reply, now=type(input) is Read)
             return
         # Counted before submitting, in case a runtime calls back at once.
         self._writes += 1
