@@ -245,7 +245,8 @@ def test_a_burst_of_finished_calls_is_delivered_in_one_turn() -> None:
     async def main() -> None:
         gate = Gate()
         calls = CountingCalls(count)
-        async with Runtime(Echo(), executors={Call: calls}) as rt:
+        runtime = Runtime(Echo(), executors={Call: calls}, turn_completions=count)
+        async with runtime as rt:
             futures = [rt.submit_nowait(("gate", gate, i)) for i in range(count)]
             await gate.wait_entered(count)
             turns, delivered = rt.stats()["turns"], rt.stats()["completions"]
@@ -257,6 +258,35 @@ def test_a_burst_of_finished_calls_is_delivered_in_one_turn() -> None:
             stats = rt.stats()
             assert stats["completions"] - delivered == count
             assert stats["turns"] - turns == 1  # one wake-up for the whole burst
+
+    run(main())
+
+
+def test_a_big_burst_is_delivered_in_slices_of_turn_completions() -> None:
+    count = 40
+
+    async def main() -> None:
+        gate = Gate()
+        calls = CountingCalls(count)
+        seen: list[tuple[int, int]] = []  # (output, the turn that delivered it)
+        async with Runtime(Echo(), executors={Call: calls}, turn_completions=16) as rt:
+
+            def record(output: Any, error: BaseException | None) -> None:
+                seen.append((output, rt.turns))
+
+            for i in range(count):
+                rt.submit_callback(("gate", gate, i), record)
+            await gate.wait_entered(count)
+            turns = rt.turns
+            gate.open()
+            with calls.cond:
+                assert calls.cond.wait_for(lambda: calls.posted == count, BOUND)
+            async with asyncio.timeout(BOUND):
+                while len(seen) < count:
+                    await asyncio.sleep(0)
+        assert sorted(out for out, _ in seen) == list(range(count))
+        per_turn = [sum(1 for _, t in seen if t == turns + k) for k in (1, 2, 3)]
+        assert per_turn == [16, 16, 8]  # one loop pass per slice, none bigger than 16
 
     run(main())
 

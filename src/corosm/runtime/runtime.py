@@ -66,7 +66,8 @@ class Runtime(Generic[S, I, O]):
     unless given. ``state`` is the starting state (e.g. what recovery rebuilt);
     by default the machine's initial state. At most ``max_queue`` inputs wait
     in the inbox and at most ``max_inflight`` handlers run (or are suspended)
-    at once.
+    at once. One turn delivers at most ``turn_completions`` completions, so
+    that the loop polls its sockets between slices of a big batch.
     """
 
     def __init__(
@@ -78,9 +79,10 @@ class Runtime(Generic[S, I, O]):
         max_queue: int = 10_000,
         max_inflight: int = 10_000,
         call_threads: int = 16,
+        turn_completions: int = 16,
     ) -> None:
-        if max_queue < 1 or max_inflight < 1:
-            raise UsageError("max_queue and max_inflight must be at least 1")
+        if max_queue < 1 or max_inflight < 1 or turn_completions < 1:
+            raise UsageError("max_queue, max_inflight and turn_completions must be at least 1")
         self.machine = machine
         self.stepper: Stepper[S, I, O] = Stepper(machine, state)
         routes: dict[type[Effect[Any]], Executor] = {
@@ -93,6 +95,7 @@ class Runtime(Generic[S, I, O]):
         self._executors: list[Executor] = list(dict.fromkeys(routes.values()))
         self.max_queue = max_queue
         self.max_inflight = max_inflight
+        self.turn_completions = turn_completions
         # A client is the caller's future or its ReplyCallback.
         self._inbox: deque[tuple[asyncio.Future[O] | ReplyCallback, I]] = deque()
         self._completed: list[Completion] = []
@@ -271,21 +274,38 @@ class Runtime(Generic[S, I, O]):
         self._in_turn = True
         try:
             self.turns += 1
-            self._deliver_completions()
-            self._admit_inputs()
+            if self._deliver_completions():
+                # Admit new inputs only with the last slice of a batch: their
+                # appends then still reach the journal together, in one submit.
+                self._admit_inputs()
             self._dispatch_actions()
         finally:
             self._in_turn = False
         if not self._running and self._is_idle():
             self._idle.set()
 
-    def _deliver_completions(self) -> None:
+    def _deliver_completions(self) -> bool:
+        """Deliver the next slice of completions; True when none are left after it."""
+        # At most ``turn_completions`` per turn: a group commit of hundreds of
+        # records would otherwise make one long loop iteration (apply, resume,
+        # reply, socket write for each), and every read arriving meanwhile
+        # waits for all of it. The rest goes to the next turn, after the loop
+        # has polled the sockets again; order is kept (a FIFO buffer).
+        chunk = self.turn_completions
         with self._completed_lock:
-            completed, self._completed = self._completed, []
+            completed = self._completed
+            last = len(completed) <= chunk
+            if last:
+                self._completed = []
+            else:
+                self._completed = completed[chunk:]
+                del completed[chunk:]
+                self._schedule_turn()
         complete = self.stepper.complete
         for request, value, error in completed:
             complete(request, value, error)
         self.completions_delivered += len(completed)
+        return last
 
     def _admit_inputs(self) -> None:
         inbox, stepper = self._inbox, self.stepper
