@@ -11,7 +11,8 @@ best of several repetitions, in microseconds per input or record:
 * ``runtime turn``: the same through :class:`Runtime` on uvloop, 64 inputs in
   flight, with an executor that completes each submitted batch through the
   thread-safe sink (as the journal does, minus the disk): the loop thread's
-  share of a durable write, except HTTP;
+  share of a durable write, except HTTP; once with ``submit_nowait`` (an
+  asyncio future per input) and once with ``submit_callback`` (as HTTP does);
 * ``journal submit``: :meth:`JournalExecutor.submit` encoding 64 Put records;
 * ``frame + deliver``: what the journal thread does per record while holding
   the GIL (framing, CRCs, completions), fsync excluded.
@@ -107,6 +108,30 @@ def runtime_turn(n: int = 50_000) -> int:
     return n
 
 
+async def _runtime_callback_turns(n: int, inflight: int) -> None:
+    async with Runtime(KVMachine(), executors={Append: EchoExecutor()}) as rt:
+        done = asyncio.get_running_loop().create_future()
+        sent = 0
+
+        def submit_one(_output: object = None, _error: object = None) -> None:
+            nonlocal sent
+            if sent == n:
+                if rt.inflight == 0 and not done.done():
+                    done.set_result(None)
+                return
+            sent += 1
+            rt.submit_callback(Write(b"k%d" % (sent & 1023), b"1"), submit_one)
+
+        for _ in range(inflight):
+            submit_one()
+        await done
+
+
+def runtime_callback_turn(n: int = 50_000) -> int:
+    run(_runtime_callback_turns(n, 64))
+    return n
+
+
 def journal_submit(batches: int = 1000) -> int:
     sent: list[int] = []
 
@@ -143,11 +168,12 @@ def main() -> None:
     args = ap.parse_args()
     for label, body in (
         ("kv stepper (Write: input..reply)", kv_stepper),
-        ("runtime turn, 64 in flight", runtime_turn),
+        ("runtime turn, 64 in flight (future)", runtime_turn),
+        ("runtime turn, 64 in flight (callback)", runtime_callback_turn),
         ("journal executor submit", journal_submit),
         ("journal frame + write + deliver", frame_and_deliver),
     ):
-        print(f"{label:36s} {best_us(body, args.repeat):6.2f} us CPU per input")
+        print(f"{label:40s} {best_us(body, args.repeat):6.2f} us CPU per input")
 
 
 if __name__ == "__main__":
