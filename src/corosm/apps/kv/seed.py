@@ -317,7 +317,9 @@ class _Parser:
             out.append(text[pos:end])
             pos = end
             if pos >= len(text):
-                raise self.error(start, "this string has no closing double quote")
+                raise self.error(
+                    start, "this string has no closing double quote; expected one at its end"
+                )
             if text[pos] == '"':
                 self.pos = pos + 1
                 return "".join(out)
@@ -349,7 +351,9 @@ class _Parser:
         if match is not None:
             code = _escape_value(match)
             if code > 0x10FFFF:
-                raise self.error(pos, f"character escape {code} is above the maximum 1114111")
+                raise self.error(
+                    pos, f"character escape {code} is too large; expected at most 1114111"
+                )
             out.append(chr(code))
             return match.end()
         match = _NAMED_ESCAPE.match(text, pos + 1)
