@@ -127,7 +127,10 @@ def test_out_of_range_ints_are_rejected_not_wrapped(n: int) -> None:
         (b'Write "x" 1 2', "column 13: unexpected text after the request"),
         (b'Write "x', "column 7: this string has no closing double quote"),
         (b'Write "\\q" 1', "column 8: bad escape in string"),
-        (b'Write "\\1114112" 1', "column 8: character escape 1114112 is above the maximum"),
+        (
+            b'Write "\\1114112" 1',
+            "column 8: character escape 1114112 is too large; expected at most 1114111",
+        ),
         (b'Write "\\^a" 1', "column 8: bad control escape"),
         (b'Write "a\\  b" 1', "column 12: string gap not closed"),
         (b'Write "\\55296" 1', "surrogate code point"),
