@@ -59,6 +59,7 @@ def open_journal(
         options=options,
         fs=fs,
         records_since_snapshot=rec.report.records_replayed,
+        snapshot_lsn=rec.report.snapshot_lsn,
     )
     return journal, rec
 

@@ -40,7 +40,7 @@ from corosm.errors import JournalClosed, JournalError, UsageError
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import MAX_RECORD_BYTES
 from corosm.io.journal.log import LogWriter
-from corosm.io.journal.snapshot import SnapshotJob
+from corosm.io.journal.snapshot import SnapshotJob, remove_covered
 
 log = logging.getLogger("corosm.journal")
 
@@ -121,8 +121,10 @@ class Journal:
         options: JournalOptions | None = None,
         fs: FileSystem | None = None,
         records_since_snapshot: int = 0,
+        snapshot_lsn: int = 0,
     ) -> None:
         self.options = options or JournalOptions()
+        self.snapshot_lsn = snapshot_lsn  # of the snapshot recovery loaded, 0 if none
         self.fs: FileSystem = fs or OSFileSystem()
         self.directory = directory
         self._writer = LogWriter(self.fs, directory, next_lsn, self.options.segment_bytes)
@@ -159,6 +161,10 @@ class Journal:
         self.fs.makedirs(self.directory)
         self._writer.open()
         self._last_sync = time.perf_counter()  # open() synced the new segment
+        if self.snapshot_lsn:
+            # A snapshot written just before the last stop could not drop the
+            # segment being written then; now that a new one exists, it can.
+            remove_covered(self.fs, self.directory, self.snapshot_lsn)
         self._thread = threading.Thread(target=self._run, name="corosm-journal", daemon=True)
         self._thread.start()
 
