@@ -10,6 +10,7 @@ p99.9 at 64 connections, and reads alone / under write load),
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,13 @@ def _throughput(plt: Any, results: Results) -> Any:
     if disk is not None:
         ax.axhline(disk, color="grey", linestyle="--", label="raw fdatasync/s")
     ax.set_xscale("log", base=2)
+    # Label the connection counts measured, as plain numbers rather than powers of two.
+    ax.set_xticks([x for _, x in cases], [f"{x:g}" for _, x in cases])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y / 1e3:g}k"))
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("connections (wrk)")
-    ax.set_ylabel("durable writes/s (median)")
+    ax.set_ylabel("requests/s (median of rounds)")
     ax.set_title("Durable writes, seed HTTP protocol")
     ax.grid(True, alpha=0.3)
     ax.legend()
@@ -94,6 +100,10 @@ def _latency(plt: Any, results: Results) -> Any:
     ax.set_xticks(range(len(groups)), [label for label, _ in groups], fontsize=8)
     if any(x for _, v in groups for x in v):
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
+        # Start a decade below the shortest bar, so every bar has a visible height.
+        lowest = min(x for _, v in groups for x in v if x)
+        ax.set_ylim(bottom=10 ** math.floor(math.log10(lowest)))
     ax.set_ylabel("latency ms (median of rounds)")
     ax.set_title("Latency percentiles")
     ax.grid(True, axis="y", alpha=0.3)
@@ -107,7 +117,7 @@ def _recovery(plt: Any, results: Results) -> Any:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for mode in results.contenders("recovery"):
         samples = sorted(results.select("recovery", mode), key=lambda s: s.x)
-        label = "journal only" if mode == "journal" else "snapshot + 1000-record tail"
+        label = "journal only" if mode == "journal" else "snapshot + 1,000-record tail"
         ax.plot(
             [s.x for s in samples],
             [s.values["recover_s"] for s in samples],
@@ -116,6 +126,7 @@ def _recovery(plt: Any, results: Results) -> Any:
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
     ax.set_xlabel("records written")
     ax.set_ylabel("restart (recovery) seconds")
     ax.set_title("Recovery time against journal size")
@@ -132,7 +143,16 @@ def _memory(plt: Any, results: Results) -> Any:
     for ax, sc in zip(axes[0], present, strict=True):
         samples = sorted(results.select(sc), key=lambda s: s.x)
         ax.plot([s.x for s in samples], [s.values["rss_mb"] for s in samples], marker="o")
+        for smp in samples:  # growth per key/handler, the figure that scales
+            ax.annotate(
+                f"{smp.values['bytes_each']:.0f} B each",
+                (smp.x, smp.values["rss_mb"]),
+                textcoords="offset points",
+                xytext=(-10, 8),
+                fontsize=8,
+            )
         ax.set_xscale("log")
+        ax.set_ylim(bottom=0, top=max(s.values["rss_mb"] for s in samples) * 1.15)
         ax.set_xlabel("keys" if sc == "rss_keys" else "suspended handlers")
         ax.set_ylabel("RSS MiB")
         ax.grid(True, alpha=0.3)

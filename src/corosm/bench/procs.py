@@ -12,11 +12,17 @@ wrapped around it writes its output), then SIGKILL if it lingers.
 On a machine with two or more cores, servers run on the first core and the
 load generator on the others (``taskset``), so they do not steal each
 other's CPU; on one core nothing is pinned.
+
+:func:`cpu_seconds` reads a server's CPU time from ``/proc`` (the whole
+process, and its main thread, which runs corosm's event loop), so the
+suite can report CPU microseconds per request: on one server core that
+figure is what caps throughput.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -100,6 +106,31 @@ def need_tool(name: str) -> str:
             f"'{name}' is not installed; install it with: sudo apt-get install {package}"
         )
     return path
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTimes:
+    """CPU seconds (user + system) used so far by a process and by its main thread."""
+
+    process: float
+    main_thread: float
+
+
+def cpu_seconds(pid: int) -> CpuTimes | None:
+    """The CPU time of ``pid`` from ``/proc``, or None where it cannot be read."""
+    try:
+        whole = Path(f"/proc/{pid}/stat").read_text()
+        main = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:  # not Linux, or the process is gone
+        return None
+    return CpuTimes(_stat_cpu(whole), _stat_cpu(main))
+
+
+def _stat_cpu(stat: str) -> float:
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    # utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

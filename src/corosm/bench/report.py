@@ -101,6 +101,7 @@ def durable_writes_section(results: Results) -> list[str]:
     disk = results.median("fdatasync", "100-byte write + fdatasync", "disk", "rps")
     header = ["connections", *(f"{n} req/s" for n in names), "raw fdatasync/s"]
     header += ["corosm / blocking", "corosm / constant", "corosm p50 / p99 / p99.9 ms"]
+    header += [f"{n} CPU us/req (loop)" for n in names]
     rows = []
     for case, _ in results.cases(sc):
         p = [results.median(sc, case, "corosm", k) for k in ("p50_ms", "p99_ms", "p999_ms")]
@@ -111,8 +112,16 @@ def durable_writes_section(results: Results) -> list[str]:
             _ratio(pairwise_ratio(results, sc, case, "corosm", "blocking")),
             _ratio(pairwise_ratio(results, sc, case, "corosm", "constant")),
             " / ".join(_num(v, ".2f") for v in p),
+            *(_cpu_cell(results, case, n) for n in names),
         ])  # fmt: skip
     return _table(header, rows)
+
+
+def _cpu_cell(results: Results, case: str, name: str, scenario: str = "durable_writes") -> str:
+    """Server CPU us per request: whole process (main/loop thread in parentheses)."""
+    whole = results.median(scenario, case, name, "cpu_us_per_req")
+    loop = results.median(scenario, case, name, "loop_us_per_req")
+    return f"{_num(whole)} ({_num(loop)})" if whole is not None else "n/a"
 
 
 def reads_section(results: Results) -> list[str]:
@@ -140,12 +149,14 @@ def redis_section(results: Results) -> list[str]:
     names = results.contenders("redis")
     others = [n for n in names if n != "corosm"]
     header = ["test", *(f"{n} req/s" for n in names), *(f"corosm / {n}" for n in others)]
+    header += [f"{n} CPU us/req (main)" for n in names]
     rows = []
     for case, _ in results.cases("redis"):
         rows.append([
             case,
             *(_num(results.median("redis", case, n, "rps")) for n in names),
             *(_ratio(pairwise_ratio(results, "redis", case, "corosm", n)) for n in others),
+            *(_cpu_cell(results, case, n, "redis") for n in names),
         ])  # fmt: skip
     return _table(header, rows)
 

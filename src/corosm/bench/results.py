@@ -71,7 +71,8 @@ class Results:
 
     def median(self, scenario: str, case: str, contender: str, key: str) -> float | None:
         """Median of ``key`` over the rounds of one (scenario, case, contender); None if none."""
-        values = [v[key] for v in self.by_round(scenario, case, contender).values()]
+        # A key may be missing from some rounds (e.g. CPU time where /proc is not readable).
+        values = [v[key] for v in self.by_round(scenario, case, contender).values() if key in v]
         return statistics.median(values) if values else None
 
     def by_round(self, scenario: str, case: str, contender: str) -> dict[int, Mapping[str, float]]:

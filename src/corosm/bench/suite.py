@@ -15,7 +15,11 @@ well under fifteen). :class:`Suite` runs the scenarios in order and records
 5. ``recovery`` and 6. ``rss_keys``/``rss_suspended``: each point in a fresh
    process (:mod:`corosm.bench.recovery`, :mod:`corosm.bench.memory`).
 
-Servers run pinned to one core and load generators to the others. A
+Servers run pinned to one core and load generators to the others. For
+HTTP writes and RESP the suite also reads each server's CPU time from ``/proc``
+around every load run (wrk, and redis-benchmark run once per command):
+CPU microseconds per request, for the whole process
+and for its loop thread, explain the throughput a single core allows. A
 contender or tool that is missing is recorded in ``results.unavailable``
 with the reason, and the rest of the suite still runs.
 """
@@ -38,7 +42,9 @@ from corosm.bench import contenders as cont
 from corosm.bench.hostinfo import fdatasync_rate, host_info
 from corosm.bench.procs import (
     ContenderUnavailable,
+    CpuTimes,
     Pinning,
+    cpu_seconds,
     free_port,
     need_tool,
     probe,
@@ -68,7 +74,8 @@ class Plan:
 
 QUICK = Plan(True, 1, 1, (1, 16, 64, 256), 8, (1_000, 20_000), (10_000, 100_000),
              (10_000, 100_000), (1_000, 10_000), 1.0)  # fmt: skip
-FULL = Plan(False, 3, 4, (1, 16, 64, 256), 8, (4_000, 50_000), (10_000, 100_000, 1_000_000),
+FULL = Plan(False, 3, 4, (1, 16, 64, 256), 8, (4_000, 50_000),
+            (10_000, 100_000, 1_000_000, 10_000_000),
             (10_000, 100_000, 1_000_000), (1_000, 10_000, 100_000), 2.0)  # fmt: skip
 
 SCENARIOS = ("fdatasync", "durable_writes", "reads", "redis", "recovery", "memory", "profile")
@@ -104,6 +111,7 @@ class Suite:
         self.results = Results(
             host=host_info(work_dir), quick=plan.quick, pinning=self.pin.describe()
         )
+        self.pids: dict[str, int] = {}  # contender name -> pid of the running server
         self.write_lua = write_script(work_dir, "write")
         self.read_lua = write_script(work_dir, "read", keyspace=10_000)
 
@@ -145,7 +153,7 @@ class Suite:
                 log = self.work / f"{scenario}-{c.name}.log"
                 one = contextlib.ExitStack()
                 try:
-                    one.enter_context(running(argv, c.ports(port, resp_port), log))
+                    proc = one.enter_context(running(argv, c.ports(port, resp_port), log))
                     trouble = probe(c.load_port(port, resp_port), c.protocol)
                     if trouble is not None:
                         raise ContenderUnavailable(trouble)
@@ -157,6 +165,7 @@ class Suite:
                     continue
                 stack.enter_context(one)
                 ports[c.name] = c.load_port(port, resp_port)
+                self.pids[c.name] = proc.pid  # taskset execs the server: same pid
             yield ports
 
     # -- load --------------------------------------------------------------------------
@@ -177,9 +186,18 @@ class Suite:
         return parse_wrk_output(done.stdout)
 
     def _record_wrk(
-        self, scenario: str, case: str, x: float, name: str, *, rnd: int, r: WrkResult
+        self,
+        scenario: str,
+        case: str,
+        x: float,
+        name: str,
+        *,
+        rnd: int,
+        r: WrkResult,
+        cpu: dict[str, float] | None = None,
     ) -> None:
-        values = {
+        values = cpu or {}
+        values |= {
             "rps": r.ok_rps,
             "errors": float(r.errors),
             "p50_ms": r.p50_us / 1e3,
@@ -218,9 +236,12 @@ class Suite:
             for conns in self.plan.connections:
                 for rnd in range(self.plan.rounds):
                     for name, port in ports.items():
+                        before = cpu_seconds(self.pids[name])
                         r = self.wrk(port, self.write_lua, conns, self.plan.seconds)
+                        after = cpu_seconds(self.pids[name])
+                        cpu = _cpu_per_request(before, after, r.requests - r.errors)
                         self._record_wrk(
-                            "durable_writes", f"{conns} conns", conns, name, rnd=rnd, r=r
+                            "durable_writes", f"{conns} conns", conns, name, rnd=rnd, r=r, cpu=cpu
                         )
 
     def reads(self) -> None:
@@ -281,21 +302,28 @@ class Suite:
         self, name: str, port: int, label: str, shape: tuple[int, int, int], rnd: int
     ) -> None:
         clients, pipeline, requests = shape
-        argv = redis_benchmark_command(port, "set,get", requests, clients, pipeline=pipeline)
-        done = subprocess.run(
-            self.pin.wrap_load(argv), capture_output=True, text=True, timeout=300, check=False
-        )
-        try:
-            rows = parse_redis_benchmark_csv(done.stdout)
-        except UsageError as exc:
-            self.results.notes.append(f"redis {label} {name}: {exc} {done.stderr.strip()[:200]}")
-            return
-        for test, row in rows.items():
-            values = {"rps": row.rps, "p50_ms": row.p50_ms, "p99_ms": row.p99_ms}
-            self.results.add(
-                Sample("redis", f"{test} {label}", clients * pipeline, name, rnd, values)
+        for command in ("set", "get"):  # one run each, so the server's CPU is per command
+            argv = redis_benchmark_command(port, command, requests, clients, pipeline=pipeline)
+            before = cpu_seconds(self.pids[name])
+            done = subprocess.run(
+                self.pin.wrap_load(argv), capture_output=True, text=True, timeout=300, check=False
             )
-            self.say(f"redis {test} {label} {name}: {row.rps:,.0f} req/s, p99 {row.p99_ms:.2f} ms")
+            cpu = _cpu_per_request(before, cpu_seconds(self.pids[name]), requests)
+            try:
+                rows = parse_redis_benchmark_csv(done.stdout)
+            except UsageError as exc:
+                stderr = done.stderr.strip()[:200]
+                self.results.notes.append(f"redis {command} {label} {name}: {exc} {stderr}")
+                continue
+            for test, row in rows.items():
+                values = cpu | {"rps": row.rps, "p50_ms": row.p50_ms, "p99_ms": row.p99_ms}
+                self.results.add(
+                    Sample("redis", f"{test} {label}", clients * pipeline, name, rnd, values)
+                )
+                self.say(
+                    f"redis {test} {label} {name}: {row.rps:,.0f} req/s, "
+                    f"p99 {row.p99_ms:.2f} ms, {values.get('cpu_us_per_req', 0):.1f} us CPU/req"
+                )
 
     def _worker(self, module: str, *args: str) -> dict[str, float] | None:
         argv = self.pin.wrap_server([sys.executable, "-m", module, *args])
@@ -337,7 +365,7 @@ class Suite:
                 self.say(f"memory {count:,} {kind}: RSS {mib:.0f} MiB, {each:.0f} B each")
 
     def profile(self) -> None:
-        """cProfile of corosm's loop: HTTP durable writes at 64 conns, RESP GET at -c 50."""
+        """cProfile of corosm's loop: HTTP durable writes at 64 conns, RESP SET/GET at -c 50."""
         if "durable_writes/corosm" not in self.results.unavailable:
             path = self.work / "http.prof"
             with self.servers(
@@ -352,13 +380,13 @@ class Suite:
             path = self.work / "resp.prof"
             with self.servers("profile-resp", (cont.profiled(cont.corosm_resp(), path),)) as ports:
                 for port in ports.values():
-                    argv = redis_benchmark_command(port, "get", self.plan.redis_requests[1], 50)
+                    argv = redis_benchmark_command(port, "set,get", self.plan.redis_requests[1], 50)
                     subprocess.run(
                         self.pin.wrap_load(argv), capture_output=True, timeout=300, check=False
                     )
-                    self.say("profile run (RESP GET -c 50) done")
+                    self.say("profile run (RESP SET, GET -c 50) done")
             if ports:
-                self._keep_profile("RESP GET, redis-benchmark -c 50", path)
+                self._keep_profile("RESP SET then GET, redis-benchmark -c 50", path)
 
     def _keep_profile(self, title: str, path: Path) -> None:
         from corosm.bench.profile import profile_summary
@@ -367,3 +395,15 @@ class Suite:
             self.results.profile += f"### {title}\n\n```\n{profile_summary(path)}\n```\n\n"
         else:
             self.results.notes.append(f"profile of {title}: the server wrote no profile file")
+
+
+def _cpu_per_request(
+    before: CpuTimes | None, after: CpuTimes | None, answered: int
+) -> dict[str, float]:
+    """Server CPU microseconds per answered request over one load run (empty if unknown)."""
+    if before is None or after is None or answered <= 0:
+        return {}
+    return {
+        "cpu_us_per_req": (after.process - before.process) / answered * 1e6,
+        "loop_us_per_req": (after.main_thread - before.main_thread) / answered * 1e6,
+    }
