@@ -323,23 +323,11 @@ class Runtime(Generic[S, I, O]):
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
         for action in self.stepper.take_actions():
             if type(action) is Reply:  # half of all actions: skip the match's class patterns
-                client = action.client
-                if isinstance(client, asyncio.Future):
-                    if not client.done():
-                        client.set_result(action.output)
-                    continue
-                try:  # _call, inlined on the hot path
-                    client(action.output, None)
-                except Exception:
-                    log.exception("reply callback %r failed", client)
+                _reply(action.client, action.output)
                 continue
             match action:
-                case Reply(client, output):  # a Reply subclass: not expected, still handled
-                    if isinstance(client, asyncio.Future):
-                        if not client.done():
-                            client.set_result(output)
-                    else:
-                        _call(client, output, None)
+                case Reply(client, output):  # only a subclass of Reply gets here
+                    _reply(client, output)
                 case ReplyError(client, error):
                     _fail(client, error)
                 case StartIO(request, effect):
@@ -382,6 +370,14 @@ def _call(callback: ReplyCallback, output: Any, error: BaseException | None) -> 
         callback(output, error)
     except Exception:  # a front end's bug must not stop the loop or other replies
         log.exception("reply callback %r failed", callback)
+
+
+def _reply(client: asyncio.Future[Any] | ReplyCallback, output: Any) -> None:
+    if isinstance(client, asyncio.Future):
+        if not client.done():
+            client.set_result(output)
+    else:
+        _call(client, output, None)
 
 
 def _fail(client: asyncio.Future[Any] | ReplyCallback, error: BaseException) -> None:
