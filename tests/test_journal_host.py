@@ -17,7 +17,7 @@ from typing import Any
 from corosm.core import Context, IOCompleted, Machine, Reply, StartIO, Stepper
 from corosm.core.events import InputArrived
 from corosm.io.executor import Completion
-from corosm.io.journal import Journal, JournalExecutor, JournalOptions, copy_state, open_journal
+from corosm.io.journal import Journal, JournalExecutor, JournalOptions, open_journal
 
 BOUND = 10.0
 
@@ -71,7 +71,7 @@ def run(directory: str, inputs: list[tuple[str, int]]) -> tuple[dict[str, int], 
         batch = inbox.get(timeout=BOUND)
         actions = stepper.feed(*(IOCompleted(r, v, e) for r, v, e in batch))
         if journal.snapshot_due():
-            snap = copy_state(m, stepper.state)
+            snap = m.copy_state(stepper.state)
             journal.start_snapshot(stepper.last_append_value, lambda s=snap: m.snapshot(s))
     ex.close()
     return stepper.state, replies

@@ -131,7 +131,7 @@ class Server:
             )
         else:
             self.journal = journal
-            executor = DurableJournalExecutor(journal, machine.encode_record)
+            executor = JournalExecutor(journal, machine.encode_record)
         self.runtime = Runtime(
             machine,
             state=recovered.state,
@@ -189,28 +189,6 @@ class Server:
             await stop_resp_server(self.resp)
         if self.runtime is not None:
             await self.runtime.stop()
-
-
-class DurableJournalExecutor(JournalExecutor):
-    """The group-commit journal executor, with the stats and health the server reports."""
-
-    def stats(self) -> dict[str, float]:
-        s = self.journal.stats()
-        return {
-            "journal_batches": s.batches,
-            "journal_records": s.records,
-            "journal_bytes": s.bytes,
-            "journal_fsyncs": s.fsyncs,
-            "journal_fsync_seconds_sum": s.fsync_seconds_total,
-            "journal_fsync_p50_seconds": s.fsync_recent_p50,
-            "journal_fsync_p99_seconds": s.fsync_recent_p99,
-            "journal_queued": s.queued,
-            "journal_snapshots": s.snapshots,
-        }
-
-    def health(self) -> str | None:
-        failure = self.journal.failure
-        return None if failure is None else f"journal failed: {failure}"
 
 
 class BlockingJournalExecutor:

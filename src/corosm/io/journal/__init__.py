@@ -9,7 +9,7 @@ Typical use by a host::
     executor.start(sink)                              # opens a segment, starts the thread
     ...
     if journal.snapshot_due():                        # on the loop, after applying lsn L
-        copy = getattr(machine, "copy_state", copy.copy)(state)
+        copy = machine.copy_state(state)
         journal.start_snapshot(L, lambda: machine.snapshot(copy))
 
 Modules: :mod:`.format` (bytes on disk), :mod:`.files` (file-system protocol,
@@ -21,7 +21,6 @@ group-commit step), :mod:`.writer` (``Journal``, the thread), :mod:`.snapshot`,
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -64,12 +63,6 @@ def open_journal(
     return journal, rec
 
 
-def copy_state(machine: Machine[S, Any, Any], state: S) -> S:
-    """``machine.copy_state(state)`` if the machine defines it, else ``copy.copy(state)``."""
-    fn: Callable[[S], S] = getattr(machine, "copy_state", copy.copy)
-    return fn(state)
-
-
 __all__ = [
     "BatchResult",
     "Damage",
@@ -87,7 +80,6 @@ __all__ = [
     "OSFileSystem",
     "Recovered",
     "RecoveryReport",
-    "copy_state",
     "open_journal",
     "recover",
     "write_snapshot",

@@ -73,3 +73,23 @@ class JournalExecutor:
     def close(self) -> None:
         """Write and fsync everything queued, then join the journal thread."""
         self.journal.close()
+
+    def stats(self) -> dict[str, float]:
+        """The journal's counters, flat, for the runtime's ``stats()`` and /metrics."""
+        s = self.journal.stats()
+        return {
+            "journal_batches": s.batches,
+            "journal_records": s.records,
+            "journal_bytes": s.bytes,
+            "journal_fsyncs": s.fsyncs,
+            "journal_fsync_seconds_sum": s.fsync_seconds_total,
+            "journal_fsync_p50_seconds": s.fsync_recent_p50,
+            "journal_fsync_p99_seconds": s.fsync_recent_p99,
+            "journal_queued": s.queued,
+            "journal_snapshots": s.snapshots,
+        }
+
+    def health(self) -> str | None:
+        """None while the journal accepts appends, else why it stopped."""
+        failure = self.journal.failure
+        return None if failure is None else f"journal failed: {failure}"
