@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from corosm.io.journal import recover
-from corosm.io.journal.recovery import Recovered
+from journal_helpers import replay
 
 CHILD = r"""
 import sys, threading
@@ -36,18 +35,6 @@ for t in range(threads):
     threading.Thread(target=writer, args=(t,), daemon=True).start()
 threading.Event().wait()
 """
-
-
-class ListMachine:
-    def initial_state(self) -> list[bytes]:
-        return []
-
-    def apply(self, state: list[bytes], record: bytes) -> list[bytes]:
-        state.append(record)
-        return state
-
-    def decode_record(self, data: bytes) -> bytes:
-        return data
 
 
 def read_acks(
@@ -91,7 +78,7 @@ def test_kill_9_under_load_loses_no_acknowledged_append(tmp_path: Path) -> None:
     assert child.returncode == -signal.SIGKILL, stderr
     assert len(acked) >= 1500, f"child acked only {len(acked)}: {stderr}"
 
-    rec: Recovered[list[bytes]] = recover(str(tmp_path), ListMachine())  # type: ignore[arg-type]
+    rec = replay(str(tmp_path))
     for lsn, payload in acked.items():
         assert rec.state[lsn - 1] == payload, f"acknowledged lsn {lsn} lost or changed"
     assert rec.next_lsn - 1 >= max(acked)

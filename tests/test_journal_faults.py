@@ -10,27 +10,16 @@ from typing import Any
 import pytest
 
 from corosm.errors import JournalClosed, JournalError
-from corosm.io.journal import FaultyFS, Journal, JournalCompletion, JournalOptions, recover
+from corosm.io.journal import FaultyFS, Journal, JournalCompletion, JournalOptions
 from corosm.io.journal.format import FRAME_SIZE, HEADER_SIZE, segment_name
 from corosm.io.journal.recovery import Recovered
+from journal_helpers import replay as replay_dir
 
 BOUND = 10.0
 
 
-class ListMachine:
-    def initial_state(self) -> list[bytes]:
-        return []
-
-    def apply(self, state: list[bytes], record: bytes) -> list[bytes]:
-        state.append(record)
-        return state
-
-    def decode_record(self, data: bytes) -> bytes:
-        return data
-
-
 def replay(fs: FaultyFS) -> Recovered[list[bytes]]:
-    return recover("/j", ListMachine(), fs=fs)  # type: ignore[arg-type]
+    return replay_dir("/j", fs)
 
 
 class Collect:

@@ -19,34 +19,12 @@ from corosm.io.journal import (
     JournalExecutor,
     JournalOptions,
     LogWriter,
-    recover,
 )
 from corosm.io.journal.files import OSFileSystem
 from corosm.io.journal.format import segment_name
-from corosm.io.journal.recovery import Recovered
+from journal_helpers import replay
 
 BOUND = 10.0  # seconds: every wait in these tests is bounded
-
-
-class ListMachine:
-    """Replays records into a list of (lsn-order) payloads."""
-
-    def initial_state(self) -> list[bytes]:
-        return []
-
-    def apply(self, state: list[bytes], record: bytes) -> list[bytes]:
-        state.append(record)
-        return state
-
-    def decode_record(self, data: bytes) -> bytes:
-        return data
-
-    def restore(self, data: bytes) -> list[bytes]:
-        raise AssertionError("no snapshots in these tests")
-
-
-def replay(directory: str, fs: Any = None) -> Recovered[list[bytes]]:
-    return recover(directory, ListMachine(), fs=fs)  # type: ignore[arg-type]
 
 
 class GatedHandle:
