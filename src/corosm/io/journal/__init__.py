@@ -21,7 +21,6 @@ group-commit step), :mod:`.writer` (``Journal``, the thread), :mod:`.snapshot`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from corosm.core.machine import Machine
