@@ -15,8 +15,8 @@ from corosm.apps.kv.outputs import OK, Count, Output, SetOutcome, Value
 from corosm.errors import HandlerError, JournalError, Overloaded, Stopped, UsageError
 from corosm.frontends.http import HttpServer, Limits, start_http_server
 from corosm.frontends.http.app import KvHttpApp, KvRuntime
-from corosm.frontends.http.rawclient import RawResponse, exchange, read_response
 from corosm.runtime import Runtime, run
+from rawclient import RawResponse, exchange, read_response
 
 HOST = "127.0.0.1"
 

@@ -23,8 +23,8 @@ from corosm.apps.kv.inputs import Input
 from corosm.apps.kv.outputs import Output
 from corosm.frontends.http import HttpServer, Limits, start_http_server
 from corosm.frontends.http.app import KvHttpApp
-from corosm.frontends.http.rawclient import exchange, read_response
 from corosm.runtime import Runtime, loop_factory
+from rawclient import exchange, read_response
 
 HOST = "127.0.0.1"
 T = TypeVar("T")

@@ -17,8 +17,8 @@ from typing import Any
 from corosm.apps.kv.inputs import Read, Write
 from corosm.frontends.http import HttpServer, Request, Response, start_http_server
 from corosm.frontends.http.app import KvHttpApp
-from corosm.frontends.http.rawclient import RawResponse, read_response
 from corosm.runtime import run
+from rawclient import RawResponse, read_response
 from test_http_app import HOST, FakeRuntime, req, serve_fake, serve_real
 
 PAIRS = 300

@@ -18,8 +18,8 @@ from corosm.frontends.http import (
     Response,
     start_http_server,
 )
-from corosm.frontends.http.rawclient import read_response, read_until_closed
 from corosm.runtime import run
+from rawclient import read_response, read_until_closed
 
 HOST = "127.0.0.1"
 _WRITERS: list[asyncio.StreamWriter] = []  # closed by serve() after each test

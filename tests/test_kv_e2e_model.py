@@ -25,7 +25,7 @@ from corosm.apps.kv import model
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf, Write
 from corosm.apps.kv.outputs import Count, Ok, Output, SetOutcome, Value
 from corosm.apps.kv.records import parse_int64
-from corosm.frontends.http.rawclient import exchange
+from rawclient import exchange
 from serverproc import ServerProcess
 
 KEYS = ["a", "b", 'q"uote', "back\\slash", "sp ace", "ü", "tab\tnew\nline", "%41"]

@@ -6,7 +6,6 @@
 - :mod:`~corosm.frontends.http.server`: :func:`start_http_server` and graceful shutdown.
 - :mod:`~corosm.frontends.http.app`: :class:`KvHttpApp`, the key-value routes.
 - :mod:`~corosm.frontends.http.metrics`: the Prometheus text page.
-- :mod:`~corosm.frontends.http.rawclient`: a raw client for tests and benchmarks.
 """
 
 from corosm.frontends.http.messages import (

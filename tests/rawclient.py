@@ -1,4 +1,4 @@
-"""A tiny raw HTTP/1.1 client on asyncio streams, for tests and benchmarks.
+"""A tiny raw HTTP/1.1 client on asyncio streams, for the HTTP server's tests.
 
 Theory of operation
 -------------------
