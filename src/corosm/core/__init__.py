@@ -19,7 +19,7 @@ from corosm.core.events import (
     StartIO,
 )
 from corosm.core.futures import Future
-from corosm.core.machine import Machine, Policy
+from corosm.core.machine import Machine, Order, Policy
 from corosm.core.stepper import Stepper
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "IOCompleted",
     "InputArrived",
     "Machine",
+    "Order",
     "Policy",
     "Reply",
     "ReplyError",

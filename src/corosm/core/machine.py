@@ -55,11 +55,45 @@ class Policy(enum.Enum):
     EXCLUSIVE = "exclusive"
 
 
+class Order(enum.Enum):
+    """How an input orders against earlier inputs of the same connection.
+
+    Front ends promise read-your-writes per connection: an answer reflects
+    every earlier write of that connection. The machine declares, once, which
+    inputs need what (:meth:`Machine.order`), and every front end obeys it:
+
+    ``LOGGED``
+        A write whose outcome is decided when its journal record is applied,
+        in log order (``await ctx.append(...)`` first, answer after). It may
+        go to the machine while earlier writes still wait for their fsync.
+    ``READ``
+        Answers from the applied state without waiting for I/O. It waits
+        until the connection's writes in flight are answered.
+    ``WRITE``
+        A write that may answer from the applied state at once (a delete of
+        an absent key): it waits for earlier writes, and later reads wait
+        for it. The safe choice for an input one knows nothing about.
+    """
+
+    LOGGED = "logged"
+    READ = "read"
+    WRITE = "write"
+
+
 class Machine(Generic[S, I, O]):
     """Base class for coroutine state machines."""
 
     #: How inputs interleave while handlers are suspended.
     policy: Policy = Policy.INTERLEAVE
+
+    def order(self, input: I) -> Order:
+        """How ``input`` orders against the same connection's earlier inputs.
+
+        The default, ``Order.WRITE``, is always safe; declaring reads
+        ``READ`` and log-decided writes ``LOGGED`` lets pipelined inputs on
+        one connection overlap.
+        """
+        return Order.WRITE
 
     def initial_state(self) -> S:
         """The state of a machine that has seen no input."""

@@ -87,7 +87,7 @@ from corosm.apps.kv.records import (
     encode_snapshot,
     parse_int64,
 )
-from corosm.core import Context, Machine, Policy
+from corosm.core import Context, Machine, Order, Policy
 from corosm.errors import DataError, UsageError
 
 
@@ -156,6 +156,22 @@ def _increment(data: dict[bytes, bytes], key: bytes, delta: int) -> Output:
     return IntValue(new)
 
 
+#: How each input orders against its own connection's earlier inputs (see
+#: :class:`corosm.core.Order`); anything not listed is a READ. Every front end
+#: takes read-your-writes from here. A delete is a WRITE, not LOGGED: when
+#: the key is absent it answers 0 at once, without a journal record.
+ORDER: dict[type[Input], Order] = {
+    Write: Order.LOGGED,
+    WriteMany: Order.LOGGED,
+    SetIf: Order.LOGGED,
+    IncrBy: Order.LOGGED,
+    AppendBytes: Order.LOGGED,
+    Reset: Order.LOGGED,
+    Delete: Order.WRITE,
+    DeleteMany: Order.WRITE,
+}
+
+
 class KVMachine(Machine[KVState, Input, Output]):
     """The durable key-value store as a coroutine state machine (see module docs)."""
 
@@ -163,6 +179,10 @@ class KVMachine(Machine[KVState, Input, Output]):
 
     def initial_state(self) -> KVState:
         return KVState()
+
+    def order(self, input: Input) -> Order:
+        """Writes that journal first are LOGGED; deletes may answer at once (see ORDER)."""
+        return ORDER.get(type(input), Order.READ)
 
     async def handle(self, ctx: Context[KVState], input: Input) -> Output:
         data = ctx.state.data
