@@ -23,6 +23,11 @@ from corosm.apps.kv.records import INT64_MAX, INT64_MIN
 from corosm.errors import UsageError
 
 
+#: The largest key and value any front end may store (one table in docs/limits.md).
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 1 << 20
+
+
 def _need_bytes(what: str, value: object) -> None:
     if type(value) is not bytes:
         raise UsageError(f"{what} must be bytes, not {type(value).__name__} ({value!r:.60})")
