@@ -36,7 +36,13 @@ from corosm.core import Stepper
 from corosm.core.effects import Append, Effect
 from corosm.core.events import StartIO
 from corosm.io.executor import CompletionSink
-from corosm.io.journal import Journal, JournalExecutor, JournalOptions
+from corosm.io.journal import (
+    JournalControl,
+    JournalExecutor,
+    JournalOptions,
+    LogWriter,
+    OSFileSystem,
+)
 from corosm.runtime import Runtime, run
 
 
@@ -152,13 +158,14 @@ def journal_submit(batches: int = 1000) -> int:
 
 def frame_and_deliver(batches: int = 2000) -> int:
     with tempfile.TemporaryDirectory() as d:
-        journal = Journal(d, options=JournalOptions(fsync="never"))
-        journal._sink = lambda completions: None  # no thread: drive _commit by hand
-        journal._writer.open()
+        # The journal's thread-free control, driven by hand: no thread, no sink.
+        writer = LogWriter(OSFileSystem(), d, 1)
+        control = JournalControl(writer, JournalOptions(fsync="never"), lambda completions: None)
+        control.open()
         batch = [(i, b"\x01\x02\x00\x00\x00k1" + b"%d" % i) for i in range(64)]
         for _ in range(batches):
-            journal._commit(batch)
-        journal._writer.close()
+            control.commit(batch)
+        control.close()
     return 64 * batches
 
 

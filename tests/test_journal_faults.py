@@ -103,7 +103,7 @@ def test_crash_tearing_an_unsynced_batch_recovers_whole_records_only(tear: int) 
     j.start()
     for rec in (b"syn1", b"syn2"):
         j.append(rec, timeout=BOUND)
-    j._writer.sync()  # white-box: make the first two durable, as an fsync would
+    j.control.writer.sync()  # white-box: make the first two durable, as an fsync would
     unsynced = [b"uns3", b"uns4", b"uns5"]
     for rec in unsynced:
         j.append(rec, timeout=BOUND)

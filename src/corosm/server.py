@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 ``Server.start`` runs, in order: recover the data directory (newest snapshot,
 then the journal after it, through the machine's own ``apply``); start the
-runtime with a :class:`JournalExecutor` for appends; listen for HTTP (and
-RESP, when a port is given); start a periodic check that writes a snapshot
-when the journal has grown enough. ``Server.stop`` reverses it: stop
+runtime with a :class:`JournalExecutor` for appends (the journal also says
+when a snapshot is due, and the host takes it as a phase of its turn);
+listen for HTTP (and RESP, when a port is given). ``Server.stop`` reverses it: stop
 accepting, let in-flight requests finish, stop the runtime (which flushes and
 fsyncs the journal), and close.
 
@@ -46,8 +46,6 @@ from corosm.runtime import run as run_on_uvloop
 
 log = logging.getLogger("corosm.server")
 
-SNAPSHOT_CHECK_SECONDS = 1.0
-
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -79,7 +77,6 @@ class Server:
         self.journal: Journal | None = None
         self.http: HttpServer | None = None
         self.resp: asyncio.Server | None = None
-        self._snapshot_timer: asyncio.TimerHandle | None = None
 
     @property
     def http_port(self) -> int:
@@ -136,12 +133,11 @@ class Server:
             machine,
             state=recovered.state,
             executors={Append: executor},
+            snapshots=self.journal,
             max_queue=config.max_queue,
         )
         await self.runtime.start()
         await self._start_frontends()
-        if self.journal is not None:
-            self._snapshot_timer = loop.call_later(SNAPSHOT_CHECK_SECONDS, self._check_snapshot)
 
     async def _start_frontends(self) -> None:
         from corosm.frontends.http.app import KvHttpApp
@@ -162,25 +158,8 @@ class Server:
             }
             self.resp = await start_resp_server(runtime, config.host, config.resp_port, info=info)
 
-    def _check_snapshot(self) -> None:
-        """Start a snapshot if the journal grew enough; runs on the loop every second."""
-        journal, runtime = self.journal, self.runtime
-        if journal is None or runtime is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._snapshot_timer = loop.call_later(SNAPSHOT_CHECK_SECONDS, self._check_snapshot)
-        lsn = runtime.stepper.last_append_value
-        if not isinstance(lsn, int) or not journal.snapshot_due():
-            return
-        machine = runtime.machine
-        frozen = machine.copy_state(runtime.stepper.state)
-        if journal.start_snapshot(lsn, lambda: machine.snapshot(frozen)):
-            log.info("snapshot started at lsn %d", lsn)
-
     async def stop(self) -> None:
         """Stop accepting, finish what is in flight, flush the journal."""
-        if self._snapshot_timer is not None:
-            self._snapshot_timer.cancel()
         if self.http is not None:
             await self.http.shutdown()
         if self.resp is not None:

@@ -13,8 +13,9 @@ Typical use by a host::
         journal.start_snapshot(L, lambda: machine.snapshot(copy))
 
 Modules: :mod:`.format` (bytes on disk), :mod:`.files` (file-system protocol,
-``OSFileSystem``, ``FaultyFS``), :mod:`.log` (``LogWriter``, the thread-free
-group-commit step), :mod:`.writer` (``Journal``, the thread), :mod:`.snapshot`,
+``OSFileSystem``, ``FaultyFS``), :mod:`.log` (``LogWriter``, one batch's write and
+sync), :mod:`.control` (``JournalControl``, the journal's decisions, thread-free),
+:mod:`.writer` (``Journal``, the thread that drives them), :mod:`.snapshot`,
 :mod:`.recovery`, :mod:`.executor`. The format is described in
 ``docs/journal-format.md``.
 """
@@ -24,19 +25,20 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from corosm.core.machine import Machine
+from corosm.io.journal.control import (
+    FsyncMode,
+    JournalCompletion,
+    JournalControl,
+    JournalOptions,
+    JournalSink,
+    JournalStats,
+)
 from corosm.io.journal.executor import JournalExecutor
 from corosm.io.journal.files import FaultyFS, FileHandle, FileSystem, OSFileSystem
 from corosm.io.journal.log import BatchResult, LogWriter
 from corosm.io.journal.recovery import Damage, Recovered, RecoveryReport, recover
 from corosm.io.journal.snapshot import write_snapshot
-from corosm.io.journal.writer import (
-    FsyncMode,
-    Journal,
-    JournalCompletion,
-    JournalOptions,
-    JournalSink,
-    JournalStats,
-)
+from corosm.io.journal.writer import Journal
 
 S = TypeVar("S")
 
@@ -71,6 +73,7 @@ __all__ = [
     "FsyncMode",
     "Journal",
     "JournalCompletion",
+    "JournalControl",
     "JournalExecutor",
     "JournalOptions",
     "JournalSink",

@@ -1,0 +1,309 @@
+"""The host core: one turn of the host, with no threads, sockets or clocks.
+
+Theory of operation
+-------------------
+Everything between the front ends and the pure stepper that decides *what
+happens next* lives in :class:`Host`; what decides *when* lives in a driver.
+Two drivers exist: :class:`corosm.runtime.Runtime` (asyncio, executors on
+real threads) and the simulator's world (:mod:`corosm.testing.sim`: virtual
+clock, faulty disk, simulated executors). Both call the same methods of the
+same object, so a bug planted here is a bug the simulator can find.
+
+A driver hands the host inputs (:meth:`Host.offer`, bounded by
+``max_queue``) and completions (the argument of :meth:`Host.turn`). One turn
+is a short sequence of named phases, in this order::
+
+    deliver completions  -> at most ``turn_completions`` of them: the stepper
+                            applies appends (in log order) and resumes handlers
+    admit inputs         -> only after the last slice of completions; up to
+                            ``max_inflight`` handlers at once
+    dispatch actions     -> every StartIO of the turn grouped per executor (one
+                            ``submit`` each: the journal sees one batch), then
+                            CancelIO, and replies through the driver's ``reply``
+    snapshot if due      -> the journal says when (its rule, written once);
+                            the host copies the state as of the last applied
+                            LSN and hands the copy over to be written
+
+The ordering rule that durability rests on: a reply to a write is released
+only by its append's completion, which the journal posts after the fsync of
+its batch. The host never replies on its own to an input that appended.
+
+Executors post completions through the sink given to :meth:`Host.start`;
+the driver buffers them (thread-safely, if it has threads) and passes them to
+the next :meth:`Host.turn`. A turn that leaves completions undelivered
+returns True: the driver runs another turn soon, after polling its sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+
+from corosm.core.effects import Effect
+from corosm.core.events import CancelIO, ClientId, Reply, ReplyError, StartIO
+from corosm.core.machine import Machine
+from corosm.core.stepper import NO_STATE, Stepper
+from corosm.errors import CorosmError, Overloaded, UsageError
+from corosm.io.executor import Completion, CompletionSink, Executor
+
+S = TypeVar("S")
+I = TypeVar("I")
+O = TypeVar("O")
+
+log = logging.getLogger("corosm.runtime")
+
+ReplyFn: TypeAlias = Callable[[ClientId, Any, "BaseException | None"], None]
+"""``reply(client, output, error)``: the driver's way to answer a client."""
+
+
+class Snapshots(Protocol):
+    """What the host needs of a journal to take snapshots (the journal owns the rule)."""
+
+    def snapshot_due(self) -> bool:
+        """True when a snapshot should start now."""
+        ...
+
+    def start_snapshot(self, lsn: int, produce: Callable[[], bytes]) -> bool:
+        """Write ``produce()`` as the snapshot at ``lsn``, off the loop; False if refused."""
+        ...
+
+
+class Host(Generic[S, I, O]):
+    """The turn of a corosm host (see the module docs).
+
+    ``executors`` maps effect types to executors (looked up along the
+    effect's MRO). ``snapshots`` is the journal that decides when a snapshot
+    is due, or None for a host that takes none. ``reply`` answers a client.
+    """
+
+    def __init__(
+        self,
+        machine: Machine[S, I, O],
+        *,
+        executors: Mapping[type[Effect[Any]], Executor],
+        reply: ReplyFn,
+        state: S = NO_STATE,
+        snapshots: Snapshots | None = None,
+        max_queue: int = 10_000,
+        max_inflight: int = 10_000,
+        turn_completions: int = 16,
+    ) -> None:
+        if max_queue < 1 or max_inflight < 1 or turn_completions < 1:
+            raise UsageError("max_queue, max_inflight and turn_completions must be at least 1")
+        self.machine = machine
+        self.stepper: Stepper[S, I, O] = Stepper(machine, state)
+        self._routes: dict[type[Effect[Any]], Executor] = dict(executors)
+        self.executors: list[Executor] = list(dict.fromkeys(executors.values()))
+        self._reply = reply
+        self._snapshots = snapshots if machine.supports_snapshots() else None
+        self.max_queue = max_queue
+        self.max_inflight = max_inflight
+        self.turn_completions = turn_completions
+        self.inbox: list[tuple[ClientId, I]] = []
+        self._inbox_head = 0  # inputs before it were admitted (a list is cheaper than a deque)
+        self._backlog: list[Completion] = []  # completions left for later turns
+        self._sink: CompletionSink | None = None
+        self._in_turn = False
+        self.completions_delivered = 0
+        self.turns = 0
+        self.snapshots_started = 0
+
+    # -- driver interface ------------------------------------------------------------
+
+    def start(self, sink: CompletionSink) -> None:
+        """Start every executor, posting completions to ``sink``."""
+        self._sink = sink
+        for executor in self.executors:
+            executor.start(sink)
+
+    def offer(self, client: ClientId, input: I) -> None:
+        """Queue ``input`` for the next turn; :class:`Overloaded` when the inbox is full."""
+        if len(self.inbox) - self._inbox_head >= self.max_queue:
+            raise Overloaded(f"input queue full ({self.max_queue} waiting)")
+        self.inbox.append((client, input))
+
+    def step_now(self, client: ClientId, input: I) -> bool:
+        """Step ``input`` at once, between turns; False (nothing done) if not possible now.
+
+        For inputs whose order against other clients' inputs does not matter
+        (reads): one that finishes without I/O is answered before this
+        returns, instead of waiting for the next turn behind the inbox.
+        """
+        if self._in_turn or self.inflight >= self.max_inflight:
+            return False
+        self._in_turn = True  # a reply that offers again queues, never nests
+        try:
+            self.stepper.input(client, input)
+            self._dispatch_actions()
+        finally:
+            self._in_turn = False
+        return True
+
+    def turn(self, completions: Sequence[Completion] = ()) -> bool:
+        """Run one turn (see the module docs); True when completions are left for another."""
+        self._in_turn = True
+        try:
+            self.turns += 1
+            if self._deliver_completions(completions):
+                # Admit new inputs only with the last slice of a batch: their
+                # appends then still reach the journal together, in one submit.
+                self._admit_inputs()
+            self._dispatch_actions()
+            self._snapshot_if_due()
+        finally:
+            self._in_turn = False
+        return bool(self._backlog)
+
+    def close(self, error: CorosmError) -> None:
+        """Fail every input that is running, waiting for its key or still queued."""
+        self.stepper.close(error)
+        self._dispatch_actions()
+        inbox, self.inbox, self._inbox_head = self.inbox[self._inbox_head :], [], 0
+        for client, _ in inbox:
+            self._reply(client, None, error)
+
+    # -- observability ---------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Inputs offered and not yet admitted."""
+        return len(self.inbox) - self._inbox_head
+
+    @property
+    def inflight(self) -> int:
+        """Inputs admitted and not finished (suspended, or waiting for their key)."""
+        return self.stepper.suspended + self.stepper.waiting_for_key
+
+    def idle(self) -> bool:
+        """Nothing queued, in flight or left to deliver."""
+        return not self.queued and self.inflight == 0 and not self._backlog
+
+    def stats(self) -> dict[str, float]:
+        """Counters and gauges, flat, for metrics and tests (executors' included)."""
+        stepper = self.stepper
+        stats: dict[str, float] = {
+            "inputs_received": stepper.inputs_received,
+            "inputs_processed": stepper.inputs_done + stepper.inputs_failed,
+            "inputs_failed": stepper.inputs_failed,
+            "suspended": stepper.suspended,
+            "waiting_for_key": stepper.waiting_for_key,
+            "queue_depth": self.queued,
+            "completions": self.completions_delivered,
+            "pending_requests": stepper.pending_requests,
+            "appends_applied": stepper.appends_applied,
+            "turns": self.turns,
+        }
+        for executor in self.executors:
+            more = getattr(executor, "stats", None)
+            if more is not None:
+                stats.update(more())
+        return stats
+
+    def health(self) -> str | None:
+        """None when every executor is healthy, else the first reason why not."""
+        for executor in self.executors:
+            check = getattr(executor, "health", None)
+            reason = check() if check is not None else None
+            if reason is not None:
+                return str(reason)
+        return None
+
+    # -- the phases ------------------------------------------------------------------
+
+    def _deliver_completions(self, completions: Sequence[Completion]) -> bool:
+        """Deliver the next slice of completions; True when none are left after it."""
+        # At most ``turn_completions`` per turn: a group commit of hundreds of
+        # records would otherwise make one long turn (apply, resume, reply for
+        # each) while every read that arrives meanwhile waits for all of it.
+        # The rest is kept, in order, for the next turn.
+        backlog, chunk = self._backlog, self.turn_completions
+        if backlog:
+            backlog.extend(completions)
+            completions = backlog
+        if len(completions) > chunk:
+            self._backlog = list(completions[chunk:])
+            completions = completions[:chunk]
+        elif backlog:
+            self._backlog = []
+        complete = self.stepper.complete
+        for request, value, error in completions:
+            complete(request, value, error)
+        self.completions_delivered += len(completions)
+        return not self._backlog
+
+    def _admit_inputs(self) -> None:
+        inbox, head, stepper = self.inbox, self._inbox_head, self.stepper
+        room = self.max_inflight - self.inflight
+        end = len(inbox)
+        while head < end and room > 0:
+            client, input = inbox[head]
+            head += 1
+            stepper.input(client, input)
+            room = self.max_inflight - self.inflight
+        if head == len(inbox):  # replies may have offered more meanwhile
+            inbox.clear()
+            head = 0
+        self._inbox_head = head
+
+    def _dispatch_actions(self) -> None:
+        batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
+        reply = self._reply
+        for action in self.stepper.take_actions():
+            match action:
+                case Reply(client, output):
+                    reply(client, output, None)
+                case ReplyError(client, error):
+                    reply(client, None, error)
+                case StartIO(request, effect):
+                    executor = self._route(effect)
+                    if executor is None:
+                        error = UsageError(f"no executor is registered for {type(effect).__name__}")
+                        self._post([(request, None, error)])
+                        continue
+                    entry = batches.get(id(executor))
+                    if entry is None:
+                        batches[id(executor)] = (executor, [(request, effect)])
+                    else:
+                        entry[1].append((request, effect))
+                case CancelIO(request):
+                    for executor in self.executors:
+                        executor.cancel(request)
+        for executor, requests in batches.values():
+            try:
+                executor.submit(requests)
+            except Exception as exc:  # an executor bug must not stop the loop
+                log.exception("executor %r failed to accept work", executor)
+                self._post([(request, None, exc) for request, _ in requests])
+
+    def _snapshot_if_due(self) -> None:
+        snapshots = self._snapshots
+        if snapshots is None or not snapshots.snapshot_due():
+            return
+        # Every record up to the last applied LSN is in the state, and no later
+        # one is: completions are delivered in log order.
+        lsn = self.stepper.last_append_value
+        if type(lsn) is not int:
+            return
+        machine = self.machine
+        frozen = machine.copy_state(self.stepper.state)
+        if snapshots.start_snapshot(lsn, lambda: machine.snapshot(frozen)):
+            self.snapshots_started += 1
+            log.info("snapshot started at lsn %d", lsn)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _route(self, effect: Effect[Any]) -> Executor | None:
+        executor = self._routes.get(type(effect))
+        if executor is None:
+            for cls in type(effect).__mro__:
+                executor = self._routes.get(cls)
+                if executor is not None:
+                    self._routes[type(effect)] = executor
+                    break
+        return executor
+
+    def _post(self, completions: list[Completion]) -> None:
+        if self._sink is None:
+            raise UsageError("Host.start() was not called")
+        self._sink(completions)
