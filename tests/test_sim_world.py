@@ -41,7 +41,7 @@ def test_hostile_plan_exercises_every_fault_and_still_passes() -> None:
         snapshot_crash_probability=0.3,
     )
     spec = dataclasses.replace(KV_SPEC, faults=plan)
-    text = "".join(run_seed(spec, seed).trace for seed in range(40))
+    text = "".join(run_seed(spec, seed).trace for seed in range(200))
     for needle in (
         "CRASH",
         "RESTART",

@@ -22,7 +22,6 @@ from corosm.testing.linearizability import (
 from corosm.testing.sim import (
     CampaignResult,
     FaultPlan,
-    Sabotage,
     SeedFailure,
     SeedResult,
     SimSpec,
@@ -39,7 +38,6 @@ __all__ = [
     "HistoryRecorder",
     "LinearizabilityResult",
     "Operation",
-    "Sabotage",
     "SeedFailure",
     "SeedResult",
     "SimSpec",

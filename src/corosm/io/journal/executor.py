@@ -18,18 +18,33 @@ never cancelled: once submitted a record is, or will be, in the log.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from corosm.core.effects import Append, Effect
 from corosm.errors import UsageError
 from corosm.io.executor import Completion, CompletionSink
-from corosm.io.journal.writer import Journal
+from corosm.io.journal.control import Entry, JournalSink, JournalStats
+
+
+class JournalDriver(Protocol):
+    """What the executor needs of a journal: the thread (production) or the simulator's."""
+
+    def start(self, sink: JournalSink) -> None: ...
+
+    def submit(self, entries: Sequence[Entry]) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def failure(self) -> BaseException | None: ...
+
+    def stats(self) -> JournalStats: ...
 
 
 class JournalExecutor:
-    """Runs ``Append`` effects on a :class:`Journal`; ``encode`` turns a record into bytes."""
+    """Runs ``Append`` effects on a journal; ``encode`` turns a record into bytes."""
 
-    def __init__(self, journal: Journal, encode: Callable[[Any], bytes]) -> None:
+    def __init__(self, journal: JournalDriver, encode: Callable[[Any], bytes]) -> None:
         self.journal = journal
         self.encode = encode
         self._sink: CompletionSink | None = None

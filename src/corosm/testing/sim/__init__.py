@@ -20,18 +20,20 @@ from corosm.testing.sim.campaign import (
     simulate,
 )
 from corosm.testing.sim.check import Violation, check_epochs, end_states
-from corosm.testing.sim.faults import FaultPlan, Sabotage
+from corosm.testing.sim.faults import FaultPlan
 from corosm.testing.sim.history import Epoch, Operation
+from corosm.testing.sim.mutants import MUTANTS, Mutant, planted
 from corosm.testing.sim.world import RecoverFn, RunResult, World
 
 __all__ = [
     "CampaignResult",
     "Epoch",
     "FaultPlan",
+    "MUTANTS",
+    "Mutant",
     "Operation",
     "RecoverFn",
     "RunResult",
-    "Sabotage",
     "SeedFailure",
     "SeedResult",
     "SimSpec",
@@ -39,6 +41,7 @@ __all__ = [
     "World",
     "check_epochs",
     "end_states",
+    "planted",
     "run_campaign",
     "run_seed",
     "run_with",

@@ -32,9 +32,10 @@ from corosm.testing.sim.check import (
     Violation,
     check_epochs,
 )
-from corosm.testing.sim.faults import FaultPlan, Sabotage
+from corosm.testing.sim.executors import EffectSim
+from corosm.testing.sim.faults import FaultPlan
+from corosm.testing.sim.mutants import planted
 from corosm.testing.sim.world import (
-    EffectSim,
     MachineFactory,
     RecoverFn,
     RunResult,
@@ -50,7 +51,8 @@ class SimSpec:
     """How to simulate one machine (see the module docs).
 
     ``name`` is ``"module:attribute"`` of this spec when it is importable; the
-    replay command printed for a failing seed uses it.
+    replay command printed for a failing seed uses it. ``mutant`` names a bug
+    planted in the shipped host or journal for the run (see :mod:`.mutants`).
     """
 
     machine_factory: MachineFactory
@@ -62,14 +64,15 @@ class SimSpec:
     partition: Partition | None = None
     effects: Mapping[type[Effect[Any]], EffectSim] | None = None
     recover: RecoverFn = recover
-    sabotage: Sabotage | None = None
+    mutant: str | None = None
     name: str | None = None
     check_budget: int = DEFAULT_BUDGET
 
     def replay_command(self, seed: int) -> str:
         """The command that replays ``seed`` and prints its whole trace."""
         if self.name is not None:
-            return f"corosm sim --machine {self.name} --seed {seed} --replay"
+            mutant = "" if self.mutant is None else f" --mutant {self.mutant}"
+            return f"corosm sim --machine {self.name} --seed {seed}{mutant} --replay"
         return f"corosm.testing.sim.run_seed(spec, {seed}).trace  # spec: this SimSpec"
 
 
@@ -144,9 +147,9 @@ def run_with(spec: SimSpec, rng: random.Random, seed: int = -1) -> SeedResult:
         observe=spec.observe,
         effects=spec.effects,
         recover=spec.recover,
-        sabotage=spec.sabotage,
     )
-    run = world.run()
+    with planted(spec.mutant):
+        run = world.run()
     if run.error is not None:
         return SeedResult(seed, run, Violation(len(run.epochs) - 1, run.error, ""))
     try:

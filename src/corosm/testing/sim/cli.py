@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from dataclasses import replace
 from typing import Any, TextIO
 
 from corosm.testing.sim.campaign import CampaignResult, SimSpec, run_campaign, run_seed
+from corosm.testing.sim.mutants import MUTANTS
 
 DEFAULT_SPEC = "corosm.testing.sim.kv:KV_SPEC"
 
@@ -40,6 +42,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=1000, help="how many seeds (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--replay", action="store_true", help="run --seed only; print its trace")
+    parser.add_argument(
+        "--mutant",
+        choices=sorted(MUTANTS),
+        help="plant this bug in the shipped host or journal (to check the checks)",
+    )
     parser.set_defaults(run=run)  # the main CLI's contract: args.run(args) -> exit status
     return parser
 
@@ -53,6 +60,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except ValueError as exc:
         print(f"corosm sim: {exc}", file=err)
         return 2
+    if getattr(args, "mutant", None) is not None:
+        spec = replace(spec, mutant=args.mutant)
     if args.seeds < 1:
         print(f"corosm sim: --seeds must be at least 1, not {args.seeds}", file=err)
         return 2
@@ -91,9 +100,21 @@ def load_spec(target: str) -> SimSpec:
             f"--machine must be module:attribute (e.g. {DEFAULT_SPEC}), not {target!r}"
         )
     try:
-        obj: Any = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load {target!r}: {exc}") from exc
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"cannot import module {module_name!r} (from --machine {target}): {exc}. "
+            f"Python looked in the current directory {os.getcwd()!r} and on sys.path; run from "
+            "the folder that holds the module, or add that folder to PYTHONPATH "
+            f"(e.g. PYTHONPATH=path/to/project corosm sim --machine {target})"
+        ) from exc
+    try:
+        obj: Any = getattr(module, attr)
+    except AttributeError as exc:
+        raise ValueError(
+            f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute "
+            f"{attr!r}; expected a SimSpec or a function returning one"
+        ) from exc
     if not isinstance(obj, SimSpec) and callable(obj):
         obj = obj()
     if not isinstance(obj, SimSpec):

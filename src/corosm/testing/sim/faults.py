@@ -11,10 +11,13 @@ is taken (every ``snapshot_every_records`` records, like the server) and
 how often a crash lands in the middle of writing one. The same plan and seed
 always give the same run.
 
-:class:`Sabotage` switches on *bugs in the host* (not in the machine), so
-tests can prove the simulator catches them: journal completions delivered out
-of log order, or an append acknowledged when written instead of when fsynced.
-Production code never sets them.
+The host's own limits are part of the plan too: ``max_inflight`` and
+``turn_completions`` are passed to the shipped :class:`~corosm.runtime.host.Host`.
+``turn_completions`` is 1 by default (production's is 16), so every batch of
+completions is delivered in slices, with the other phases in between;
+``max_inflight`` defaults to production's 10,000, and a plan below the number
+of clients exercises the admission bound (the world checks it after every
+event).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class FaultPlan:
     fsync_error_probability: float = 0.01
     snapshot_every_records: int = 4
     snapshot_crash_probability: float = 0.05
+    max_inflight: int = 10_000
+    turn_completions: int = 1
     max_events: int = 200_000
 
     def __post_init__(self) -> None:
@@ -92,16 +97,6 @@ class FaultPlan:
             if getattr(self, f.name) != getattr(default, f.name)
         ]
         return ", ".join(changed)
-
-
-@dataclass(frozen=True, slots=True)
-class Sabotage:
-    """Deliberate bugs in the simulated host, to show that the checks catch them."""
-
-    #: Deliver the completions of a journal batch in a shuffled order, not log order.
-    reorder_journal_completions: bool = False
-    #: Acknowledge appends once written, before the fsync (a crash then loses them).
-    ack_before_fsync: bool = False
 
 
 def _need(ok: bool, name: str, value: object, expected: str) -> None:

@@ -1,62 +1,86 @@
-"""The simulated journal: real frames on a faulty in-memory disk, group commit in virtual time.
+"""The simulator's driver of the real journal: its steps as events of a virtual clock.
 
 Theory of operation
 -------------------
-Appends queue up; when the journal is idle the next *batch* (everything that
-queued meanwhile) is written with one ``write`` through the journal's own
-:class:`~corosm.io.journal.log.LogWriter` onto a
-:class:`~corosm.io.journal.files.FaultyFS`, and made durable by one
-``fdatasync`` a random while later. Only then are the batch's completions
-delivered, in LSN order: the real journal's promise. So the bytes on the
-simulated disk are exactly the bytes the real journal would write, and a crash
-(``FaultyFS.crash``) leaves exactly what a power cut would, for the real
-recovery code to read.
+Production runs :class:`~corosm.io.journal.control.JournalControl` on one
+journal thread (:class:`corosm.io.journal.writer.Journal`). This driver runs
+the very same object, on a :class:`~corosm.io.journal.files.FaultyFS`, one
+step per clock event, so that time passes (and a crash can land) between
+the steps:
 
-Before each write or fsync the seeded random generator may inject an error
-(EIO, or ENOSPC after a short write). The batch then fails with
-:class:`~corosm.errors.JournalError`, and the journal *fail-stops*: every
-later append fails with :class:`~corosm.errors.JournalClosed` until the world
-restarts the process. The :class:`~.faults.Sabotage` switches break these
-rules on purpose.
+* appends are accepted as they are submitted; when the journal is idle, a
+  :class:`JournalWrite` event is scheduled a random while later;
+* ``JournalWrite``: ``take_batch`` then ``write`` (one write of every frame
+  queued meanwhile; the bytes are not yet durable);
+* ``JournalSynced`` a random while later: ``finish``, which fdatasyncs and
+  posts the batch's completions in LSN order (or fails the batch and
+  fail-stops). Then the next batch, if any.
+
+Before a write or an fsync the seeded generator may inject an error (EIO, or
+ENOSPC after a short write) into the disk: the control's own fail-stop
+handles it. Snapshots run the control's snapshot steps as events too
+(:class:`SnapshotWrite`, :class:`SnapshotCleanup`), on a
+:class:`~.snapshots.CrashingFS` that can crash the world in the middle of a
+step. Nothing here decides what the journal does: only when.
 """
 
 from __future__ import annotations
 
 import errno
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from corosm.core.machine import Machine
-from corosm.errors import JournalClosed, JournalError
+from corosm.io.journal.control import (
+    Entry,
+    JournalCompletion,
+    JournalControl,
+    JournalOptions,
+    JournalSink,
+    JournalStats,
+)
 from corosm.io.journal.files import FaultyFS
-from corosm.io.journal.log import LogWriter
-from corosm.testing.sim.faults import FaultPlan, Sabotage
+from corosm.io.journal.log import BatchResult, LogWriter
+from corosm.testing.sim.faults import FaultPlan
+from corosm.testing.sim.snapshots import CrashingFS
 from corosm.testing.sim.trace import Trace, show_error
 
-Completion = tuple[int, Any, BaseException | None]
-Deliver = Callable[[list[Completion]], None]
 Schedule = Callable[[float, object], None]
 
 JOURNAL_DIR = "/sim/journal"
 
 
+@dataclass(frozen=True, slots=True)
 class JournalWrite:
     """Clock event: the journal writes its next batch."""
 
-    __slots__ = ("generation",)
-
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
+    generation: int
 
 
+@dataclass(frozen=True, slots=True)
 class JournalSynced:
-    """Clock event: the fdatasync of the batch in flight returns."""
+    """Clock event: the fdatasync of the batch just written returns."""
 
-    __slots__ = ("generation",)
+    generation: int
+    batch: list[Entry]
+    result: BatchResult
 
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
+
+@dataclass(frozen=True, slots=True)
+class SnapshotWrite:
+    """Clock event: the snapshot at ``lsn`` is serialised and written."""
+
+    generation: int
+    lsn: int
+    produce: Callable[[], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCleanup:
+    """Clock event: the files the snapshot at ``lsn`` made redundant are removed."""
+
+    generation: int
+    lsn: int
 
 
 class SimJournal:
@@ -66,91 +90,145 @@ class SimJournal:
         self,
         *,
         fs: FaultyFS,
-        machine: Machine[Any, Any, Any],
         next_lsn: int,
         generation: int,
         rng: random.Random,
         plan: FaultPlan,
-        sabotage: Sabotage,
         trace: Trace,
         now: Callable[[], float],
         schedule: Schedule,
-        deliver: Deliver,
+        snapshot_lsn: int = 0,
+        records_since_snapshot: int = 0,
     ) -> None:
         self.fs = fs
-        self.machine = machine
         self.generation = generation
-        self._rng, self._plan, self._sabotage = rng, plan, sabotage
-        self._trace, self._now, self._schedule, self._deliver = trace, now, schedule, deliver
-        self.writer = LogWriter(fs, JOURNAL_DIR, next_lsn)
-        self.writer.open()
-        self._queued: list[tuple[int, bytes]] = []
-        self._inflight: list[tuple[int, int]] = []  # (request, lsn) of the batch being synced
+        self._rng, self._plan, self._trace = rng, plan, trace
+        self._now, self._schedule = now, schedule
+        options = JournalOptions(
+            fsync="always",
+            snapshot_every_records=plan.snapshot_every_records,
+            snapshot_every_bytes=0,
+        )
+        self.control = JournalControl(
+            LogWriter(fs, JOURNAL_DIR, next_lsn),
+            options,
+            self._deliver,
+            now=now,
+            snapshot_lsn=snapshot_lsn,
+            records_since_snapshot=records_since_snapshot,
+        )
+        self.control.open()
+        self._sink: JournalSink | None = None
         self._busy = False
-        self.failed: BaseException | None = None
         self.last_write_size = 0  # bytes of the newest write not yet synced (for tearing)
 
-    def submit(self, request: int, record: Any) -> None:
-        """Queue ``Append(record)`` made as ``request``."""
-        if self.failed is not None:
-            error = JournalClosed(f"the journal fail-stopped earlier: {show_error(self.failed)}")
-            self._deliver([(request, None, error)])
+    # -- what JournalExecutor needs (the production Journal's interface) ----------------
+
+    def start(self, sink: JournalSink) -> None:
+        self._sink = sink
+
+    def submit(self, entries: Sequence[Entry]) -> None:
+        if self.control.accept(entries):
+            self._kick()
+
+    def close(self) -> None:
+        self.control.request_close()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.control.failure
+
+    def stats(self) -> JournalStats:
+        return self.control.stats()
+
+    # -- what the host needs for snapshots ------------------------------------------------
+
+    def snapshot_due(self) -> bool:
+        return self.control.snapshot_due()
+
+    def start_snapshot(self, lsn: int, produce: Callable[[], bytes]) -> bool:
+        if not self.control.snapshot_start(lsn):
+            return False
+        self._trace.add(self._now(), "journal", f"snapshot at lsn {lsn} started")
+        delay = self._rng.uniform(*self._plan.fsync_latency)
+        self._schedule(delay, SnapshotWrite(self.generation, lsn, produce))
+        return True
+
+    # -- the steps, one clock event each ------------------------------------------------------
+
+    def on_write(self) -> None:
+        """Write the queued batch with one ``write``."""
+        batch, _closing = self.control.take_batch()
+        if not batch:
+            self._busy = False
             return
-        try:
-            payload = self.machine.encode_record(record)
-        except Exception as exc:
-            self._deliver([(request, None, exc)])
+        self._maybe_inject_write(sum(len(p) for _, p in batch))
+        result = self.control.write(batch)
+        if result is None:  # failed: the control failed the batch and fail-stopped
+            self._busy = False
+            self._trace.add(self._now(), "journal", "FAULT write failed; fail-stop")
             return
-        self._queued.append((request, payload))
+        self.last_write_size = result.nbytes
+        last = result.first_lsn + result.count - 1
+        text = f"write lsn {result.first_lsn}..{last} ({result.nbytes} bytes, not yet durable)"
+        self._trace.add(self._now(), "journal", text)
+        delay = self._rng.uniform(*self._plan.fsync_latency)
+        self._schedule(delay, JournalSynced(self.generation, batch, result))
+
+    def on_synced(self, batch: list[Entry], result: BatchResult) -> None:
+        """The batch's fdatasync returns: the control finishes the batch."""
+        if self._rng.random() < self._plan.fsync_error_probability:
+            self.fs.inject("fdatasync", errno.EIO)
+        self.control.finish(batch, result)
+        if self.control.failure is None:
+            self.last_write_size = 0
+            self._trace.add(self._now(), "journal", "fdatasync ok")
+        else:
+            self._trace.add(self._now(), "journal", "FAULT fdatasync failed; fail-stop")
+        self._busy = False
         self._kick()
 
+    def on_snapshot_write(self, event: SnapshotWrite, crash_at: int | None) -> None:
+        """Serialise and write the snapshot (may raise CrashNow in the middle)."""
+        payload = event.produce()
+        try:
+            self.control.snapshot_write(event.lsn, payload, fs=CrashingFS(self.fs, crash_at))
+        except OSError as exc:
+            self._trace.add(self._now(), "journal", f"snapshot at lsn {event.lsn} failed: {exc}")
+            self.control.snapshot_done(event.lsn, exc)
+            return
+        what = f"snapshot at lsn {event.lsn} written ({len(payload)} bytes)"
+        self._trace.add(self._now(), "journal", what)
+        delay = self._rng.uniform(*self._plan.fsync_latency)
+        self._schedule(delay, SnapshotCleanup(self.generation, event.lsn))
+
+    def on_snapshot_cleanup(self, event: SnapshotCleanup, crash_at: int | None) -> None:
+        """Remove what the snapshot made redundant (may raise CrashNow in the middle)."""
+        try:
+            removed = self.control.snapshot_cleanup(event.lsn, fs=CrashingFS(self.fs, crash_at))
+        except OSError as exc:
+            self._trace.add(self._now(), "journal", f"removing covered files failed: {exc}")
+            self.control.snapshot_done(event.lsn, exc)
+            return
+        self.control.snapshot_done(event.lsn, None)
+        names = ", ".join(sorted(removed)) or "nothing"
+        self._trace.add(self._now(), "journal", f"snapshot at lsn {event.lsn}: removed {names}")
+
+    # -- internals ------------------------------------------------------------------------
+
     def _kick(self) -> None:
-        if not self._busy and self._queued:
+        if not self._busy and self.control.queue:
             self._busy = True
             delay = self._rng.uniform(*self._plan.write_latency)
             self._schedule(delay, JournalWrite(self.generation))
 
-    def on_write(self) -> None:
-        """Write the queued batch with one ``write``."""
-        batch, self._queued = self._queued, []
-        first = self.writer.next_lsn
-        self._maybe_inject_write(sum(len(p) for _, p in batch))
-        try:
-            result = self.writer.flush_batch([p for _, p in batch], sync=False)
-        except OSError as exc:
-            self._fail([r for r, _ in batch], "write", exc)
-            return
-        self.last_write_size = result.nbytes
-        self._inflight = [(request, first + i) for i, (request, _) in enumerate(batch)]
-        last = first + len(batch) - 1
-        text = f"write lsn {first}..{last} ({result.nbytes} bytes, not yet durable)"
-        self._trace.add(self._now(), "journal", text)
-        if self._sabotage.ack_before_fsync:
-            self._deliver_batch()  # BUG on purpose: acknowledged before it is durable
-        self._schedule(self._rng.uniform(*self._plan.fsync_latency), JournalSynced(self.generation))
-
-    def on_synced(self) -> None:
-        """The batch's fdatasync returns: deliver its completions in LSN order."""
-        plan = self._plan
-        if self._rng.random() < plan.fsync_error_probability:
-            self.fs.inject("fdatasync", errno.EIO)
-        try:
-            self.writer.sync()
-        except OSError as exc:
-            self._fail([r for r, _ in self._inflight], "fdatasync", exc)
-            return
-        self.last_write_size = 0
-        self._trace.add(self._now(), "journal", "fdatasync ok")
-        self._deliver_batch()
-        self._busy = False
-        self._kick()
-
-    def _deliver_batch(self) -> None:
-        batch, self._inflight = self._inflight, []
-        if self._sabotage.reorder_journal_completions:
-            self._rng.shuffle(batch)  # BUG on purpose: not log order
-        if batch:
-            self._deliver([(request, lsn, None) for request, lsn in batch])
+    def _deliver(self, completions: Sequence[JournalCompletion]) -> None:
+        now, trace = self._now(), self._trace
+        for request, lsn, error in completions:
+            result = f"lsn {lsn}" if error is None else f"ERROR {show_error(error)}"
+            trace.add(now, "journal", f"#{request} appended: {result}")
+        if self._sink is not None and completions:
+            self._sink(completions)
 
     def _maybe_inject_write(self, size: int) -> None:
         rng, plan = self._rng, self._plan
@@ -158,19 +236,3 @@ class SimJournal:
             self.fs.inject("write", errno.EIO)
         elif rng.random() < plan.enospc_probability:
             self.fs.inject("write", errno.ENOSPC, partial=rng.randrange(size + 1))
-
-    def _fail(self, requests: list[int], op: str, exc: OSError) -> None:
-        """A write or fsync failed: fail the batch, then fail-stop."""
-        self.failed = exc
-        self._inflight = []
-        self._busy = False
-        self._trace.add(self._now(), "journal", f"FAULT {op} failed: {show_error(exc)}; fail-stop")
-        errors: list[Completion] = []
-        for request in requests:
-            error = JournalError(f"journal {op} failed: {show_error(exc)}")
-            error.__cause__ = exc
-            errors.append((request, None, error))
-        queued, self._queued = self._queued, []
-        closed = JournalClosed("the journal fail-stopped")
-        errors.extend((request, None, closed) for request, _ in queued)
-        self._deliver(errors)

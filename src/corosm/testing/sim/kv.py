@@ -26,6 +26,7 @@ from corosm.apps.kv import inputs as kv
 from corosm.apps.kv.machine import KVMachine, KVState
 from corosm.apps.kv.model import EMPTY, ModelState, partition_key, step
 from corosm.testing.sim.campaign import SimSpec
+from corosm.testing.sim.faults import FaultPlan
 
 KEYS = (b"a", b"b")
 
@@ -87,5 +88,8 @@ KV_SPEC = SimSpec(
     workload=kv_workload,
     observe=kv_observe,
     partition=partition_key,
+    # Fewer handlers in flight than clients: the host's admission bound is
+    # exercised (and checked after every event) in every default run.
+    faults=FaultPlan(max_inflight=2),
     name="corosm.testing.sim.kv:KV_SPEC",
 )

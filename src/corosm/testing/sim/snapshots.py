@@ -1,18 +1,13 @@
-"""Snapshots in the simulated world, taken the way the real server takes them.
+"""Crashes in the middle of a snapshot step, for the simulated world.
 
 Theory of operation
 -------------------
-The server (``corosm.server``) checks ``journal.snapshot_due()`` (enough
-records since the last snapshot), copies the state on the loop with
-``machine.copy_state``, asks the journal to rotate its segment, and lets a
-background job serialise the copy, ``write_snapshot`` it (temp file, fsync,
-rename, directory fsync) and then ``remove_covered`` (older snapshots and
-segments it makes redundant). The world does the same in three steps, each a
-clock event, so a crash can fall between them: :class:`SnapshotJob` holds the
-copy between the steps.
-
-The file work runs the real functions of :mod:`corosm.io.journal.snapshot`
-on :class:`CrashingFS`, a thin proxy of the world's ``FaultyFS`` that raises
+The host decides when a snapshot is due and copies the state; the journal's
+control writes it and then removes what it covers (see
+:mod:`corosm.io.journal.control`). The simulator runs those very steps as
+clock events (:mod:`.journal`), so a crash can fall between them; to crash
+*inside* one, the step runs on :class:`CrashingFS`, a thin proxy of the
+world's ``FaultyFS`` that raises
 :class:`CrashNow` just before its ``n``-th file-changing call: that is a
 crash *in the middle* of writing the snapshot or of removing old files (after
 the rename but before the directory fsync, say), which the world then turns
@@ -20,9 +15,6 @@ into a real crash of its disk.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 from corosm.io.journal.files import FileHandle, FileSystem
 
@@ -33,15 +25,6 @@ class CrashNow(Exception):
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotJob:
-    """A snapshot in progress: the state as of ``lsn``, copied when it was started."""
-
-    generation: int
-    lsn: int
-    state: Any
 
 
 class CrashingFS:

@@ -1,0 +1,111 @@
+"""Simulated executors for every effect but ``Append``: completions in virtual time.
+
+Theory of operation
+-------------------
+:class:`SimEffects` implements the same :class:`~corosm.io.executor.Executor`
+protocol as the production thread pool and timers, so the host routes to it
+exactly as it routes to them. Each started effect becomes an :class:`IODone`
+clock event: a ``Sleep`` after its own duration, anything else after a
+latency drawn from the run's seeded generator, so independent I/O finishes in
+any order. When the event fires, the effect's result is computed:
+
+* a simulator given for the effect's type (``effects={Type: fn}``, looked up
+  along the MRO, ``Call`` included) returns the result or raises the error:
+  no real time passes, nothing real is called;
+* a ``Call`` without one runs its function for real, inline (keep such
+  functions fast and deterministic, or simulate them);
+* a ``Sleep`` returns None; any other effect without a simulator fails with
+  a :class:`~corosm.errors.UsageError` that says how to provide one.
+
+A cancelled request completes never (its event is dropped when it fires).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from corosm.core.effects import Call, Effect, Sleep
+from corosm.errors import UsageError
+from corosm.io.executor import CompletionSink
+from corosm.testing.sim.trace import Trace, short, show_error
+
+EffectSim = Callable[[Effect[Any], random.Random], Any]
+"""Simulates an effect: returns its result or raises its error."""
+
+
+@dataclass(frozen=True, slots=True)
+class IODone:
+    """Clock event: effect ``request`` finishes."""
+
+    generation: int
+    request: int
+    effect: Effect[Any]
+
+
+class SimEffects:
+    """Carries out ``Call``, ``Sleep`` and custom effects in virtual time (see module docs)."""
+
+    def __init__(
+        self,
+        *,
+        generation: int,
+        rng: random.Random,
+        latency: tuple[float, float],
+        effects: Mapping[type[Effect[Any]], EffectSim],
+        trace: Trace,
+        now: Callable[[], float],
+        schedule: Callable[[float, object], None],
+    ) -> None:
+        self.generation = generation
+        self._rng, self._latency, self._effects = rng, latency, effects
+        self._trace, self._now, self._schedule = trace, now, schedule
+        self._sink: CompletionSink | None = None
+        self._cancelled: set[int] = set()
+
+    def start(self, sink: CompletionSink) -> None:
+        self._sink = sink
+
+    def submit(self, requests: Sequence[tuple[int, Effect[Any]]]) -> None:
+        for request, effect in requests:
+            if isinstance(effect, Sleep):
+                delay = max(0.0, float(effect.seconds))
+            else:
+                delay = self._rng.uniform(*self._latency)
+            self._schedule(delay, IODone(self.generation, request, effect))
+
+    def cancel(self, request: int) -> None:
+        self._cancelled.add(request)
+
+    def close(self) -> None:
+        self._sink = None
+
+    def on_done(self, event: IODone) -> None:
+        """The effect of ``event`` finishes now: compute its result and post it."""
+        if event.request in self._cancelled or self._sink is None:
+            return
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = self._perform(event.effect)
+        except Exception as exc:
+            error = exc
+        result = short(value) if error is None else f"ERROR {show_error(error)}"
+        self._trace.add(self._now(), "io", f"#{event.request} done: {result}")
+        self._sink([(event.request, value, error)])
+
+    def _perform(self, effect: Effect[Any]) -> Any:
+        for cls in type(effect).__mro__:
+            sim = self._effects.get(cls)
+            if sim is not None:
+                return sim(effect, self._rng)
+        if isinstance(effect, Call):
+            return effect.fn(*effect.args)
+        if isinstance(effect, Sleep):
+            return None
+        raise UsageError(
+            f"no simulated executor for {type(effect).__name__}; pass "
+            f"effects={{{type(effect).__name__}: fn}} to the simulator"
+        )
