@@ -1,12 +1,21 @@
-"""Shared test helpers: a machine built from plain functions, and a by-hand host.
+"""Shared test helpers: a machine built from plain functions, and system tools.
 
 Kept small and generic on purpose: each test file defines the handlers it
 needs and uses :func:`fn_machine` to wrap them, so a reader sees the whole
 scenario in one place.
+
+Tests that run a system tool (``redis-cli``, ``redis-benchmark``,
+``redis-server``, ``wrk``) find it through :func:`require_tool` (or
+:func:`find_tool`), the one place that decides what a missing tool means: on a
+developer's machine the test is skipped with the install command; under
+``COROSM_REQUIRE_TOOLS=1`` (set by ``.ci/run``, which installs every tool) it
+fails, so CI skips nothing.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
@@ -54,3 +63,56 @@ class FnMachine(Machine[Any, Any, Any]):
 def fn_machine() -> type[FnMachine]:
     """The :class:`FnMachine` class, for tests that build machines from functions."""
     return FnMachine
+
+
+# --- system tools -------------------------------------------------------------------
+
+REQUIRE_TOOLS = "COROSM_REQUIRE_TOOLS"
+
+
+def tools_required() -> bool:
+    """Whether a missing tool fails the test (``COROSM_REQUIRE_TOOLS`` set, not 0)."""
+    return os.environ.get(REQUIRE_TOOLS, "") not in ("", "0")
+
+
+def find_tool(name: str, *, apt: str) -> str | None:
+    """The path of the executable ``name`` on PATH, or None when it is missing.
+
+    For a tool a test can do without (it then checks less). Under
+    ``COROSM_REQUIRE_TOOLS`` a missing tool fails the test instead.
+    """
+    path = shutil.which(name)
+    if path is None and tools_required():
+        pytest.fail(
+            f"{_missing(name, apt)} ({REQUIRE_TOOLS} is set: a missing tool fails the test)",
+            pytrace=False,
+        )
+    return path
+
+
+def require_tool(name: str, *, apt: str) -> str:
+    """The path of the executable ``name`` on PATH; skips the test when it is missing.
+
+    Under ``COROSM_REQUIRE_TOOLS`` a missing tool fails the test instead.
+    ``apt`` is the Debian package that provides the tool, named in the reason.
+    """
+    path = find_tool(name, apt=apt)
+    if path is None:
+        pytest.skip(_missing(name, apt))
+    return path
+
+
+def _missing(name: str, apt: str) -> str:
+    return f"{name} not found; install it with: apt-get install {apt}"
+
+
+@pytest.fixture(name="require_tool", scope="session")
+def require_tool_fixture() -> Callable[..., str]:
+    """:func:`require_tool`, for tests and fixtures of any scope."""
+    return require_tool
+
+
+@pytest.fixture(name="find_tool", scope="session")
+def find_tool_fixture() -> Callable[..., str | None]:
+    """:func:`find_tool`, for tests and fixtures of any scope."""
+    return find_tool

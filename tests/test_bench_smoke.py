@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,10 @@ def _suite(tmp_path: Path) -> tuple[Suite, list[str]]:
     return Suite(plan, tmp_path, progress=said.append, pinning=Pinning((), ())), said
 
 
-def test_wrk_scripts_against_a_seed_protocol_server(tmp_path: Path) -> None:
+def test_wrk_scripts_against_a_seed_protocol_server(
+    tmp_path: Path, require_tool: Callable[..., str]
+) -> None:
+    require_tool("wrk", apt="wrk")  # Suite.wrk runs it from PATH
     suite, _ = _suite(tmp_path)
     fake = Contender("fake", "checks seed bodies", (sys.executable, "-c", SEED_SERVER, "{port}"))
     with suite.servers("smoke", [fake]) as ports:

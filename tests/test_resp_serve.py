@@ -7,9 +7,8 @@ INFO reports the journal's counters, and SIGTERM stops both front ends cleanly.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -65,8 +64,10 @@ def test_info_reports_the_journal(r: redis.Redis) -> None:
     assert r.config_get("appendfsync") == {"appendfsync": "always"}
 
 
-def test_redis_benchmark_pipelined_over_serve(served: ServerProcess) -> None:
-    tool = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
+def test_redis_benchmark_pipelined_over_serve(
+    served: ServerProcess, require_tool: Callable[..., str]
+) -> None:
+    tool = require_tool("redis-benchmark", apt="redis-tools")
     done = subprocess.run(
         [tool, "-p", str(served.resp_port), "-n", "3000", "-c", "8", "-P", "16", *QUIET_SET_GET],
         capture_output=True,

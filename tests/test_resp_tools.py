@@ -1,7 +1,8 @@
 """corosm against Redis's own tools and against Redis itself.
 
 * ``redis-cli`` and ``redis-benchmark`` (installed by CI's ``apt-get install
-  redis-tools``) run against a corosm RESP server on a free loopback port.
+  redis-tools``; skipped elsewhere when missing) run against a corosm RESP
+  server on a free loopback port.
 * A Hypothesis test sends random command sequences, as one pipelined write,
   to corosm and compares the replies byte for byte with a model (the command
   table, the key-value reference model :mod:`corosm.apps.kv.model` and the
@@ -13,11 +14,10 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,10 +29,6 @@ from corosm.frontends.resp.protocol import encode_command, encode_reply, parse_r
 from corosm.frontends.resp.replies import reply_for
 from test_resp_server import ThreadedServer
 
-REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-REDIS_BENCHMARK = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
-REDIS_SERVER = shutil.which("redis-server")
-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ThreadedServer]:
@@ -40,19 +36,26 @@ def server() -> Iterator[ThreadedServer]:
         yield s
 
 
-def cli(port: int, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [REDIS_CLI, "-p", str(port), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return done.stdout
+@pytest.fixture
+def cli(require_tool: Callable[..., str]) -> Callable[..., str]:
+    """``cli(port, *args, stdin=None)``: what redis-cli prints (skips if it is not installed)."""
+    redis_cli = require_tool("redis-cli", apt="redis-tools")
+
+    def run(port: int, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [redis_cli, "-p", str(port), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout
+
+    return run
 
 
-def test_redis_cli_commands(server: ThreadedServer) -> None:
+def test_redis_cli_commands(server: ThreadedServer, cli: Callable[..., str]) -> None:
     assert cli(server.port, "PING") == "PONG\n"
     assert cli(server.port, "SET", "cli-key", "hello world") == "OK\n"
     assert cli(server.port, "GET", "cli-key") == "hello world\n"
@@ -64,7 +67,7 @@ def test_redis_cli_commands(server: ThreadedServer) -> None:
     assert out.split("\n")[:5] == ["OK", "3", "3", "abc", "41"]
 
 
-def test_redis_cli_pipe_mode(server: ThreadedServer) -> None:
+def test_redis_cli_pipe_mode(server: ThreadedServer, cli: Callable[..., str]) -> None:
     payload = "".join(f"SET pipe{i} {i}\r\n" for i in range(500))
     out = cli(server.port, "--pipe", stdin=payload)
     assert "errors: 0, replies: 500" in out
@@ -72,9 +75,12 @@ def test_redis_cli_pipe_mode(server: ThreadedServer) -> None:
 
 
 @pytest.mark.parametrize("extra", [["-c", "50"], ["-P", "16"]])
-def test_redis_benchmark_runs_without_errors(server: ThreadedServer, extra: list[str]) -> None:
+def test_redis_benchmark_runs_without_errors(
+    server: ThreadedServer, extra: list[str], require_tool: Callable[..., str]
+) -> None:
+    redis_benchmark = require_tool("redis-benchmark", apt="redis-tools")
     done = subprocess.run(
-        [REDIS_BENCHMARK, "-p", str(server.port), "-n", "2000", "-t", "set,get", "-q", *extra],
+        [redis_benchmark, "-p", str(server.port), "-n", "2000", "-t", "set,get", "-q", *extra],
         capture_output=True,
         text=True,
         timeout=120,
@@ -122,15 +128,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def real_redis() -> Iterator[RawClient | None]:
+def real_redis(find_tool: Callable[..., str | None]) -> Iterator[RawClient | None]:
     """A real redis-server on a free port when one is installed, else None."""
-    if REDIS_SERVER is None:
+    redis_server = find_tool("redis-server", apt="redis-server")
+    if redis_server is None:
         yield None
         return
     port = free_port()
     proc = subprocess.Popen(
         [
-            REDIS_SERVER,
+            redis_server,
             "--port",
             str(port),
             "--bind",

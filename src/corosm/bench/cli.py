@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from corosm.bench import contenders as cont
-from corosm.bench.plots import write_plots
-from corosm.bench.procs import Pinning
+from corosm.bench.plots import check_matplotlib, write_plots
+from corosm.bench.procs import Pinning, install_hint
 from corosm.bench.report import markdown
 from corosm.bench.results import Results
 from corosm.bench.suite import FULL, QUICK, SCENARIOS, Plan, Suite
@@ -88,7 +88,7 @@ def scenarios_from(text: str) -> list[str]:
 def dry_run(plan: Plan, only: Sequence[str]) -> str:
     """What a run would do, as text: tools, pinning, sizes, contender command lines."""
     lines = [f"plan: {plan}", f"scenarios: {', '.join(only)}"]
-    lines += [f"tool {t}: {shutil.which(t) or 'MISSING'}" for t in TOOLS]
+    lines += [f"tool {t}: {shutil.which(t) or f'MISSING ({install_hint(t)})'}" for t in TOOLS]
     lines.append(f"pinning: {Pinning.for_this_machine().describe()}")
     everyone = (
         cont.corosm_durable(),
@@ -126,6 +126,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(plan, only))
         return 0
+    check_matplotlib()  # the plots come last: find out before the run, not after it
     args.out.mkdir(parents=True, exist_ok=True)
     parent = args.data_dir or args.out
     parent.mkdir(parents=True, exist_ok=True)

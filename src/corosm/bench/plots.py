@@ -18,6 +18,11 @@ from corosm.bench.results import Results
 from corosm.errors import UsageError
 
 
+def check_matplotlib() -> None:
+    """Raise the :class:`UsageError` of a missing matplotlib now, not after a long run."""
+    _pyplot()
+
+
 def _pyplot() -> Any:
     try:
         import matplotlib
@@ -26,7 +31,8 @@ def _pyplot() -> Any:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise UsageError(
-            "the benchmark plots need matplotlib: pip install 'corosm[bench]' (or make bench)"
+            "the benchmark plots need matplotlib; install it with: "
+            "pip install 'corosm[bench]' (make bench does)"
         ) from exc
     return plt
 

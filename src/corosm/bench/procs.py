@@ -97,13 +97,26 @@ def port_answers(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+# The Debian package of each tool the suite runs.
+APT_PACKAGES = {
+    "wrk": "wrk",
+    "redis-server": "redis-server",
+    "redis-benchmark": "redis-tools",
+    "taskset": "util-linux",
+}
+
+
+def install_hint(name: str) -> str:
+    """How to install the tool ``name``."""
+    return f"sudo apt-get install {APT_PACKAGES.get(name, name)}"
+
+
 def need_tool(name: str) -> str:
     """The path of the executable ``name``, or a clear error saying how to get it."""
     path = shutil.which(name)
     if path is None:
-        package = {"wrk": "wrk", "redis-server": "redis-server"}.get(name, "redis-tools")
         raise ContenderUnavailable(
-            f"'{name}' is not installed; install it with: sudo apt-get install {package}"
+            f"'{name}' is not installed; install it with: {install_hint(name)}"
         )
     return path
 

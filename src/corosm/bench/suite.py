@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -216,6 +215,17 @@ class Suite:
 
     # -- scenarios ---------------------------------------------------------------------------
 
+    def _tools_installed(self, scenario: str, *tools: str) -> bool:
+        """Whether every tool is on PATH; if not, say which (and how to install it) and skip."""
+        try:
+            for tool in tools:
+                need_tool(tool)
+        except ContenderUnavailable as exc:
+            self.results.unavailable[scenario] = str(exc)
+            self.say(f"{scenario}: skipped: {exc}")
+            return False
+        return True
+
     def fdatasync(self) -> None:
         """The disk's raw fdatasync rate (100-byte writes), on the data directory's disk."""
         rate = fdatasync_rate(self.work, self.plan.fsync_seconds)
@@ -226,10 +236,7 @@ class Suite:
 
     def durable_writes(self) -> None:
         """Scenarios 1 and 3: writes at each connection count, contenders alternating."""
-        try:
-            need_tool("wrk")
-        except ContenderUnavailable as exc:
-            self.results.unavailable["durable_writes"] = str(exc)
+        if not self._tools_installed("durable_writes", "wrk"):
             return
         field = (cont.corosm_durable(), cont.corosm_blocking(), cont.corosm_constant())
         with self.servers("durable_writes", field) as ports:
@@ -246,10 +253,7 @@ class Suite:
 
     def reads(self) -> None:
         """Scenario 2: read latency alone, and while 64 connections write durably."""
-        try:
-            need_tool("wrk")
-        except ContenderUnavailable as exc:
-            self.results.unavailable["reads"] = str(exc)
+        if not self._tools_installed("reads", "wrk"):
             return
         seconds = self.plan.seconds
         with self.servers("reads", (cont.corosm_durable(), cont.corosm_blocking())) as ports:
@@ -283,11 +287,7 @@ class Suite:
 
     def redis(self) -> None:
         """Scenario 4: redis-benchmark SET/GET against corosm RESP and redis-server."""
-        try:
-            need_tool("redis-benchmark")
-            need_tool("redis-server")
-        except ContenderUnavailable as exc:
-            self.results.unavailable["redis"] = str(exc)
+        if not self._tools_installed("redis", "redis-benchmark", "redis-server"):
             return
         field = (cont.corosm_resp(), cont.redis("always"), cont.redis("everysec"), cont.redis(None))
         small, large = self.plan.redis_requests
@@ -366,7 +366,8 @@ class Suite:
 
     def profile(self) -> None:
         """cProfile of corosm's loop: HTTP durable writes at 64 conns, RESP SET/GET at -c 50."""
-        if "durable_writes/corosm" not in self.results.unavailable:
+        http = self._tools_installed("profile (HTTP)", "wrk")
+        if http and "durable_writes/corosm" not in self.results.unavailable:
             path = self.work / "http.prof"
             with self.servers(
                 "profile-http", (cont.profiled(cont.corosm_durable(), path),)
@@ -376,7 +377,7 @@ class Suite:
                     self.say(f"profile run (HTTP writes): {r.ok_rps:,.0f} req/s under cProfile")
             if ports:  # a server that failed to start still leaves a (useless) profile
                 self._keep_profile("HTTP durable writes, wrk -c 64", path)
-        if shutil.which("redis-benchmark") is not None:
+        if self._tools_installed("profile (RESP)", "redis-benchmark"):
             path = self.work / "resp.prof"
             with self.servers("profile-resp", (cont.profiled(cont.corosm_resp(), path),)) as ports:
                 for port in ports.values():
