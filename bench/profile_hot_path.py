@@ -160,7 +160,8 @@ def frame_and_deliver(batches: int = 2000) -> int:
     with tempfile.TemporaryDirectory() as d:
         # The journal's thread-free control, driven by hand: no thread, no sink.
         writer = LogWriter(OSFileSystem(), d, 1)
-        control = JournalControl(writer, JournalOptions(fsync="never"), lambda completions: None)
+        options = JournalOptions(fsync="never")
+        control = JournalControl(writer, options, lambda completions: None, now=time.perf_counter)
         control.open()
         batch = [(i, b"\x01\x02\x00\x00\x00k1" + b"%d" % i) for i in range(64)]
         for _ in range(batches):

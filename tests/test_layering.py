@@ -188,3 +188,22 @@ def test_layer_check_catches_an_outward_import() -> None:
         "corosm.io.journal.writer:1 (layer 2) imports corosm.runtime (layer 3)"
     ]
     assert layer_violations(source, "corosm.frontends.http.server", False) == []
+
+
+#: The host's two thread-free objects: the simulator drives them as production does.
+HOST_CORE = {
+    "corosm.runtime.host": SRC / "corosm" / "runtime" / "host.py",
+    "corosm.io.journal.control": SRC / "corosm" / "io" / "journal" / "control.py",
+}
+NO_THREADS_OR_CLOCKS = {"asyncio", "threading", "time", "socket", "selectors", "uvloop"}
+
+
+@pytest.mark.parametrize("module", sorted(HOST_CORE))
+def test_the_host_core_imports_no_threads_clocks_or_sockets(module: str) -> None:
+    path = HOST_CORE[module]
+    found = [
+        (line, name)
+        for line, name in imported_modules(path.read_text(), module, False)
+        if name.split(".")[0] in NO_THREADS_OR_CLOCKS
+    ]
+    assert found == [], f"{module} must stay thread- and clock-free, but imports {found}"

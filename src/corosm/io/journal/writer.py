@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -94,6 +95,7 @@ class Journal:
             writer,
             self.options,
             self._deliver,
+            now=time.perf_counter,
             lock=self._lock,
             snapshot_lsn=snapshot_lsn,
             records_since_snapshot=records_since_snapshot,
