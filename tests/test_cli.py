@@ -192,11 +192,13 @@ def test_serve_hands_a_validated_config_to_the_server(
         "max_queue": 10_000,
         "request_timeout": 10.0,
         "truncate_corrupt": False,
+        "allow_reset": True,
     }
     argv = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)]
     argv += ["--fsync", "interval", "--fsync-interval-ms", "50", "--resp-port", "6380"]
     argv += ["--snapshot-every", "0", "--max-queue", "5", "--request-timeout", "2.5"]
-    assert run(capsys, *argv, "--truncate-corrupt", "--log-level", "debug")[0] == 0
+    argv += ["--truncate-corrupt", "--no-reset"]
+    assert run(capsys, *argv, "--log-level", "debug")[0] == 0
     assert vars(server.configs[1]) == {
         "host": "0.0.0.0",
         "port": 0,
@@ -209,6 +211,7 @@ def test_serve_hands_a_validated_config_to_the_server(
         "max_queue": 5,
         "request_timeout": 2.5,
         "truncate_corrupt": True,
+        "allow_reset": False,
     }
 
 

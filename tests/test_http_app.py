@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 
 from corosm.apps.kv import KVMachine
-from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf, Write
+from corosm.apps.kv.inputs import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    Delete,
+    Input,
+    Read,
+    Reset,
+    SetIf,
+    Write,
+)
 from corosm.apps.kv.outputs import OK, Count, Output, SetOutcome, Value
-from corosm.errors import HandlerError, JournalError, Overloaded, Stopped, UsageError
+from corosm.errors import HandlerError, JournalError, Overloaded, Stopped
 from corosm.frontends.http import HttpServer, Limits, start_http_server
-from corosm.frontends.http.app import KvHttpApp, KvRuntime
+from corosm.frontends.http.app import KvHttpApp
 from corosm.runtime import Runtime, run
 from rawclient import RawResponse, exchange, read_response
 
@@ -38,6 +47,7 @@ class FakeRuntime:
         self.overloaded = False
         self.fail_with: Exception | None = None
         self.unhealthy: str | None = None
+        self.machine = KVMachine()  # the app asks it how inputs order (Machine.order)
 
     def submit_callback(self, input: Input, callback: Callback, /, *, now: bool = False) -> None:
         self.now.append(now)
@@ -176,12 +186,13 @@ def test_seed_reset_and_unsupported_method() -> None:
         assert await seed(server, b'Read "x"') == (200, b"Result Nothing")
         for method in (b"GET", b"PUT", b"PATCH"):
             resp = await call(server, method, b"/")
-            assert (resp.status, resp.body) == (400, b"Unsupported method\n")
-        # Like the seed, the path does not matter outside the REST, health and metrics routes.
+            assert (resp.status, resp.body) == (400, b"Unsupported method")  # no newline
+        # Like the seed, the path does not matter outside the REST, health and metrics
+        # routes, except for DELETE: only "DELETE /" resets (tests/test_http_hardening.py).
         assert (await call(server, b"PATCH", b"/other")).status == 400
         assert await seed(server, b'Write "y" 2') == (200, b"Ok")
-        assert (await call(server, b"DELETE", b"/anything")).status == 200
-        assert await seed(server, b'Read "y"') == (200, b"Result Nothing")
+        assert (await call(server, b"DELETE", b"/anything")).status == 404
+        assert await seed(server, b'Read "y"') == (200, b"Result (Just 2)")
 
     serve_real(body)
 
@@ -253,21 +264,36 @@ def test_rest_put_get_delete() -> None:
 
 def test_rest_limits_and_bad_requests() -> None:
     async def body(server: HttpServer, rt: Any) -> None:
-        long_key = await call(server, b"GET", b"/kv/" + b"k" * 17)
+        too_long = MAX_KEY_BYTES + 1
+        long_key = await call(server, b"GET", b"/kv/" + b"k" * too_long)
         assert long_key.status == 414
-        assert long_key.body == b"key too long: 17 bytes, at most 16 allowed\n"
-        encoded = await call(server, b"GET", b"/kv/" + b"%41" * 17)
-        assert encoded.status == 414
-        assert (await call(server, b"GET", b"/kv/" + b"%41" * 16)).status == 404
-        big = await call(server, b"PUT", b"/kv/k", b"v" * 101)
-        assert (big.status, big.body) == (413, b"value too large: 101 bytes, at most 100 allowed\n")
-        assert (await call(server, b"PUT", b"/kv/k", b"v" * 100)).status == 201
+        assert long_key.body == b"key too long: %d bytes, at most %d allowed\n" % (
+            too_long,
+            MAX_KEY_BYTES,
+        )
+        # The limit counts decoded bytes: 3 URL bytes per key byte here.
+        assert (await call(server, b"GET", b"/kv/" + b"%41" * too_long)).status == 414
+        assert (await call(server, b"GET", b"/kv/" + b"%41" * MAX_KEY_BYTES)).status == 404
+        assert (await call(server, b"PUT", b"/kv/" + b"k" * too_long, b"v")).status == 414
+        assert (await call(server, b"DELETE", b"/kv/" + b"k" * too_long)).status == 414
+        big = await call(server, b"PUT", b"/kv/k", b"v" * (MAX_VALUE_BYTES + 1))
+        assert (big.status, big.body) == (
+            413,
+            b"value too large: %d bytes, at most %d allowed\n"
+            % (MAX_VALUE_BYTES + 1, MAX_VALUE_BYTES),
+        )
+        assert (await call(server, b"GET", b"/kv/k")).status == 404  # nothing stored
+        assert (await call(server, b"PUT", b"/kv/k", b"v" * MAX_VALUE_BYTES)).status == 201
         empty = await call(server, b"GET", b"/kv/")
-        assert (empty.status, empty.body) == (400, b"empty key; expected /kv/{key}\n")
+        assert (empty.status, empty.body) == (
+            400,
+            b"empty key: a key must have 1 to %d bytes; expected /kv/{key}\n" % MAX_KEY_BYTES,
+        )
+        assert (await call(server, b"PUT", b"/kv/", b"v")).status == 400
         post = await call(server, b"POST", b"/kv/k", b"x")
         assert post.status == 405 and post.header(b"allow") == b"GET, HEAD, PUT, DELETE"
 
-    serve_real(body, max_key_bytes=16, max_value_bytes=100)
+    serve_real(body)
 
 
 # -- health and metrics --------------------------------------------------------------
@@ -434,9 +460,3 @@ def test_pipelined_mixed_requests_answer_in_order() -> None:
             writer.close()
 
     serve_fake(body)
-
-
-def test_app_rejects_nonsense_limits() -> None:
-    runtime: KvRuntime = FakeRuntime()
-    with pytest.raises(UsageError, match="max_key_bytes"):
-        KvHttpApp(runtime, max_key_bytes=0)

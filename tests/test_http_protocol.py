@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -105,6 +107,13 @@ async def close_writers() -> None:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
     _WRITERS.clear()
+
+
+def reset_connection(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0): the client is gone, not merely done sending."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
 
 
 def get(path: bytes, extra: bytes = b"") -> bytes:
@@ -347,7 +356,7 @@ def test_later_resolved_after_timeout_or_client_left_is_dropped() -> None:
         assert server.stats.late_replies_dropped == 1
         writer.write(get(b"/later"))
         await rec.wait_seen(2)
-        writer.close()
+        reset_connection(writer)
         await server.wait_no_connections()
         rec.laters[1].resolve(Response(200, b"gone"))
         assert server.stats.late_replies_dropped == 2
@@ -360,7 +369,7 @@ def test_reply_after_client_left_is_dropped_quietly() -> None:
         _reader, writer = await connect(server)
         writer.write(get(b"/defer") + get(b"/defer"))
         await rec.wait_seen(2)
-        writer.close()
+        reset_connection(writer)  # gone for good (a FIN alone may be a half-close)
         await server.wait_no_connections()
         rec.futures[0].set_result(b"gone")
         rec.futures[1].set_exception(RuntimeError("failed after the client left"))

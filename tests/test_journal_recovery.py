@@ -20,6 +20,7 @@ from corosm.io.journal.format import (
     HEADER_SIZE,
     encode_frames,
     segment_name,
+    snapshot_name,
 )
 
 
@@ -234,15 +235,23 @@ def test_automatic_snapshot_drops_old_segments_and_bounds_replay(tmp_path: Path)
                 assert j.start_snapshot(lsn, lambda c=copy: m.snapshot(c))  # type: ignore[misc]
                 assert j.wait_snapshot(10)
         assert j.stats().snapshots == 5
+    # the newest snapshot and the previous one (the fallback) are kept
     snaps = sorted(tmp_path.glob("snapshot-*.snap"))
-    assert [s.name for s in snaps] == ["snapshot-00000000000000000100.snap"]
+    assert [s.name for s in snaps] == [snapshot_name(80), snapshot_name(100)]
     rec = recover(str(tmp_path), m)
     assert rec.state == expected_state(payloads)
     assert rec.report.snapshot_lsn == 100
     assert rec.report.records_replayed == 0
-    # old segments are gone: what is left starts after the previous snapshot
+    # old segments are gone: what is left starts right after the previous snapshot
     firsts = [int(p.name[8:28]) for p in tmp_path.glob("journal-*.log")]
-    assert min(firsts) > 80
+    assert min(firsts) == 81
+    # ...so a damaged newest snapshot costs replay time, not data
+    damaged = bytearray(snaps[1].read_bytes())
+    damaged[-1] ^= 1
+    snaps[1].write_bytes(bytes(damaged))
+    fallback = recover(str(tmp_path), m)
+    assert fallback.state == expected_state(payloads)
+    assert (fallback.report.snapshot_lsn, fallback.report.records_replayed) == (80, 20)
 
 
 def test_snapshot_ahead_of_the_journal_is_refused(tmp_path: Path) -> None:

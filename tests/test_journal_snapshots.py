@@ -12,8 +12,9 @@ import pytest
 from corosm.core import Machine
 from corosm.errors import CorruptJournal
 from corosm.io.journal import FaultyFS, Journal, JournalOptions, recover
-from corosm.io.journal.files import OSFileSystem
-from corosm.io.journal.format import decode_snapshot, snapshot_name
+from corosm.io.journal.files import Op, OSFileSystem
+from corosm.io.journal.format import decode_snapshot, segment_name, snapshot_name
+from corosm.io.journal.snapshot import covered_files, write_snapshot
 
 BOUND = 10.0
 
@@ -80,9 +81,56 @@ def test_a_failed_snapshot_does_not_stop_the_journal() -> None:
     assert not [n for n in fs.listdir("/j") if n.endswith(".tmp")]
 
 
-def test_snapshot_with_unknown_version_is_refused_clearly(tmp_path: Path) -> None:
-    from corosm.io.journal import write_snapshot
+@pytest.mark.parametrize(
+    ("op", "err"),
+    [
+        ("write", errno.ENOSPC),
+        ("fdatasync", errno.ENOSPC),
+        ("fdatasync", errno.EIO),
+        ("rename", errno.EIO),
+    ],
+)
+def test_a_failed_snapshot_removes_its_temp_file_at_once(op: Op, err: int) -> None:
+    fs = FaultyFS()
+    j = Journal("/j", fs=fs)
+    j.start()
+    j.append(b"r", timeout=BOUND)
+    fs.inject(op, err, partial=100)  # a write that filled the disk halfway
+    assert j.start_snapshot(1, lambda: b"x" * 1000)
+    assert j.wait_snapshot(BOUND)
+    # no temp file holds the space until the next start, and the journal goes on
+    assert sorted(fs.listdir("/j")) == [segment_name(1)]
+    assert j.failure is None
+    assert j.append(b"r", timeout=BOUND) == 2
+    j.close()
+    before = sorted(fs.listdir("/j"))
+    fs.inject(op, err)
+    with pytest.raises(OSError) as info:  # the module function, on its own
+        write_snapshot(fs, "/j", 2, b"y")
+    assert info.value.errno == err
+    assert sorted(fs.listdir("/j")) == before
 
+
+def test_retention_keeps_the_previous_snapshot_and_the_journal_after_it() -> None:
+    names = [
+        *(segment_name(f) for f in (1, 8, 15, 25, 31)),
+        *(snapshot_name(s) for s in (10, 20, 30)),
+        "snapshot-00000000000000000005.snap.damaged",
+    ]
+    # Snapshot 20 is the previous one: segments 1 (records 1..7) and 8 (8..14)
+    # hold nothing after it, 15 (15..24) does. Snapshot 10 is older: removed.
+    assert sorted(covered_files(names, 30)) == [
+        segment_name(1),
+        segment_name(8),
+        snapshot_name(10),
+    ]
+    # one snapshot: nothing to fall back to but the journal from LSN 1, so all stays
+    assert covered_files([segment_name(1), segment_name(50), snapshot_name(60)], 60) == []
+    # the last segment stays even when a snapshot covers it
+    assert covered_files([segment_name(1), snapshot_name(5), snapshot_name(9)], 9) == []
+
+
+def test_snapshot_with_unknown_version_is_refused_clearly(tmp_path: Path) -> None:
     path = write_snapshot(OSFileSystem(), str(tmp_path), 7, b"7")
     data = bytearray(Path(path).read_bytes())
     assert decode_snapshot(path, bytes(data)) == (7, b"7")

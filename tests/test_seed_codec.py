@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corosm.apps.kv.inputs import Read, Write
+from corosm.apps.kv.inputs import MAX_KEY_BYTES, Read, Write
 from corosm.apps.kv.outputs import OK, Count, Value
 from corosm.apps.kv.seed import (
+    MAX_NESTING,
     SeedSyntaxError,
     SeedValueError,
     output_to_seed_reply,
@@ -17,7 +18,7 @@ from corosm.apps.kv.seed import (
     show_request,
     show_string,
 )
-from corosm.errors import UsageError
+from corosm.errors import LimitExceeded, UsageError
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
@@ -94,7 +95,7 @@ def test_show_then_read_round_trips_any_string(text: str) -> None:
     assert read_string(show_string(text)) == text
 
 
-@given(st.text(st.characters(blacklist_categories=["Cs"])), INT64)
+@given(st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=200), INT64)
 def test_show_request_then_parse_round_trips(key: str, n: int) -> None:
     write = Write(key.encode(), str(n).encode())
     assert seed_request_to_input(show_request(write)) == write
@@ -154,8 +155,82 @@ def test_any_body_parses_or_raises_seed_syntax_error(body: bytes) -> None:
         result = seed_request_to_input(body)
     except SeedSyntaxError as exc:
         assert "expected" in str(exc) or "surrogate" in str(exc)
+    except LimitExceeded as exc:  # 40 bytes hold no key too long, but an empty one
+        assert exc.empty, exc
     else:
         assert isinstance(result, Write | Read)
+
+
+# -- issue: nested parentheses, huge literals and key limits never give a 500 ---------
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 1_000, 100_000])
+@pytest.mark.parametrize("where", ["value", "key", "request"])
+def test_deep_parentheses_are_a_syntax_error_not_a_recursion_error(depth: int, where: str) -> None:
+    opened, closed = "(" * depth, ")" * depth
+    body = {
+        "value": f'Write "k" {opened}1{closed}',
+        "key": f'Read {opened}"k"{closed}',
+        "request": f'{opened}Read "k"{closed}',
+    }[where].encode()
+    with pytest.raises(SeedSyntaxError) as info:
+        seed_request_to_input(body)
+    message = str(info.value)
+    assert f"more than {MAX_NESTING} nested '('" in message
+    assert "expected 'Write \"key\" <int>' or 'Read \"key\"'" in message
+    # The error points at the first '(' past the limit.
+    first = body.index(b"(") + 1
+    assert f"column {first + MAX_NESTING}:" in message
+
+
+def test_parentheses_up_to_the_limit_parse_as_haskell_read_does() -> None:
+    deep = "(" * MAX_NESTING
+    shut = ")" * MAX_NESTING
+    body = f'{deep}Write {deep}"k"{shut} {deep}-5{shut}{shut}'.encode()
+    assert seed_request_to_input(body) == Write(b"k", b"-5")
+    with pytest.raises(SeedSyntaxError, match="expected '\\)' after the value"):
+        seed_request_to_input(f'Write "k" {deep}1{shut[1:]}'.encode())
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'Write "x" ' + b"9" * 5000, "the value 99999999999999999999...99999999 (5000 digits)"),
+        (b'Write "x" -' + b"9" * 5000, "the value -99999999999999999999...99999999"),
+        (b'Write "x" 0x' + b"f" * 5000, "out of range"),
+        (b'Read "\\' + b"9" * 5000 + b'"', "character escape 99999999999999999999..."),
+        (b'Read "\\x' + b"f" * 5000 + b'"', "is too large; expected at most 1114111"),
+    ],
+)
+def test_huge_literals_are_syntax_errors(body: bytes, message: str) -> None:
+    """Python's int() refuses 4,300+ digit strings: the parser must not reach it."""
+    with pytest.raises(SeedSyntaxError) as info:
+        seed_request_to_input(body)
+    assert message in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+def test_leading_zeros_do_not_count_against_the_range() -> None:
+    assert seed_request_to_input(b'Write "x" ' + b"0" * 5000 + b"7") == Write(b"x", b"7")
+    assert seed_request_to_input(b'Write "x" 0x' + b"0" * 5000 + b"1f") == Write(b"x", b"31")
+    assert seed_request_to_input(b'Read "\\' + b"0" * 5000 + b'65"') == Read(b"A")
+
+
+@pytest.mark.parametrize("template", [b'Write "%s" 1', b'Read "%s"', b'(Write ("%s") (-1))'])
+def test_keys_outside_the_limits_raise_limit_exceeded(template: bytes) -> None:
+    with pytest.raises(LimitExceeded) as info:
+        seed_request_to_input(template.replace(b"%s", b""))
+    assert info.value.empty and info.value.part == "key"
+    size = 1_500_000
+    with pytest.raises(LimitExceeded) as info:
+        seed_request_to_input(template.replace(b"%s", b"k" * size))
+    assert (info.value.part, info.value.size, info.value.limit) == ("key", size, MAX_KEY_BYTES)
+    assert str(info.value) == f"key too long: {size} bytes, at most {MAX_KEY_BYTES} allowed"
+    # Escapes count as the bytes they stand for: 1024 x "\233" is 2048 UTF-8 bytes.
+    with pytest.raises(LimitExceeded, match="2048 bytes"):
+        seed_request_to_input(template.replace(b"%s", b"\\233" * MAX_KEY_BYTES))
+    at_limit = template.replace(b"%s", b"k" * MAX_KEY_BYTES)
+    assert seed_request_to_input(at_limit).key == b"k" * MAX_KEY_BYTES
 
 
 def test_replies_are_haskell_show() -> None:

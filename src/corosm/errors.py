@@ -7,7 +7,8 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     │   ├── ForeignAwaitError       a handler awaited something that is not a corosm
     │   │                           effect or future (also a TypeError)
     │   ├── Overloaded              the input queue is full; retry later
-    │   └── Stopped                 the runtime is not running
+    │   ├── Stopped                 the runtime is not running
+    │   └── LimitExceeded           an empty key, or a key or value over the store's limit
     ├── EffectError                 an I/O effect failed; raised at the handler's await,
     │   │                           with the original exception as __cause__
     │   ├── EffectTimeout           a deadline passed before the effect completed
@@ -27,6 +28,8 @@ report) and an operator can tell "my request was wrong" from "my disk is bad".
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 
 class CorosmError(Exception):
@@ -51,6 +54,38 @@ class Overloaded(UsageError):
 
 class Stopped(UsageError):
     """The runtime is not running (not started yet, or stopping)."""
+
+
+class LimitExceeded(UsageError):
+    """A key or value is outside the store's limits; nothing was stored.
+
+    ``part`` is ``"key"`` or ``"value"``: which one is wrong. ``size`` is its
+    length in bytes and ``limit`` the most allowed. An empty key is refused
+    too (``part == "key"``, ``size == 0``: see :attr:`empty`). Front ends map
+    it to their own reply (HTTP: 400 for an empty key, 414 for a long key,
+    413 for a large value); the message says what was wrong and the limit.
+    """
+
+    def __init__(self, part: Literal["key", "value"], size: int, limit: int) -> None:
+        if size == 0 and part == "key":
+            message = f"empty key: a key must have 1 to {limit} bytes"
+        elif part == "key":
+            message = f"key too long: {size} bytes, at most {limit} allowed"
+        else:
+            message = f"{part} too large: {size} bytes, at most {limit} allowed"
+        super().__init__(message)
+        self.part = part
+        self.size = size
+        self.limit = limit
+
+    @property
+    def empty(self) -> bool:
+        """True for an empty key (rather than one that is too long)."""
+        return self.size == 0 and self.part == "key"
+
+    # Pickle by the constructor's arguments (the default would pass the message).
+    def __reduce__(self) -> tuple[type[LimitExceeded], tuple[Literal["key", "value"], int, int]]:
+        return (type(self), (self.part, self.size, self.limit))
 
 
 class EffectError(CorosmError):

@@ -65,6 +65,7 @@ class ServerConfig:
     max_queue: int = 10_000
     request_timeout: float = 10.0
     truncate_corrupt: bool = False
+    allow_reset: bool = True
 
 
 class Server:
@@ -144,7 +145,7 @@ class Server:
 
         config, runtime = self.config, self.runtime
         assert runtime is not None
-        app = KvHttpApp(runtime)
+        app = KvHttpApp(runtime, allow_reset=config.allow_reset)
         limits = Limits(response_timeout=config.request_timeout)
         self.http = await start_http_server(app, config.host, config.port, limits=limits)
         if config.resp_port is not None:

@@ -22,29 +22,36 @@ The module is imported only when its subcommand is the one being run, so heavy
 imports never slow down ``corosm kv read``; for ``corosm --help`` a one-line
 placeholder shows ``Extension.help``. A missing module hides its subcommand.
 A :class:`corosm.errors.UsageError` escaping ``run`` exits 2 with its message.
+``serve`` that cannot start (port in use, data directory unusable or full,
+corrupt journal) says why in one line and exits 4; ``--log-level debug`` adds
+the traceback.
 
 Exit codes (shared by every subcommand; see :data:`EXIT_CODES_HELP`):
 0 success; 1 the answer is "no" (key absent for ``read``/``get``/``delete``,
 server unhealthy); 2 usage error (bad arguments, or the server rejected the
 request as invalid); 3 no answer from the server (not running, connection lost,
-timeout, 503 overloaded/stopping); 4 the server failed (5xx, invalid reply).
+timeout, 503 overloaded/stopping); 4 the server failed (5xx, invalid reply), or
+``serve`` could not start.
 Messages go to stderr, one line each, prefixed ``corosm:``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import os
+import socket
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from corosm.errors import UsageError
+from corosm.errors import CorruptJournal, DataError, EffectError, UsageError
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -57,7 +64,8 @@ EXIT_CODES_HELP = """exit codes:
   1  the answer is no: key absent (read, get, delete), server unhealthy (health)
   2  usage error: bad arguments, or the server rejected the request (4xx)
   3  no answer: server not running, connection lost, timeout, or 503 (busy/stopping)
-  4  the server failed: 5xx other than 503, or a reply the client cannot read"""
+  4  the server failed: 5xx other than 503, a reply the client cannot read,
+     or serve could not start (port in use, data directory, corrupt journal)"""
 
 ENV_URL = "COROSM_URL"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -315,6 +323,12 @@ def _add_serve(subparsers: Any) -> None:
         help="if a journal record before the tail is corrupt, cut the journal there and "
         "start (losing the records after it) instead of refusing to start",
     )
+    parser.add_argument(
+        "--no-reset",
+        dest="allow_reset",
+        action="store_false",
+        help="refuse requests that empty the whole store (HTTP DELETE / answers 403)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(%(default)s)")
     parser.set_defaults(run=_run_serve)
 
@@ -339,12 +353,55 @@ def _run_serve(args: argparse.Namespace) -> int:
         "max_queue": args.max_queue,
         "request_timeout": args.request_timeout,
         "truncate_corrupt": args.truncate_corrupt,
+        "allow_reset": args.allow_reset,
     }
     server = _import_server()
     if server is None:
         _say("the server is not part of this installation (module corosm.server is missing)")
         return EXIT_SERVER_FAILED
-    return int(server.run(server.ServerConfig(**fields)))
+    config = server.ServerConfig(**fields)
+    try:
+        return int(server.run(config))
+    except (OSError, DataError, EffectError) as exc:
+        # The operator's problems (port taken, disk full, corrupt journal) get one
+        # line; the traceback is for --log-level debug. Anything else is a bug in
+        # corosm and keeps its traceback.
+        if args.log_level == "debug":
+            traceback.print_exception(exc, file=sys.stderr)
+        _say(f"cannot start: {_startup_problem(exc, args)}")
+        return EXIT_SERVER_FAILED
+
+
+def _startup_problem(exc: Exception, args: argparse.Namespace) -> str:
+    """What stopped ``serve``, in one line, with what the operator can do about it."""
+    if isinstance(exc, CorruptJournal):
+        if args.truncate_corrupt:
+            return str(exc)
+        return f"{exc} (--truncate-corrupt cuts the journal there, losing the records after it)"
+    if not isinstance(exc, OSError):
+        return str(exc)
+    problem = exc.strerror or str(exc)
+    data_dir = os.fspath(args.data_dir)
+    if isinstance(exc, socket.gaierror):
+        return f"--host {args.host!r}: {problem}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{problem} (another process listens there; choose another --port or --resp-port)"
+    if exc.filename is not None:
+        filename = os.fsdecode(exc.filename)
+        if _is_within(filename, data_dir):
+            return f"data directory {data_dir!r}: {problem}: {filename!r}"
+        return f"{problem}: {filename!r}"
+    if exc.errno in _DISK_ERRNOS:  # a write without a file name: the journal's
+        return f"data directory {data_dir!r}: {problem}"
+    return problem
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
+
+
+def _is_within(path: str, directory: str) -> bool:
+    path, directory = os.path.abspath(path), os.path.abspath(directory)
+    return os.path.commonpath([path, directory]) == directory
 
 
 def _import_server() -> Any:

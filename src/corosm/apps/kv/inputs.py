@@ -6,6 +6,14 @@ these. Constructors check their arguments, so a front end that builds a bad
 input gets a :class:`~corosm.errors.UsageError` naming the field and what was
 expected, instead of a machine that fails later in ``apply``.
 
+The store's size limits live here and nowhere else: every key must have 1 to
+:data:`MAX_KEY_BYTES` bytes and every value at most :data:`MAX_VALUE_BYTES`,
+whichever protocol built the input. A constructor given anything else raises
+:class:`~corosm.errors.LimitExceeded` (a ``UsageError`` that says which part
+and the limit), which each front end maps to its own reply. A value that only
+*grows* past the limit (APPEND) is refused by the machine instead, in
+``apply``; see :mod:`corosm.apps.kv.machine`.
+
 The seed's protocol needs only :class:`Write`, :class:`Read` and
 :class:`Reset`; REST adds :class:`Delete`; the rest serves the Redis commands
 (issue 6): ``SET NX/XX/GET`` is :class:`SetIf`, ``MSET`` is :class:`WriteMany`
@@ -20,17 +28,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN
-from corosm.errors import UsageError
-
+from corosm.errors import LimitExceeded, UsageError
 
 #: The largest key and value any front end may store (one table in docs/limits.md).
+#: A key also has at least one byte.
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 << 20
 
 
-def _need_bytes(what: str, value: object) -> None:
+def _not_bytes(what: str, value: object) -> UsageError:
+    return UsageError(f"{what} must be bytes, not {type(value).__name__} ({value!r:.60})")
+
+
+def _need_key(what: str, key: object) -> None:
+    """``key`` is bytes with 1 to MAX_KEY_BYTES bytes (one call: it is on every input's path)."""
+    if type(key) is not bytes:
+        raise _not_bytes(what, key)
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        raise LimitExceeded("key", len(key), MAX_KEY_BYTES)
+
+
+def _need_value(what: str, value: object) -> None:
+    """``value`` is bytes with at most MAX_VALUE_BYTES bytes."""
     if type(value) is not bytes:
-        raise UsageError(f"{what} must be bytes, not {type(value).__name__} ({value!r:.60})")
+        raise _not_bytes(what, value)
+    if len(value) > MAX_VALUE_BYTES:
+        raise LimitExceeded("value", len(value), MAX_VALUE_BYTES)
 
 
 def _need_keys(what: str, keys: object) -> tuple[bytes, ...]:
@@ -38,7 +61,7 @@ def _need_keys(what: str, keys: object) -> tuple[bytes, ...]:
         raise UsageError(f"{what} must be a sequence of bytes keys, not {keys!r:.60}")
     result = tuple(keys)
     for key in result:
-        _need_bytes(f"each of {what}", key)
+        _need_key(f"each of {what}", key)
     return result
 
 
@@ -55,8 +78,8 @@ class Write:
     value: bytes
 
     def __post_init__(self) -> None:
-        _need_bytes("Write.key", self.key)
-        _need_bytes("Write.value", self.value)
+        _need_key("Write.key", self.key)
+        _need_value("Write.value", self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +89,7 @@ class Read:
     key: bytes
 
     def __post_init__(self) -> None:
-        _need_bytes("Read.key", self.key)
+        _need_key("Read.key", self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +99,7 @@ class Delete:
     key: bytes
 
     def __post_init__(self) -> None:
-        _need_bytes("Delete.key", self.key)
+        _need_key("Delete.key", self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +146,8 @@ class WriteMany:
                 raise UsageError(
                     f"WriteMany.pairs: each item must be a (key, value) tuple: {pair!r:.60}"
                 )
-            _need_bytes("WriteMany key", pair[0])
-            _need_bytes("WriteMany value", pair[1])
+            _need_key("WriteMany key", pair[0])
+            _need_value("WriteMany value", pair[1])
         _freeze(self, "pairs", pairs)
 
 
@@ -144,8 +167,8 @@ class SetIf:
     return_old: bool = False
 
     def __post_init__(self) -> None:
-        _need_bytes("SetIf.key", self.key)
-        _need_bytes("SetIf.value", self.value)
+        _need_key("SetIf.key", self.key)
+        _need_value("SetIf.value", self.value)
         if self.nx and self.xx:
             raise UsageError("SetIf: nx and xx exclude each other (SET takes NX or XX, not both)")
 
@@ -162,7 +185,7 @@ class IncrBy:
     delta: int
 
     def __post_init__(self) -> None:
-        _need_bytes("IncrBy.key", self.key)
+        _need_key("IncrBy.key", self.key)
         if type(self.delta) is not int or not INT64_MIN <= self.delta <= INT64_MAX:
             raise UsageError(f"IncrBy.delta must be a 64-bit signed int, not {self.delta!r:.60}")
 
@@ -175,8 +198,8 @@ class AppendBytes:
     value: bytes
 
     def __post_init__(self) -> None:
-        _need_bytes("AppendBytes.key", self.key)
-        _need_bytes("AppendBytes.value", self.value)
+        _need_key("AppendBytes.key", self.key)
+        _need_value("AppendBytes.value", self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +209,7 @@ class StrLen:
     key: bytes
 
     def __post_init__(self) -> None:
-        _need_bytes("StrLen.key", self.key)
+        _need_key("StrLen.key", self.key)
 
 
 @dataclass(frozen=True, slots=True)

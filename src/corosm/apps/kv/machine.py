@@ -29,7 +29,12 @@ the moment its record is applied.
 
 ``apply`` never raises for a record a handler could have appended: an
 ``Increment`` of a value that became non-integer meanwhile is a deterministic
-no-op whose outcome is a ``Rejected`` output.
+no-op whose outcome is a ``Rejected`` output, and so is an ``AppendTo`` whose
+result would be over ``MAX_VALUE_BYTES``. The APPEND handler does *not*
+refuse early from the state it sees: APPEND is ``Order.LOGGED``, so it may
+run while an earlier write of its own connection (say a SET that shortens the
+value) is still waiting for its fsync; only the record's apply, in log order,
+knows the value it really extends.
 
 Reads do not suspend: they answer from the applied state, which holds only
 durable changes, and linearize at the moment they run. For the same reason a
@@ -44,6 +49,7 @@ gives the cheap copy a background snapshot needs.
 from __future__ import annotations
 
 from corosm.apps.kv.inputs import (
+    MAX_VALUE_BYTES,
     AppendBytes,
     Delete,
     DeleteMany,
@@ -66,6 +72,8 @@ from corosm.apps.kv.outputs import (
     Count,
     IntValue,
     Output,
+    Rejected,
+    RejectReason,
     SetOutcome,
     Value,
     Values,
@@ -89,6 +97,13 @@ from corosm.apps.kv.records import (
 )
 from corosm.core import Context, Machine, Order, Policy
 from corosm.errors import DataError, UsageError
+
+#: APPEND's answer when the result would be over MAX_VALUE_BYTES (Redis's wording;
+#: OVERFLOW is the nearest RejectReason: the value would outgrow its limit).
+VALUE_TOO_LARGE = Rejected(
+    RejectReason.OVERFLOW,
+    f"string exceeds maximum allowed size ({MAX_VALUE_BYTES} bytes)",
+)
 
 
 class KVState:
@@ -124,9 +139,13 @@ def apply_record(state: KVState, record: Record) -> KVState:
                 data[key] = value
             state.last_outcome = SetOutcome(stored, old)
         case AppendTo(key, value):
-            new = data.get(key, b"") + value
-            data[key] = new
-            state.last_outcome = Count(len(new))
+            old = data.get(key, b"")
+            if len(old) + len(value) > MAX_VALUE_BYTES:
+                state.last_outcome = VALUE_TOO_LARGE  # decided here: the same on replay
+            else:
+                new = old + value
+                data[key] = new
+                state.last_outcome = Count(len(new))
         case Remove(keys):
             removed = 0
             for key in keys:

@@ -16,9 +16,11 @@ string exactly as ``show`` does (decimal escapes above ASCII, ``\\&`` where a
 digit or ``H`` would change an escape), so ``read_string(show_string(s)) == s``.
 
 The common request (``Write "key" 123`` with a plain key) is matched by one
-regular expression; anything else goes to a small tokenizer and a recursive
-descent parser, whose errors say what, where (line and column) and what was
-expected.
+regular expression; anything else goes to a small tokenizer and a descent
+parser, whose errors say what, where (line and column) and what was expected.
+It counts parentheses in a loop rather than recursing, up to
+:data:`MAX_NESTING`. The inputs it builds check the store's key limits
+(:class:`~corosm.errors.LimitExceeded` for an empty or too long key).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from corosm.errors import UsageError
 
 REQUEST_FORMS = "'Write \"key\" <int>' or 'Read \"key\"'"
 EXPECTED_REQUEST = "expected " + REQUEST_FORMS
+#: The most parentheses around a request or one of its arguments. Haskell's
+#: ``read`` takes any number; no client sends more than a couple, and a bound
+#: keeps a 2 MiB body of '(' from costing the event loop seconds.
+MAX_NESTING = 100
 
 
 class SeedSyntaxError(UsageError):
@@ -199,13 +205,15 @@ class _Token:
 
 
 class _Parser:
-    """Recursive descent over Haskell lexemes, as ``Text.Read.Lex`` splits them."""
+    """Descent over Haskell lexemes, as ``Text.Read.Lex`` splits them (no recursion)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
 
     # grammar: request := "(" request ")" | "Write" str int | "Read" str
+    # Parentheses are counted in a loop, never by recursion, and at most
+    # MAX_NESTING deep: a body of 100,000 '(' is a 400, not a RecursionError.
 
     def request(self) -> Write | Read:
         result = self._request()
@@ -213,27 +221,24 @@ class _Parser:
         return result
 
     def _request(self) -> Write | Read:
-        token = self.token(REQUEST_FORMS)
-        if token.kind == "(":
-            inner = self._request()
-            self.expect(")", "')' to close the '(' at " + self.where(token.start))
-            return inner
+        opens, token = self.opened(REQUEST_FORMS)
         if token.kind == "ident" and token.text == "Write":
             key = self.argument_string("the key: a string in double quotes after 'Write'")
             value = self.argument_int()
-            return Write(key, str(value).encode())
-        if token.kind == "ident" and token.text == "Read":
-            return Read(self.argument_string("the key: a string in double quotes after 'Read'"))
-        raise self.error(token.start, f"found {self.describe(token)}; {EXPECTED_REQUEST}")
+            result: Write | Read = Write(key, str(value).encode())
+        elif token.kind == "ident" and token.text == "Read":
+            result = Read(self.argument_string("the key: a string in double quotes after 'Read'"))
+        else:
+            raise self.error(token.start, f"found {self.describe(token)}; {EXPECTED_REQUEST}")
+        for start in reversed(opens):
+            self.expect(")", "')' to close the '(' at " + self.where(start))
+        return result
 
     def argument_string(self, expected: str) -> bytes:
-        token = self.token(expected)
-        if token.kind == "(":
-            inner = self.argument_string(expected)
-            self.expect(")", "')' after the key")
-            return inner
+        opens, token = self.opened(expected)
         if token.kind != "string":
             raise self.error(token.start, f"found {self.describe(token)}; expected {expected}")
+        self.closed(opens, "')' after the key")
         try:
             return token.text.encode("utf-8")
         except UnicodeEncodeError:
@@ -243,11 +248,7 @@ class _Parser:
 
     def argument_int(self) -> int:
         expected = "the value: a 64-bit integer such as 1, -5 or (-5)"
-        token = self.token(expected)
-        if token.kind == "(":
-            inner = self.argument_int()
-            self.expect(")", "')' after the value")
-            return inner
+        opens, token = self.opened(expected)
         sign = 1
         if token.kind == "symbol" and token.text == "-":
             sign = -1
@@ -257,14 +258,35 @@ class _Parser:
             raise self.error(token.start, f"found {self.describe(token)}; expected {wanted}")
         if not _INT_LITERAL.fullmatch(token.text):
             raise self.error(token.start, f"{token.text} is not an integer; expected {expected}")
-        n = sign * _number_value(token.text)
-        if not INT64_MIN <= n <= INT64_MAX:
+        n = _number_value(token.text)
+        if n is None or not INT64_MIN <= sign * n <= INT64_MAX:
+            shown = ("-" if sign < 0 else "") + _shorten(token.text)
             raise self.error(
                 token.start,
-                f"the value {n} is out of range; expected a 64-bit integer "
+                f"the value {shown} is out of range; expected a 64-bit integer "
                 f"from {INT64_MIN} to {INT64_MAX}",
             )
-        return n
+        self.closed(opens, "')' after the value")
+        return sign * n
+
+    def opened(self, expected: str) -> tuple[list[int], _Token]:
+        """Skip '(' tokens; return their positions and the first other token."""
+        opens: list[int] = []
+        token = self.token(expected)
+        while token.kind == "(":
+            if len(opens) == MAX_NESTING:
+                raise self.error(
+                    token.start,
+                    f"more than {MAX_NESTING} nested '(' (the most allowed); {EXPECTED_REQUEST}",
+                )
+            opens.append(token.start)
+            token = self.token(expected)
+        return opens, token
+
+    def closed(self, opens: list[int], expected: str) -> None:
+        """Expect one ')' for each '(' that :meth:`opened` skipped."""
+        for _ in opens:
+            self.expect(")", expected)
 
     # -- lexing
 
@@ -352,7 +374,9 @@ class _Parser:
             code = _escape_value(match)
             if code > 0x10FFFF:
                 raise self.error(
-                    pos, f"character escape {code} is too large; expected at most 1114111"
+                    pos,
+                    f"character escape {_shorten(match.group())} is too large; "
+                    "expected at most 1114111",
                 )
             out.append(chr(code))
             return match.end()
@@ -410,16 +434,41 @@ def _is_space(c: str) -> bool:
 
 
 def _escape_value(match: re.Match[str]) -> int:
+    """The code of a numeric escape; past 8 significant digits, just "too large"."""
     if match.group("dec") is not None:
-        return int(match.group("dec"))
-    if match.group("hex") is not None:
-        return int(match.group("hex"), 16)
-    return int(match.group("oct"), 8)
+        digits, base = match.group("dec"), 10
+    elif match.group("hex") is not None:
+        digits, base = match.group("hex"), 16
+    else:
+        digits, base = match.group("oct"), 8
+    digits = digits.lstrip("0") or "0"
+    return int(digits, base) if len(digits) <= 8 else _TOO_LARGE_ESCAPE
 
 
-def _number_value(text: str) -> int:
+_TOO_LARGE_ESCAPE = 0x110000  # any code above 0x10FFFF: the caller reports it
+
+
+def _number_value(text: str) -> int | None:
+    """The value of an integer literal, or None when it is far beyond int64.
+
+    Leading zeros are allowed (Haskell reads ``007``), so the digits that
+    count are checked: this keeps ``int()`` off 5,000-digit literals, which it
+    refuses (and which no int64 needs).
+    """
+    base, digits = 10, text
     if text[:2] in ("0x", "0X"):
-        return int(text[2:], 16)
-    if text[:2] in ("0o", "0O"):
-        return int(text[2:], 8)
-    return int(text)
+        base, digits = 16, text[2:]
+    elif text[:2] in ("0o", "0O"):
+        base, digits = 8, text[2:]
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > _MAX_DIGITS[base]:
+        return None
+    return int(digits, base)
+
+
+# More digits than any int64 needs (after leading zeros are dropped), per base.
+_MAX_DIGITS = {10: 20, 16: 17, 8: 23}
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} digits)"

@@ -14,7 +14,9 @@ is answered without waiting for the next turn (which delivers a whole group
 commit's completions first). Requests that need no machine (bad input, health,
 metrics) get a ready Response at once.
 
-Routes (``{key}`` is percent-decoded to bytes)::
+Routes (``{key}`` is percent-decoded to bytes; an absolute-form target such
+as ``http://host:8080/kv/x`` is routed on its path and query, as RFC 9112
+asks)::
 
     GET    /health        200 "ok", or 503 with the reason (e.g. the journal failed)
     GET    /metrics       Prometheus text format
@@ -22,16 +24,25 @@ Routes (``{key}`` is percent-decoded to bytes)::
     PUT    /kv/{key}      raw body: 201 created | 200 replaced
     DELETE /kv/{key}      200 | 404
     POST   any other path the seed protocol: Write "x" 1 -> Ok, Read "x" -> Result (Just 1)
-    DELETE any other path reset the store: 200, empty body
-    other methods there   400 "Unsupported method"
+    DELETE /              reset the store: 200, empty body (403 when allow_reset is False)
+    DELETE anything else  404 naming the routes: a reset is never a guess
+    other methods there   400 "Unsupported method" (the seed's bytes, no newline)
 
 Errors: a seed body that does not parse (or an int outside int64) -> 400 with
 the parser's message; a seed Read of a value that is not a decimal int64 ->
 422 (the request is well-formed but the stored value cannot be said in the
-seed's syntax); a key over ``max_key_bytes`` -> 414; a value over
-``max_value_bytes`` -> 413; a full input queue -> 503 with ``Retry-After: 1``;
-a journal failure -> 503; a handler failure -> 500. Every error body is one
-line of text that says what was wrong and what was expected.
+seed's syntax). Key and value limits are the inputs' own
+(:data:`~corosm.apps.kv.inputs.MAX_KEY_BYTES`,
+:data:`~corosm.apps.kv.inputs.MAX_VALUE_BYTES`), for REST and the seed
+protocol alike: an empty key -> 400, a key too long -> 414, a value too large
+-> 413. A full input queue -> 503 with ``Retry-After: 1``; a journal failure
+-> 503; a handler failure -> 500. Every error body is one line of text that
+says what was wrong and what was expected.
+
+Read-your-writes per connection (:class:`_Session`) follows the machine's own
+declaration, :meth:`corosm.core.Machine.order`, asked once per input type
+(the app assumes, as the key-value machine's ``ORDER`` table does, that the
+order depends on the type alone); the app keeps no table of its own.
 """
 
 from __future__ import annotations
@@ -42,17 +53,19 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf, Write
+from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
 from corosm.apps.kv.outputs import Count, Ok, Output, SetOutcome, Value
 from corosm.apps.kv.seed import (
     SeedValueError,
     output_to_seed_reply,
     seed_request_to_input,
 )
+from corosm.core import Machine, Order
 from corosm.errors import (
     CorosmError,
     HandlerError,
     JournalError,
+    LimitExceeded,
     Overloaded,
     Stopped,
     UsageError,
@@ -75,8 +88,19 @@ RETRY_AFTER = ((b"Retry-After", b"1"),)
 
 _OK = Response(200, b"Ok")
 _EMPTY_200 = Response(200, b"", content_type=None)
-_UNSUPPORTED = error_response(400, "Unsupported method")
+_UNSUPPORTED = Response(400, b"Unsupported method")  # the seed's exact bytes
 _NOT_FOUND = error_response(404, "key not found")
+_RESET_REFUSED = error_response(
+    403,
+    "reset refused: this server was started with --no-reset; "
+    "delete keys one at a time with DELETE /kv/{key}",
+)
+_ROUTES = (
+    "expected DELETE / (reset the whole store) or DELETE /kv/{key} (one key); "
+    "the other routes are POST / (seed protocol), GET, HEAD or PUT /kv/{key}, "
+    "GET /health and GET /metrics"
+)
+_READ, _LOGGED = Order.READ, Order.LOGGED
 
 
 class KvRuntime(Protocol):
@@ -95,18 +119,12 @@ class KvRuntime(Protocol):
 
     def health(self) -> str | None: ...
 
+    @property
+    def machine(self) -> Machine[Any, Any, Any]: ...
+
 
 Finish = Callable[[Any, "BaseException | None"], Response]
 Submit = Callable[[str, Input], "Response | Later"]
-
-#: Inputs whose answer is decided when their journal record is applied, in log
-#: order: they may go to the machine while earlier writes of the same
-#: connection still wait for their fsync. Every other input answers from the
-#: applied state at once (Read; Delete of an absent key), so on a connection
-#: with a write in flight it waits, and so does everything after it.
-LOG_ORDERED: tuple[type[Input], ...] = (Write, Reset, SetIf)
-#: Inputs that change the store: what a read on the same connection waits for.
-WRITES: tuple[type[Input], ...] = (Write, Reset, SetIf, Delete)
 
 
 class KvHttpApp:
@@ -116,15 +134,16 @@ class KvHttpApp:
         self,
         runtime: KvRuntime,
         *,
-        max_key_bytes: int = 1024,
-        max_value_bytes: int = 1024 * 1024,
+        allow_reset: bool = True,
         http_stats: HttpStats | None = None,
     ) -> None:
-        if max_key_bytes < 1 or max_value_bytes < 0:
-            raise UsageError("max_key_bytes must be >= 1 and max_value_bytes >= 0")
         self.runtime = runtime
-        self.max_key_bytes = max_key_bytes
-        self.max_value_bytes = max_value_bytes
+        self.allow_reset = allow_reset
+        self._machine_order: Callable[[Input], Order] = runtime.machine.order
+        # Machine.order per input type, asked once per type: the key-value
+        # machine declares its order by type (its ORDER table), and the dict
+        # costs a quarter of the call, which reads an Enum member each time.
+        self._orders: dict[type, Order] = {}
         self.http_stats = http_stats or HttpStats()
         # (kind, status) -> count; read by the metrics page.
         self.requests: dict[tuple[str, int], int] = {}
@@ -137,6 +156,13 @@ class KvHttpApp:
             "kv_put": self._finisher("kv_put", _put_reply),
             "kv_delete": self._finisher("kv_delete", _delete_reply),
         }
+
+    def order(self, input: Input) -> Order:
+        """How ``input`` orders on its connection, as the runtime's machine declares it."""
+        order = self._orders.get(type(input))
+        if order is None:
+            order = self._orders[type(input)] = self._machine_order(input)
+        return order
 
     # -- routing ------------------------------------------------------------
 
@@ -154,6 +180,8 @@ class KvHttpApp:
 
     def _route(self, request: Request, submit: Submit) -> Response | Later:
         target = request.target
+        if target[:1] != b"/":
+            target = _origin_form(target)
         query = target.find(b"?")
         path = target if query < 0 else target[:query]
         method = request.method
@@ -166,12 +194,26 @@ class KvHttpApp:
         if method == b"POST":
             return self._seed(request.body, submit)
         if method == b"DELETE":
-            return submit("seed_reset", Reset())
+            return self._reset(target, submit)
         return self._count("seed_other", _UNSUPPORTED)
+
+    def _reset(self, target: bytes, submit: Submit) -> Response | Later:
+        # Only the seed client's exact "DELETE /" wipes the store: a typo such
+        # as "DELETE /kv" or "DELETE /KV/x" must not.
+        if target != b"/":
+            shown = target[:80].decode("ascii", "backslashreplace")
+            return self._count(
+                "seed_other", error_response(404, f"no route for DELETE {shown}; {_ROUTES}")
+            )
+        if not self.allow_reset:
+            return self._count("seed_reset", _RESET_REFUSED)
+        return submit("seed_reset", Reset())
 
     def _seed(self, body: bytes, submit: Submit) -> Response | Later:
         try:
             input = seed_request_to_input(body)
+        except LimitExceeded as exc:
+            return self._count("seed_invalid", limit_response(exc))
         except UsageError as exc:
             return self._count("seed_invalid", error_response(400, str(exc)))
         return submit("seed_read" if type(input) is Read else "seed_write", input)
@@ -185,32 +227,18 @@ class KvHttpApp:
                 "expected GET, PUT or DELETE",
             )
             return self._count("kv_other", _with_allow(resp, b"GET, HEAD, PUT, DELETE"))
-        # The encoded form is at most 3 bytes per key byte: reject early and cheaply.
-        if len(raw_key) > 3 * self.max_key_bytes:
-            return self._count(kind, self._key_too_long(len(raw_key)))
         key = unquote_to_bytes(raw_key) if b"%" in raw_key else raw_key
-        if not key:
-            return self._count(kind, error_response(400, "empty key; expected /kv/{key}"))
-        if len(key) > self.max_key_bytes:
-            return self._count(kind, self._key_too_long(len(key)))
-        if kind == "kv_get":
-            return submit(kind, Read(key))
-        if kind == "kv_delete":
-            return submit(kind, Delete(key))
-        if len(body) > self.max_value_bytes:
-            return self._count(
-                kind,
-                error_response(
-                    413,
-                    f"value too large: {len(body)} bytes, at most {self.max_value_bytes} allowed",
-                ),
-            )
-        return submit(kind, SetIf(key, body))
-
-    def _key_too_long(self, size: int) -> Response:
-        return error_response(
-            414, f"key too long: {size} bytes, at most {self.max_key_bytes} allowed"
-        )
+        input: Input
+        try:  # the inputs check the key and value limits
+            if kind == "kv_get":
+                input = Read(key)
+            elif kind == "kv_delete":
+                input = Delete(key)
+            else:
+                input = SetIf(key, body)
+        except LimitExceeded as exc:
+            return self._count(kind, limit_response(exc, "expected /kv/{key}"))
+        return submit(kind, input)
 
     def _only_get(self, method: bytes, kind: str) -> Response | None:
         if method in (b"GET", b"HEAD"):
@@ -240,7 +268,8 @@ class KvHttpApp:
     def _submit(self, kind: str, input: Input) -> Response | Later:
         reply = _Reply(self._finish[kind])
         try:
-            self.runtime.submit_callback(input, reply, now=type(input) is Read)
+            order = self._orders.get(type(input)) or self.order(input)
+            self.runtime.submit_callback(input, reply, now=order is _READ)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
             return self._failed(kind, exc)
         return reply
@@ -305,13 +334,16 @@ class _Reply(Later):
 class _Session:
     """One connection's handler: read-your-writes for pipelined requests.
 
-    ``_writes`` counts this connection's writes submitted and not yet done.
-    While it is non-zero, an input that is not log-ordered is held (its reply
-    slot waits on a :class:`_Reply` not yet submitted), and so is every input
-    after a held one, to keep submission in request order. When a write
-    finishes, the held inputs are submitted in order up to the next one that
-    must wait. With nothing in flight a request costs two attribute reads
-    more than :meth:`KvHttpApp.__call__`.
+    The machine's :meth:`~corosm.core.Machine.order` says how each input
+    orders: ``_writes`` counts this connection's writes (``LOGGED`` and
+    ``WRITE`` inputs) submitted and not yet done. While it is non-zero, an
+    input that is not ``LOGGED`` is held (its reply slot waits on a
+    :class:`_Reply` not yet submitted), and so is every input after a held
+    one, to keep submission in request order. When a write finishes, the held
+    inputs are submitted in order up to the next one that must wait. A
+    ``READ`` is stepped at once (``now=True``): it answers from the applied
+    state. With nothing in flight a request costs two attribute reads more
+    than :meth:`KvHttpApp.__call__`.
 
     Held inputs are bounded by the connection's ``Limits.max_pending``: it
     stops reading at that many outstanding replies.
@@ -322,7 +354,7 @@ class _Session:
     def __init__(self, app: KvHttpApp) -> None:
         self._app = app
         self._writes = 0
-        self._held: deque[tuple[Input, _Reply]] = deque()
+        self._held: deque[tuple[Input, Order, _Reply]] = deque()
 
     def __call__(self, request: Request) -> Response | Later:
         return self._app._route(request, self._submit)
@@ -330,20 +362,21 @@ class _Session:
     def _submit(self, kind: str, input: Input) -> Response | Later:
         app = self._app
         reply = _Reply(app._finish[kind])
-        if self._held or (self._writes and type(input) not in LOG_ORDERED):
-            self._held.append((input, reply))
+        order = app._orders.get(type(input)) or app.order(input)  # inlined: the hot path
+        if self._held or (self._writes and order is not _LOGGED):
+            self._held.append((input, order, reply))
             return reply
         try:
-            self._start(input, reply)
+            self._start(input, order, reply)
         except Exception as exc:
             return app._failed(kind, exc)
         return reply
 
-    def _start(self, input: Input, reply: _Reply) -> None:
-        if type(input) not in WRITES:
+    def _start(self, input: Input, order: Order, reply: _Reply) -> None:
+        if order is _READ:
             # A read answers from the applied state: step it at once (see
             # Runtime.submit_callback) rather than queue it behind the writes.
-            self._app.runtime.submit_callback(input, reply, now=type(input) is Read)
+            self._app.runtime.submit_callback(input, reply, now=True)
             return
         # Counted before submitting, in case a runtime calls back at once.
         self._writes += 1
@@ -358,10 +391,10 @@ class _Session:
     def _write_done(self) -> None:
         self._writes -= 1
         held = self._held
-        while held and not (self._writes and type(held[0][0]) not in LOG_ORDERED):
-            input, reply = held.popleft()
+        while held and not (self._writes and held[0][1] is not _LOGGED):
+            input, order, reply = held.popleft()
             try:
-                self._start(input, reply)
+                self._start(input, order, reply)
             except Exception as exc:  # the reply maps it (503 when overloaded)
                 if not isinstance(exc, CorosmError):
                     log.error("submit_callback failed", exc_info=exc)
@@ -398,6 +431,38 @@ def _delete_reply(output: Output) -> Response:
     if isinstance(output, Count):
         return _EMPTY_200 if output.n else _NOT_FOUND
     return _unexpected(output)
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path and query of an absolute-form target (``http://host:port/p?q`` -> ``/p?q``).
+
+    RFC 9112 section 3.2.2: a server must accept the absolute form. An empty
+    path is ``/``. Any other target (``*``, garbage) is returned as it is:
+    no route matches it.
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    slash, query = rest.find(b"/"), rest.find(b"?")
+    ends = [i for i in (slash, query) if i >= 0]
+    start = min(ends) if ends else len(rest)
+    if start == 0:  # no host: not an absolute URI
+        return target
+    origin = rest[start:]
+    return origin if origin[:1] == b"/" else b"/" + origin
+
+
+def limit_response(exc: LimitExceeded, empty_hint: str = "") -> Response:
+    """The reply for a key or value outside the store's limits (the message says the limit).
+
+    An empty key is 400 (``empty_hint`` may say what the route expects), a
+    key too long 414, a value too large 413: the same for REST and the seed.
+    """
+    if exc.part == "value":
+        return error_response(413, str(exc))
+    if exc.empty:
+        return error_response(400, f"{exc}; {empty_hint}" if empty_hint else str(exc))
+    return error_response(414, str(exc))
 
 
 def _unexpected(output: Output) -> Response:

@@ -6,8 +6,9 @@ Everything a handler sees or returns is a small frozen value: a parsed
 :class:`Request` in, a :class:`Response` (or a :class:`Deferred` reply still to
 come, through an asyncio future, or a :class:`Later` that its producer
 resolves by a direct call) out. :func:`encode_response` turns a Response into wire bytes: always a
-``Content-Length``, a ``Connection`` header only when the connection is about
-to close or when an HTTP/1.0 client asked for keep-alive. A Response that is
+``Content-Length``, a ``Content-Type`` whenever the Response has one (an empty
+body too), a ``Connection`` header only when the connection is about to close
+or when an HTTP/1.0 client asked for keep-alive. A Response that is
 reused (a constant such as the seed's ``Ok``) is encoded once and the bytes
 are cached on it.
 """
@@ -177,7 +178,9 @@ def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = Fal
 def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
     status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
     parts = [status_line, b"Server: corosm\r\nContent-Length: %d\r\n" % len(resp.body)]
-    if resp.content_type is not None and resp.body:
+    # An empty body keeps its type: GET of an empty value is still octet-stream.
+    # Replies that have no type at all say so with content_type=None.
+    if resp.content_type is not None:
         parts.append(b"Content-Type: %s\r\n" % resp.content_type)
     parts.extend(b"%s: %s\r\n" % (name, value) for name, value in resp.headers)
     parts.append(CONN_HEADERS[conn])

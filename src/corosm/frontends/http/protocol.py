@@ -35,6 +35,10 @@ earliest reply deadline.
 Flow control: reading stops (``pause_reading``) while the peer has too many
 replies pending, while the transport asked us to stop writing, or while the
 connection is closing; it resumes when all of these clear.
+
+Half-close: a client's EOF (``eof_received``) ends reading, not the
+connection. The requests it sent in full are answered, then the connection
+closes; only a request cut off by the EOF is dropped.
 """
 
 from __future__ import annotations
@@ -199,6 +203,7 @@ class HttpConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._lingering = False  # FIN sent; discarding input until the client closes
+        self._eof = False  # the client half-closed: answer what it sent, then close
         self._linger_handle: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------
@@ -269,10 +274,17 @@ class HttpConnection(asyncio.Protocol):
             self._flush()
 
     def eof_received(self) -> bool | None:
-        # Most clients that send EOF have gone for good (a half-closed HTTP
-        # client is rare), so close now: pending replies are dropped when
-        # they come, instead of holding the connection until then.
-        return None
+        # A client may half-close once it has sent its requests (nc -N,
+        # shutdown(SHUT_WR)) and still wait for the replies: a write it sent
+        # must be answered, not dropped. So read no more, answer every request
+        # received in full, then close (``_flush`` does, once nothing is owed).
+        # A request cut off by the EOF will never complete: it is dropped.
+        self._eof = True
+        self._closing = True
+        self._in_message = False
+        if self._lingering or not (self._pending or self._out):
+            return None  # nothing owed: the transport closes now
+        return True  # keep the write side open until the replies are out
 
     # -- httptools callbacks ------------------------------------------------
 
@@ -458,7 +470,9 @@ class HttpConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not transport.can_write_eof():
+        if self._eof or not transport.can_write_eof():
+            # After the client's EOF no input is left to be reset: close()
+            # sends what is buffered, then FIN.
             transport.close()
             return
         transport.write_eof()

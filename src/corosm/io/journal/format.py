@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 Every file starts with a 16-byte header: an 8-byte magic that says what the
 file is (journal segment or snapshot) and a u32 format version, then four
-reserved zero bytes. A reader refuses a version it does not know with a clear
-error instead of guessing.
+reserved bytes that must be zero. A reader refuses a version it does not know
+with a clear error instead of guessing, and a non-zero reserved byte as damage.
 
 A journal segment is the header followed by frames. A frame is a 20-byte
 frame header and the payload::
@@ -17,6 +17,16 @@ before it is trusted (otherwise a flipped bit in a length in the middle of a
 file would look like a torn tail and silently cut the log). ``payload_crc``
 covers the payload. All integers are little-endian. LSNs start at 1 and grow
 by one per record across segments.
+
+Telling a torn tail from corruption: damage after which no valid frame
+follows is what a crash in the middle of the last write leaves behind;
+damage followed by a valid frame is not. :func:`find_frame` is the resync
+scan that decides: the first header after the damage whose header CRC checks
+and whose LSN fits where it was found. It looks for the LSN's fixed high
+bytes with ``bytes.find`` (C speed), skips runs of zeros with ``memcmp``
+and checks only the candidates in Python: over random bytes, text or zeros
+it runs at ``memchr`` speed; binary full of small integers costs about a
+microsecond per candidate. It runs at most once per recovery.
 
 A snapshot file is the header, ``u64 lsn | u64 length | u32 crc`` and the
 payload; ``crc`` covers the 16 bytes before it and the payload. The state it
@@ -46,6 +56,7 @@ FILE_HEADER = struct.Struct("<8sII")
 FRAME_HEADER = struct.Struct("<IQII")
 _FRAME_HEAD16 = struct.Struct("<IQI")  # FRAME_HEADER without header_crc
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 SNAPSHOT_HEADER = struct.Struct("<QQI")
 HEADER_SIZE = FILE_HEADER.size  # 16
 FRAME_SIZE = FRAME_HEADER.size  # 20
@@ -55,6 +66,9 @@ MAX_RECORD_BYTES = (1 << 31) - 1
 _SEGMENT_RE = re.compile(r"^journal-(\d{20})\.log$")
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
 TEMP_SUFFIX = ".tmp"
+DAMAGED_SUFFIX = ".damaged"
+"""Appended to the name of a snapshot that failed its checks, once recovery went past it."""
+_ZERO_BLOCK = bytes(1 << 16)
 
 
 def file_header(magic: bytes) -> bytes:
@@ -69,7 +83,7 @@ def check_header(path: str, data: bytes | memoryview, magic: bytes) -> None:
         raise CorruptJournal(
             path, 0, f"file is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
         )
-    found, version, _reserved = FILE_HEADER.unpack_from(data, 0)
+    found, version, reserved = FILE_HEADER.unpack_from(data, 0)
     if found != magic:
         raise CorruptJournal(
             path, 0, f"not a corosm {kind}: magic is {bytes(found)!r}, expected {magic!r}"
@@ -81,6 +95,10 @@ def check_header(path: str, data: bytes | memoryview, magic: bytes) -> None:
             f"{kind} format version {version} is not supported; this corosm reads "
             f"version(s) {', '.join(map(str, sorted(SUPPORTED_VERSIONS)))} "
             "(was the file written by a newer corosm?)",
+        )
+    if reserved:
+        raise CorruptJournal(
+            path, 12, f"reserved {kind} header bytes are {reserved:#010x}, must be zero"
         )
 
 
@@ -108,10 +126,9 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
 class FrameError:
     """Why the frame at ``offset`` could not be read, and whether that looks like a torn tail.
 
-    ``torn`` is True when the damage is what a crash in the middle of the last
-    write leaves behind: an incomplete frame that runs to the end of the file,
-    a bad payload checksum on the frame that ends exactly at the end of the
-    file, or nothing but zero bytes from ``offset`` on.
+    ``torn`` is True when no valid frame follows ``offset`` in the file (see
+    :func:`find_frame`): in the last segment, that is what a crash in the
+    middle of the last write leaves behind, whatever the damaged bytes are.
     """
 
     offset: int
@@ -119,26 +136,95 @@ class FrameError:
     torn: bool
 
 
-def classify_bad_frame(data: bytes, offset: int) -> FrameError:
-    """Explain why the frame at ``offset`` of ``data`` is not valid (slow path, runs once)."""
+def find_frame(data: bytes, start: int, *, origin: int, lsn: int) -> tuple[int, int] | None:
+    """``(offset, lsn)`` of the first plausible frame header at or after ``start``, or None.
+
+    The frame that should be at ``origin`` has LSN ``lsn``. A header found at
+    ``p`` is plausible when its header CRC checks and its LSN is one that could
+    sit there: at least ``lsn`` and at most ``lsn + (p - origin) // FRAME_SIZE``
+    (every frame in between takes at least ``FRAME_SIZE`` bytes). That rules
+    out stale frames of older LSNs in reused disk blocks. Only the header is
+    checked: a header that checks is proof that a writer put a frame there.
+    """
     end = len(data)
-    zeros = data.count(0, offset, end) == end - offset
+    last = end - FRAME_SIZE  # the last offset a whole header fits at
+    if start > last:
+        return None
+    top = min(lsn + (end - origin) // FRAME_SIZE, (1 << 64) - 1)
+    low_b, top_b = _U64.pack(lsn), _U64.pack(top)
+    fixed = 8  # every plausible LSN ends (little-endian) with low_b[fixed:]
+    while fixed > 0 and low_b[fixed - 1] == top_b[fixed - 1]:
+        fixed -= 1
+    literal = low_b[fixed:]
+    shift = 4 + fixed  # where the literal sits in a frame header
+    unpack, crc32 = FRAME_HEADER.unpack_from, zlib.crc32
+    pos = start
+    while pos <= last:
+        if literal:
+            hit = data.find(literal, pos + shift, last + 12)
+            if hit < 0:
+                return None
+            pos = hit - shift
+        _n, flsn, _pcrc, hcrc = unpack(data, pos)
+        if (
+            lsn <= flsn <= lsn + (pos - origin) // FRAME_SIZE
+            and crc32(data[pos : pos + 16]) == hcrc
+        ):
+            return pos, flsn
+        if flsn == 0:  # zeros (preallocated or never written): skip the run in C
+            nonzero = _skip_zeros(data, pos + 12, last + 12)
+            # a plausible LSN has a non-zero byte, so no header starts before this
+            pos = nonzero - 11
+        else:
+            pos += 1
+    return None
+
+
+def _skip_zeros(data: bytes, pos: int, stop: int) -> int:
+    """The offset of the first non-zero byte in ``data[pos:stop]``, or ``stop``."""
+    head = data[pos : min(pos + 64, stop)]  # short runs: one small slice
+    rest = len(head.lstrip(b"\x00"))
+    if rest:
+        return pos + len(head) - rest
+    pos += len(head)
+    block = len(_ZERO_BLOCK)
+    while pos + block <= stop and data.startswith(_ZERO_BLOCK, pos):  # memcmp, no copy
+        pos += block
+    tail = data[pos : min(pos + block, stop)]
+    return pos + len(tail) - len(tail.lstrip(b"\x00"))
+
+
+def classify_bad_frame(data: bytes, offset: int, lsn: int) -> FrameError:
+    """Explain why the frame at ``offset`` (which should hold ``lsn``) is not valid.
+
+    Slow path, runs once per recovery at most. The frame is torn when no
+    plausible frame follows it (:func:`find_frame`); when its own header
+    checks, its length is trusted and the search starts after its payload.
+    """
+    end = len(data)
     if end - offset < FRAME_SIZE:
         return FrameError(offset, f"incomplete frame header ({end - offset} bytes)", True)
-    n, lsn, pcrc, hcrc = FRAME_HEADER.unpack_from(data, offset)
-    if zlib.crc32(memoryview(data)[offset : offset + 16]) != hcrc:
-        return FrameError(offset, "frame header checksum mismatch", zeros)
-    if offset + FRAME_SIZE + n > end:
-        return FrameError(
-            offset,
+    n, flsn, pcrc, hcrc = FRAME_HEADER.unpack_from(data, offset)
+    view = memoryview(data)
+    if zlib.crc32(view[offset : offset + 16]) != hcrc:
+        reason, resume = "frame header checksum mismatch", offset + 1
+    elif offset + FRAME_SIZE + n > end:
+        reason = (
             f"incomplete record: header says {n} payload bytes, "
-            f"file has {end - offset - FRAME_SIZE}",
-            True,
+            f"file has {end - offset - FRAME_SIZE}"
         )
-    if zlib.crc32(memoryview(data)[offset + FRAME_SIZE : offset + FRAME_SIZE + n]) != pcrc:
-        at_tail = offset + FRAME_SIZE + n == end
-        return FrameError(offset, f"payload checksum mismatch (lsn {lsn})", at_tail or zeros)
-    return FrameError(offset, "frame is valid", False)  # callers never get here
+        resume = end
+    elif zlib.crc32(view[offset + FRAME_SIZE : offset + FRAME_SIZE + n]) != pcrc:
+        reason, resume = f"payload checksum mismatch (lsn {flsn})", offset + FRAME_SIZE + n
+    else:
+        return FrameError(offset, "frame is valid", False)  # callers never get here
+    found = find_frame(data, resume, origin=offset, lsn=lsn)
+    if found is None:
+        return FrameError(offset, reason, True)
+    at, next_lsn = found
+    return FrameError(
+        offset, f"{reason}; a valid record (lsn {next_lsn}) follows at byte {at}", False
+    )
 
 
 def segment_name(first_lsn: int) -> str:

@@ -5,19 +5,27 @@ Theory of operation
 1. Remove leftover ``*.tmp`` files (snapshots that never got renamed).
 2. Load the newest snapshot that checks out (``machine.restore``), or start
    from ``machine.initial_state()``. Its LSN ``L`` says which records it holds.
+   Damaged newer snapshots are skipped; if the journal does not reach back to
+   ``L + 1``, the error names them (they held what is missing).
 3. Read the segments in LSN order, each with one big read, and replay every
    record with LSN > ``L`` through ``machine.apply(state,
    machine.decode_record(payload))``: the very function the live path runs
    when an append completes, so the rebuilt state is the live state.
 4. Check as we go: headers and versions, both checksums of every frame, LSNs
    consecutive inside a segment and across segments (a gap means lost data).
+5. Once the state is rebuilt, rename the damaged snapshots skipped in step 2
+   to ``*.damaged``, so that snapshot retention never mistakes one for the
+   previous snapshot it keeps as a fallback.
 
-Damage at the very tail of the last segment is what a crash in the middle of
-a write leaves (see :class:`~corosm.io.journal.format.FrameError`); it was
-never acknowledged in ``always`` mode, so it is cut off and reported (logger
-``corosm.journal``). Damage anywhere else raises :class:`CorruptJournal`
-naming the file and byte offset, unless ``truncate_corrupt=True``, which cuts
-the journal there, removes later segments and reports what was dropped.
+Damage in the last segment after which no valid frame follows is what a
+crash in the middle of a write leaves, whatever the damaged bytes are (see
+:func:`~corosm.io.journal.format.classify_bad_frame`); in ``always`` mode it
+was never acknowledged, so it is cut off and reported (logger
+``corosm.journal``). Damage followed by a valid frame, or in any segment but
+the last (a segment is synced before the next one is created, so a crash
+cannot tear it), raises :class:`CorruptJournal` naming the file and byte
+offset, unless ``truncate_corrupt=True``, which cuts the journal there,
+removes later segments and reports what was dropped.
 
 The hot loop avoids per-record syscalls and objects beyond the payload: the
 file is one ``bytes``, frames are read with ``struct.unpack_from``.
@@ -46,7 +54,7 @@ from corosm.io.journal.format import (
     classify_bad_frame,
     parse_segment_name,
 )
-from corosm.io.journal.snapshot import load_newest_snapshot
+from corosm.io.journal.snapshot import load_newest_snapshot, set_aside
 
 log = logging.getLogger("corosm.journal")
 S = TypeVar("S")
@@ -75,6 +83,8 @@ class RecoveryReport:
     seconds: float
     torn_tail: Damage | None = None
     corruption_dropped: Damage | None = None
+    damaged_snapshots: tuple[str, ...] = ()
+    """Snapshots that failed their checks, as renamed aside (``*.damaged``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +141,7 @@ def _replay(data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, 
             return _Scan(state, pos, lsn, applied, None)
     except Exception as exc:
         raise CorruptJournal(path, pos, f"record lsn {lsn} could not be replayed: {exc!r}") from exc
-    return _Scan(state, pos, lsn, applied, classify_bad_frame(data, pos))
+    return _Scan(state, pos, lsn, applied, classify_bad_frame(data, pos, lsn))
 
 
 def _list_and_clean(fs: FileSystem, directory: str) -> list[str]:
@@ -158,15 +168,18 @@ def _cut_damage(
 ) -> Damage:
     """Cut a torn tail, or corruption when allowed (else raise); report what went."""
     lost = size - err.offset
-    if err.torn and not later:
+    if err.torn and not later:  # nothing valid follows the damage: a torn write
         fs.truncate(path, err.offset)
         log.warning(
             "journal: torn last record cut off: %s at byte %d (%s, %d bytes dropped)",
             path, err.offset, err.reason, lost,
         )  # fmt: skip
         return Damage(path, err.offset, err.reason, lost)
+    reason = err.reason
+    if err.torn:  # nothing valid follows in this file, but later segments exist
+        reason += f"; {len(later)} later segment(s) follow, so this is not a torn write"
     if not truncate_corrupt:
-        raise CorruptJournal(path, err.offset, err.reason)
+        raise CorruptJournal(path, err.offset, reason)
     fs.truncate(path, err.offset)
     for name in later:
         fs.remove(os.path.join(directory, name))
@@ -174,9 +187,38 @@ def _cut_damage(
         fs.fsync_dir(directory)
     log.error(
         "journal: corrupt record at %s byte %d (%s): truncated, %d bytes and %d later "
-        "segment(s) dropped", path, err.offset, err.reason, lost, len(later),
+        "segment(s) dropped", path, err.offset, reason, lost, len(later),
     )  # fmt: skip
-    return Damage(path, err.offset, err.reason, lost, tuple(later))
+    return Damage(path, err.offset, reason, lost, tuple(later))
+
+
+def _check_reaches_back(
+    damaged: list[CorruptJournal], segments: list[tuple[int, str]], start: int, snap_lsn: int
+) -> None:
+    """Raise, naming the damaged snapshots, if the journal cannot replace them.
+
+    The journal must hold record ``snap_lsn + 1`` (the first one the loaded
+    snapshot, or the initial state, lacks). If it does not, the records
+    before its first one were only in the damaged snapshots.
+    """
+    first = segments[start][0] if segments else None
+    if not damaged or (first is not None and first <= snap_lsn + 1):
+        return
+    newest = damaged[0]
+    which = "; ".join(
+        f"{os.path.basename(e.path)} is damaged at byte {e.offset} ({e.reason})" for e in damaged
+    )
+    base = f"snapshot lsn {snap_lsn}" if snap_lsn else "an empty state (no usable snapshot)"
+    if first is None:
+        missing = f"the journal holds no segment, so the records after lsn {snap_lsn}"
+    else:
+        missing = f"the journal starts at lsn {first}, so records {snap_lsn + 1}..{first - 1}"
+    raise CorruptJournal(
+        newest.path,
+        newest.offset,
+        f"cannot recover: {which}; the next older starting point is {base}, but {missing} "
+        "exist nowhere else (restore the snapshot from a backup)",
+    )
 
 
 def recover(
@@ -190,7 +232,8 @@ def recover(
     t0 = time.perf_counter()
     fs = fs or OSFileSystem()
     names = _list_and_clean(fs, directory)
-    snap = load_newest_snapshot(fs, directory)
+    damaged: list[CorruptJournal] = []
+    snap = load_newest_snapshot(fs, directory, damaged=damaged)
     if snap is None:
         snap_path, snap_lsn, state = None, 0, machine.initial_state()
     else:
@@ -201,6 +244,7 @@ def recover(
     # Segments wholly before the snapshot need not be read: start at the last
     # one that begins at or before the first record we need.
     start = max((i for i, (f, _) in enumerate(segments) if f <= snap_lsn + 1), default=0)
+    _check_reaches_back(damaged, segments, start, snap_lsn)
     expected = snap_lsn + 1
     replayed = read = 0
     torn: Damage | None = None
@@ -244,9 +288,18 @@ def recover(
         else:
             dropped = damage
         break
+    aside = tuple(set_aside(fs, e.path) for e in damaged)
     next_lsn = max(expected, snap_lsn + 1)
     report = RecoveryReport(
-        snap_path, snap_lsn, replayed, read, next_lsn, time.perf_counter() - t0, torn, dropped
+        snap_path,
+        snap_lsn,
+        replayed,
+        read,
+        next_lsn,
+        time.perf_counter() - t0,
+        torn,
+        dropped,
+        aside,
     )
     log.info(
         "journal: recovered %d record(s) after snapshot lsn %d in %.3f s",

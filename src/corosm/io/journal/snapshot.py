@@ -6,14 +6,22 @@ A snapshot of the state as of LSN ``L`` (every record <= ``L`` applied) is
 written as ``snapshot-<L>.snap.tmp``, fsynced, renamed to
 ``snapshot-<L>.snap`` and the directory fsynced: a crash leaves either the
 old set of files or the new one, never half a snapshot under the real name.
-Only then are older snapshots removed, and every segment whose records are
-all <= ``L`` (the *next* segment starts at or before ``L + 1``). Recovery
-skips records <= ``L``, so a segment partly covered by the snapshot is kept
-and read.
+A write that fails removes its temp file at once (it may be large).
 
-:class:`SnapshotJob` runs all of that on its own short-lived thread, so
-neither the loop nor the journal thread waits for serialisation or for the
-snapshot's fsync. One snapshot at a time.
+No snapshot is a single point of failure: :func:`remove_covered` keeps the
+*previous* snapshot ``P`` and every segment after it, and removes only older
+snapshots and the segments whose records are all <= ``P`` (the *next*
+segment starts at or before ``P + 1``). If the newest snapshot is damaged,
+recovery loads ``P`` and replays the journal from there. The same function
+runs after a snapshot is written and when a journal starts after recovery,
+so the rule lives here only. It trusts the names: recovery renames a damaged
+snapshot it went past to ``*.damaged``, so that it is never counted as the
+previous one.
+
+The journal's control (:mod:`.control`) runs these steps, one snapshot at a
+time: in production on a short-lived snapshot thread, so that neither the
+loop nor the journal thread waits for serialisation or for the snapshot's
+fsync; in the simulator as clock events.
 """
 
 from __future__ import annotations
@@ -21,12 +29,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import threading
-from collections.abc import Callable
 
 from corosm.errors import CorruptJournal
 from corosm.io.journal.files import FileSystem
 from corosm.io.journal.format import (
+    DAMAGED_SUFFIX,
     TEMP_SUFFIX,
     decode_snapshot,
     encode_snapshot,
@@ -39,34 +46,66 @@ log = logging.getLogger("corosm.journal")
 
 
 def write_snapshot(fs: FileSystem, directory: str, lsn: int, payload: bytes) -> str:
-    """Durably write the snapshot of ``payload`` at ``lsn``; return its path."""
+    """Durably write the snapshot of ``payload`` at ``lsn``; return its path.
+
+    If writing, syncing or renaming fails, the temp file is removed before the
+    error is raised, so a full disk gets its space back at once.
+    """
     final = os.path.join(directory, snapshot_name(lsn))
     temp = final + TEMP_SUFFIX
-    f = fs.create(temp)
+    data = encode_snapshot(lsn, payload)
     try:
-        f.write(encode_snapshot(lsn, payload))
-        f.fdatasync()
-    finally:
-        f.close()
-    fs.rename(temp, final)
+        f = fs.create(temp)
+        try:
+            f.write(data)
+            f.fdatasync()
+        finally:
+            f.close()
+        fs.rename(temp, final)
+    except OSError:
+        _discard(fs, temp)
+        raise
     fs.fsync_dir(directory)
     return final
 
 
-def remove_covered(fs: FileSystem, directory: str, lsn: int) -> list[str]:
-    """Remove snapshots older than ``lsn`` and segments whose records are all <= ``lsn``.
+def _discard(fs: FileSystem, temp: str) -> None:
+    """Remove the temp file of a failed snapshot; recovery removes it if this fails too."""
+    try:
+        fs.remove(temp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s after a failed snapshot: %s", temp, exc)
 
+
+def covered_files(names: list[str], lsn: int) -> list[str]:
+    """The names :func:`remove_covered` removes from a directory holding ``names``.
+
+    ``lsn`` is the newest snapshot (just written, or loaded by recovery). The
+    previous snapshot ``P`` is the newest one older than ``lsn`` (0 if none:
+    then the journal from LSN 1 is the fallback, and nothing goes). Removed:
+    snapshots older than ``P``, and segments whose records are all <= ``P``.
     The last segment is never removed (it may be the one being written).
-    Returns the names removed.
     """
-    names = fs.listdir(directory)
+    snapshots = [(s, n) for n in names if (s := parse_snapshot_name(n)) is not None]
+    previous = max((s for s, _ in snapshots if s < lsn), default=0)
     segments = sorted((first, n) for n in names if (first := parse_segment_name(n)) is not None)
     removed = [
         name
         for (_first, name), (next_first, _) in itertools.pairwise(segments)
-        if next_first <= lsn + 1
+        if next_first <= previous + 1
     ]
-    removed += [n for n in names if (s := parse_snapshot_name(n)) is not None and s < lsn]
+    removed += [name for s, name in snapshots if s < previous]
+    return removed
+
+
+def remove_covered(fs: FileSystem, directory: str, lsn: int) -> list[str]:
+    """Remove what neither the snapshot at ``lsn`` nor the one before it needs.
+
+    See :func:`covered_files` for the rule. Returns the names removed.
+    """
+    removed = covered_files(fs.listdir(directory), lsn)
     for name in removed:
         fs.remove(os.path.join(directory, name))
     if removed:
@@ -74,64 +113,41 @@ def remove_covered(fs: FileSystem, directory: str, lsn: int) -> list[str]:
     return removed
 
 
-def load_newest_snapshot(fs: FileSystem, directory: str) -> tuple[str, int, bytes] | None:
+def load_newest_snapshot(
+    fs: FileSystem, directory: str, *, damaged: list[CorruptJournal] | None = None
+) -> tuple[str, int, bytes] | None:
     """``(path, lsn, payload)`` of the newest snapshot that checks out, or None.
 
-    A damaged snapshot is reported and skipped in favour of an older one;
-    whether the journal still covers the gap is checked by replay.
+    A damaged snapshot is logged and skipped in favour of an older one, and
+    its error appended to ``damaged`` when given; whether the journal still
+    covers the gap is checked by recovery. A snapshot whose header LSN is not
+    the one in its name counts as damaged: retention goes by the names.
     """
     found = sorted(
         ((lsn, n) for n in fs.listdir(directory) if (lsn := parse_snapshot_name(n)) is not None),
         reverse=True,
     )
-    for _lsn, name in found:
+    for named_lsn, name in found:
         path = os.path.join(directory, name)
         try:
             lsn, payload = decode_snapshot(path, fs.read(path))
+            if lsn != named_lsn:
+                raise CorruptJournal(
+                    path, 16, f"snapshot holds lsn {lsn}, its name says {named_lsn}"
+                )
         except CorruptJournal as exc:
             log.error("skipping damaged snapshot: %s", exc)
+            if damaged is not None:
+                damaged.append(exc)
             continue
         return path, lsn, payload
     return None
 
 
-class SnapshotJob:
-    """Writes at most one snapshot at a time on a background thread."""
-
-    def __init__(self, fs: FileSystem, directory: str) -> None:
-        self.fs = fs
-        self.directory = directory
-        self.completed = 0
-        self.last_error: BaseException | None = None
-        self.last_path: str | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self, lsn: int, produce: Callable[[], bytes]) -> bool:
-        if self.running:
-            return False
-        self._thread = threading.Thread(
-            target=self._run, args=(lsn, produce), name="corosm-snapshot", daemon=True
-        )
-        self._thread.start()
-        return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.running
-
-    def _run(self, lsn: int, produce: Callable[[], bytes]) -> None:
-        try:
-            payload = produce()
-            self.last_path = write_snapshot(self.fs, self.directory, lsn, payload)
-            removed = remove_covered(self.fs, self.directory, lsn)
-        except Exception as exc:  # a failed snapshot costs restart time, not data
-            self.last_error = exc
-            log.error("snapshot at lsn %d failed: %r", lsn, exc)
-            return
-        self.completed += 1
-        log.info("snapshot at lsn %d written; removed %d old file(s)", lsn, len(removed))
+def set_aside(fs: FileSystem, path: str) -> str:
+    """Rename the damaged snapshot ``path`` to ``*.damaged`` (kept for inspection)."""
+    aside = path + DAMAGED_SUFFIX
+    fs.rename(path, aside)
+    fs.fsync_dir(os.path.dirname(path))
+    log.warning("damaged snapshot %s renamed to %s", path, aside)
+    return aside

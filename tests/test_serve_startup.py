@@ -1,0 +1,184 @@
+"""``corosm serve`` that cannot start: one line on stderr saying why, exit 4, no traceback.
+
+Each failure is real: a port another socket holds, a data directory under a
+regular file (unusable even by root), and a journal with a flipped byte in a
+record before its tail. ``--log-level debug`` shows the traceback as well. A
+full disk cannot be made on demand, so that one is checked in-process with a
+server whose ``run`` raises ENOSPC.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from corosm.frontends import cli
+from corosm.io.journal.format import FRAME_SIZE, HEADER_SIZE
+from serverproc import ServerProcess
+
+
+def serve(
+    data_dir: Path, *extra: str, log_level: str = "warning"
+) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "corosm", "serve", "--data-dir", str(data_dir)]
+    argv += ["--log-level", log_level, *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def the_one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single line ``serve`` wrote to stderr (asserts there is exactly one)."""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.returncode == cli.EXIT_SERVER_FAILED, done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.fixture
+def corrupt_journal(tmp_path: Path) -> tuple[Path, Path]:
+    """A data directory whose journal has a bad checksum in its first record (of three)."""
+    data = tmp_path / "data"
+    with ServerProcess(data) as server:
+        for i in range(3):
+            assert server.request("PUT", f"/kv/k{i}", b"value")[0] == 201
+        assert server.terminate() == 0
+    (segment,) = data.glob("journal-*.log")
+    raw = bytearray(segment.read_bytes())
+    raw[HEADER_SIZE + FRAME_SIZE] ^= 0x10  # the first payload byte of the first record
+    segment.write_bytes(bytes(raw))
+    return data, segment
+
+
+def test_port_in_use(tmp_path: Path, taken_port: int) -> None:
+    done = serve(tmp_path / "data", "--port", str(taken_port))
+    line = the_one_line(done)
+    assert line.startswith("corosm: cannot start: ")
+    assert str(taken_port) in line and "address already in use" in line
+    assert "--port" in line  # says what to do about it
+
+
+def test_port_in_use_at_the_default_log_level_ends_with_the_reason(
+    tmp_path: Path, taken_port: int
+) -> None:
+    # Recovery runs (and logs at info) before the port is bound: the reason is the last line.
+    done = serve(tmp_path / "data", "--port", str(taken_port), log_level="info")
+    assert done.returncode == cli.EXIT_SERVER_FAILED
+    assert "Traceback" not in done.stderr
+    assert "address already in use" in done.stderr.splitlines()[-1]
+
+
+def test_data_dir_under_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    data = blocker / "data"
+    line = the_one_line(serve(data, "--port", "0"))
+    assert (
+        line
+        == f"corosm: cannot start: data directory {str(data)!r}: Not a directory: {str(data)!r}"
+    )
+
+
+def test_corrupt_journal_names_file_and_offset(corrupt_journal: tuple[Path, Path]) -> None:
+    data, segment = corrupt_journal
+    line = the_one_line(serve(data, "--port", "0"))
+    assert line.startswith("corosm: cannot start: ")
+    assert str(segment) in line
+    assert f"byte offset {HEADER_SIZE}" in line
+    assert "--truncate-corrupt" in line  # the way out, named
+
+
+@pytest.mark.parametrize("failure", ["port", "data_dir", "journal"])
+def test_debug_log_level_shows_the_traceback(
+    failure: str, tmp_path: Path, taken_port: int, request: pytest.FixtureRequest
+) -> None:
+    data, extra = tmp_path / "data", ["--port", "0"]
+    if failure == "port":
+        extra = ["--port", str(taken_port)]
+    elif failure == "data_dir":
+        (tmp_path / "a-file").write_text("")
+        data = tmp_path / "a-file" / "data"
+    else:
+        data, _ = request.getfixturevalue("corrupt_journal")
+    done = serve(data, *extra, log_level="debug")
+    assert done.returncode == cli.EXIT_SERVER_FAILED
+    assert "Traceback (most recent call last)" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("corosm: cannot start: ")
+
+
+# --- in-process: failures that cannot be made for real on demand ---------------------
+
+
+class FailingServer:
+    """Stands in for ``corosm.server``: ``run`` raises the given exception."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def ServerConfig(self, **fields: Any) -> SimpleNamespace:
+        return SimpleNamespace(**fields)
+
+    def run(self, config: SimpleNamespace) -> int:
+        raise self.exc
+
+
+def run_serve(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    exc: BaseException,
+    *argv: str,
+) -> tuple[int, list[str]]:
+    """``corosm serve ARGV`` in-process with a server that fails: exit code, stderr lines."""
+    monkeypatch.setattr(cli, "_import_server", lambda: FailingServer(exc))
+    code = cli.main(["serve", *argv])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_disk_full_names_the_data_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = OSError(errno.ENOSPC, "No space left on device", "d/journal-00000000000000000001.log")
+    code, lines = run_serve(monkeypatch, capsys, full, "--data-dir", "d")
+    assert code == cli.EXIT_SERVER_FAILED
+    assert lines == [
+        "corosm: cannot start: data directory 'd': No space left on device: "
+        "'d/journal-00000000000000000001.log'"
+    ]
+    # A write that names no file (os.write) is the journal's too.
+    code, lines = run_serve(monkeypatch, capsys, OSError(errno.ENOSPC, "No space left on device"))
+    assert lines == ["corosm: cannot start: data directory 'corosm-data': No space left on device"]
+
+
+def test_disk_full_under_debug_adds_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = OSError(errno.ENOSPC, "No space left on device")
+    code, lines = run_serve(monkeypatch, capsys, full, "--log-level", "debug")
+    assert code == cli.EXIT_SERVER_FAILED
+    assert lines[0] == "Traceback (most recent call last):"
+    assert (
+        lines[-1] == "corosm: cannot start: data directory 'corosm-data': No space left on device"
+    )
+
+
+def test_a_bug_keeps_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the operator's problems are summed up in a line; a bug in corosm is not hidden.
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_serve(monkeypatch, capsys, RuntimeError("a bug"))
