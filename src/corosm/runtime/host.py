@@ -44,7 +44,7 @@ from corosm.core.effects import Effect
 from corosm.core.events import CancelIO, ClientId, Reply, ReplyError, StartIO
 from corosm.core.machine import Machine
 from corosm.core.stepper import NO_STATE, Stepper
-from corosm.errors import CorosmError, Overloaded, UsageError
+from corosm.errors import CorosmError, InternalError, Overloaded, UsageError
 from corosm.io.executor import Completion, CompletionSink, Executor
 
 S = TypeVar("S")
@@ -249,26 +249,31 @@ class Host(Generic[S, I, O]):
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
         reply = self._reply
+        # Exact-type tests rather than ``match``: half of all actions are
+        # replies, and class patterns cost an isinstance and __match_args__
+        # lookups each. The stepper makes these four classes and no others.
         for action in self.stepper.take_actions():
-            match action:
-                case Reply(client, output):
-                    reply(client, output, None)
-                case ReplyError(client, error):
-                    reply(client, None, error)
-                case StartIO(request, effect):
-                    executor = self._route(effect)
-                    if executor is None:
-                        error = UsageError(f"no executor is registered for {type(effect).__name__}")
-                        self._post([(request, None, error)])
-                        continue
-                    entry = batches.get(id(executor))
-                    if entry is None:
-                        batches[id(executor)] = (executor, [(request, effect)])
-                    else:
-                        entry[1].append((request, effect))
-                case CancelIO(request):
-                    for executor in self.executors:
-                        executor.cancel(request)
+            if type(action) is Reply:
+                reply(action.client, action.output, None)
+            elif type(action) is StartIO:
+                request, effect = action.request, action.effect
+                executor = self._route(effect)
+                if executor is None:
+                    error = UsageError(f"no executor is registered for {type(effect).__name__}")
+                    self._post([(request, None, error)])
+                    continue
+                entry = batches.get(id(executor))
+                if entry is None:
+                    batches[id(executor)] = (executor, [(request, effect)])
+                else:
+                    entry[1].append((request, effect))
+            elif type(action) is ReplyError:
+                reply(action.client, None, action.error)
+            elif type(action) is CancelIO:
+                for executor in self.executors:
+                    executor.cancel(action.request)
+            else:
+                raise InternalError(f"the stepper made an unknown action {action!r}")
         for executor, requests in batches.values():
             try:
                 executor.submit(requests)
