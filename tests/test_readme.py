@@ -32,20 +32,25 @@ def _first_python_block() -> str:
     return str(blocks[0])
 
 
-def test_readme_counter_example_counts_durably_and_concurrently() -> None:
-    namespace: dict[str, Any] = {}
+def test_readme_counter_example_counts_durably_and_concurrently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
     exec(compile(_first_python_block(), str(README), "exec"), namespace)
-    counter = namespace["Counter"]()
+    monkeypatch.chdir(tmp_path)  # the example keeps its journal in ./counter-data
+    asyncio.run(namespace["main"]())
+    asyncio.run(namespace["main"]())  # a second run recovers the first one's counts
+    assert capsys.readouterr().out.splitlines() == ["[1, 2, 3]", "[4, 5, 6]"]
+    assert sorted(p.name for p in (tmp_path / "counter-data").glob("journal-*.log"))
 
-    async def main() -> None:
-        async with Runtime(counter) as rt:
+    async def in_memory() -> None:
+        async with Runtime(namespace["Counter"]()) as rt:  # the machine alone, no journal
             outputs = await asyncio.gather(*(rt.submit(("incr", "hits")) for _ in range(5)))
             # Each increment resumes right after its own record is applied, in log order.
             assert sorted(outputs) == [1, 2, 3, 4, 5]
-            assert await rt.submit(("get", "hits")) == 5
             assert await rt.submit(("get", "other")) == 0
 
-    asyncio.run(main())
+    asyncio.run(in_memory())
 
 
 def _section(title: str) -> str:

@@ -33,6 +33,7 @@ from corosm.errors import (
     Stopped,
     UsageError,
 )
+from corosm.runtime.durable import open, open_blocking
 
 __version__ = "0.1.0"
 
@@ -62,4 +63,6 @@ __all__ = [
     "Stopped",
     "UsageError",
     "__version__",
+    "open",
+    "open_blocking",
 ]

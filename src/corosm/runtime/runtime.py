@@ -36,6 +36,7 @@ from corosm.core.machine import Machine
 from corosm.core.stepper import NO_STATE, Stepper
 from corosm.errors import Overloaded, Stopped, UsageError
 from corosm.io.executor import Completion, Executor
+from corosm.io.journal.recovery import RecoveryReport
 from corosm.io.memory import MemoryJournalExecutor
 from corosm.io.threads import ThreadPoolCallExecutor
 from corosm.io.timers import LoopTimerExecutor
@@ -95,6 +96,8 @@ class Runtime(Generic[S, I, O]):
             turn_completions=turn_completions,
         )
         self.stepper: Stepper[S, I, O] = self.host.stepper
+        #: What recovery found, when :func:`corosm.open` started this runtime on a journal.
+        self.recovery: RecoveryReport | None = None
         self._completed: list[Completion] = []
         self._completed_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None

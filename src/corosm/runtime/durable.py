@@ -1,0 +1,204 @@
+"""``corosm.open``: run any machine durably, on a journal in a data directory.
+
+Theory of operation
+-------------------
+One call does what a durable host needs, in order: recover the directory
+(the newest snapshot that checks out, then the journal after it, through the
+machine's own ``apply``), open the group-commit journal after the last
+record, and start a :class:`~corosm.runtime.Runtime` whose ``Append`` effects
+go to that journal and whose state is the recovered one (there is no way to
+start it on any other). The journal decides when a snapshot is due; the host
+takes it as a phase of its turn. Leaving the block stops the runtime:
+in-flight inputs finish, the journal writes and syncs what is queued.
+
+::
+
+    async with corosm.open(Bank(), "bank-data") as bank:
+        await bank.submit(Deposit("alice", 100))
+
+:func:`open_blocking` is the same for scripts without an event loop: the
+runtime runs on a loop thread of its own, and ``submit`` blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import Future as ThreadFuture
+from typing import Any, Generic, TypeVar
+
+from corosm.core.effects import Append, Effect
+from corosm.core.machine import Machine
+from corosm.errors import UsageError
+from corosm.io.executor import Executor
+from corosm.io.journal import (
+    FileSystem,
+    FsyncMode,
+    Journal,
+    JournalExecutor,
+    JournalOptions,
+    Recovered,
+    open_journal,
+)
+from corosm.runtime import loop_factory
+from corosm.runtime.runtime import Runtime
+
+S = TypeVar("S")
+I = TypeVar("I")
+O = TypeVar("O")
+T = TypeVar("T")
+
+log = logging.getLogger("corosm.runtime")
+
+
+async def recover_journal(
+    machine: Machine[S, Any, Any],
+    data_dir: str | os.PathLike[str],
+    options: JournalOptions,
+    *,
+    fs: FileSystem | None = None,
+    truncate_corrupt: bool = False,
+) -> tuple[Journal, Recovered[S]]:
+    """Recover ``data_dir`` off the loop; return the (unstarted) journal that continues it."""
+    directory = os.fspath(data_dir)
+    journal, recovered = await asyncio.get_running_loop().run_in_executor(
+        None,
+        lambda: open_journal(
+            directory, machine, options=options, fs=fs, truncate_corrupt=truncate_corrupt
+        ),
+    )
+    report = recovered.report
+    log.info(
+        "recovered %s: snapshot at lsn %d, %d records replayed in %.3f s",
+        directory,
+        report.snapshot_lsn,
+        report.records_replayed,
+        report.seconds,
+    )
+    return journal, recovered
+
+
+async def start_durable(
+    machine: Machine[S, I, O],
+    data_dir: str | os.PathLike[str],
+    *,
+    fsync: FsyncMode = "always",
+    fsync_interval_ms: int = 1000,
+    snapshot_every: int = 1_000_000,
+    snapshot_every_bytes: int = 256 << 20,
+    max_queue: int = 10_000,
+    max_inflight: int = 10_000,
+    executors: Mapping[type[Effect[Any]], Executor] | None = None,
+    fs: FileSystem | None = None,
+    truncate_corrupt: bool = False,
+) -> Runtime[S, I, O]:
+    """Recover, open the journal and start a runtime on it; the caller stops it.
+
+    :func:`open` is the same as a context manager; servers that manage the
+    runtime's lifetime themselves call this.
+    """
+    if executors is not None and Append in executors:
+        raise UsageError("corosm.open() runs Append effects on its own journal; drop Append")
+    options = JournalOptions(
+        fsync=fsync,
+        interval_ms=fsync_interval_ms,
+        snapshot_every_records=snapshot_every,
+        snapshot_every_bytes=snapshot_every_bytes,
+    )
+    journal, recovered = await recover_journal(
+        machine, data_dir, options, fs=fs, truncate_corrupt=truncate_corrupt
+    )
+    routes: dict[type[Effect[Any]], Executor] = dict(executors or {})
+    routes[Append] = JournalExecutor(journal, machine.encode_record)
+    runtime: Runtime[S, I, O] = Runtime(
+        machine,
+        state=recovered.state,
+        executors=routes,
+        snapshots=journal,
+        max_queue=max_queue,
+        max_inflight=max_inflight,
+    )
+    runtime.recovery = recovered.report
+    await runtime.start()
+    return runtime
+
+
+@contextlib.asynccontextmanager
+async def open(
+    machine: Machine[S, I, O],
+    data_dir: str | os.PathLike[str],
+    **options: Any,
+) -> AsyncIterator[Runtime[S, I, O]]:
+    """Run ``machine`` durably in ``data_dir``: recover, journal, snapshots (module docs).
+
+    Options (all keyword): ``fsync`` (``"always"``, ``"interval"``,
+    ``"never"``), ``fsync_interval_ms``, ``snapshot_every`` (records; 0 =
+    never), ``snapshot_every_bytes``, ``max_queue``, ``max_inflight``,
+    ``executors`` (for effects other than ``Append``), ``truncate_corrupt``.
+    Yields the started :class:`~corosm.runtime.Runtime`: ``await
+    host.submit(input)``, ``host.stats()``, ``host.health()``,
+    ``host.recovery`` (what recovery found).
+    """
+    runtime: Runtime[S, I, O] = await start_durable(machine, data_dir, **options)
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+class BlockingHost(Generic[S, I, O]):
+    """A durable runtime on a loop thread of its own, for code without an event loop."""
+
+    def __init__(self, runtime: Runtime[S, I, O], loop: asyncio.AbstractEventLoop) -> None:
+        self.runtime = runtime
+        self._loop = loop
+
+    def submit(self, input: I, timeout: float | None = None) -> O:
+        """Run ``input`` and return its output (its error is raised here)."""
+        future: ThreadFuture[O] = asyncio.run_coroutine_threadsafe(
+            self.runtime.submit(input), self._loop
+        )
+        return future.result(timeout)
+
+    def stats(self) -> dict[str, float]:
+        """The runtime's counters, read on its loop thread."""
+        return self._on_loop(self.runtime.stats)
+
+    def health(self) -> str | None:
+        """None while healthy, else why not (e.g. the journal failed)."""
+        return self._on_loop(self.runtime.health)
+
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+
+@contextlib.contextmanager
+def open_blocking(
+    machine: Machine[S, I, O],
+    data_dir: str | os.PathLike[str],
+    **options: Any,
+) -> Iterator[BlockingHost[S, I, O]]:
+    """:func:`open` for scripts: ``host.submit(input)`` blocks until the output is ready."""
+    loop = loop_factory()()
+    thread = threading.Thread(target=loop.run_forever, name="corosm-loop", daemon=True)
+    thread.start()
+    try:
+        started = asyncio.run_coroutine_threadsafe(
+            start_durable(machine, data_dir, **options), loop
+        )
+        runtime = started.result()
+        try:
+            yield BlockingHost(runtime, loop)
+        finally:
+            asyncio.run_coroutine_threadsafe(runtime.stop(), loop).result()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

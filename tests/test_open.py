@@ -1,0 +1,105 @@
+"""corosm.open: any machine, durable in one call (recover, journal, snapshots, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import corosm
+from corosm import Context, Machine
+from corosm.core.effects import Append
+from corosm.errors import UsageError
+from corosm.io.memory import MemoryJournalExecutor
+
+
+class Tally(Machine[dict[str, int], tuple[str, str], int]):
+    """Counts per name; every increment is journaled, reads are not."""
+
+    def initial_state(self) -> dict[str, int]:
+        return {}
+
+    def apply(self, state: dict[str, int], record: bytes) -> dict[str, int]:
+        name = record.decode()
+        state[name] = state.get(name, 0) + 1
+        return state
+
+    async def handle(self, ctx: Context[dict[str, int]], input: tuple[str, str]) -> int:
+        op, name = input
+        if op == "incr":
+            await ctx.append(name.encode())
+        return ctx.state.get(name, 0)
+
+    def snapshot(self, state: dict[str, int]) -> bytes:
+        return json.dumps(state).encode()
+
+    def restore(self, data: bytes) -> dict[str, int]:
+        restored: dict[str, int] = json.loads(data)
+        return restored
+
+
+def test_open_recovers_what_an_earlier_open_wrote(tmp_path: Path) -> None:
+    async def first() -> None:
+        async with corosm.open(Tally(), tmp_path) as host:
+            assert host.recovery is not None and host.recovery.records_replayed == 0
+            results = await asyncio.gather(*(host.submit(("incr", "x")) for _ in range(20)))
+            assert sorted(results) == list(range(1, 21))
+            assert host.health() is None
+            assert host.stats()["journal_records"] == 20
+
+    async def second() -> int:
+        async with corosm.open(Tally(), tmp_path) as host:
+            assert host.recovery is not None and host.recovery.records_replayed == 20
+            return await host.submit(("read", "x"))
+
+    asyncio.run(first())
+    assert asyncio.run(second()) == 20
+
+
+def test_open_takes_snapshots_on_its_own(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with corosm.open(Tally(), tmp_path, snapshot_every=10) as host:
+            for _ in range(35):
+                await host.submit(("incr", "y"))
+
+    asyncio.run(main())  # leaving the block waits for a snapshot being written
+    assert sorted(tmp_path.glob("snapshot-*.snap")), sorted(p.name for p in tmp_path.iterdir())
+
+    async def reopen() -> tuple[int, int]:
+        async with corosm.open(Tally(), tmp_path) as host:
+            assert host.recovery is not None
+            return host.recovery.snapshot_lsn, await host.submit(("read", "y"))
+
+    snapshot_lsn, value = asyncio.run(reopen())
+    assert snapshot_lsn >= 10 and value == 35
+
+
+def test_there_is_no_way_to_start_on_another_state(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with corosm.open(Tally(), tmp_path, state={"x": 3}):
+            pass
+
+    with pytest.raises(TypeError, match="state"):
+        asyncio.run(main())
+
+
+def test_append_runs_on_the_journal_it_opened(tmp_path: Path) -> None:
+    async def main() -> None:
+        executors: dict[Any, Any] = {Append: MemoryJournalExecutor()}
+        async with corosm.open(Tally(), tmp_path, executors=executors):
+            pass
+
+    with pytest.raises(UsageError, match="Append"):
+        asyncio.run(main())
+
+
+def test_open_blocking_for_scripts(tmp_path: Path) -> None:
+    with corosm.open_blocking(Tally(), tmp_path) as host:
+        assert [host.submit(("incr", "z")) for _ in range(3)] == [1, 2, 3]
+        assert host.health() is None
+        assert host.stats()["appends_applied"] == 3
+    with corosm.open_blocking(Tally(), tmp_path) as host:
+        assert host.submit(("read", "z")) == 3
