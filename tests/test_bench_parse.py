@@ -127,6 +127,8 @@ def _results() -> Results:
             res.add(Sample("durable_writes", "64 conns", 64, name, rnd, values))
     res.add(Sample("reads", "reads alone", 0, "corosm", 0, {"p50_ms": 1.0, "p99_ms": 1.0}))
     res.add(Sample("reads", "reads + 64 writers", 64, "corosm", 0, {"p50_ms": 1, "p99_ms": 3}))
+    for name, rps in (("corosm", 900.0), ("constant", 1000.0)):
+        res.add(Sample("http", "reads 64 conns", 64, name, 0, {"rps": rps}))
     return res
 
 
@@ -143,7 +145,9 @@ def test_verdicts_say_met_and_missed_plainly() -> None:
     assert by_target["durable writes, 64 conns: corosm / blocking"].met is True
     limit = by_target["durable writes, 64 conns: corosm / constant-Ok limit"]
     assert limit.measured == pytest.approx((1000 / 1500 + 600 / 1500) / 2)
-    assert limit.met is True
+    assert limit.met is False  # 0.53x: issue 13 asks for 0.65x
+    http = by_target["HTTP seed reads, 64 conns: corosm / constant-Ok limit"]
+    assert http.measured == pytest.approx(0.9) and http.met is True
     reads = by_target["read p99 with 64 writers / reads alone (corosm)"]
     assert reads.measured == 3.0 and reads.met is False
     assert by_target["recovery replay rate (largest journal)"].met is None

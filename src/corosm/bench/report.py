@@ -6,7 +6,7 @@ Everything here is a pure function of :class:`~corosm.bench.results.Results`
 (plus matplotlib for the plots), so a report can be rebuilt from a saved
 ``results.json``. Figures are medians over rounds; ratios are medians of the
 per-round ratios (contenders ran alternately, round by round). Each target
-of issue 7 gets a verdict, MET or MISSED, stated plainly; a scenario that
+of issues 7 and 13 gets a verdict, MET or MISSED, stated plainly; a scenario that
 did not run says why.
 """
 
@@ -21,7 +21,7 @@ from corosm.bench.results import Results, pairwise_ratio
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One target of issue 7 and how this run did."""
+    """One performance target (issues 7 and 13) and how this run did."""
 
     target: str
     measured: float | None
@@ -47,7 +47,7 @@ class Verdict:
 
 
 def verdicts(results: Results) -> list[Verdict]:
-    """The targets of issue 7, judged on ``results``."""
+    """The performance targets (issue 13 raised those of issue 7), judged on ``results``."""
 
     def vs(scenario: str, case: str, b: str) -> float | None:
         return pairwise_ratio(results, scenario, case, "corosm", b)
@@ -56,14 +56,20 @@ def verdicts(results: Results) -> list[Verdict]:
     replay = max(recovery, key=lambda s: s.x).values["replay_per_s"] / 1e3 if recovery else None
     always, ra = "redis appendfsync always", "redis-always"
     return [
+        Verdict("HTTP seed reads, 64 conns: corosm / constant-Ok limit",
+                vs("http", "reads 64 conns", "constant"), 0.85, True),
+        Verdict("durable writes, 64 conns: corosm / constant-Ok limit",
+                vs("durable_writes", "64 conns", "constant"), 0.65, True),
         Verdict("durable writes, 64 conns: corosm / blocking",
                 vs("durable_writes", "64 conns", "blocking"), 8, True),
-        Verdict("durable writes, 64 conns: corosm / constant-Ok limit",
-                vs("durable_writes", "64 conns", "constant"), 0.5, True),
         Verdict("read p99 with 64 writers / reads alone (corosm)",
                 _read_ratio(results, "corosm"), 2, False),
-        Verdict(f"RESP SET -c 50: corosm / {always}", vs("redis", "SET -c 50", ra), 1, True),
-        Verdict(f"RESP GET -c 50: corosm / {always}", vs("redis", "GET -c 50", ra), 0.7, True),
+        Verdict(f"RESP SET -c 50: corosm / {always}", vs("redis", "SET -c 50", ra), 0.8, True),
+        Verdict(f"RESP GET -c 50: corosm / {always}", vs("redis", "GET -c 50", ra), 0.8, True),
+        Verdict(f"RESP SET -c 50 -P 16: corosm / {always}",
+                vs("redis", "SET -c 50 -P 16", ra), 0.5, True),
+        Verdict(f"RESP GET -c 50 -P 16: corosm / {always}",
+                vs("redis", "GET -c 50 -P 16", ra), 0.3, True),
         Verdict("recovery replay rate (largest journal)", replay, 500, True, "k rec/s"),
     ]  # fmt: skip
 
@@ -144,6 +150,23 @@ def reads_section(results: Results) -> list[str]:
     return _table([*header, "p99 loaded / alone", "writes/s meanwhile"], rows)
 
 
+def http_section(results: Results) -> list[str]:
+    """Seed reads and pipelined requests against the constant-Ok stack."""
+    names = results.contenders("http")
+    others = [n for n in names if n != "corosm"]
+    header = ["case", *(f"{n} req/s" for n in names), *(f"corosm / {n}" for n in others)]
+    header += [f"{n} CPU us/req (loop)" for n in names]
+    rows = []
+    for case, _ in results.cases("http"):
+        rows.append([
+            case,
+            *(_num(results.median("http", case, n, "rps")) for n in names),
+            *(_ratio(pairwise_ratio(results, "http", case, "corosm", n)) for n in others),
+            *(_cpu_cell(results, case, n, "http") for n in names),
+        ])  # fmt: skip
+    return _table(header, rows)
+
+
 def redis_section(results: Results) -> list[str]:
     """Scenario 4: redis-benchmark figures, corosm against each redis-server mode."""
     names = results.contenders("redis")
@@ -189,6 +212,7 @@ Section = Callable[[Results], list[str]]
 SECTIONS: tuple[tuple[str, str, Section], ...] = (
     ("durable_writes", "1 and 3. Durable writes (seed HTTP protocol, wrk)", durable_writes_section),
     ("reads", "2. Reads while 64 connections write durably", reads_section),
+    ("http", "2b. Seed reads and pipelined HTTP (wrk, 64 conns)", http_section),
     ("redis", "4. Redis protocol (redis-benchmark -t set,get)", redis_section),
     ("recovery", "5. Recovery time against journal size", recovery_section),
     ("rss_keys", "6. Memory (RSS)", memory_section),
@@ -200,7 +224,7 @@ def markdown(results: Results, plots: Sequence[str] = ()) -> str:
     mode = "quick" if results.quick else "full"
     out = [f"# corosm benchmark report ({mode} run, {results.elapsed_s:.0f} s)", ""]
     out += _table(["machine", ""], [*map(list, results.host.rows()), ["Pinning", results.pinning]])
-    out += ["## Targets (issue 7)", ""]
+    out += ["## Targets (issues 7 and 13)", ""]
     out += _table(["target", "measured", "wanted", "verdict"], [v.row() for v in verdicts(results)])
     for scenario, title, section in SECTIONS:
         out += [f"## {title}", ""]

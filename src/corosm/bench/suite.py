@@ -11,6 +11,8 @@ well under fifteen). :class:`Suite` runs the scenarios in order and records
    at once (an idle server costs nothing), then for each connection count
    the load alternates between them round by round (A B C A B C ...).
 3. ``reads``: read latency alone and while 64 connections write durably.
+   ``http``: seed reads at 64 connections, and reads and writes pipelined
+   16 deep, against the constant-``Ok`` stack (the HTTP layer's own limit).
 4. ``redis``: redis-benchmark against corosm's RESP port and redis-server.
 5. ``recovery`` and 6. ``rss_keys``/``rss_suspended``: each point in a fresh
    process (:mod:`corosm.bench.recovery`, :mod:`corosm.bench.memory`).
@@ -77,7 +79,17 @@ FULL = Plan(False, 3, 4, (1, 16, 64, 256), 8, (4_000, 50_000),
             (10_000, 100_000, 1_000_000, 10_000_000),
             (10_000, 100_000, 1_000_000), (1_000, 10_000, 100_000), 2.0)  # fmt: skip
 
-SCENARIOS = ("fdatasync", "durable_writes", "reads", "redis", "recovery", "memory", "profile")
+SCENARIOS = (
+    "fdatasync",
+    "durable_writes",
+    "reads",
+    "http",
+    "redis",
+    "recovery",
+    "memory",
+    "profile",
+)
+PIPELINE_DEPTH = 16
 
 
 class Progress:
@@ -113,6 +125,10 @@ class Suite:
         self.pids: dict[str, int] = {}  # contender name -> pid of the running server
         self.write_lua = write_script(work_dir, "write")
         self.read_lua = write_script(work_dir, "read", keyspace=10_000)
+        self.pipelined_lua = {
+            kind: write_script(work_dir, kind, keyspace=10_000, depth=PIPELINE_DEPTH)
+            for kind in ("read", "write")
+        }
 
     def run(self, only: Sequence[str] = SCENARIOS) -> Results:
         """Run the chosen scenarios (all by default) and return the results."""
@@ -124,6 +140,7 @@ class Suite:
             "fdatasync": self.fdatasync,
             "durable_writes": self.durable_writes,
             "reads": self.reads,
+            "http": self.http,
             "redis": self.redis,
             "recovery": self.recovery,
             "memory": self.memory,
@@ -266,6 +283,28 @@ class Suite:
                     loaded, writes = self._reads_under_writes(port, seconds)
                     self._record_wrk("reads", "reads + 64 writers", 64, name, rnd=rnd, r=loaded)
                     self._record_wrk("reads_writers", "64 writers", 64, name, rnd=rnd, r=writes)
+
+    def http(self) -> None:
+        """Seed reads at 64 connections and pipelined requests, against the constant-Ok stack."""
+        if not self._tools_installed("http", "wrk"):
+            return
+        depth = PIPELINE_DEPTH
+        cases = (
+            ("reads 64 conns", self.read_lua),
+            (f"reads 64 conns -P {depth}", self.pipelined_lua["read"]),
+            (f"writes 64 conns -P {depth}", self.pipelined_lua["write"]),
+        )
+        with self.servers("http", (cont.corosm_durable(), cont.corosm_constant())) as ports:
+            for port in ports.values():  # some keys to read
+                self.wrk(port, self.write_lua, 16, 1)
+            for case, script in cases:
+                for rnd in range(self.plan.rounds):
+                    for name, port in ports.items():
+                        before = cpu_seconds(self.pids[name])
+                        r = self.wrk(port, script, 64, self.plan.seconds)
+                        after = cpu_seconds(self.pids[name])
+                        cpu = _cpu_per_request(before, after, r.requests - r.errors)
+                        self._record_wrk("http", case, 64, name, rnd=rnd, r=r, cpu=cpu)
 
     def _reads_under_writes(self, port: int, seconds: int) -> tuple[WrkResult, WrkResult]:
         threads = max(1, len(self.pin.load))

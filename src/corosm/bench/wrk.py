@@ -73,21 +73,52 @@ end
 """
 
 
-def lua_script(kind: str, keyspace: int = 10_000) -> str:
-    """The Lua script for ``kind``: ``"write"`` or ``"read"`` (over ``keyspace`` keys)."""
+# Pipelined: each request() returns DEPTH requests in one string (wrk counts
+# every response), built once per thread in init() with that thread's keys.
+_PIPELINE_LUA = r"""
+wrk.method = "POST"
+function init(args)
+  counter = thread_no * 100000000
+  local parts = {}
+  for i = 1, DEPTH do
+    counter = counter + 1
+    parts[i] = wrk.format(nil, "/", nil, BODY)
+  end
+  batch = table.concat(parts)
+end
+
+function request()
+  return batch
+end
+"""
+_PIPELINE_BODIES = {
+    "write": """'Write "k' .. counter .. '" ' .. counter""",
+    "read": """'Read "k' .. (counter % KEYSPACE) .. '"'""",
+}
+
+
+def lua_script(kind: str, keyspace: int = 10_000, depth: int = 1) -> str:
+    """The Lua script for ``kind``: ``"write"`` or ``"read"`` (over ``keyspace`` keys).
+
+    ``depth`` > 1 pipelines: every send carries ``depth`` requests.
+    """
+    if kind not in ("write", "read"):
+        raise UsageError(f"unknown wrk workload {kind!r}; expected 'write' or 'read'")
+    if keyspace < 1 or depth < 1:
+        raise UsageError(f"keyspace and depth must be at least 1, got {keyspace}, {depth}")
+    if depth > 1:
+        body = _PIPELINE_BODIES[kind].replace("KEYSPACE", str(keyspace))
+        return _COMMON_LUA + _PIPELINE_LUA.replace("DEPTH", str(depth)).replace("BODY", body)
     if kind == "write":
         return _COMMON_LUA + _WRITE_LUA
-    if kind == "read":
-        if keyspace < 1:
-            raise UsageError(f"keyspace must be at least 1, got {keyspace}")
-        return _COMMON_LUA + _READ_LUA.replace("KEYSPACE", str(keyspace))
-    raise UsageError(f"unknown wrk workload {kind!r}; expected 'write' or 'read'")
+    return _COMMON_LUA + _READ_LUA.replace("KEYSPACE", str(keyspace))
 
 
-def write_script(directory: Path, kind: str, keyspace: int = 10_000) -> Path:
+def write_script(directory: Path, kind: str, keyspace: int = 10_000, depth: int = 1) -> Path:
     """Write the script for ``kind`` into ``directory`` and return its path."""
-    path = directory / f"seed-{kind}.lua"
-    path.write_text(lua_script(kind, keyspace), encoding="utf-8")
+    suffix = "" if depth == 1 else f"-p{depth}"
+    path = directory / f"seed-{kind}{suffix}.lua"
+    path.write_text(lua_script(kind, keyspace, depth), encoding="utf-8")
     return path
 
 

@@ -1,0 +1,152 @@
+"""CPU per HTTP request through the real protocol, app and runtime, without sockets.
+
+Theory of operation
+-------------------
+wrk on a shared 2-core machine measures the kernel, wrk itself and the
+neighbours as much as corosm. This script feeds raw request bytes to
+:class:`~corosm.frontends.http.protocol.HttpConnection` objects with a fake
+transport that only counts what is written, on a real (uv)loop, and reports
+CPU microseconds per request (``time.process_time``) for:
+
+* ``ok``: the constant-``Ok`` handler (the HTTP stack's own cost);
+* ``read``: seed ``Read "x"`` through the key-value app and runtime;
+* ``write``: seed ``Write "x" 1`` with an in-memory journal (no disk: the
+  cost of the loop's own work per durable write, minus the fsync).
+
+``--conns`` connections each send ``--pipeline`` requests per read, then the
+script waits for every reply before the next round (a closed loop, like wrk).
+``--profile`` prints the cProfile of one scenario::
+
+    taskset -c 0 .venv/bin/python bench/profile_http_path.py
+    taskset -c 0 .venv/bin/python bench/profile_http_path.py --profile read
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from collections.abc import Callable
+from typing import Any
+
+from corosm.apps.kv.machine import KVMachine
+from corosm.frontends.http.app import KvHttpApp
+from corosm.frontends.http.messages import HttpStats, Limits, Request, Response
+from corosm.frontends.http.protocol import HttpConnection
+from corosm.runtime import Runtime, run
+
+BODIES = {"ok": b'Read "x"', "read": b'Read "x"', "write": b'Write "x" 1'}
+
+
+class CountingTransport:
+    """Enough of an asyncio transport for HttpConnection; counts replies."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        self._on_write = on_write
+
+    def write(self, data: bytes) -> None:
+        self._on_write(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def write_eof(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+
+_OK = Response(200, b"Ok")
+
+
+async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
+    """CPU microseconds per request for ``kind`` (see the module docs)."""
+    loop = asyncio.get_running_loop()
+    runtime: Runtime[Any, Any, Any] = Runtime(KVMachine())
+    await runtime.start()
+    handler: Any = (lambda request: _OK) if kind == "ok" else KvHttpApp(runtime)
+    new_handler: Callable[[], Any] = getattr(handler, "connection_handler", lambda: handler)
+    body = BODIES[kind]
+    one = b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    burst = one * pipeline
+    waiting = 0
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_write(data: bytes) -> None:
+        nonlocal waiting, done
+        waiting -= data.count(b"HTTP/1.1 ")
+        if waiting == 0 and not done.done():
+            done.set_result(None)
+
+    connections = []
+    for _ in range(conns):
+        conn = HttpConnection(new_handler(), Limits(), HttpStats())
+        conn.connection_made(CountingTransport(on_write))  # type: ignore[arg-type]
+        connections.append(conn)
+    if kind == "read":  # something to read
+        await runtime.submit(_write_x())
+    started = time.process_time()
+    for _ in range(rounds):
+        waiting = conns * pipeline
+        done = loop.create_future()
+        for conn in connections:
+            conn.data_received(burst)
+        if waiting:
+            await done
+    cpu = time.process_time() - started
+    await runtime.stop()
+    return cpu / (rounds * conns * pipeline) * 1e6
+
+
+def _write_x() -> Any:
+    from corosm.apps.kv.inputs import Write
+
+    return Write(b"x", b"1")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--conns", type=int, default=64)
+    ap.add_argument("--pipeline", type=int, nargs="*", default=[1, 16])
+    ap.add_argument("--requests", type=int, default=64_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", choices=sorted(BODIES))
+    args = ap.parse_args()
+    if args.profile:
+        depth = args.pipeline[0]
+        rounds = args.requests // (args.conns * depth)
+        prof = cProfile.Profile()
+        prof.enable()
+        run(measure(args.profile, args.conns, depth, rounds))
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    for depth in args.pipeline:
+        rounds = max(1, args.requests // (args.conns * depth))
+        for kind in BODIES:
+            best = min(
+                run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat)
+            )
+            print(f"{kind:6s} {args.conns} conns, pipeline {depth:2d}: {best:6.2f} us CPU/request")
+
+
+if __name__ == "__main__":
+    main()
