@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 _SERVING = re.compile(rb"serving HTTP on [^:]+:(\d+)(?:, RESP on [^:]+:(\d+))?")
@@ -22,20 +23,28 @@ _SERVING = re.compile(rb"serving HTTP on [^:]+:(\d+)(?:, RESP on [^:]+:(\d+))?")
 class ServerProcess:
     """A ``python -m corosm serve`` child on 127.0.0.1 with its data in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        command: Sequence[str] = (sys.executable, "-m", "corosm"),
+        cwd: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.extra = extra
+        self.command = tuple(command)
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.resp_port: int | None = None
         self.output = b""
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "corosm", "serve", "--port", "0"]
+        args = [*self.command, "serve", "--port", "0"]
         args += ["--data-dir", str(self.data_dir), "--log-level", "warning", *self.extra]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=self.cwd
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -193,11 +193,12 @@ def test_serve_hands_a_validated_config_to_the_server(
         "request_timeout": 10.0,
         "truncate_corrupt": False,
         "allow_reset": True,
+        "machine": None,
     }
     argv = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)]
     argv += ["--fsync", "interval", "--fsync-interval-ms", "50", "--resp-port", "6380"]
     argv += ["--snapshot-every", "0", "--max-queue", "5", "--request-timeout", "2.5"]
-    argv += ["--truncate-corrupt", "--no-reset"]
+    argv += ["--truncate-corrupt", "--no-reset", "--machine", "bank:Bank"]
     assert run(capsys, *argv, "--log-level", "debug")[0] == 0
     assert vars(server.configs[1]) == {
         "host": "0.0.0.0",
@@ -212,6 +213,7 @@ def test_serve_hands_a_validated_config_to_the_server(
         "request_timeout": 2.5,
         "truncate_corrupt": True,
         "allow_reset": False,
+        "machine": "bank:Bank",
     }
 
 

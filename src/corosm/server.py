@@ -1,14 +1,20 @@
-"""The key-value server: recovery, the runtime, the journal and the front ends, assembled.
+"""``corosm serve``: recovery, the runtime, the journal and the front ends, assembled.
 
 Theory of operation
 -------------------
-``Server.start`` runs, in order: recover the data directory (newest snapshot,
-then the journal after it, through the machine's own ``apply``); start the
-runtime with a :class:`JournalExecutor` for appends (the journal also says
-when a snapshot is due, and the host takes it as a phase of its turn);
-listen for HTTP (and RESP, when a port is given). ``Server.stop`` reverses it: stop
-accepting, let in-flight requests finish, stop the runtime (which flushes and
-fsyncs the journal), and close.
+``Server.start`` runs, in order: pick the machine (the key-value machine, or
+the one ``--machine package.module:Class`` names, whose JSON types are
+checked now, before anything touches the disk); recover the data directory
+and start the runtime on it (:func:`~corosm.runtime.durable.start_durable`,
+the engine of ``corosm.open``); listen for HTTP (and RESP, when a port is
+given). ``Server.stop`` reverses it: stop accepting, let in-flight requests
+finish, stop the runtime (which flushes and fsyncs the journal), and close.
+
+Every machine is served by the same HTTP app
+(:class:`~corosm.frontends.http.machineapp.MachineHttpApp`: JSON ``POST /``,
+health, metrics, read-your-writes); the key-value machine gets
+:class:`~corosm.frontends.http.app.KvHttpApp`, that app with the seed's
+protocol and REST in place of JSON, and the Redis protocol on ``--resp-port``.
 
 Two variants exist for benchmarks, so that alternatives run on the very same
 stack: ``journal_mode="blocking"`` writes and fdatasyncs each record inline
@@ -19,16 +25,19 @@ answers every request ``Ok`` without machine or journal (the stack's limit).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from corosm.apps.kv.machine import KVMachine
 from corosm.core.effects import Append, Effect
+from corosm.core.machine import Machine
 from corosm.errors import UsageError
 from corosm.frontends.http import Limits, Request, Response, start_http_server
 from corosm.frontends.http.server import HttpServer
@@ -41,6 +50,9 @@ from corosm.io.journal import (
 from corosm.runtime import Runtime
 from corosm.runtime import run as run_on_uvloop
 from corosm.runtime.durable import recover_journal, start_durable
+
+if TYPE_CHECKING:
+    from corosm.frontends.jsoncodec import MachineCodec
 
 log = logging.getLogger("corosm.server")
 
@@ -64,10 +76,11 @@ class ServerConfig:
     request_timeout: float = 10.0
     truncate_corrupt: bool = False
     allow_reset: bool = True
+    machine: str | None = None  # package.module:Class; None = the key-value machine
 
 
 class Server:
-    """One running key-value server (see the module docs)."""
+    """One running server (see the module docs)."""
 
     def __init__(self, config: ServerConfig, *, fs: FileSystem | None = None) -> None:
         self.config = config
@@ -93,7 +106,8 @@ class Server:
         if config.app == "constant":
             self.http = await start_http_server(_constant_ok, config.host, config.port)
             return
-        machine = KVMachine()
+        machine = KVMachine() if config.machine is None else load_machine(config.machine)
+        codec = None if isinstance(machine, KVMachine) else self._check_machine(machine)
         if config.journal_mode == "blocking":
             self.runtime = await self._start_blocking(machine)
         else:
@@ -108,9 +122,20 @@ class Server:
                 fs=self._fs,
                 truncate_corrupt=config.truncate_corrupt,
             )
-        await self._start_frontends()
+        await self._start_frontends(codec)
 
-    async def _start_blocking(self, machine: KVMachine) -> Runtime[Any, Any, Any]:
+    def _check_machine(self, machine: Machine[Any, Any, Any]) -> MachineCodec:
+        """The JSON codec of a machine other than the key-value one (fails on a bad type)."""
+        from corosm.frontends.jsoncodec import MachineCodec
+
+        if self.config.resp_port is not None:
+            raise UsageError(
+                f"--resp-port serves the key-value machine's Redis commands; "
+                f"--machine {self.config.machine} is another machine: drop --resp-port"
+            )
+        return MachineCodec(machine)
+
+    async def _start_blocking(self, machine: Machine[Any, Any, Any]) -> Runtime[Any, Any, Any]:
         """The benchmark's straw man: the same recovery, then one fsync per record inline."""
         config = self.config
         options = JournalOptions(fsync=config.fsync, snapshot_every_records=0)
@@ -127,12 +152,17 @@ class Server:
         await runtime.start()
         return runtime
 
-    async def _start_frontends(self) -> None:
+    async def _start_frontends(self, codec: MachineCodec | None) -> None:
         from corosm.frontends.http.app import KvHttpApp
+        from corosm.frontends.http.machineapp import MachineHttpApp
 
         config, runtime = self.config, self.runtime
         assert runtime is not None
-        app = KvHttpApp(runtime, allow_reset=config.allow_reset)
+        app: MachineHttpApp
+        if codec is None:
+            app = KvHttpApp(runtime, allow_reset=config.allow_reset)
+        else:
+            app = MachineHttpApp(runtime, codec)
         limits = Limits(response_timeout=config.request_timeout)
         self.http = await start_http_server(app, config.host, config.port, limits=limits)
         if config.resp_port is not None:
@@ -221,14 +251,81 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     resp = f", RESP on {config.host}:{server.resp_port}" if server.resp_port else ""
+    machine = f"machine {config.machine}, " if config.machine else ""
     print(
-        f"corosm: serving HTTP on {config.host}:{server.http_port}{resp} "
-        f"(data {os.fspath(config.data_dir)!r}, fsync={config.fsync}, pid {os.getpid()})",
+        f"corosm: serving HTTP on {config.host}:{server.http_port}{resp} ({machine}"
+        f"data {os.fspath(config.data_dir)!r}, fsync={config.fsync}, pid {os.getpid()})",
         flush=True,
     )
     await stop.wait()
     log.info("stopping: finishing in-flight requests and flushing the journal")
     await server.stop()
+
+
+def load_machine(spec: str) -> Machine[Any, Any, Any]:
+    """The machine ``package.module:Name`` names: a Machine subclass, instance or factory.
+
+    The current directory is searched first (as ``python -m`` does), so
+    ``corosm serve --machine bank:Bank`` finds ``./bank.py``. Every failure
+    is a :class:`UsageError` of one line naming what was tried.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(
+            f"--machine must be package.module:Class (e.g. bank:Bank for class Bank in "
+            f"./bank.py), not {spec!r}"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if module_name != missing and not module_name.startswith(missing + "."):
+            raise UsageError(
+                f"--machine {spec}: importing {module_name!r} failed: {exc} "
+                "(a module it imports is missing: install it in this environment)"
+            ) from exc
+        raise UsageError(
+            f"--machine {spec}: cannot import {module_name!r} (no module named {missing!r} in "
+            f"{os.getcwd()!r} or on sys.path); run corosm serve from the folder that holds it, "
+            f"or set PYTHONPATH to that folder (PYTHONPATH=path/to/project corosm serve "
+            f"--machine {spec})"
+        ) from exc
+    except Exception as exc:  # the module itself is broken: say where, in one line
+        raise UsageError(
+            f"--machine {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    found: Any = module
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise UsageError(
+                f"--machine {spec}: {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+                f"{attribute!r}; expected a Machine subclass"
+            ) from None
+    return _as_machine(spec, found)
+
+
+def _as_machine(spec: str, found: Any) -> Machine[Any, Any, Any]:
+    if isinstance(found, Machine):
+        return found
+    if not callable(found):
+        raise UsageError(f"--machine {spec} is {type(found).__name__}; expected a Machine subclass")
+    try:
+        machine = found()
+    except Exception as exc:
+        raise UsageError(
+            f"--machine {spec}: {spec.partition(':')[2]}() raised {type(exc).__name__}: {exc} "
+            "(the server creates the machine with no arguments)"
+        ) from exc
+    if not isinstance(machine, Machine):
+        raise UsageError(
+            f"--machine {spec}() gave {type(machine).__name__}; expected a corosm Machine "
+            "(a Machine subclass, an instance, or a function that returns one)"
+        )
+    return machine
 
 
 def run(config: ServerConfig) -> int:

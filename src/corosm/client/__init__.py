@@ -1,4 +1,4 @@
-"""Python clients for a corosm key-value server: blocking and asyncio.
+"""Python clients for a corosm server: blocking and asyncio.
 
 Both speak the two HTTP APIs of ``corosm serve``::
 
@@ -13,6 +13,15 @@ Both speak the two HTTP APIs of ``corosm serve``::
 
     async with AsyncClient(port=8080) as kv:   # same methods, awaited;
         await asyncio.gather(*(kv.write(f"k{i}", i) for i in range(100)))  # pipelined
+
+``submit`` talks to any machine that ``corosm serve --machine`` serves (JSON on
+``POST /``, see docs/serving.md)::
+
+    with Client(port=8080) as bank:
+        bank.submit(Deposit("alice", 100))    # a dataclass: sent with "type": "Deposit"
+        assert bank.submit({"type": "GetBalance", "account": "alice"}) == {
+            "type": "Balance", "account": "alice", "balance": 100}
+        bank.submit(GetBalance("alice"), Balance)   # decoded into the output type
 
 Layout: :mod:`~corosm.client.protocol` says what each call sends and what its
 reply means (no I/O); :mod:`~corosm.client.sync` and :mod:`~corosm.client.aio`

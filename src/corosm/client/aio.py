@@ -11,8 +11,9 @@ longer be trusted: the connection is marked broken and closed, and calls queued
 behind it fail with :class:`ConnectionLost` (their requests may have been
 applied). When the server instead ended the connection cleanly (``Connection:
 close``, or EOF before any byte of a reply: an idle keep-alive timeout), the
-waiting calls are sent once more on a new connection; every call of this API is
-idempotent, so a repeat cannot do harm.
+waiting calls are sent once more on a new connection when they are idempotent
+(all but ``submit``), so a repeat cannot do harm; a ``submit`` fails with
+:class:`ConnectionLost` instead (its input may or may not have been applied).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from corosm.client import protocol
 from corosm.client._transport import (
@@ -66,7 +67,7 @@ class _Connection:
 
 
 class AsyncClient:
-    """An asyncio client for a corosm key-value server (seed protocol and REST)."""
+    """An asyncio client for a corosm server: key-value (seed protocol, REST) or any machine."""
 
     def __init__(
         self,
@@ -109,6 +110,17 @@ class AsyncClient:
     async def delete(self, key: bytes | str) -> bool:
         """Remove ``key``; True when it existed."""
         return await self._run(protocol.delete_call(key))
+
+    # --- any machine ----------------------------------------------------------------
+
+    async def submit(self, input: Any, output_type: Any = None) -> Any:
+        """Send ``input`` to the served machine (``POST /``, JSON); return its output.
+
+        As :meth:`corosm.client.Client.submit`; concurrent calls pipeline on
+        one connection, and their replies reflect this connection's earlier
+        writes (read-your-writes, as the machine declares its order).
+        """
+        return await self._run(protocol.submit_call(input, output_type))
 
     # --- operations -----------------------------------------------------------------
 
@@ -156,6 +168,11 @@ class AsyncClient:
             try:
                 return await self._exchange(conn, data)
             except _Retry:
+                if not request.idempotent:
+                    raise ConnectionLost(
+                        f"{self.host}:{self.port} closed the connection before replying; "
+                        "the input may or may not have been applied"
+                    ) from None
                 if attempt == 0:
                     continue
                 raise ConnectionLost(

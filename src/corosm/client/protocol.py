@@ -12,14 +12,16 @@ Endpoints used (see the server's README):
 
 * seed protocol: ``POST /`` with ``Write "k" 1`` / ``Read "k"``; ``DELETE /`` resets;
 * REST: ``GET``/``PUT``/``DELETE /kv/{percent-encoded key}``;
+* any machine (``corosm serve --machine``): ``POST /`` with a JSON input;
 * ``GET /health`` (200 healthy, 503 with the reason) and ``GET /metrics``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from corosm.client import seedcodec
@@ -38,12 +40,17 @@ _MESSAGE_LIMIT = 300  # characters of an error body worth showing to a person
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    """One HTTP request as the transports send it (always with Content-Length)."""
+    """One HTTP request as the transports send it (always with Content-Length).
+
+    ``idempotent`` says whether sending it twice does no harm: only then may a
+    transport send it again after a connection broke before its reply.
+    """
 
     method: str
     path: str
     body: bytes = b""
     content_type: str | None = None
+    idempotent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +210,44 @@ def put_call(key: bytes | str, value: bytes) -> Call[bool]:
 def delete_call(key: bytes | str) -> Call[bool]:
     """``DELETE /kv/{key}``: True when a value was removed, False when absent (404)."""
     return Call(HttpRequest("DELETE", key_path(key)), _delete_result)
+
+
+# --- any machine --------------------------------------------------------------------
+
+
+def submit_call(input: Any, output_type: Any = None) -> Call[Any]:
+    """``POST /`` with ``input`` as JSON: the machine's output.
+
+    ``input`` is a dataclass instance (sent with ``"type"``, the wire
+    convention of docs/serving.md) or any JSON-able value (dicts, lists,
+    str, int, float, bool, None; bytes go as base64). The reply is returned
+    as decoded JSON, or, given ``output_type``, checked and decoded into it.
+    Not idempotent: it is never sent twice.
+    """
+    # Imported here: pydantic is for this call alone, not for `corosm kv read`.
+    from corosm.errors import UsageError
+    from corosm.frontends.jsoncodec import codec_for, dumps
+
+    try:
+        body = dumps(input)
+        codec = None if output_type is None else codec_for(output_type)
+    except (TypeError, ValueError, UsageError) as exc:
+        raise InvalidRequest(f"cannot send this input as JSON: {exc}") from exc
+
+    def interpret(response: HttpResponse) -> Any:
+        _expect_status(response, 200)
+        if codec is None:
+            try:
+                return json.loads(response.body)
+            except ValueError as exc:
+                raise ProtocolError(f"the reply is not JSON: {exc}") from None
+        try:
+            return codec.decode(response.body)
+        except UsageError as exc:
+            raise ProtocolError(f"the reply does not fit {codec.where}: {exc}") from None
+
+    request = HttpRequest("POST", "/", body, "application/json", idempotent=False)
+    return Call(request, interpret)
 
 
 # --- operations ---------------------------------------------------------------------

@@ -7,8 +7,10 @@ server saw nothing (:class:`ServerUnreachable` vs :class:`ConnectionLost`).
 
 A server may close an idle keep-alive connection at any time. When a request on
 a *reused* connection fails before any byte of a reply arrived, it is sent once
-more on a fresh connection: every call of this API is idempotent (writes and
-puts set a value, deletes and resets remove), so a repeat cannot do harm.
+more on a fresh connection if it is idempotent (writes and puts set a value,
+deletes and resets remove), so a repeat cannot do harm. ``submit`` is not (a
+machine's input may be a deposit): it is never sent twice; before it goes
+out on a reused connection, a connection the server has closed is replaced.
 
 A ``Client`` is not thread-safe: use one per thread.
 """
@@ -16,9 +18,10 @@ A ``Client`` is not thread-safe: use one per thread.
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from corosm.client import protocol
 from corosm.client._transport import (
@@ -39,7 +42,7 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class Client:
-    """A blocking client for a corosm key-value server (seed protocol and REST)."""
+    """A blocking client for a corosm server: key-value (seed protocol, REST) or any machine."""
 
     def __init__(
         self,
@@ -81,6 +84,19 @@ class Client:
         """Remove ``key``; True when it existed."""
         return self._run(protocol.delete_call(key))
 
+    # --- any machine ----------------------------------------------------------------
+
+    def submit(self, input: Any, output_type: Any = None) -> Any:
+        """Send ``input`` to the served machine (``POST /``, JSON); return its output.
+
+        ``input`` is a dataclass instance (sent with its ``"type"``) or a
+        JSON-able value; the output comes back as decoded JSON (dicts,
+        lists...), or decoded into ``output_type`` when given. A 4xx raises
+        :class:`RequestRejected` (its message names the field), a 503
+        :class:`ServerUnavailable`, another 5xx :class:`ServerFailed`.
+        """
+        return self._run(protocol.submit_call(input, output_type))
+
     # --- operations -----------------------------------------------------------------
 
     def health(self) -> str | None:
@@ -120,12 +136,12 @@ class Client:
 
     def _send(self, request: HttpRequest) -> HttpResponse:
         for attempt in range(2):
-            conn, reused = self._connect()
+            conn, reused = self._connect(check_open=not request.idempotent)
             try:
                 return self._exchange(conn, request)
             except _STALE as exc:
                 self.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and request.idempotent:
                     continue
                 raise ConnectionLost(
                     f"{self.host}:{self.port} closed the connection before replying ({exc})"
@@ -147,10 +163,16 @@ class Client:
                 ) from exc
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def _connect(self) -> tuple[http.client.HTTPConnection, bool]:
-        """The open connection and whether it served a request before."""
+    def _connect(self, check_open: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """The open connection and whether it served a request before.
+
+        ``check_open`` first drops a kept-alive connection that the server
+        has closed meanwhile, for a request that must not be sent twice.
+        """
         if self._conn is not None and self._conn.sock is not None:
-            return self._conn, True
+            if not (check_open and _closed_by_peer(self._conn.sock)):
+                return self._conn, True
+            self.close()
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.connect()
@@ -173,3 +195,16 @@ class Client:
             if response.will_close:
                 self.close()
             return HttpResponse(response.status, headers_seen, body)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the server closed (or broke) an idle connection: it is readable now.
+
+    An idle HTTP connection has nothing to read; if it is readable, the
+    server sent its FIN (or garbage): either way it cannot carry a request.
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)

@@ -7,8 +7,10 @@ returns its exit code; it never calls ``sys.exit`` itself, so tests call it
 directly. Every subcommand sets ``run=<function(args) -> int>`` on its parser.
 
 Built in: ``serve`` (validate options, then hand a ``ServerConfig`` to
-``corosm.server.run``, imported only then). Everything else is an extension,
-``kv`` included (:mod:`corosm.client.cli`, built on :class:`corosm.client.Client`).
+``corosm.server.run``, imported only then; ``--machine package.module:Class``
+serves that machine instead of the key-value one, see docs/serving.md).
+Everything else is an extension, ``kv`` included (:mod:`corosm.client.cli`,
+built on :class:`corosm.client.Client`).
 
 Adding a subcommand from another module (``sim``, ``bench``...): append an
 :class:`Extension` to :data:`EXTENSIONS` naming a module that defines::
@@ -266,10 +268,19 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def _add_serve(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the durable key-value server",
-        description="Run the durable key-value server (seed protocol and REST over HTTP).",
+        help="run the durable key-value server, or your own machine (--machine)",
+        description="Run a durable server: the key-value store (seed protocol and REST over\n"
+        "HTTP, Redis with --resp-port), or any machine with --machine, served with\n"
+        "JSON bodies over HTTP (docs/serving.md).",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--machine",
+        metavar="MODULE:CLASS",
+        default=None,
+        help="serve this machine (a Machine subclass, e.g. bank:Bank for ./bank.py) with JSON "
+        "bodies on POST / instead of the key-value store",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument(
@@ -295,7 +306,10 @@ def _add_serve(subparsers: Any) -> None:
         help="for --fsync interval (%(default)s)",
     )
     parser.add_argument(
-        "--resp-port", type=listen_port, default=None, help="also serve the Redis protocol (off)"
+        "--resp-port",
+        type=listen_port,
+        default=None,
+        help="key-value store: also serve the Redis protocol on this port (off)",
     )
     parser.add_argument(
         "--snapshot-every",
@@ -327,7 +341,8 @@ def _add_serve(subparsers: Any) -> None:
         "--no-reset",
         dest="allow_reset",
         action="store_false",
-        help="refuse requests that empty the whole store (HTTP DELETE / answers 403)",
+        help="key-value store: refuse requests that empty the whole store "
+        "(HTTP DELETE / answers 403)",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(%(default)s)")
     parser.set_defaults(run=_run_serve)
@@ -354,6 +369,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         "request_timeout": args.request_timeout,
         "truncate_corrupt": args.truncate_corrupt,
         "allow_reset": args.allow_reset,
+        "machine": args.machine,
     }
     server = _import_server()
     if server is None:

@@ -1,10 +1,13 @@
-"""The HTTP front end: a small, fast HTTP/1.1 server and the key-value routes on it.
+"""The HTTP front end: a small, fast HTTP/1.1 server, any machine's routes, the key-value ones.
 
 - :mod:`~corosm.frontends.http.messages`: Request, Response, Deferred, Later, Limits, HttpStats.
 - :mod:`~corosm.frontends.http.protocol`: one ``asyncio.Protocol`` per connection
   over httptools (keep-alive, pipelining in order, limits, timeouts, flow control).
 - :mod:`~corosm.frontends.http.server`: :func:`start_http_server` and graceful shutdown.
-- :mod:`~corosm.frontends.http.app`: :class:`KvHttpApp`, the key-value routes.
+- :mod:`~corosm.frontends.http.machineapp`: :class:`MachineHttpApp`, any machine
+  (JSON on ``POST /``, health, metrics, read-your-writes, failures to statuses).
+- :mod:`~corosm.frontends.http.app`: :class:`KvHttpApp`, that app with the
+  key-value routes (seed protocol, REST) in place of JSON.
 - :mod:`~corosm.frontends.http.metrics`: the Prometheus text page.
 """
 

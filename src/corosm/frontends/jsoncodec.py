@@ -1,0 +1,492 @@
+"""JSON for any machine: its declared input and output types, checked by pydantic.
+
+Theory of operation
+-------------------
+A machine declares its types once, through its generic base
+(``class Bank(Machine[BankState, BankInput, BankOutput])``) or, where
+generics are not enough, with class attributes ``input_type`` and
+``output_type``. :func:`declared_types` reads them (walking the MRO and
+substituting type variables of generic intermediate bases), and
+:class:`MachineCodec` builds one ``pydantic.TypeAdapter`` per direction at
+start-up, so that a type pydantic cannot serve fails then, in one line, and
+no request pays for building anything.
+
+The wire convention (docs/serving.md): a dataclass is a JSON object of its
+``__init__`` fields plus ``"type"``, the class name. Where the declared type
+is a union of dataclasses (``Deposit | Withdraw``) ``"type"`` picks the
+class, so it is required there; elsewhere it may be left out, and when given
+it must name the class. Outputs always carry it. Dataclasses nested in the
+fields of those dataclasses follow the same rule. Unknown fields are refused,
+values are not coerced (``"5"`` is not an int: pydantic's strict mode) and
+``bytes`` travel as base64 strings.
+
+How: :class:`_WireTypes` rewrites the declared type. Each dataclass becomes
+a ``TypedDict`` mirror of its fields (``extra="forbid"``, an optional
+``Literal`` ``"type"``), validated in pydantic's JSON mode and then passed to
+the class's own ``__init__`` (so ``__post_init__`` checks run, and their
+errors are 400s too); its serializer turns an instance back into that
+mirror. Each union holding dataclasses becomes a pydantic tagged union with
+a callable ``Discriminator`` that reads ``"type"``, so the user's classes
+need no ``Literal`` field. Validation stays in JSON mode throughout (a
+``BeforeValidator`` that dropped ``"type"`` would not: pydantic then checks
+Python values, and strict mode refuses a JSON array for a tuple).
+
+:func:`format_errors` turns pydantic's errors into short lines that name the
+field path and what was expected: ``amount: expected an integer, got "x"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any, Literal, NotRequired, Required, TypeVar
+
+import pydantic
+import pydantic_core
+import typing_extensions
+from pydantic import AfterValidator, ConfigDict, Discriminator, PlainSerializer, Tag, TypeAdapter
+
+from corosm.core.machine import Machine
+from corosm.errors import UsageError
+
+TYPE_KEY = "type"
+_TAG = "type="  # prefix of our union tags, so that error paths can drop them
+_REST = _TAG + "*"  # the tag of a union's members that are not dataclasses
+_CONFIG = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+_MAX_SHOWN_ERRORS = 10
+# Type constructors used on values built at run time (typed Any for mypy's sake).
+_Union: Any = typing.Union
+_Literal: Any = Literal
+_TypedDict: Any = typing_extensions.TypedDict  # pydantic needs this one on Python 3.11
+
+
+class InvalidJson(UsageError):
+    """A body that is not JSON or not a valid value of the declared type.
+
+    ``problems`` holds one short line per error, each naming the field path
+    and what was expected.
+    """
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class OutputMismatch(UsageError):
+    """A machine returned a value that its declared output type does not allow."""
+
+
+# -- the declared types --------------------------------------------------------------
+
+
+AnyMachine = Machine[Any, Any, Any]
+
+
+def declared_types(machine: AnyMachine | type[AnyMachine]) -> tuple[Any, Any]:
+    """The machine's (input type, output type): its attributes, else its generic base.
+
+    Raises :class:`UsageError` when the machine declares neither.
+    """
+    cls = machine if isinstance(machine, type) else type(machine)
+    args = _machine_args(cls)
+    found: list[Any] = []
+    for position, attribute in ((1, "input_type"), (2, "output_type")):
+        explicit = getattr(cls, attribute, None)
+        if explicit is not None:
+            found.append(explicit)
+        elif args is not None:
+            found.append(args[position])
+        else:
+            raise UsageError(
+                f"{cls.__qualname__} does not declare its types: subclass "
+                f"Machine[State, Input, Output] (e.g. class {cls.__name__}(Machine[dict[str, int], "
+                f"Deposit | Withdraw, int])) or set the class attributes input_type and output_type"
+            )
+    return found[0], found[1]
+
+
+def _machine_args(cls: type) -> tuple[Any, ...] | None:
+    """``(S, I, O)`` from the generic base ``Machine[S, I, O]``, through generic subclasses."""
+    for base in cls.__dict__.get("__orig_bases__", cls.__bases__):
+        origin = typing.get_origin(base) or base
+        args = typing.get_args(base)
+        if origin is Machine:
+            return args if len(args) == 3 else None
+        if isinstance(origin, type) and issubclass(origin, Machine):
+            inner = _machine_args(origin)
+            if inner is None:
+                continue
+            mapping = dict(zip(getattr(origin, "__parameters__", ()), args, strict=False))
+            return tuple(_substitute(arg, mapping) for arg in inner)
+    return None
+
+
+def _substitute(tp: Any, mapping: Mapping[Any, Any]) -> Any:
+    if isinstance(tp, TypeVar):
+        return mapping.get(tp, tp)
+    params = getattr(tp, "__parameters__", ())
+    if params and typing.get_origin(tp) is not None:
+        return tp[tuple(mapping.get(p, p) for p in params)]
+    return tp
+
+
+# -- the wire types ------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    origin = typing.get_origin(tp) or tp
+    return isinstance(origin, type) and dataclasses.is_dataclass(origin)
+
+
+class _WireTypes:
+    """Rewrites a declared type into the type pydantic validates (see the module docs)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where  # e.g. "Ledger's input type", for messages
+        self._mirrors: dict[Any, Any] = {}
+        self._building: list[Any] = []
+
+    def rewrite(self, tp: Any) -> Any:
+        if isinstance(tp, TypeVar):
+            raise UsageError(
+                f"{self.where} is the unbound type variable {tp.__name__}: give a concrete "
+                "type in Machine[State, Input, Output] or set input_type/output_type"
+            )
+        if _is_dataclass_type(tp):
+            return self._dataclass(tp)
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin is typing.Union or origin is types.UnionType:
+            return self._union(args)
+        if origin is typing.Annotated:
+            return typing.Annotated[(self.rewrite(args[0]), *tp.__metadata__)]
+        if origin is None or origin is Literal or not args:
+            return tp
+        rewritten = tuple(arg if arg is Ellipsis else self.rewrite(arg) for arg in args)
+        if rewritten == args:
+            return tp
+        if origin is Callable or not hasattr(origin, "__class_getitem__"):
+            return tp  # pydantic will say what it makes of it
+        return origin[rewritten]
+
+    def _union(self, members: tuple[Any, ...]) -> Any:
+        classes = [m for m in members if _is_dataclass_type(m)]
+        if not classes:
+            return _Union[tuple(self.rewrite(m) for m in members)]
+        names = [_class_name(c) for c in classes]
+        for name in names:
+            if names.count(name) > 1:
+                raise UsageError(
+                    f"{self.where} joins two classes named {name} in one union: the wire's "
+                    f'"type" names a class by its name alone, so rename one of them'
+                )
+        choices = [typing.Annotated[self.rewrite(c), Tag(_TAG + _class_name(c))] for c in classes]
+        rest = [m for m in members if not _is_dataclass_type(m)]
+        if rest:
+            others = _Union[tuple(self.rewrite(m) for m in rest)]
+            choices.append(typing.Annotated[others, Tag(_REST)])
+        tagged = _Union[tuple(choices)]
+        which = _discriminator(frozenset(names), single=len(classes) == 1, rest=bool(rest))
+        # A missing or unknown "type" is one error of ours; its message lists the names.
+        discriminator = Discriminator(
+            which,
+            custom_error_type="corosm_type",
+            custom_error_message=", ".join(f'"{name}"' for name in names),
+        )
+        return typing.Annotated[tagged, discriminator]
+
+    def _dataclass(self, tp: Any) -> Any:
+        mirror = self._mirrors.get(tp)
+        if mirror is not None:
+            return mirror
+        if tp in self._building:
+            raise UsageError(
+                f"{self.where}: the dataclass {_type_name(tp)} contains itself, which this JSON "
+                "codec does not support; declare a non-recursive type"
+            )
+        self._building.append(tp)
+        try:
+            mirror = self._mirrors[tp] = self._mirror(tp)
+        finally:
+            self._building.pop()
+        return mirror
+
+    def _mirror(self, tp: Any) -> Any:
+        cls: type = typing.get_origin(tp) or tp
+        name = _class_name(cls)
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception as exc:
+            raise UsageError(
+                f"{self.where}: cannot resolve the field types of {cls.__qualname__} "
+                f"({type(exc).__name__}: {exc}); import the names its annotations use"
+            ) from exc
+        init_only = [name for name, hint in hints.items() if isinstance(hint, dataclasses.InitVar)]
+        if init_only:
+            raise UsageError(
+                f"{self.where}: {cls.__qualname__} has the InitVar {init_only[0]!r}, which is no "
+                "field of the object and so has no place in its JSON; make it a field"
+            )
+        mapping = dict(zip(getattr(cls, "__parameters__", ()), typing.get_args(tp), strict=False))
+        fields: dict[str, Any] = {}
+        init_fields = [f for f in dataclasses.fields(cls) if f.init]
+        for field in init_fields:
+            if field.name == TYPE_KEY:
+                raise UsageError(
+                    f'{self.where}: {cls.__qualname__} has a field named "{TYPE_KEY}", which the '
+                    "JSON convention uses for the class name; rename the field"
+                )
+            wire = self.rewrite(_substitute(hints[field.name], mapping))
+            optional = (
+                field.default is not dataclasses.MISSING
+                or field.default_factory is not dataclasses.MISSING
+            )
+            fields[field.name] = NotRequired[wire] if optional else Required[wire]
+        fields[TYPE_KEY] = NotRequired[_Literal[name]]
+        mirror = _TypedDict(name, fields)
+        mirror.__pydantic_config__ = _CONFIG
+        names = tuple(f.name for f in init_fields)
+        return typing.Annotated[
+            mirror,
+            AfterValidator(_builder(cls, name)),
+            PlainSerializer(_fields_of(cls, name, names), return_type=mirror),
+        ]
+
+
+def _class_name(tp: Any) -> str:
+    cls = typing.get_origin(tp) or tp
+    return str(cls.__name__)
+
+
+def _discriminator(
+    names: frozenset[str], *, single: bool, rest: bool
+) -> Callable[[Any], str | None]:
+    """Which member of a union holding dataclasses a value is (the tag, or None)."""
+    only = _TAG + next(iter(names)) if single else None
+
+    def which(value: Any) -> str | None:
+        if isinstance(value, dict):  # a JSON object, being validated
+            name = value.get(TYPE_KEY)
+            if isinstance(name, str):
+                return _TAG + name  # an unknown name fails with the expected ones
+            if name is not None:
+                return None
+            return only or (_REST if rest else None)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):  # an output
+            return _TAG + type(value).__name__
+        return _REST if rest else None
+
+    return which
+
+
+def _builder(cls: type, name: str) -> Callable[[dict[str, Any]], Any]:
+    def build(fields: dict[str, Any]) -> Any:
+        fields.pop(TYPE_KEY, None)
+        try:
+            return cls(**fields)
+        except Exception as exc:  # __post_init__ refusing the values: the client's error
+            raise pydantic_core.PydanticCustomError(
+                "corosm_init", "{message}", {"message": f"{name}: {_one_line(exc)}"}
+            ) from None
+
+    return build
+
+
+def _fields_of(cls: type, name: str, names: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
+    def fields(value: Any) -> dict[str, Any]:
+        if not isinstance(value, cls):
+            raise TypeError(f"expected {name}, got {type(value).__name__} {value!r:.80}")
+        out = {TYPE_KEY: name}
+        for field in names:
+            out[field] = getattr(value, field)
+        return out
+
+    return fields
+
+
+# -- codecs --------------------------------------------------------------------------
+
+
+class JsonCodec:
+    """One declared type: JSON bytes in (checked), values out as JSON bytes."""
+
+    def __init__(self, tp: Any, where: str) -> None:
+        self.type = tp
+        self.where = where
+        wire = _WireTypes(where).rewrite(tp)
+        try:
+            self.adapter: TypeAdapter[Any] = _adapter(wire)
+        except pydantic.PydanticSchemaGenerationError as exc:
+            raise UsageError(
+                f"{where} ({_type_name(tp)}) cannot be served as JSON: "
+                f"{_first_line(exc).split('. ')[0]}; use dataclasses, unions and plain types "
+                "(str, int, float, bool, None, list, tuple, dict, Literal, Enum, ...)"
+            ) from exc
+        except pydantic.PydanticUserError as exc:
+            raise UsageError(
+                f"{where} ({_type_name(tp)}) cannot be served as JSON: {_first_line(exc)}"
+            ) from exc
+        except (NameError, TypeError) as exc:
+            raise UsageError(f"{where} ({_type_name(tp)}) cannot be served as JSON: {exc}") from exc
+
+    def decode(self, body: bytes | str) -> Any:
+        """The value ``body`` holds; :class:`InvalidJson` names every problem."""
+        try:
+            return self.adapter.validate_json(body, strict=True)
+        except pydantic.ValidationError as exc:
+            raise InvalidJson(format_errors(exc.errors(include_url=False))) from None
+
+    def encode(self, value: Any) -> bytes:
+        """``value`` as JSON; :class:`OutputMismatch` when the type does not allow it."""
+        try:
+            return self.adapter.dump_json(value, warnings="error")
+        except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
+            raise OutputMismatch(
+                f"{self.where} is {_type_name(self.type)}, which does not allow "
+                f"{type(value).__name__} {value!r:.80}"
+            ) from None
+
+    def to_python(self, value: Any) -> Any:
+        """``value`` as plain JSON-able Python (dicts, lists, str, int...)."""
+        return self.adapter.dump_python(value, mode="json", warnings="error")
+
+
+def _adapter(wire: Any) -> TypeAdapter[Any]:
+    """A TypeAdapter with our config, unless the type brings its own (a mirror does)."""
+    base = typing.get_args(wire)[0] if typing.get_origin(wire) is typing.Annotated else wire
+    if typing_extensions.is_typeddict(base):
+        return TypeAdapter(wire)
+    return TypeAdapter(wire, config=_CONFIG)
+
+
+class MachineCodec:
+    """A machine's input and output codecs, built (and checked) once at start-up."""
+
+    def __init__(self, machine: Machine[Any, Any, Any]) -> None:
+        name = type(machine).__qualname__
+        input_type, output_type = declared_types(machine)
+        self.input = JsonCodec(input_type, f"{name}'s input type")
+        self.output = JsonCodec(output_type, f"{name}'s output type")
+
+
+# -- the client's side ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def codec_for(tp: Any) -> JsonCodec:
+    """A cached codec for ``tp`` (the client encodes and decodes with these)."""
+    return JsonCodec(tp, f"the type {_type_name(tp)}")
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as JSON-able Python, dataclasses by the wire convention (``"type"`` tagged)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return codec_for(type(value)).to_python(value)
+    if isinstance(value, list | tuple):
+        return [to_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_json_value(item) for key, item in value.items()}
+    return pydantic_core.to_jsonable_python(value, bytes_mode="base64")
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact JSON bytes (see :func:`to_json_value`)."""
+    return json.dumps(to_json_value(value), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# -- errors --------------------------------------------------------------------------
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "none_required": "null",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "set_type": "an array",
+    "frozen_set_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "dataclass_type": "an object",
+    "bytes_type": "a base64 string",
+}
+
+
+def format_errors(errors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One short line per pydantic error: the field path, what was expected, what came."""
+    lines = [_error_line(error) for error in errors]
+    if len(lines) > _MAX_SHOWN_ERRORS:
+        hidden = len(lines) - _MAX_SHOWN_ERRORS
+        lines = [*lines[:_MAX_SHOWN_ERRORS], f"... and {hidden} more"]
+    return lines
+
+
+def _error_line(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    path = _path(error["loc"])
+    value = error.get("input")
+    if kind == "json_invalid":
+        return f"the body is not JSON: {error.get('ctx', {}).get('error', error['msg'])}"
+    if kind == "missing":
+        return f"{path}: missing"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return f"{path}: unknown field"
+    if kind == "corosm_type":  # a union of dataclasses without a usable "type"
+        names = error["msg"]
+        if not isinstance(value, dict):
+            wanted = f'expected an object with "{TYPE_KEY}" one of {names}'
+            return _at(path, f"{wanted}, got {_shown(value)}")
+        type_path = f"{path}.{TYPE_KEY}" if path else TYPE_KEY
+        if TYPE_KEY not in value:
+            return f"{type_path}: missing; expected one of {names}"
+        return f"{type_path}: expected one of {names}, got {_shown(value[TYPE_KEY])}"
+    if kind == "corosm_init":  # the class's own __init__ refused the values
+        return _at(path, str(error["msg"]))
+    expected = _EXPECTED.get(kind)
+    if expected is not None:
+        return _at(path, f"expected {expected}, got {_shown(value)}")
+    message = str(error["msg"]).replace("Input should be", "expected", 1)
+    return _at(path, f"{message[:1].lower()}{message[1:]}, got {_shown(value)}")
+
+
+def _at(path: str, problem: str) -> str:
+    return f"{path}: {problem}" if path else problem
+
+
+def _path(loc: Iterable[Any]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and part.startswith(_TAG):
+            continue
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def _shown(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,1 @@
+"""Machines that tests serve with ``corosm serve --machine tests.machines.<module>:<Class>``."""
