@@ -33,7 +33,7 @@ from typing import Any
 
 from corosm.apps.kv.machine import KVMachine
 from corosm.frontends.http.app import KvHttpApp
-from corosm.frontends.http.messages import HttpStats, Limits, Request, Response
+from corosm.frontends.http.messages import HttpStats, Limits, Response
 from corosm.frontends.http.protocol import HttpConnection
 from corosm.runtime import Runtime, run
 
@@ -142,9 +142,7 @@ def main() -> None:
     for depth in args.pipeline:
         rounds = max(1, args.requests // (args.conns * depth))
         for kind in BODIES:
-            best = min(
-                run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat)
-            )
+            best = min(run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat))
             print(f"{kind:6s} {args.conns} conns, pipeline {depth:2d}: {best:6.2f} us CPU/request")
 
 
