@@ -116,3 +116,26 @@ def require_tool_fixture() -> Callable[..., str]:
 def find_tool_fixture() -> Callable[..., str | None]:
     """:func:`find_tool`, for tests and fixtures of any scope."""
     return find_tool
+
+
+# --- optional Python modules ----------------------------------------------------------
+
+
+def require_module(name: str, *, pip: str) -> Any:
+    """Import the optional module ``name``; skip the test when it is not installed.
+
+    ``pip`` is what to install (e.g. ``corosm[ray]``), named in the reason.
+    Under ``COROSM_REQUIRE_TOOLS`` a missing module fails the test instead.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        reason = f"the Python module {name} is not installed; install it with: pip install '{pip}'"
+        if tools_required():
+            pytest.fail(
+                f"{reason} ({REQUIRE_TOOLS} is set: a missing module fails the test)",
+                pytrace=False,
+            )
+        pytest.skip(reason)

@@ -194,6 +194,8 @@ def test_serve_hands_a_validated_config_to_the_server(
         "truncate_corrupt": False,
         "allow_reset": True,
         "machine": None,
+        "ray": None,
+        "shards": 1,
     }
     argv = ["serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path)]
     argv += ["--fsync", "interval", "--fsync-interval-ms", "50", "--resp-port", "6380"]
@@ -214,7 +216,23 @@ def test_serve_hands_a_validated_config_to_the_server(
         "truncate_corrupt": True,
         "allow_reset": False,
         "machine": "bank:Bank",
+        "ray": None,
+        "shards": 1,
     }
+
+
+def test_serve_takes_ray_and_shards_together_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = RecordingServer()
+    monkeypatch.setattr(cli, "_import_server", lambda: server)
+    assert run(capsys, "serve", "--ray", "--shards", "2")[0] == 0
+    assert (server.configs[0].ray, server.configs[0].shards) == ("", 2)
+    assert run(capsys, "serve", "--ray", "10.0.0.5:6379")[0] == 0
+    assert (server.configs[1].ray, server.configs[1].shards) == ("10.0.0.5:6379", 1)
+    code, _, err = run(capsys, "serve", "--shards", "2")
+    assert code == 2 and "--shards needs --ray" in err
+    assert len(server.configs) == 2
 
 
 def test_serve_refuses_a_data_dir_that_is_a_file(

@@ -145,3 +145,24 @@ def test_exclusive_does_not_call_key(fn_machine: Any) -> None:
     stepper = counter(fn_machine, Policy.EXCLUSIVE, key=key)
     stepper.feed(InputArrived("a", "x"), InputArrived("b", "y"))
     assert stepper.feed(IOCompleted(1, 1)) == [Reply("a", 1), StartIO(2, Append(("y", 1)))]
+
+
+def test_per_key_input_that_never_suspends_waits_its_turn_and_holds_nothing(
+    fn_machine: Any,
+) -> None:
+    async def handler(ctx: Context[dict[str, int]], inp: tuple[str, str]) -> int:
+        op, key = inp
+        if op == "incr":
+            return await incr(ctx, key)
+        return ctx.state.get(key, 0)  # a read: no await at all
+
+    stepper = Stepper(fn_machine(handler, apply=apply, policy=Policy.PER_KEY, key=lambda i: i[1]))
+    assert stepper.feed(InputArrived("r0", ("read", "x"))) == [Reply("r0", 0)]
+    assert stepper.idle()  # it finished at once: no key was left taken
+    # Behind a suspended increment of x, a read of x waits; a read of y does not.
+    stepper.feed(InputArrived("i", ("incr", "x")))
+    assert stepper.feed(InputArrived("r1", ("read", "x")), InputArrived("r2", ("read", "y"))) == [
+        Reply("r2", 0)
+    ]
+    assert stepper.feed(IOCompleted(1, 1)) == [Reply("i", 1), Reply("r1", 1)]
+    assert stepper.idle() and stepper.waiting_for_key == 0

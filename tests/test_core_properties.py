@@ -45,7 +45,10 @@ def lookup(ok: bool) -> str:
 
 
 class Counter(Machine[dict[str, int], tuple[str, str, bool], int]):
-    """incr: read, call, append old+1. get: call, then read. ``ok=False`` makes the call fail."""
+    """incr: read, call, append old+1. get: call, then read. peek: read, no I/O at all.
+
+    ``ok=False`` makes the call fail.
+    """
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -63,6 +66,8 @@ class Counter(Machine[dict[str, int], tuple[str, str, bool], int]):
             await ctx.call(lookup, ok)
             await ctx.append((key, old + 1))
             return old + 1
+        if op == "peek":
+            return ctx.state.get(key, 0)
         await ctx.call(lookup, ok)
         return ctx.state.get(key, 0)
 
@@ -87,8 +92,8 @@ def sequential_reference(inputs: list[tuple[str, str, bool]]) -> tuple[list[Any]
 
 
 inputs_strategy = st.lists(
-    st.tuples(st.sampled_from(["incr", "get"]), st.sampled_from(KEYS), st.booleans()).map(
-        lambda t: (t[0], t[1], t[2] or t[0] == "get")  # mostly successful calls
+    st.tuples(st.sampled_from(["incr", "get", "peek"]), st.sampled_from(KEYS), st.booleans()).map(
+        lambda t: (t[0], t[1], t[2] or t[0] != "incr")  # mostly successful calls
     ),
     min_size=1,
     max_size=25,

@@ -29,6 +29,7 @@ from corosm.core import (
     Stepper,
 )
 from corosm.errors import (
+    ApplyFailed,
     EffectCancelled,
     EffectError,
     EffectTimeout,
@@ -435,9 +436,9 @@ def test_apply_raising_fails_the_appending_input(fn_machine: Any) -> None:
     stepper = Stepper(fn_machine(append_then_read, initial=list, apply=apply))
     stepper.feed(InputArrived("a", "ra"))
     [failure] = stepper.feed(IOCompleted(1, 1))
-    assert isinstance(failure, ReplyError) and isinstance(failure.error, HandlerError)
-    assert isinstance(failure.error.__cause__, ValueError)
-    assert stepper.state == []
+    assert isinstance(failure, ReplyError) and isinstance(failure.error, ApplyFailed)
+    assert failure.error.lsn == 1 and isinstance(failure.error.__cause__, ValueError)
+    assert stepper.state == [] and stepper.apply_failure is failure.error
 
 
 def test_late_and_unknown_completions_are_ignored(fn_machine: Any) -> None:

@@ -24,6 +24,7 @@ from corosm.apps.kv.outputs import OK, IntValue, Value
 from corosm.errors import Overloaded, UsageError
 from corosm.frontends.resp.protocol import encode_command
 from corosm.frontends.resp.server import (
+    RespLimits,
     RespServerProtocol,
     _Shared,
     start_resp_server,
@@ -33,21 +34,28 @@ from corosm.runtime import Runtime
 
 # --------------------------------------------------------------------------- fake runtime
 
+Reply = Callable[[Any, BaseException | None], None]  # the runtime's reply callback
+
 
 class FakeRuntime:
-    """Holds every submitted input's future so the test decides when each finishes."""
+    """Holds every submitted input's callback so the test decides when each finishes."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int = 1000) -> None:
         self.loop = loop
         self.capacity = capacity
-        self.pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.machine = KVMachine()  # for its order() declaration
+        self.pending: list[tuple[Any, Reply]] = []
 
-    def submit_nowait(self, input: Any) -> asyncio.Future[Any]:
+    def submit_callback(self, input: Any, callback: Reply, *, now: bool = False) -> None:
         if len(self.pending) >= self.capacity:
             raise Overloaded("full")
-        fut: asyncio.Future[Any] = self.loop.create_future()
-        self.pending.append((input, fut))
-        return fut
+        self.pending.append((input, callback))
+
+    def answer(self, index: int, output: Any) -> None:
+        self.pending[index][1](output, None)
+
+    def fail(self, index: int, error: BaseException) -> None:
+        self.pending[index][1](None, error)
 
     def stats(self) -> dict[str, float]:
         return {"queue_depth": float(len(self.pending))}
@@ -61,13 +69,31 @@ class FakeTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.aborted = False
+        self.eof_written = False
         self.reading = True
+        self.write_buffer = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.write_buffer
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -76,8 +102,11 @@ class FakeTransport(asyncio.Transport):
         self.reading = True
 
 
-def connect(rt: FakeRuntime, **kw: Any) -> tuple[RespServerProtocol, FakeTransport]:
-    proto = RespServerProtocol(_Shared(rt, {}, 1000), **kw)
+def connect(
+    rt: FakeRuntime, loop: asyncio.AbstractEventLoop | None = None, **limits: Any
+) -> tuple[RespServerProtocol, FakeTransport]:
+    """A protocol on a fake transport; ``loop`` gives its clock and timers."""
+    proto = RespServerProtocol(_Shared(rt, {}, RespLimits(**limits), loop=loop))
     transport = FakeTransport()
     proto.connection_made(transport)
     return proto, transport
@@ -107,10 +136,10 @@ async def test_replies_leave_in_command_order_in_one_write() -> None:
     )
     assert transport.writes == []  # PING waits behind the first SET
     assert [i for i, _ in rt.pending] == [kv.Write(b"a", b"1"), kv.Write(b"b", b"2")]
-    rt.pending[1][1].set_result(Value(b"second"))
+    rt.answer(1, Value(b"second"))
     await settle()
     assert transport.writes == []  # the second cannot overtake the first
-    rt.pending[0][1].set_result(Value(b"first"))
+    rt.answer(0, Value(b"first"))
     await settle()
     assert transport.writes == [b"$5\r\nfirst\r\n+PONG\r\n$6\r\nsecond\r\n"]
 
@@ -127,12 +156,12 @@ async def test_a_read_waits_for_earlier_writes_of_its_connection() -> None:
     )
     # GET is held until the SET is answered; PING and INCR behind it are held too.
     assert [i for i, _ in rt.pending] == [kv.Write(b"k", b"v")]
-    rt.pending[0][1].set_result(OK)
+    rt.answer(0, OK)
     await settle()
     assert transport.writes == [b"+OK\r\n"]  # PING keeps its place behind the GET
     assert [i for i, _ in rt.pending[1:]] == [kv.Read(b"k"), kv.IncrBy(b"n", 1)]
-    rt.pending[2][1].set_result(IntValue(5))
-    rt.pending[1][1].set_result(Value(b"v"))
+    rt.answer(2, IntValue(5))
+    rt.answer(1, Value(b"v"))
     await settle()
     assert b"".join(transport.writes) == b"+OK\r\n$1\r\nv\r\n+PONG\r\n:5\r\n"
 
@@ -144,8 +173,8 @@ async def test_a_completion_batch_is_one_write() -> None:
     proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(16)))
     assert len(rt.pending) == 16  # all submitted at once: one group commit
     assert transport.writes == []  # nothing answered yet: no empty write
-    for _, fut in rt.pending:  # the runtime finishes a journal batch in one turn
-        fut.set_result(OK)
+    for i in range(16):  # the runtime finishes a journal batch in one turn
+        rt.answer(i, OK)
     await settle()
     assert transport.writes == [b"+OK\r\n" * 16]
 
@@ -156,8 +185,8 @@ async def test_resp3_null_is_decided_when_the_command_came() -> None:
     proto, transport = connect(rt)
     proto.data_received(encode_command("GET", "a") + encode_command("HELLO", "3"))
     proto.data_received(encode_command("GET", "b"))
-    rt.pending[0][1].set_result(Value(None))
-    rt.pending[1][1].set_result(Value(None))
+    rt.answer(0, Value(None))
+    rt.answer(1, Value(None))
     await settle()
     out = b"".join(transport.writes)
     assert out.startswith(b"$-1\r\n%7\r\n")
@@ -169,7 +198,7 @@ async def test_protocol_error_answers_earlier_commands_then_closes() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
     proto, transport = connect(rt)
     proto.data_received(b"PING\r\n*1\r\n$x\r\nPING\r\n")
-    assert transport.closed
+    assert transport.eof_written  # lingers: FIN, then discard until the client's EOF
     assert b"".join(transport.writes) == (b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n")
     proto.data_received(b"PING\r\n")  # anything after is ignored
     assert b"".join(transport.writes).count(b"PONG") == 1
@@ -191,8 +220,8 @@ async def test_backpressure_pauses_and_resumes_reading() -> None:
     proto, transport = connect(rt, max_pending=4)
     proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(4)))
     assert not transport.reading
-    for _, fut in rt.pending[:2]:
-        fut.set_result(OK)
+    rt.answer(0, OK)
+    rt.answer(1, OK)
     await settle()
     assert transport.reading  # half answered: read again
 
@@ -202,7 +231,7 @@ async def test_overloaded_runtime_answers_busy_and_keeps_going() -> None:
     rt = FakeRuntime(asyncio.get_running_loop(), capacity=1)
     proto, transport = connect(rt)
     proto.data_received(encode_command("SET", "a", "1") + encode_command("SET", "b", "2"))
-    rt.pending[0][1].set_result(OK)
+    rt.answer(0, OK)
     await settle()
     assert b"".join(transport.writes) == b"+OK\r\n-ERR server busy, try again\r\n"
     assert not transport.closed
@@ -215,7 +244,7 @@ async def test_a_failed_input_gets_an_error_reply() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
     proto, transport = connect(rt)
     proto.data_received(encode_command("SET", "a", "1") + b"PING\r\n")
-    rt.pending[0][1].set_exception(JournalError("ENOSPC"))
+    rt.fail(0, JournalError("ENOSPC"))
     await settle()
     out = b"".join(transport.writes)
     assert out.startswith(b"-MISCONF corosm could not persist this write")
@@ -233,7 +262,7 @@ async def test_stop_answers_in_flight_commands_then_closes() -> None:
         await asyncio.sleep(0)
     stopping = asyncio.ensure_future(stop_resp_server(server))
     await settle()
-    rt.pending[0][1].set_result(Value(b"done"))
+    rt.answer(0, Value(b"done"))
     assert await reader.read() == b"$4\r\ndone\r\n"  # the reply, then EOF
     await stopping
     writer.close()
@@ -409,7 +438,7 @@ def test_inline_commands_as_telnet_sends_them(server: ThreadedServer) -> None:
 
 
 def test_bulk_length_limit_is_enforced() -> None:
-    with ThreadedServer(max_bulk_len=1000) as s:
+    with ThreadedServer(limits=RespLimits(max_bulk_len=1000)) as s:
         out = raw_exchange(s.port, encode_command("SET", "k", "x" * 1001))
         assert out == b"-ERR Protocol error: invalid bulk length\r\n"
         with s.client() as c:
@@ -434,5 +463,7 @@ async def test_bad_info_is_refused_with_what_was_expected() -> None:
         await start_resp_server(rt, port=0, info={"fsync": "sometimes"})
     with pytest.raises(UsageError, match="must map str to str"):
         await start_resp_server(rt, port=0, info={"fsync": 1})  # type: ignore[dict-item]
-    with pytest.raises(ValueError, match="max_pending must be a positive int"):
-        await start_resp_server(rt, port=0, max_pending=0)
+    with pytest.raises(UsageError, match="max_pending must be an int >= 1"):
+        RespLimits(max_pending=0)
+    with pytest.raises(UsageError, match="idle_timeout must be > 0 seconds"):
+        RespLimits(idle_timeout=0)

@@ -19,7 +19,9 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     ├── ClientError                 a call through corosm.client failed (its own tree
     │                               is drawn in corosm/client/errors.py)
     ├── DataError                   stored data is invalid
-    │   └── CorruptJournal          a bad record in a journal or snapshot (file, offset)
+    │   ├── CorruptJournal          a bad record in a journal or snapshot (file, offset)
+    │   └── ApplyFailed             the machine's apply() raised on a journaled record:
+    │                               the journal is intact, the live state parted from it
     └── InternalError               a bug in corosm itself; please report it
 
 Caller errors, data errors and internal bugs are kept apart so that a front end
@@ -133,6 +135,32 @@ class CorruptJournal(DataError):
         self.path = path
         self.offset = offset
         self.reason = reason
+
+
+class ApplyFailed(DataError):
+    """The machine's ``apply`` raised on a record that is already in the journal.
+
+    The journal is intact, but the state can no longer follow it: live, the
+    host fail-stops (writes are refused, reads go on, health says why); at
+    start, recovery stops. Fix ``apply`` (it must not raise: validate before
+    you append) and restart; the journal replays through the fixed code.
+    ``lsn`` is the record's, ``machine`` the machine's class name, and the
+    exception ``apply`` raised is chained as ``__cause__``.
+    """
+
+    def __init__(self, lsn: int | None, machine: str, error: BaseException) -> None:
+        where = "a record" if lsn is None else f"the record at lsn {lsn}"
+        super().__init__(
+            f"{machine}.apply() raised {type(error).__name__}: {error} on {where}; the journal "
+            "is intact but the state cannot follow it: fix apply() (it must not raise; "
+            "validate before you append) and restart"
+        )
+        self.lsn = lsn
+        self.machine = machine
+        self.error = error
+
+    def __reduce__(self) -> tuple[type[ApplyFailed], tuple[int | None, str, BaseException]]:
+        return (type(self), (self.lsn, self.machine, self.error))
 
 
 class InternalError(CorosmError):

@@ -77,6 +77,8 @@ class ServerConfig:
     truncate_corrupt: bool = False
     allow_reset: bool = True
     machine: str | None = None  # package.module:Class; None = the key-value machine
+    ray: str | None = None  # None: one host here; "": shards on a local Ray; else its address
+    shards: int = 1
 
 
 class Server:
@@ -108,7 +110,9 @@ class Server:
             return
         machine = KVMachine() if config.machine is None else load_machine(config.machine)
         codec = None if isinstance(machine, KVMachine) else self._check_machine(machine)
-        if config.journal_mode == "blocking":
+        if config.ray is not None:
+            self.runtime = await self._start_shards(machine)
+        elif config.journal_mode == "blocking":
             self.runtime = await self._start_blocking(machine)
         else:
             self.runtime = await start_durable(
@@ -134,6 +138,29 @@ class Server:
                 f"--machine {self.config.machine} is another machine: drop --resp-port"
             )
         return MachineCodec(machine)
+
+    async def _start_shards(self, machine: Machine[Any, Any, Any]) -> Any:
+        """``--ray``: the machine as shards on Ray, behind a client the front ends serve."""
+        from corosm.shards.kv import ShardableKV
+        from corosm.shards.ray import start as start_shards  # names the extra if Ray is missing
+
+        config = self.config
+        if config.journal_mode == "blocking" or self._fs is not None:
+            raise UsageError("--ray runs the group-commit journal on each shard's own disk")
+        if type(machine) is KVMachine:
+            machine = ShardableKV()  # the key-value machine, with its key() and split hooks
+        return await start_shards(
+            machine,
+            config.data_dir,
+            shards=config.shards,
+            address=config.ray or None,
+            fsync=config.fsync,
+            fsync_interval_ms=config.fsync_interval_ms,
+            snapshot_every=config.snapshot_every_records,
+            snapshot_every_bytes=config.snapshot_every_bytes,
+            max_queue=config.max_queue,
+            truncate_corrupt=config.truncate_corrupt,
+        )
 
     async def _start_blocking(self, machine: Machine[Any, Any, Any]) -> Runtime[Any, Any, Any]:
         """The benchmark's straw man: the same recovery, then one fsync per record inline."""

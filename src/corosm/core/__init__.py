@@ -18,8 +18,8 @@ from corosm.core.events import (
     ReplyError,
     StartIO,
 )
-from corosm.core.futures import Future
-from corosm.core.machine import Machine, Order, Policy
+from corosm.core.futures import Future, Group
+from corosm.core.machine import Keys, Machine, Order, Policy
 from corosm.core.stepper import Stepper
 
 __all__ = [
@@ -32,8 +32,10 @@ __all__ = [
     "Effect",
     "Event",
     "Future",
+    "Group",
     "IOCompleted",
     "InputArrived",
+    "Keys",
     "Machine",
     "Order",
     "Policy",

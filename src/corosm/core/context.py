@@ -4,8 +4,16 @@ A handler receives one :class:`Context`. ``ctx.state`` is always the machine's
 latest state, read at the moment it is used; after any ``await`` it may differ
 from what it was before (other inputs ran meanwhile), unless the machine's
 policy keeps them apart. Everything else on the context starts or awaits
-effects. ``start`` never suspends; every ``async`` method suspends at most
-once, through :mod:`corosm.core.traps`.
+effects, in pairs: each ``await ctx.X(...)`` that performs an effect has a
+``ctx.start_X(...)`` twin taking the same arguments, which starts the effect
+without suspending and returns its future (``perform``/``start`` for any
+effect, ``append``/``start_append``, ``call``/``start_call``,
+``sleep``/``start_sleep``). The awaiting methods stay coroutines, so a
+forgotten ``await`` is flagged (Python's "never awaited" warning, mypy's
+``unused-coroutine``) instead of quietly starting I/O that nobody waits for.
+
+``all``, ``any`` and ``timeout`` wait; every wait suspends the handler at most
+once per completion, through :mod:`corosm.core.traps`.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from corosm.core.effects import Append, Call, Effect, Sleep
-from corosm.core.futures import Future
+from corosm.core.futures import Future, Group
 from corosm.core.traps import Wait, WaitMode, suspend
 from corosm.errors import EffectTimeout, UsageError
 
@@ -42,18 +50,34 @@ class Context(Generic[S]):
     def state(self, value: S) -> None:
         self._stepper.state = value
 
+    # -- start without suspending: each returns a future --------------------------
+
     def start(self, effect: Effect[T]) -> Future[T]:
         """Start ``effect`` without suspending; await the returned future later."""
         if not isinstance(effect, Effect):
             raise UsageError(f"ctx.start() takes a corosm Effect, not {effect!r}")
         return self._stepper.start_effect(effect)
 
+    # The built-in effects below skip start()'s isinstance check (an ABC-style
+    # Generic check that costs about as much as building the effect itself).
+
+    def start_append(self, record: Any) -> Future[None]:
+        """Start appending ``record`` (as :meth:`append`) without suspending."""
+        return self._stepper.start_effect(Append(record))
+
+    def start_call(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start ``fn(*args)`` on a worker thread (as :meth:`call`) without suspending."""
+        return self._stepper.start_effect(Call(fn, args))
+
+    def start_sleep(self, seconds: float) -> Future[None]:
+        """Start a timer of ``seconds`` (as :meth:`sleep`) without suspending."""
+        return self._stepper.start_effect(Sleep(seconds))
+
+    # -- start and wait -------------------------------------------------------------
+
     async def perform(self, effect: Effect[T]) -> T:
         """Start ``effect`` and wait for its result."""
         return await self.start(effect)
-
-    # The built-in effects below skip start()'s isinstance check (an ABC-style
-    # Generic check that costs about as much as building the effect itself).
 
     async def append(self, record: Any) -> None:
         """Append ``record`` to the journal; return once it is durable and applied."""
@@ -67,44 +91,56 @@ class Context(Generic[S]):
         """Suspend this handler for ``seconds`` of the host's clock."""
         await self._stepper.start_effect(Sleep(seconds))
 
-    async def all(self, *futures: Future[Any]) -> list[Any]:
-        """Wait for every future; return their results in order.
+    # -- wait for started effects ------------------------------------------------------
+
+    def all(self, *futures: Future[Any]) -> Group[list[Any]]:
+        """Await every future; the result is their values, in argument order.
 
         Raises the error of the first future that fails, as soon as it fails;
         the others keep running.
         """
-        pending = _check_futures("all", futures)
-        if pending:
-            await _Suspend(Wait(pending, WaitMode.ALL))
-        for future in futures:
-            if future.failed():
-                future.result()  # raises its error
-        return [f.result() for f in futures]
+        return Group(futures, WaitMode.ALL, self._stepper.cancel_futures)
 
-    async def any(self, *futures: Future[Any]) -> tuple[int, Any]:
-        """Wait for the first future to finish; return ``(index, result)``.
+    def any(self, *futures: Future[Any]) -> Group[tuple[int, Any]]:
+        """Await the first future to finish; the result is ``(index, value)``.
 
         Raises that future's error if it failed. The others are cancelled,
         except journal appends, which always run to completion.
         """
-        _check_futures("any", futures)
-        if not any(f.done() for f in futures):
-            await _Suspend(Wait(tuple(futures), WaitMode.ANY))
-        for index, future in enumerate(futures):
-            if future.done():
-                self._stepper.cancel_futures(futures)
-                return index, future.result()
-        raise AssertionError("unreachable: a satisfied ANY wait has a finished future")
+        return Group(futures, WaitMode.ANY, self._stepper.cancel_futures)
 
-    async def timeout(self, future: Future[T], seconds: float) -> T:
-        """Wait for ``future`` for at most ``seconds``; raise EffectTimeout after that."""
-        _check_futures("timeout", (future,))
-        timer = self.start(Sleep(seconds))
-        index, value = await self.any(future, timer)
-        if index == 1:
-            raise EffectTimeout(f"{future.effect!r} did not finish within {seconds} s")
-        result: T = value
-        return result
+    async def timeout(self, waitable: Future[T] | Group[T], seconds: float) -> T:
+        """Await a future, or a ``ctx.all``/``ctx.any`` group, for at most ``seconds``.
+
+        Returns what awaiting ``waitable`` returns, and cancels the timer. If
+        the timer finishes first, the unfinished futures are cancelled
+        (journal appends excepted) and :class:`EffectTimeout` is raised.
+        """
+        if isinstance(waitable, Future):
+            futures: tuple[Future[Any], ...] = (waitable,)
+        elif isinstance(waitable, Group):
+            futures = waitable.futures
+        else:
+            raise UsageError(
+                "ctx.timeout() takes a future from ctx.start() or a group from "
+                f"ctx.all()/ctx.any(), not {waitable!r}"
+            )
+        timer_effect = Sleep(seconds)  # checks seconds even when no timer is needed
+        if waitable.done():
+            return waitable.result()
+        stepper = self._stepper
+        timer = stepper.start_effect(timer_effect)
+        while not waitable.done():
+            # Wake on any progress, then look again: a group may need several completions.
+            pending: tuple[Future[Any], ...] = (*(f for f in futures if not f.done()), timer)
+            await _Suspend(Wait(pending, WaitMode.ANY))
+            if timer.done() and not waitable.done():
+                stepper.cancel_futures(futures)
+                timer.result()  # a failed timer raises its own error
+                what = futures[0].effect if isinstance(waitable, Future) else waitable
+                raise EffectTimeout(f"{what!r} did not finish within {seconds} s")
+        stepper.cancel_futures((timer,))
+        return waitable.result()
 
 
 class _Suspend:
@@ -117,13 +153,3 @@ class _Suspend:
 
     def __await__(self) -> Any:
         return suspend(self._wait)
-
-
-def _check_futures(name: str, futures: tuple[Future[Any], ...]) -> tuple[Future[object], ...]:
-    """Validate a wait's arguments; return the futures that are still pending."""
-    if not futures:
-        raise UsageError(f"ctx.{name}() needs at least one future")
-    for future in futures:
-        if not isinstance(future, Future):
-            raise UsageError(f"ctx.{name}() takes futures from ctx.start(), not {future!r}")
-    return tuple(f for f in futures if not f.done())

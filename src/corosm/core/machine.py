@@ -9,14 +9,15 @@ codecs that turn records and snapshots into bytes.
 Interleaving policy
 -------------------
 While a handler is suspended, other inputs run and may change the state. The
-machine chooses how much of that it allows:
+machine chooses how much of that it allows (docs/policies.md helps choose):
 
 ``Policy.INTERLEAVE`` (the default, the seed's behaviour)
     Every input runs at once; a resumed handler sees the latest state.
 ``Policy.PER_KEY``
-    ``key(input)`` names what an input touches. An input whose key is busy
-    (an earlier input with the same key is still running) waits, in arrival
-    order. Inputs with different keys interleave. ``None`` means "no key".
+    ``key(input)`` names what an input touches: one key, ``Keys(k1, k2, ...)``
+    for several, or ``None`` for none. An input holds all of its keys from
+    its start to its reply; one whose keys are not all free waits, queued
+    in arrival order on each of its keys. Inputs on disjoint keys interleave.
 ``Policy.EXCLUSIVE``
     One input at a time: the machine behaves like a plain sequential one.
 
@@ -29,14 +30,15 @@ The bug ``PER_KEY`` prevents is the lost update of a read-modify-write::
 
 Under ``INTERLEAVE`` two concurrent ``Incr("x")`` can both read 0 and both
 store 1; under ``PER_KEY`` with ``key = lambda inp: inp.key`` the second waits
-for the first and stores 2.
+for the first and stores 2. An input that reads or writes several keys (a
+transfer between two accounts) returns ``Keys(inp.source, inp.target)``.
 """
 
 from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -80,6 +82,53 @@ class Order(enum.Enum):
     WRITE = "write"
 
 
+class Keys:
+    """Several keys for one input, as :meth:`Machine.key` returns them.
+
+    ``Keys(source, target)`` makes a ``PER_KEY`` input hold both keys for its
+    whole run. Only a ``Keys`` means "several keys": any other value,
+    a tuple or a frozenset included, is one key, so ``("user", 42)`` stays the
+    single key it always was. ``None`` elements are dropped (the input touches
+    nothing there), a ``Keys`` element is flattened into this one, and
+    duplicates count once; ``Keys()`` with nothing left means no key at all.
+
+    The keys keep the order given (first occurrence wins), never a hash order:
+    the stepper hands freed keys on in that order, and string hashes change
+    from one process to the next, which would make runs differ. Two ``Keys``
+    are equal when they hold the same set of keys.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, *keys: Hashable) -> None:
+        # A plain loop: for the usual two or three keys it beats dict.fromkeys().
+        unique: dict[Hashable, None] = {}  # insertion-ordered, and hashes every key now
+        for key in keys:
+            if type(key) is Keys:
+                unique.update(dict.fromkeys(key._keys))
+            elif key is not None:
+                unique[key] = None
+        # Read by the stepper directly: iterating it is on its hot path.
+        self._keys: tuple[Hashable, ...] = tuple(unique)
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Keys:
+            return NotImplemented
+        return frozenset(self._keys) == frozenset(other._keys)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._keys))
+
+    def __repr__(self) -> str:
+        return f"Keys({', '.join(map(repr, self._keys))})"
+
+
 class Machine(Generic[S, I, O]):
     """Base class for coroutine state machines."""
 
@@ -95,6 +144,22 @@ class Machine(Generic[S, I, O]):
         """
         return Order.WRITE
 
+    def read(self, state: S, input: I) -> O:
+        """Answer a ``READ`` input from ``state`` at once: no I/O, no change. Optional.
+
+        A machine whose reads need no effects may define this, and have
+        ``handle`` call it for those inputs (so the logic lives here only).
+        A host may then answer a ``READ`` input with one plain call instead
+        of a handler coroutine, under ``Policy.INTERLEAVE``: the outcome is
+        the same (a handler that never awaits runs atomically), the cost a
+        fraction. It must not change ``state``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define read()")
+
+    def supports_read(self) -> bool:
+        """True when the subclass defines :meth:`read`."""
+        return type(self).read is not Machine.read
+
     def initial_state(self) -> S:
         """The state of a machine that has seen no input."""
         raise NotImplementedError(f"{type(self).__name__} must define initial_state()")
@@ -103,8 +168,15 @@ class Machine(Generic[S, I, O]):
         """Process one input and return its output. Await effects through ``ctx``."""
         raise NotImplementedError(f"{type(self).__name__} must define handle()")
 
-    def key(self, input: I) -> Hashable | None:
-        """The key an input touches, for ``Policy.PER_KEY``; ``None`` for no key."""
+    def key(self, input: I) -> Keys | Hashable | None:
+        """What ``input`` touches, for ``Policy.PER_KEY``.
+
+        Return one hashable key, ``Keys(k1, k2, ...)`` when the input reads or
+        writes several (each one is held), or ``None`` when it touches no
+        keyed state and may always run. Name every key whose state the
+        handler reads before a suspension and relies on after it. A ``key()``
+        that raises, or returns something unhashable, fails that input alone.
+        """
         raise NotImplementedError(f"{type(self).__name__} uses PER_KEY and must define key()")
 
     def apply(self, state: S, record: Any) -> S:

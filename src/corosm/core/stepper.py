@@ -8,7 +8,8 @@ returns (see :mod:`corosm.core.events`):
 
 * ``InputArrived(client, input)`` starts ``machine.handle(ctx, input)`` as a
   coroutine and runs it until it finishes or suspends. Under the PER_KEY and
-  EXCLUSIVE policies an input whose key is busy waits in a queue instead.
+  EXCLUSIVE policies an input whose keys are not all free waits instead (see
+  "Keys" below).
 * ``ctx.start(effect)`` inside a handler emits ``StartIO(request, effect)``
   and returns a future; awaiting an unfinished future suspends the handler
   (the coroutine yields a ``Wait`` trap to the stepper).
@@ -22,6 +23,25 @@ returns (see :mod:`corosm.core.events`):
 
 Everything is deterministic: request numbers are a counter and handlers run
 in event order, so the same events give the same actions.
+
+Keys (PER_KEY, EXCLUSIVE)
+-------------------------
+``_busy`` maps each taken key to the queue of inputs waiting for it; a key
+absent from it is free. An arriving input takes each of its free keys at once
+and joins the queue of each key that is taken, all in the same step, and
+counts the keys it still misses. It starts when it misses none. When an input
+finishes, each of its keys goes to the head of that key's queue.
+
+Because an input enqueues on all its keys in one step, each queue is in
+arrival order, and a key passes only to the earliest input waiting for it.
+So an input only ever waits for earlier inputs: no cycle of waits, no
+deadlock, whatever order two inputs name their keys in. And no starvation:
+an input waiting for ``Keys(a, b)`` sits in ``a``'s queue ahead of every
+later input on ``a``, so a stream of those cannot overtake it. (The price is
+head-of-line waiting: a later input on ``a`` alone waits behind it even while
+``a`` is idle. An input that holds some of its keys while it waits for others
+may do so safely, as everyone behind it arrived later.) EXCLUSIVE is PER_KEY
+with one key for every input.
 """
 
 from __future__ import annotations
@@ -29,7 +49,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Coroutine, Hashable
 from types import CoroutineType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from corosm.core.context import Context
 from corosm.core.effects import Append, Effect
@@ -45,14 +65,16 @@ from corosm.core.events import (
     StartIO,
 )
 from corosm.core.futures import Future
-from corosm.core.machine import Machine, Policy
+from corosm.core.machine import Keys, Machine, Policy
 from corosm.core.traps import Wait, WaitMode
 from corosm.errors import (
+    ApplyFailed,
     CorosmError,
     EffectCancelled,
     EffectError,
     ForeignAwaitError,
     HandlerError,
+    JournalClosed,
     UsageError,
 )
 
@@ -67,23 +89,19 @@ NO_STATE: Any = object()
 
 
 class _Task:
-    """One input's handler while it runs."""
+    """One input, from its arrival (waiting for its keys) until it finishes."""
 
-    __slots__ = ("client", "coro", "input", "key", "order", "wait")
+    __slots__ = ("client", "coro", "input", "key", "missing", "order", "wait")
 
-    def __init__(
-        self,
-        client: ClientId,
-        input: Any,
-        coro: Coroutine[Any, Any, Any],
-        key: Hashable | None,
-        order: int,
-    ) -> None:
+    # Set by Stepper._start(): a task waiting for its keys has no coroutine yet.
+    coro: Coroutine[Any, Any, Any]
+
+    def __init__(self, client: ClientId, input: Any, key: Hashable | None, order: int) -> None:
         self.order = order
         self.client = client
         self.input = input
-        self.coro = coro
-        self.key = key
+        self.key = key  # None, one key, or a Keys: what the task holds
+        self.missing = 0  # keys it still waits for
         self.wait: Wait | None = None
 
 
@@ -98,8 +116,8 @@ class Stepper(Generic[S, I, O]):
         self._actions: list[Action] = []
         self._futures: dict[int, Future[Any]] = {}
         self._last_request = 0
-        # Busy keys (PER_KEY, EXCLUSIVE): key -> inputs waiting for it, in order.
-        self._busy: dict[Hashable, deque[tuple[ClientId, I]]] = {}
+        # Taken keys (PER_KEY, EXCLUSIVE): key -> inputs waiting for it, in arrival order.
+        self._busy: dict[Hashable, deque[_Task]] = {}
         # Suspended handlers, so that close() can fail their inputs.
         self._suspended: set[_Task] = set()
         # Counters, for metrics and tests.
@@ -112,6 +130,8 @@ class Stepper(Generic[S, I, O]):
         self.appends_applied = 0
         # The value of the last applied append (the journal's LSN): where a snapshot stands.
         self.last_append_value: Any = None
+        # Set when apply() raised: the state no longer follows the journal (a fail-stop).
+        self.apply_failure: ApplyFailed | None = None
 
     # -- events in -------------------------------------------------------------
 
@@ -134,24 +154,28 @@ class Stepper(Generic[S, I, O]):
         self.inputs_received += 1
         policy = self._policy
         if policy is Policy.INTERLEAVE:
-            self._run_new(client, input, None)
+            self._start(_Task(client, input, None, self.inputs_received))
             return
         try:
             key = _EXCLUSIVE_KEY if policy is Policy.EXCLUSIVE else self.machine.key(input)
-            queue = None if key is None else self._busy.get(key)
+            several = type(key) is Keys
+            queue = None if key is None or several else self._busy.get(key)
         except Exception as exc:  # key() raised, or returned something unhashable
             self._fail(client, exc, where=f"{type(self.machine).__name__}.key()")
             return
-        if key is None:
-            self._run_new(client, input, None)
-            return
+        task = _Task(client, input, key, self.inputs_received)
         if queue is not None:
-            queue.append((client, input))
+            task.missing = 1
+            queue.append(task)
             self.waiting_for_key += 1
-            return
-        self._busy[key] = deque()
-        if self._run_new(client, input, key):
-            self._release(key)
+        elif several:
+            self._acquire(task, cast(Keys, key))
+        elif key is None:
+            self._start(task)
+        elif not self._start(task):
+            # Taken only once it suspends: nothing else can queue on a key while
+            # a handler runs, so one that finishes at once never touches _busy.
+            self._busy[key] = deque()
 
     def complete(self, request: int, value: Any = None, error: BaseException | None = None) -> None:
         """Request ``request`` finished (the event ``IOCompleted``)."""
@@ -163,16 +187,22 @@ class Stepper(Generic[S, I, O]):
         if error is not None:
             future.set_error(_as_effect_error(effect, error))
         elif type(effect) is Append:
-            try:
-                self.state = self.machine.apply(self.state, effect.record)
-            except Exception as exc:
-                failure = HandlerError(f"apply() failed on a journaled record: {exc!r}")
-                failure.__cause__ = exc
-                future.set_error(failure)
+            if self.apply_failure is not None:
+                # The state stopped following the journal at an earlier record:
+                # this one is durable, and will be applied at the next start.
+                future.set_error(self._parted(value))
             else:
-                self.appends_applied += 1
-                self.last_append_value = value
-                future.set_result(value)
+                try:
+                    self.state = self.machine.apply(self.state, effect.record)
+                except Exception as exc:
+                    failure = ApplyFailed(value, type(self.machine).__name__, exc)
+                    failure.__cause__ = exc
+                    self.apply_failure = failure
+                    future.set_error(failure)
+                else:
+                    self.appends_applied += 1
+                    self.last_append_value = value
+                    future.set_result(value)
         else:
             future.set_result(value)
         task: _Task | None = future.waiter  # type: ignore[assignment]
@@ -192,6 +222,27 @@ class Stepper(Generic[S, I, O]):
         self._suspended.discard(task)
         if self._step(task) and task.key is not None:
             self._release(task.key)
+
+    def query(self, input: I) -> O:
+        """Answer a ``READ`` input through ``machine.read`` now, without a handler.
+
+        For a host's fast path (see :meth:`Machine.read`); counted like any
+        input. An exception from ``read`` is raised here as a
+        :class:`HandlerError` (cause chained), a corosm error as itself.
+        """
+        self.inputs_received += 1
+        try:
+            output = self.machine.read(self.state, input)
+        except CorosmError:
+            self.inputs_failed += 1
+            raise
+        except Exception as exc:
+            self.inputs_failed += 1
+            failure = HandlerError(f"{type(self.machine).__name__}.read() raised {exc!r}")
+            failure.__cause__ = exc
+            raise failure from exc
+        self.inputs_done += 1
+        return output
 
     def take_actions(self) -> list[Action]:
         """Return the actions produced since the last call, and forget them."""
@@ -232,15 +283,26 @@ class Stepper(Generic[S, I, O]):
             task.coro.close()
             self.inputs_failed += 1
             self._actions.append(ReplyError(task.client, error))
-        for queue in self._busy.values():
-            for client, _input in queue:
-                self.inputs_failed += 1
-                self._actions.append(ReplyError(client, error))
+        # A task waiting for several keys is in several queues: fail it once.
+        waiting = {id(task): task for queue in self._busy.values() for task in queue}
+        for task in sorted(waiting.values(), key=lambda t: t.order):
+            self.inputs_failed += 1
+            self._actions.append(ReplyError(task.client, error))
         self._suspended.clear()
         self._busy.clear()
         self._futures.clear()
         self.suspended = 0
         self.waiting_for_key = 0
+
+    def _parted(self, value: Any) -> JournalClosed:
+        failure = self.apply_failure
+        assert failure is not None
+        error = JournalClosed(
+            f"record {value!r} is in the journal but was not applied: {failure.machine}.apply() "
+            f"failed earlier, at lsn {failure.lsn}; it will be applied at the next start"
+        )
+        error.__cause__ = failure
+        return error
 
     # -- introspection -----------------------------------------------------------
 
@@ -255,24 +317,25 @@ class Stepper(Generic[S, I, O]):
 
     # -- running handlers ----------------------------------------------------------
 
-    def _run_new(self, client: ClientId, input: I, key: Hashable | None) -> bool:
-        """Start a handler for ``input``; True if it finished without suspending."""
+    def _start(self, task: _Task) -> bool:
+        """Start ``task``'s handler; True if it finished without suspending."""
         try:
-            coro: object = self.machine.handle(self.ctx, input)
+            coro: object = self.machine.handle(self.ctx, task.input)
         except Exception as exc:
-            self._fail(client, exc)
+            self._fail(task.client, exc)
             return True
         # type() first: isinstance against the Coroutine ABC is the slow path.
         if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
             self._fail(
-                client,
+                task.client,
                 UsageError(
                     f"{type(self.machine).__name__}.handle() must be an 'async def'; "
                     f"it returned {coro!r}"
                 ),
             )
             return True
-        return self._step(_Task(client, input, coro, key, self.inputs_received))
+        task.coro = coro
+        return self._step(task)
 
     def _step(self, task: _Task) -> bool:
         """Run ``task`` until it suspends (False) or finishes (True)."""
@@ -320,15 +383,67 @@ class Stepper(Generic[S, I, O]):
             self._suspended.add(task)
             return False
 
+    def _acquire(self, task: _Task, keys: Keys) -> None:
+        """Take ``task``'s free keys and queue it on the others, in one step; start it if it can."""
+        busy = self._busy
+        missing = 0
+        for key in keys._keys:
+            queue = busy.get(key)
+            if queue is None:
+                busy[key] = deque()
+            else:
+                queue.append(task)
+                missing += 1
+        if missing:
+            task.missing = missing
+            self.waiting_for_key += 1
+        elif self._start(task):
+            self._release(task.key)
+
     def _release(self, key: Hashable) -> None:
-        """The input holding ``key`` is done: run the inputs waiting for it, in order."""
-        queue = self._busy[key]
+        """The input holding ``key`` (one key or a Keys) finished: pass each key on."""
+        if type(key) is Keys:
+            self._pass_on(list(key._keys))
+            return
+        # One key, as for every single-key and EXCLUSIVE input: _pass_on() inlined.
+        busy = self._busy
+        queue = busy[key]
         while queue:
-            client, input = queue.popleft()
+            task = queue.popleft()  # it now holds ``key``
+            task.missing -= 1
+            if task.missing:
+                return  # it still waits for another of its keys
             self.waiting_for_key -= 1
-            if not self._run_new(client, input, key):
-                return  # it suspended and now holds the key
-        del self._busy[key]
+            if not self._start(task):
+                return  # it suspended, holding all of its keys
+            if type(task.key) is Keys:  # it finished at once: its other keys are free too
+                self._pass_on([key, *_others(task.key, key)])
+                return
+        del busy[key]
+
+    def _pass_on(self, freed: list[Hashable]) -> None:
+        """Give each key of ``freed`` to the head of its queue, and so on.
+
+        A worklist, not recursion: a task that gets its last key and finishes
+        at once frees its other keys, and so on down a chain of any length.
+        They are appended to ``freed`` while the loop walks it, which a list
+        iterator allows: it checks the length at every step.
+        """
+        busy = self._busy
+        for free in freed:
+            queue = busy[free]
+            while queue:
+                task = queue.popleft()  # it now holds ``free``
+                task.missing -= 1
+                if task.missing:
+                    break  # it still waits for another of its keys
+                self.waiting_for_key -= 1
+                if not self._start(task):
+                    break  # it suspended, holding all of its keys
+                if type(task.key) is Keys:  # it finished at once: its other keys are free too
+                    freed.extend(_others(task.key, free))
+            else:
+                del busy[free]
 
     def _fail(self, client: ClientId, exc: BaseException, where: str = "handler") -> None:
         self.inputs_failed += 1
@@ -338,6 +453,11 @@ class Stepper(Generic[S, I, O]):
             error = HandlerError(f"{where} raised {type(exc).__name__}: {exc}")
             error.__cause__ = exc
         self._actions.append(ReplyError(client, error))
+
+
+def _others(keys: Keys, key: Hashable) -> list[Hashable]:
+    """The keys of ``keys`` other than ``key`` (compared as a dict would)."""
+    return [k for k in keys._keys if not (k is key or k == key)]
 
 
 def _satisfied(wait: Wait) -> bool:

@@ -344,6 +344,21 @@ def _add_serve(subparsers: Any) -> None:
         help="key-value store: refuse requests that empty the whole store "
         "(HTTP DELETE / answers 403)",
     )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the machine as --shards shards, each a Ray actor with its own journal; "
+        "join the Ray cluster at ADDRESS, or start a local one (needs pip install 'corosm[ray]')",
+    )
+    parser.add_argument(
+        "--shards",
+        type=positive_int,
+        default=None,
+        help="with --ray: how many shards (1); the same number at every start (docs/scaling.md)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="(%(default)s)")
     parser.set_defaults(run=_run_serve)
 
@@ -356,6 +371,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise UsageError("--host must not be empty")
     if args.resp_port is not None and args.resp_port == args.port != 0:
         raise UsageError(f"--resp-port and --port are both {args.port}: use two different ports")
+    if args.shards is not None and args.ray is None:
+        raise UsageError("--shards needs --ray (shards run as Ray actors; docs/scaling.md)")
+    if args.ray is not None and args.resp_port is not None:
+        raise UsageError("--resp-port is not served with --ray yet: drop one of them")
     fields = {
         "host": args.host,
         "port": args.port,
@@ -370,6 +389,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         "truncate_corrupt": args.truncate_corrupt,
         "allow_reset": args.allow_reset,
         "machine": args.machine,
+        "ray": args.ray,
+        "shards": args.shards or 1,
     }
     server = _import_server()
     if server is None:

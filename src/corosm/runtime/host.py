@@ -40,11 +40,18 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
-from corosm.core.effects import Effect
+from corosm.core.effects import Append, Effect
 from corosm.core.events import CancelIO, ClientId, Reply, ReplyError, StartIO
-from corosm.core.machine import Machine
+from corosm.core.machine import Machine, Policy
 from corosm.core.stepper import NO_STATE, Stepper
-from corosm.errors import CorosmError, InternalError, Overloaded, UsageError
+from corosm.errors import (
+    ApplyFailed,
+    CorosmError,
+    InternalError,
+    JournalClosed,
+    Overloaded,
+    UsageError,
+)
 from corosm.io.executor import Completion, CompletionSink, Executor
 
 S = TypeVar("S")
@@ -97,6 +104,10 @@ class Host(Generic[S, I, O]):
         self.executors: list[Executor] = list(dict.fromkeys(executors.values()))
         self._reply = reply
         self._snapshots = snapshots if machine.supports_snapshots() else None
+        # READ inputs stepped "now" are answered by machine.read() when the
+        # machine has it and no key can be busy (INTERLEAVE): see step_now.
+        plain = machine.supports_read() and machine.policy is Policy.INTERLEAVE
+        self._query: Callable[[I], O] | None = self.stepper.query if plain else None
         self.max_queue = max_queue
         self.max_inflight = max_inflight
         self.turn_completions = turn_completions
@@ -126,16 +137,26 @@ class Host(Generic[S, I, O]):
     def step_now(self, client: ClientId, input: I) -> bool:
         """Step ``input`` at once, between turns; False (nothing done) if not possible now.
 
-        For inputs whose order against other clients' inputs does not matter
-        (reads): one that finishes without I/O is answered before this
-        returns, instead of waiting for the next turn behind the inbox.
+        For inputs the machine declares ``Order.READ`` (their order against
+        other clients' inputs does not matter): one that finishes without
+        I/O is answered before this returns, instead of waiting for the next
+        turn behind the inbox. When the machine defines ``read()`` (and its
+        policy is INTERLEAVE) that one call answers it, with no handler.
         """
         if self._in_turn or self.inflight >= self.max_inflight:
             return False
         self._in_turn = True  # a reply that offers again queues, never nests
         try:
-            self.stepper.input(client, input)
-            self._dispatch_actions()
+            if self._query is not None:  # one plain call: see Machine.read
+                try:
+                    output = self._query(input)
+                except Exception as exc:
+                    self._reply(client, None, exc)
+                else:
+                    self._reply(client, output, None)
+            else:
+                self.stepper.input(client, input)
+                self._dispatch_actions()
         finally:
             self._in_turn = False
         return True
@@ -193,6 +214,7 @@ class Host(Generic[S, I, O]):
             "pending_requests": stepper.pending_requests,
             "appends_applied": stepper.appends_applied,
             "turns": self.turns,
+            "apply_failed_lsn": _lsn_of(stepper.apply_failure),
         }
         for executor in self.executors:
             more = getattr(executor, "stats", None)
@@ -201,7 +223,10 @@ class Host(Generic[S, I, O]):
         return stats
 
     def health(self) -> str | None:
-        """None when every executor is healthy, else the first reason why not."""
+        """None when the host and every executor are healthy, else the first reason why not."""
+        failure = self.stepper.apply_failure
+        if failure is not None:
+            return f"fail-stopped, writes refused: {failure}"
         for executor in self.executors:
             check = getattr(executor, "health", None)
             reason = check() if check is not None else None
@@ -249,6 +274,7 @@ class Host(Generic[S, I, O]):
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
         reply = self._reply
+        refuse_writes = self.stepper.apply_failure  # a fail-stop: see _refusal
         # Exact-type tests rather than ``match``: half of all actions are
         # replies, and class patterns cost an isinstance and __match_args__
         # lookups each. The stepper makes these four classes and no others.
@@ -257,6 +283,9 @@ class Host(Generic[S, I, O]):
                 reply(action.client, action.output, None)
             elif type(action) is StartIO:
                 request, effect = action.request, action.effect
+                if refuse_writes is not None and isinstance(effect, Append):
+                    self._post([(request, None, self._refusal(refuse_writes))])
+                    continue
                 executor = self._route(effect)
                 if executor is None:
                     error = UsageError(f"no executor is registered for {type(effect).__name__}")
@@ -308,7 +337,24 @@ class Host(Generic[S, I, O]):
                     break
         return executor
 
+    @staticmethod
+    def _refusal(failure: ApplyFailed) -> JournalClosed:
+        """The error for an append after ``apply`` failed: the state left the journal."""
+        error = JournalClosed(
+            f"writes are refused: {failure.machine}.apply() failed at lsn {failure.lsn}, so "
+            "the state no longer follows the journal (reads go on; fix apply() and restart)"
+        )
+        error.__cause__ = failure
+        return error
+
     def _post(self, completions: list[Completion]) -> None:
         if self._sink is None:
             raise UsageError("Host.start() was not called")
         self._sink(completions)
+
+
+def _lsn_of(failure: ApplyFailed | None) -> float:
+    """The LSN at which apply() failed, for metrics: 0 while healthy (LSNs start at 1)."""
+    if failure is None:
+        return 0
+    return failure.lsn if isinstance(failure.lsn, int) else -1

@@ -419,6 +419,9 @@ def failure_response(exc: BaseException) -> Response:
         )
     if isinstance(exc, Stopped):
         return Response(503, b"server is stopping; retry later\n", headers=RETRY_AFTER)
+    if getattr(exc, "retryable", False):  # e.g. a shard that is restarting
+        body = f"temporarily unavailable, nothing was run: {one_line(str(exc))}\n"
+        return Response(503, body.encode(), headers=RETRY_AFTER)
     if isinstance(exc, JournalError):
         return error_response(503, f"journal failed, nothing was stored: {one_line(str(exc))}")
     if isinstance(exc, LimitExceeded):

@@ -5,6 +5,7 @@
   key-value machine inputs, or to replies known at once);
 * :mod:`~corosm.frontends.resp.replies`: the machine's outputs as Redis replies;
 * :mod:`~corosm.frontends.resp.serverinfo`: what ``CONFIG GET`` and ``INFO`` say;
+* :mod:`~corosm.frontends.resp.limits`: :class:`RespLimits`, every size and time limit;
 * :mod:`~corosm.frontends.resp.server`: the asyncio protocol,
   :func:`start_resp_server` and :func:`stop_resp_server`.
 

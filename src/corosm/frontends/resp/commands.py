@@ -33,6 +33,7 @@ from typing import Final, TypeAlias
 
 from corosm.apps.kv import inputs as kv
 from corosm.apps.kv.records import INT64_MIN, parse_int64
+from corosm.errors import UsageError
 from corosm.frontends.resp.protocol import ErrorReply, Map, Reply, SimpleString
 
 __all__ = [
@@ -75,22 +76,26 @@ class Session:
 
     ``info`` returns the figures ``INFO`` shows, by section, when asked (they
     change); ``config`` is what ``CONFIG GET`` answers (fixed at start, see
-    :func:`corosm.frontends.resp.serverinfo.config_values`).
+    :func:`corosm.frontends.resp.serverinfo.config_values`). ``allow_reset``
+    False refuses ``FLUSHALL`` and ``FLUSHDB`` (``corosm serve --no-reset``).
     """
 
-    __slots__ = ("client_id", "config", "info", "name", "protocol")
+    __slots__ = ("allow_reset", "client_id", "config", "info", "name", "protocol")
 
     def __init__(
         self,
         client_id: int,
         info: Callable[[], Sections] = _no_sections,
         config: Mapping[str, str] | None = None,
+        *,
+        allow_reset: bool = True,
     ) -> None:
         self.client_id = client_id
         self.name = b""
         self.protocol = 2  # RESP2 until the client says HELLO 3
         self.info = info
         self.config: Mapping[str, str] = config if config is not None else {}
+        self.allow_reset = allow_reset
 
 
 Parser: TypeAlias = Callable[[list[bytes], Session], Outcome]
@@ -116,22 +121,33 @@ def _quote(arg: bytes, limit: int = 128) -> str:
 
 
 def dispatch(args: list[bytes], session: Session) -> Outcome:
-    """Turn one parsed command into a local reply or a key-value input."""
+    """Turn one parsed command into a local reply or a key-value input.
+
+    An input the key-value machine refuses to build (an empty key, a key or a
+    value over its limit: :mod:`corosm.apps.kv.inputs` raises a ``UsageError``
+    that says which limit) is answered ``-ERR`` with that message; the
+    connection goes on.
+    """
     name = args[0]
     n = len(args)
-    # The fast paths: the exact forms clients send; anything else takes the table.
-    if n == 2 and name in (b"GET", b"get"):
-        return kv.Read(args[1])
-    if n == 3 and name in (b"SET", b"set"):
-        return kv.Write(args[1], args[2])
-    command = COMMANDS.get(name.lower())
-    if command is None:
-        # Redis's exact form, trailing blank included: "... beginning with: 'a' 'b' ".
-        shown = "".join(f"'{_quote(a)}' " for a in args[1:20])
-        return _error(f"ERR unknown command '{_quote(name)}', with args beginning with: {shown}")
-    if (command.arity >= 0 and n != command.arity) or n < -command.arity:
-        return wrong_arity(command.name)
-    return command.parse(args, session)
+    try:
+        # The fast paths: the exact forms clients send; anything else takes the table.
+        if n == 2 and name in (b"GET", b"get"):
+            return kv.Read(args[1])
+        if n == 3 and name in (b"SET", b"set"):
+            return kv.Write(args[1], args[2])
+        command = COMMANDS.get(name.lower())
+        if command is None:
+            # Redis's exact form, trailing blank included: "... beginning with: 'a' 'b' ".
+            shown = "".join(f"'{_quote(a)}' " for a in args[1:20])
+            return _error(
+                f"ERR unknown command '{_quote(name)}', with args beginning with: {shown}"
+            )
+        if (command.arity >= 0 and n != command.arity) or n < -command.arity:
+            return wrong_arity(command.name)
+        return command.parse(args, session)
+    except UsageError as refused:  # LimitExceeded above all
+        return _error(f"ERR {refused}")
 
 
 # --------------------------------------------------------------------------- connection
@@ -255,7 +271,12 @@ def _config(args: list[bytes], session: Session) -> Outcome:
     if sub == b"get":
         return wrong_arity("config|get")
     if sub == b"resetstat":
-        return Local(OK)
+        # INFO's counters are the runtime's and the journal's, cumulative since
+        # start and shared with the HTTP front end: saying OK would be a lie.
+        return _error(
+            "ERR CONFIG RESETSTAT is not supported by corosm: "
+            "its counters count from server start and cannot be reset"
+        )
     if sub == b"set":
         return _error("ERR CONFIG SET is not supported by corosm; configure the server instead")
     return _error(f"ERR unknown subcommand '{_quote(args[1])}'. corosm supports CONFIG GET.")
@@ -377,6 +398,9 @@ def _dbsize(args: list[bytes], session: Session) -> Outcome:
 
 
 def _flush(args: list[bytes], session: Session) -> Outcome:
+    if not session.allow_reset:
+        name = args[0].decode("ascii", "replace").upper()
+        return _error(f"ERR {name} is disabled on this server (corosm serve --no-reset)")
     # ASYNC and SYNC are accepted: our reset is one journal record either way.
     if any(a.upper() not in (b"ASYNC", b"SYNC") for a in args[1:]) or len(args) > 2:
         return Local(SYNTAX_ERROR)

@@ -164,8 +164,19 @@ class RequestParser:
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet part of a complete command."""
-        return len(self._buf)
+        """Bytes held for commands not yet complete (the unparsed input and the
+        arguments of a half-arrived multibulk taken out of it so far)."""
+        held = len(self._buf) + self._command_bytes
+        return held - self._bulk_len if self._bulk_len > 0 else held
+
+    def abandon(self) -> None:
+        """Drop everything held and refuse further input (the connection is closing)."""
+        self._broken = True
+        self._buf = bytearray()
+        self._args = []
+        self._remaining = 0
+        self._command_bytes = 0
+        self._bulk_len = -1
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[list[bytes]]:
         """Add ``data`` and return the commands it completes, in order.
@@ -191,8 +202,7 @@ class RequestParser:
         try:
             pos = self._parse(commands)
         except ProtocolError as err:
-            self._broken = True
-            self._buf.clear()
+            self.abandon()
             return commands, err
         if pos:
             del self._buf[:pos]

@@ -4,37 +4,68 @@ Theory of operation
 -------------------
 Each connection owns a :class:`~corosm.frontends.resp.protocol.RequestParser`
 and a queue of *slots*, one per command, in arrival order. A slot is either
-the reply's bytes (answered at once: ``PING``, errors, ``INFO``...) or the
-runtime's future for the command's one key-value input, submitted with
-``submit_nowait``. Submitting every command of a read before yielding to the
-loop is what lets the runtime's turn hand all their journal appends to the
-journal as one group commit.
+the reply's bytes (answered at once: ``PING``, errors, ``INFO``...) or a
+:class:`_Slot`: the command's one key-value input, submitted with the
+runtime's ``submit_callback``, the slot itself being the callback (the HTTP
+front end answers the same way: one reply channel, no asyncio future per
+command). Submitting every command of a read before yielding to the loop is
+what lets the runtime's turn hand all their journal appends to the journal as
+one group commit.
 
 Replies leave in command order: :meth:`RespServerProtocol._drain` takes slots
-from the front while they are answered, encodes them, and writes them all with
-one ``transport.write``. It runs once at the end of each ``data_received`` and
-once per *completion batch*: only the future at the front of the queue carries
-a done-callback (the rest cannot be written before it anyway), and since the
-runtime completes a journal batch's futures in one turn, the callback finds
-them all done. A pipeline of 16 costs one callback and one write, not 16.
+from the front while they are answered and writes them all with one
+``transport.write``. It runs at the end of each ``data_received`` and once per
+*completion batch*: a slot's callback only stores its reply's bytes, and when
+it is the front slot it schedules one drain (``call_soon``), which runs after
+the runtime's turn, so a journal batch of 16 costs one drain and one write.
 
-Within one connection a read never overtakes an earlier write: see
-:data:`LOG_ORDERED`. Commands that must wait are *held*, unsubmitted, in a
-second queue (with any local replies behind them, to keep the order).
+Within one connection a read never overtakes an earlier write. The machine
+declares, once, how each input orders (``runtime.machine.order(input)``, see
+:class:`corosm.core.Order`): a ``LOGGED`` input may be submitted while the
+connection's earlier writes still wait for their fsync; any other input waits
+until they are answered, and a ``WRITE`` (a delete) is waited for like a
+``LOGGED`` one. Commands that must wait are *held*, unsubmitted, in a second
+queue (with any local replies behind them, to keep the order).
 
-Backpressure: when a connection owes ``max_pending`` replies, or the
+A connection's life, as states and the events that move it::
+
+    OPEN      -- QUIT, server shutdown, client's EOF ------------> CLOSING
+    OPEN      -- protocol error, request timeout, buffer cap ----> REFUSING
+    OPEN      -- idle timeout -----------------------------------> closed
+    REFUSING  -- client's EOF -----------------------------------> CLOSING
+    CLOSING   -- every reply owed written ------------------------> closed
+    REFUSING  -- every reply owed written ------------------------> LINGERING
+    LINGERING -- client's EOF, or _LINGER seconds ---------------> closed
+
+Only OPEN reads commands. CLOSING and REFUSING answer what came before, in
+order (REFUSING's last reply is the error that says why), then close.
+LINGERING sends FIN and discards input until the client's EOF: closing a
+socket with unread input makes the kernel send RST, which can destroy the
+error reply still in flight to a client that is still sending (the HTTP
+server does the same). A client that half-closes after its commands
+(``nc -N``) gets every reply before the close. A close waits for the client
+to read what is left, but not forever: a linger that ends with replies
+unread, or a close still unfinished after ``idle_timeout``, aborts.
+
+Limits (:class:`~corosm.frontends.resp.limits.RespLimits`): one timer per
+connection (``loop.call_at``), re-armed lazily, fires at the earliest of the
+partial command's deadline (``request_timeout`` after the read in which it
+started; a read that completes a command starts the clock again for the next
+one) and the idle deadline (``idle_timeout`` after the last read or write,
+checked again later while replies are owed). While reading is paused for
+backpressure the partial command's clock stops: the client cannot finish it.
+The bytes of unfinished commands are counted across all connections; the
+read that takes the total past ``max_buffered_bytes`` gets its connection
+refused. Backpressure: when a connection owes ``max_pending`` replies, or the
 transport's write buffer is full, it stops reading; it reads again once half
 are answered. If the runtime's inbox is full anyway (many connections), the
 command gets ``-ERR server busy`` and the connection goes on.
-
-A protocol error answers the commands before it, then the error, then closes
-that connection; no other connection notices. ``QUIT`` does the same with
-``+OK``; shutdown (:func:`stop_resp_server`) too, without a last reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import weakref
@@ -43,51 +74,48 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol, TypeAlias, cast
 
 from corosm.apps.kv import inputs as kv
+from corosm.core.machine import Order
 from corosm.errors import CorosmError, HandlerError, JournalError, Overloaded, Stopped
 from corosm.frontends.resp.commands import Local, Sections, Session, dispatch
-from corosm.frontends.resp.protocol import (
-    DEFAULT_MAX_ARGS,
-    DEFAULT_MAX_BULK_LEN,
-    ErrorReply,
-    RequestParser,
-    encode_reply,
-)
+from corosm.frontends.resp.limits import RespLimits
+from corosm.frontends.resp.protocol import ErrorReply, RequestParser, encode_reply
 from corosm.frontends.resp.replies import encode_output
 from corosm.frontends.resp.serverinfo import check_info, config_values, info_sections
 
-__all__ = ["RespServerProtocol", "RuntimeLike", "start_resp_server", "stop_resp_server"]
+__all__ = [
+    "RespLimits",
+    "RespServerProtocol",
+    "RuntimeLike",
+    "start_resp_server",
+    "stop_resp_server",
+]
 
 log = logging.getLogger("corosm.frontends.resp")
 
 BUSY: Final = encode_reply(ErrorReply("ERR server busy, try again"))
-DEFAULT_MAX_PENDING: Final = 1024
+_LINGER: Final = 2.0  # seconds to keep discarding input after our FIN
+_LOGGED: Final = Order.LOGGED
+_READ: Final = Order.READ
 
-#: Inputs whose effect and answer are decided when their journal record is
-#: applied, in log order. They may be submitted while earlier writes of the same
-#: connection still wait for their fsync. Every other input (GET, EXISTS, DEL...)
-#: may be answered from the applied state at once, before an earlier pipelined
-#: write of the same connection is applied; so it waits until those writes are
-#: answered, and every command after it waits too. Without this, "SET k v; GET k"
-#: in one pipeline could answer the old value, which no Redis client expects.
-#: DEL is a write that is not log-ordered (it may answer 0 at once): it waits, and
-#: is waited for.
-LOG_ORDERED: Final[frozenset[type]] = frozenset(
-    (kv.Write, kv.WriteMany, kv.SetIf, kv.IncrBy, kv.AppendBytes, kv.Reset)
-)
-#: Inputs that may change data: the reads after them wait (see LOG_ORDERED).
-WRITES: Final[frozenset[type]] = LOG_ORDERED | {kv.Delete, kv.DeleteMany}
+#: The runtime's reply channel: ``callback(output, None)`` or ``callback(None, error)``.
+ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
 
-#: A submitted command: its future, its input, and whether to answer in RESP3
-#: (fixed when it came: a later HELLO must not change it).
-_Pending: TypeAlias = "tuple[asyncio.Future[Any], kv.Input, bool]"
-#: A command that waits to be submitted: its input and RESP3 flag.
-_Held: TypeAlias = "tuple[kv.Input, bool]"
+
+class OrderDeclaring(Protocol):
+    """The part of a :class:`corosm.core.Machine` the RESP server asks."""
+
+    def order(self, input: Any, /) -> Order: ...
 
 
 class RuntimeLike(Protocol):
     """The part of :class:`corosm.runtime.Runtime` the RESP server uses."""
 
-    def submit_nowait(self, input: Any) -> asyncio.Future[Any]: ...
+    @property
+    def machine(self) -> OrderDeclaring: ...
+
+    def submit_callback(
+        self, input: Any, callback: ReplyCallback, /, *, now: bool = False
+    ) -> None: ...
 
     def stats(self) -> dict[str, float]: ...
 
@@ -107,70 +135,137 @@ def error_reply_for(exc: BaseException) -> bytes:
         text = f"ERR the command failed inside the store: {exc.__cause__ or exc}"
     elif isinstance(exc, CorosmError):
         text = f"ERR {exc}"
-    elif isinstance(exc, asyncio.CancelledError):
-        text = "ERR the command was cancelled"
     else:
         text = "ERR internal error (please report it): " + type(exc).__name__
     return encode_reply(ErrorReply(text))
 
 
 class _Shared:
-    """What all connections of one server share: client ids, counts, INFO and CONFIG."""
+    """What all connections of one server share: limits, counts, INFO and CONFIG."""
 
-    def __init__(self, runtime: RuntimeLike, info: Mapping[str, str], max_bulk_len: int) -> None:
+    def __init__(
+        self,
+        runtime: RuntimeLike,
+        info: Mapping[str, str],
+        limits: RespLimits,
+        *,
+        allow_reset: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.runtime = runtime
+        self.limits = limits
+        self.allow_reset = allow_reset
+        # The clock and timers: the running loop, or a test's fake.
+        self.loop = loop or asyncio.get_running_loop()
         self.static_info = info
-        self.config = config_values(info, max_bulk_len)
+        self.config = config_values(info, limits.max_bulk_len)
         self.ids = itertools.count(1)
         self.connected = 0
         self.commands = 0
         self.protocol_errors = 0
+        self.request_timeouts = 0
+        self.idle_closed = 0
+        self.buffer_refusals = 0
+        self.buffered = 0  # bytes of unfinished commands, all connections
         self.connections: set[RespServerProtocol] = set()
 
     def info(self) -> Sections:
         return info_sections(
             self.static_info,
-            clients={"connected_clients": self.connected},
+            clients={
+                "connected_clients": self.connected,
+                "unfinished_command_bytes": self.buffered,
+            },
             commands={
                 "total_commands_processed": self.commands,
                 "protocol_errors": self.protocol_errors,
+                "request_timeouts": self.request_timeouts,
+                "idle_connections_closed": self.idle_closed,
+                "buffer_limit_refusals": self.buffer_refusals,
             },
             runtime_stats=self.runtime.stats(),
             health=self.runtime.health(),
         )
 
 
+class _State(enum.Enum):
+    """Where a connection is in its life (see the module docs for the transitions)."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    REFUSING = "refusing"
+    LINGERING = "lingering"
+    CLOSED = "closed"
+
+
+_OPEN: Final = _State.OPEN
+
+
+class _Slot:
+    """A submitted command's place in the reply queue, and the runtime's callback for it."""
+
+    __slots__ = ("conn", "input", "reply", "resp3", "write")
+
+    def __init__(self, conn: RespServerProtocol, input: kv.Input, resp3: bool, write: bool):
+        self.conn = conn
+        self.input = input
+        self.resp3 = resp3  # fixed when the command came: a later HELLO must not change it
+        self.write = write  # not Order.READ: later reads of the connection wait for it
+        self.reply: bytes | None = None
+
+    def __call__(self, output: Any, error: BaseException | None) -> None:
+        if error is None:
+            try:
+                self.reply = encode_output(self.input, output, self.resp3)
+            except Exception as bad:  # a bad output must not kill the connection
+                log.exception("cannot encode the reply to %r", self.input)
+                self.reply = error_reply_for(bad)
+        else:
+            self.reply = error_reply_for(error)
+        slots = self.conn._slots
+        if slots and slots[0] is self:  # the rest cannot leave before the front anyway
+            self.conn._drain_soon()
+
+
+#: A command that waits to be submitted: its input, RESP3 flag and order.
+_Held: TypeAlias = "tuple[kv.Input, bool, Order]"
+
+
 class RespServerProtocol(asyncio.Protocol):
     """One RESP connection (see the module docs)."""
 
-    def __init__(
-        self,
-        shared: _Shared,
-        *,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        max_bulk_len: int = DEFAULT_MAX_BULK_LEN,
-        max_args: int = DEFAULT_MAX_ARGS,
-    ) -> None:
+    def __init__(self, shared: _Shared) -> None:
         self._shared = shared
-        self._submit_nowait = shared.runtime.submit_nowait
-        self._max_pending = max_pending
-        self._parser = RequestParser(max_bulk_len=max_bulk_len, max_args=max_args)
-        self._session = Session(next(shared.ids), shared.info, shared.config)
+        self._limits = limits = shared.limits
+        self._loop = shared.loop
+        self._submit_callback = shared.runtime.submit_callback
+        self._order = shared.runtime.machine.order
+        self._parser = RequestParser(
+            max_bulk_len=limits.max_bulk_len,
+            max_args=limits.max_args,
+            max_command_bytes=limits.max_command_bytes,
+        )
+        self._session = Session(
+            next(shared.ids), shared.info, shared.config, allow_reset=shared.allow_reset
+        )
         self._transport: asyncio.Transport | None = None
-        self._slots: deque[bytes | _Pending] = deque()
+        self._state = _OPEN
+        self._slots: deque[bytes | _Slot] = deque()
         self._held: deque[bytes | _Held] = deque()
-        self._writes_inflight = 0  # submitted writes not yet answered: see LOG_ORDERED
-        self._watched: asyncio.Future[Any] | None = None  # the one future with our callback
-        self._closing = False  # QUIT, a protocol error or shutdown: read nothing more
+        self._writes_inflight = 0  # submitted writes not yet answered: see the module docs
+        self._drain_scheduled = False
         self._paused_reading = False
         self._paused_writing = False
+        self._buffered = 0  # this connection's share of shared.buffered
+        self._last_activity = 0.0
+        self._partial_since: float | None = None  # when the unfinished command started
+        self._timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     def close_when_drained(self) -> None:
         """Read no more; close once every reply owed is written (server shutdown)."""
-        self._closing = True
-        if self._transport is not None and not self._paused_reading:
-            self._paused_reading = True
-            self._transport.pause_reading()
+        if self._state is _OPEN:
+            self._stop_reading(_State.CLOSING)
         self._drain()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -180,13 +275,21 @@ class RespServerProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._shared.connected += 1
         self._shared.connections.add(self)
+        self._last_activity = now = self._loop.time()
+        self._arm(now + self._limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._shared.connected -= 1
         self._shared.connections.discard(self)
+        self._release_buffer()
+        self._state = _State.CLOSED
         self._transport = None
         self._slots.clear()
         self._held.clear()
+        for timer in (self._timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._linger_timer = None
 
     def pause_writing(self) -> None:
         self._paused_writing = True
@@ -197,65 +300,94 @@ class RespServerProtocol(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
-            return
+        if self._state is not _OPEN:
+            return  # closing: what comes now is not answered
+        self._last_activity = now = self._loop.time()
         commands, error = self._parser.feed_until_error(data)
         session = self._session
+        shared = self._shared
         for args in commands:
-            self._shared.commands += 1
+            shared.commands += 1
             outcome = dispatch(args, session)
             if isinstance(outcome, Local):
                 resp3 = session.protocol == 3  # HELLO 3 answers in RESP3 already
                 self._push(encode_reply(outcome.reply, resp3))
                 if outcome.close:  # QUIT: the commands after it are not answered
-                    self._closing = True
+                    self._stop_reading(_State.CLOSING)
                     break
             else:
                 self._accept(outcome, session.protocol == 3)
-        if error is not None and not self._closing:
-            self._shared.protocol_errors += 1
-            log.info("closing RESP client %d: %s", session.client_id, error)
-            self._push(encode_reply(ErrorReply(str(error))))
-            self._closing = True
+        if self._state is _OPEN:
+            if error is not None:
+                shared.protocol_errors += 1
+                self._refuse(str(error))
+            elif self._buffered or self._parser.buffered:
+                self._track_unfinished(bool(commands), now)
+            else:  # the common case: every command of the read was complete
+                self._partial_since = None
         self._drain()
+
+    def eof_received(self) -> bool | None:
+        # The client sent everything it will send (maybe only a half-close:
+        # `nc -N`). Answer what it sent, then close; keep the transport open
+        # for writing meanwhile (returning True) if replies are still owed.
+        if self._state in (_State.LINGERING, _State.CLOSED):
+            return None  # the close we waited for
+        if self._state is not _State.CLOSING:
+            self._leave_open(_State.CLOSING)
+        self._paused_reading = True  # nothing more will come: no pause_reading needed
+        if self._slots or self._held:
+            return True
+        return None  # nothing owed: the transport closes now
 
     # -- commands -------------------------------------------------------------------------
 
     def _accept(self, input: kv.Input, resp3: bool) -> None:
-        if self._held or (self._writes_inflight and type(input) not in LOG_ORDERED):
-            self._held.append((input, resp3))
+        order = self._order(input)
+        if self._held or (self._writes_inflight and order is not _LOGGED):
+            self._held.append((input, resp3, order))
         else:
-            self._submit(input, resp3)
+            self._submit(input, resp3, order)
 
     def _push(self, reply: bytes) -> None:
         """Queue a reply known now, behind every command that came before it."""
         (self._held if self._held else self._slots).append(reply)
 
-    def _submit(self, input: kv.Input, resp3: bool) -> None:
+    def _submit(self, input: kv.Input, resp3: bool, order: Order) -> None:
+        slot = _Slot(self, input, resp3, order is not _READ)
         try:
-            future = self._submit_nowait(input)
+            self._submit_callback(input, slot)
         except CorosmError as exc:  # Overloaded, Stopped: answer now, keep the connection
             self._slots.append(error_reply_for(exc))
             return
-        if type(input) in WRITES:
+        if slot.write:
             self._writes_inflight += 1
-        self._slots.append((future, input, resp3))
+        self._slots.append(slot)
 
     def _release_held(self) -> None:
-        """Submit held commands, in order, up to the next read that must wait."""
+        """Submit held commands, in order, up to the next one that must wait."""
         held = self._held
         while held:
             entry = held[0]
             if isinstance(entry, bytes):
                 self._slots.append(entry)
             else:
-                input, resp3 = entry
-                if self._writes_inflight and type(input) not in LOG_ORDERED:
+                input, resp3, order = entry
+                if self._writes_inflight and order is not _LOGGED:
                     return
-                self._submit(input, resp3)
+                self._submit(input, resp3, order)
             held.popleft()
 
     # -- output ---------------------------------------------------------------------------
+
+    def _drain_soon(self) -> None:
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._scheduled_drain)
+
+    def _scheduled_drain(self) -> None:
+        self._drain_scheduled = False
+        self._drain()
 
     def _drain(self) -> None:
         """Write every answered reply at the front of the queue, in one write."""
@@ -270,57 +402,156 @@ class RespServerProtocol(asyncio.Protocol):
                 out.append(head)
                 slots.popleft()
                 continue
-            future, input, resp3 = head
-            if not future.done():
-                if self._watched is not future:
-                    self._watched = future
-                    future.add_done_callback(self._front_done)
+            reply = head.reply
+            if reply is None:
                 break
             slots.popleft()
-            out.append(_encode(future, input, resp3))
-            if type(input) in WRITES:
+            out.append(reply)
+            if head.write:
                 self._writes_inflight -= 1
                 if not self._writes_inflight and self._held:
                     self._release_held()  # appends to slots: this loop goes on over them
         if out:
             transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self._closing and not slots and not self._held:
-            transport.close()
+            if not slots:
+                self._last_activity = self._loop.time()
+        if self._state is not _OPEN:
+            if not slots and not self._held:
+                self._finish()
             return
         self._update_reading()
 
-    def _front_done(self, future: asyncio.Future[Any]) -> None:
-        if self._watched is future:
-            self._watched = None
-        self._drain()
-
     def _update_reading(self) -> None:
         transport = self._transport
-        if transport is None or self._closing:
+        if transport is None or self._state is not _OPEN:
             return
         owed = len(self._slots) + len(self._held)
-        busy = self._paused_writing or owed >= self._max_pending
+        limit = self._limits.max_pending
+        busy = self._paused_writing or owed >= limit
         if busy and not self._paused_reading:
             self._paused_reading = True
             transport.pause_reading()
-        elif self._paused_reading and not busy and owed <= self._max_pending // 2:
+        elif self._paused_reading and not busy and owed <= limit // 2:
             self._paused_reading = False
             transport.resume_reading()
+            if self._partial_since is not None:  # its clock stopped while we did not read
+                self._partial_since = now = self._loop.time()
+                self._arm(now + self._limits.request_timeout)
 
+    # -- closing --------------------------------------------------------------------------
 
-def _encode(future: asyncio.Future[Any], input: kv.Input, resp3: bool) -> bytes:
-    """The reply bytes for a finished command."""
-    try:
-        output = future.result()
-    except asyncio.CancelledError as exc:
-        return error_reply_for(exc)
-    except Exception as exc:
-        return error_reply_for(exc)
-    try:
-        return encode_output(input, output, resp3)
-    except Exception as bad:  # a bad output must not kill the connection
-        log.exception("cannot encode the reply to %r", input)
-        return error_reply_for(bad)
+    def _leave_open(self, state: _State) -> None:
+        """Go to ``state``: no more commands, forget the unfinished one."""
+        self._state = state
+        self._release_buffer()
+        self._partial_since = None
+
+    def _stop_reading(self, state: _State) -> None:
+        """Go to ``state`` and stop reading from the socket."""
+        self._leave_open(state)
+        if self._transport is not None and not self._paused_reading:
+            self._paused_reading = True
+            self._transport.pause_reading()
+
+    def _refuse(self, message: str) -> None:
+        """Answer the commands before, then ``message``, then close (lingering)."""
+        log.info("closing RESP client %d: %s", self._session.client_id, message)
+        self._push(encode_reply(ErrorReply(message)))
+        self._stop_reading(_State.REFUSING)
+
+    def _finish(self) -> None:
+        """Every reply owed is written: close (CLOSING) or linger (REFUSING)."""
+        transport = self._transport
+        if transport is None or self._state in (_State.LINGERING, _State.CLOSED):
+            return
+        if self._state is _State.REFUSING and transport.can_write_eof():
+            self._state = _State.LINGERING
+            transport.write_eof()
+            self._linger_timer = self._loop.call_later(_LINGER, self._give_up)
+            self._paused_reading = False
+            transport.resume_reading()  # to see the client's EOF; data_received discards
+            return
+        self._state = _State.CLOSED
+        transport.close()
+        # A close waits until the client has read what is left: not forever.
+        self._linger_timer = self._loop.call_later(self._limits.idle_timeout, self._give_up)
+
+    def _give_up(self) -> None:
+        """End a linger, or a close the client does not read to its end."""
+        transport = self._transport
+        if transport is not None:
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
+
+    def _release_buffer(self) -> None:
+        self._parser.abandon()
+        self._shared.buffered -= self._buffered
+        self._buffered = 0
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def _track_unfinished(self, completed: bool, now: float) -> None:
+        """After a read: time the unfinished command, count its bytes against the cap."""
+        buffered = self._parser.buffered
+        if not buffered:
+            self._partial_since = None
+        elif completed or self._partial_since is None:  # a new command started in this read
+            self._partial_since = now
+            self._arm(now + self._limits.request_timeout)
+        grown = buffered - self._buffered
+        if grown:
+            shared = self._shared
+            self._buffered = buffered
+            shared.buffered += grown
+            cap = self._limits.max_buffered_bytes
+            if grown > 0 and shared.buffered > cap:
+                shared.buffer_refusals += 1
+                self._refuse(
+                    f"ERR the server holds too many bytes of unfinished commands "
+                    f"(at most {cap} across all connections); closing this connection"
+                )
+
+    def _arm(self, when: float) -> None:
+        """Make sure the timer fires no later than ``when`` (a re-arm only if earlier)."""
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if transport is None or self._state is not _OPEN:
+            return
+        now = self._loop.time()
+        limits = self._limits
+        partial = self._partial_since
+        if partial is not None and not self._paused_reading:
+            if now >= partial + limits.request_timeout:
+                self._shared.request_timeouts += 1
+                self._refuse(
+                    f"ERR command not received in full within {limits.request_timeout:g} s; "
+                    "closing the connection"
+                )
+                self._drain()
+                return
+            self._arm(partial + limits.request_timeout)
+        elif self._slots or self._held or self._paused_reading:
+            self._arm(now + limits.idle_timeout)  # not idle: look again later
+        elif now >= self._last_activity + limits.idle_timeout:
+            self._shared.idle_closed += 1
+            self._state = _State.CLOSED
+            # A client that does not read its replies would hold a plain close forever.
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
+        else:
+            self._arm(self._last_activity + limits.idle_timeout)
 
 
 async def start_resp_server(
@@ -329,27 +560,27 @@ async def start_resp_server(
     port: int = 6380,
     *,
     info: Mapping[str, str] | None = None,
-    max_pending: int = DEFAULT_MAX_PENDING,
-    max_bulk_len: int = DEFAULT_MAX_BULK_LEN,
-    max_args: int = DEFAULT_MAX_ARGS,
+    limits: RespLimits | None = None,
+    allow_reset: bool = True,
 ) -> asyncio.Server:
     """Serve RESP for ``runtime`` (of the key-value machine) on ``host:port``.
 
     ``port=0`` picks a free port. ``info`` is what the assembly knows and
     clients may ask: ``fsync`` (``always``, ``interval`` or ``never``) sets
     ``CONFIG GET appendonly/appendfsync`` and INFO's Persistence section; every
-    entry is also shown in INFO's ``corosm`` section. Stop the server with
-    :func:`stop_resp_server`, before stopping the runtime.
+    entry is also shown in INFO's ``corosm`` section. ``limits`` bounds sizes,
+    times and the listen backlog (:class:`RespLimits`; its defaults when None).
+    ``allow_reset=False`` refuses ``FLUSHALL`` and ``FLUSHDB`` with an error
+    (``corosm serve --no-reset``). Stop the server with :func:`stop_resp_server`,
+    before stopping the runtime.
     """
-    for name, value in (("max_pending", max_pending), ("max_bulk_len", max_bulk_len)):
-        if type(value) is not int or value < 1:
-            raise ValueError(f"{name} must be a positive int, not {value!r}")
-    shared = _Shared(runtime, check_info(info or {}), max_bulk_len)
+    limits = limits if limits is not None else RespLimits()
+    if not isinstance(limits, RespLimits):
+        raise TypeError(f"limits must be a RespLimits, not {type(limits).__name__}")
+    shared = _Shared(runtime, check_info(info or {}), limits, allow_reset=allow_reset)
     loop = asyncio.get_running_loop()
-    factory: Callable[[], asyncio.Protocol] = lambda: RespServerProtocol(  # noqa: E731
-        shared, max_pending=max_pending, max_bulk_len=max_bulk_len, max_args=max_args
-    )
-    server = await loop.create_server(factory, host, port)
+    factory: Callable[[], asyncio.Protocol] = lambda: RespServerProtocol(shared)  # noqa: E731
+    server = await loop.create_server(factory, host, port, backlog=limits.backlog)
     _SERVERS[server] = shared
     return server
 

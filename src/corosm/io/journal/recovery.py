@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from corosm.core.machine import Machine
-from corosm.errors import CorruptJournal
+from corosm.errors import ApplyFailed, CorruptJournal
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import (
     FRAME_HEADER,
@@ -133,14 +133,22 @@ def _replay(data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, 
                 reason = f"record has lsn {flsn}, expected {lsn}"
                 return _Scan(state, pos, lsn, applied, FrameError(pos, reason, False))
             if flsn > skip_upto:
-                state = apply(state, decode(payload))
+                record = decode(payload)
+                try:
+                    state = apply(state, record)
+                except Exception as exc:
+                    failure = ApplyFailed(lsn, type(machine).__name__, exc)
+                    failure.__cause__ = exc
+                    raise failure from exc
                 applied += 1
             lsn += 1
             pos = stop
         else:
             return _Scan(state, pos, lsn, applied, None)
-    except Exception as exc:
-        raise CorruptJournal(path, pos, f"record lsn {lsn} could not be replayed: {exc!r}") from exc
+    except ApplyFailed:
+        raise
+    except Exception as exc:  # the record's bytes check out, but they do not decode
+        raise CorruptJournal(path, pos, f"record lsn {lsn} could not be decoded: {exc!r}") from exc
     return _Scan(state, pos, lsn, applied, classify_bad_frame(data, pos, lsn))
 
 

@@ -1,0 +1,460 @@
+"""The caller's side of a sharded machine: route, batch per shard, keep order.
+
+Theory of operation
+-------------------
+:class:`ShardedClient` routes each input to its shard (:mod:`.routing`) and
+queues it on that shard's :class:`ShardLink`. A link sends the queue as
+batches over a :class:`Transport` (Ray actors, or hosts in this process),
+at most ``window`` calls in flight per shard. When a call returns, the link
+sends everything that queued meanwhile (up to ``max_batch``) in the next
+one: group commit across the boundary, so the batch size follows the load
+by itself, one input per call when idle and hundreds under load. A send is
+never made inside ``submit``: it is scheduled for the end of the current
+pass of the event loop, so that every input submitted in that pass (all the
+callers one reply woke, every request of one socket read) goes in one call.
+
+Order. A link numbers its batches per *session*, from 0, and the shard runs
+them in that order (:mod:`.order`); within a batch, inputs keep their order.
+So one client's inputs on one key run in the order they were submitted, and
+a read sees the client's earlier writes on its key.
+
+Failure. A link is a small state machine::
+
+    SYNCING --hello--> READY --call lost or refused--> SYNCING
+    SYNCING --no hello in time--> DOWN --next submit--> SYNCING
+    SYNCING --shard cannot start--> FAILED (for good)
+
+``hello`` returns once the shard has recovered, with its incarnation; every
+batch carries it. A call lost with the shard's process fails its inputs with
+:class:`OutcomeUnknown` (they may have run: nothing is retried blindly); a
+batch the shard refused (sent to an incarnation that is gone, or left behind
+by a new session) fails with :class:`ShardUnavailable` (it did not run). The
+link then says hello again and starts a new session; inputs still queued
+wait for it, and other shards' links go on meanwhile. A shard that cannot
+start (its creation failed: e.g. a corrupt journal) makes the link FAILED:
+its inputs fail at once with :class:`ShardFailed` naming the cause, and
+:meth:`ShardedClient.health` says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+
+from corosm.core.machine import Machine
+from corosm.errors import Overloaded, Stopped
+from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed, ShardUnavailable
+from corosm.shards.host import BatchHeader, BatchReply, Hello
+from corosm.shards.routing import Router
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+log = logging.getLogger("corosm.shards")
+
+ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
+Reply: TypeAlias = "asyncio.Future[Any] | ReplyCallback"
+
+
+class Transport(Protocol):
+    """How a client reaches its shards (Ray actors, or hosts in this process)."""
+
+    async def hello(self, shard: int) -> Hello:
+        """Wait until ``shard`` has recovered; raise ShardFailed or ShardUnavailable."""
+        ...
+
+    async def run(self, shard: int, header: BatchHeader, inputs: list[Any]) -> BatchReply:
+        """Run one batch; raise OutcomeUnknown when the call is lost."""
+        ...
+
+    async def health(self, shard: int) -> str | None: ...
+
+    async def stats(self, shard: int) -> dict[str, float]: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How a client batches: calls in flight per shard, inputs per call, inputs queued.
+
+    ``window=1`` (one call in flight per shard, the next one carrying all
+    that queued meanwhile) gave the most writes per second in
+    docs/scaling.md's runs: a wider window splits the same load into
+    smaller batches, and each Ray call has a fixed cost. ``hello_timeout``
+    bounds the wait for a restarting shard before its inputs fail.
+    """
+
+    window: int = 1
+    max_batch: int = 1024
+    max_queue: int = 100_000
+    hello_timeout: float = 60.0
+
+
+class LinkState(enum.Enum):
+    SYNCING = "syncing"
+    READY = "ready"
+    DOWN = "down"
+    FAILED = "failed"
+
+
+class ShardLink:
+    """One client's queue, calls and state for one shard (see the module docs)."""
+
+    def __init__(self, transport: Transport, shard: int, caller: str, limits: Limits) -> None:
+        self.transport = transport
+        self.shard = shard
+        self.caller = caller
+        self.limits = limits
+        self.state = LinkState.SYNCING
+        self.reason: str | None = None
+        self.hello: Hello | None = None
+        self.session = 0
+        self.seq = 0
+        self.queue: deque[tuple[Any, Reply]] = deque()
+        self.inflight = 0
+        self.space = asyncio.Event()
+        self.space.set()
+        self.ready = asyncio.Event()  # set on READY, DOWN or FAILED: the link has a verdict
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hello_task: asyncio.Task[None] | None = None
+        self._pump_scheduled = False
+        self.down_since: float | None = time.monotonic()
+        # Counters for stats() and the benchmark.
+        self.batches = 0
+        self.inputs_sent = 0
+        self.sizes: Counter[int] = Counter()
+        self.lost = 0
+        self.refused = 0
+        #: Seconds from losing the shard (or, first, from creating the link) to its hello.
+        self.gaps: list[float] = []
+
+    # -- submitting ------------------------------------------------------------------
+
+    def submit(self, input: Any, reply: Reply) -> None:
+        """Queue ``input``; ``reply`` gets its output or error (raises if refused now)."""
+        state = self.state
+        if state is LinkState.FAILED:
+            raise ShardFailed(self.shard, self.reason or "it cannot start")
+        if len(self.queue) >= self.limits.max_queue:
+            self.space.clear()
+            raise Overloaded(f"shard {self.shard}: {len(self.queue)} inputs queued for it")
+        self.queue.append((input, reply))
+        if state is LinkState.READY:
+            if self.inflight < self.limits.window and not self._pump_scheduled:
+                self._pump_scheduled = True
+                asyncio.get_running_loop().call_soon(self._pump)
+        elif state is LinkState.DOWN:
+            self.resync("a new input arrived")
+
+    def _pump(self) -> None:
+        """Send what is queued, while calls are free in the window."""
+        self._pump_scheduled = False
+        limits = self.limits
+        queue = self.queue
+        while self.state is LinkState.READY and self.inflight < limits.window and queue:
+            n = min(len(queue), limits.max_batch)
+            items = [queue.popleft() for _ in range(n)]
+            self.inflight += 1
+            self.batches += 1
+            self.inputs_sent += n
+            self.sizes[n] += 1
+            seq, self.seq = self.seq, self.seq + 1
+            assert self.hello is not None
+            self._spawn(self._call(self.session, self.hello.incarnation, seq, items))
+        if len(queue) < limits.max_queue:
+            self.space.set()
+
+    async def _call(self, session: int, incarnation: str, seq: int, items: list[Any]) -> None:
+        inputs = [input for input, _ in items]
+        try:
+            header = BatchHeader(self.caller, session, incarnation, seq)
+            reply = await self.transport.run(self.shard, header, inputs)
+        except ShardError as exc:
+            self.lost += len(items)
+            _fail_all(items, exc)
+            self._trouble(session, exc.detail)
+        except Exception as exc:  # a transport's bug: still never a silent retry
+            self.lost += len(items)
+            _fail_all(items, OutcomeUnknown(self.shard, f"the call failed: {exc!r}"))
+            self._trouble(session, repr(exc))
+        else:
+            if reply.refused is not None:
+                self.refused += len(items)
+                _fail_all(items, ShardUnavailable(self.shard, reply.refused))
+                self._trouble(session, reply.refused)
+            else:
+                _deliver(items, reply)
+        finally:
+            self.inflight -= 1
+            if self.state is LinkState.READY and not self._pump_scheduled:
+                # After the callers this reply woke have queued their next inputs.
+                self._pump_scheduled = True
+                asyncio.get_running_loop().call_soon(self._pump)
+
+    # -- failure and recovery ----------------------------------------------------------
+
+    def _trouble(self, session: int, reason: str) -> None:
+        """A call of ``session`` failed: say hello again, unless a resync already began."""
+        if session == self.session and self.state is LinkState.READY:
+            log.warning("shard %d: %s; reconnecting", self.shard, reason)
+            self.resync(reason)
+
+    def resync(self, reason: str) -> None:
+        """Leave READY/DOWN: wait for the shard's hello, then start a new session."""
+        if self.state is LinkState.FAILED or (
+            self._hello_task is not None and not self._hello_task.done()
+        ):
+            return
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self.state, self.reason = LinkState.SYNCING, reason
+        self.ready.clear()
+        self._hello_task = self._spawn(self._hello())
+
+    async def _hello(self) -> None:
+        timeout = self.limits.hello_timeout
+        try:
+            hello = await asyncio.wait_for(self.transport.hello(self.shard), timeout)
+        except ShardFailed as exc:
+            self._settle(LinkState.FAILED, exc.detail)
+            _fail_all(self._drain(), exc)
+        except Exception as exc:  # timed out, unreachable, or a transport's bug
+            why = f"no answer in {timeout} s" if isinstance(exc, TimeoutError) else _detail(exc)
+            self._settle(LinkState.DOWN, why)
+            _fail_all(self._drain(), ShardUnavailable(self.shard, f"down ({why}); not sent"))
+        else:
+            self.hello, self.session, self.seq = hello, self.session + 1, 0
+            if self.down_since is not None:
+                self.gaps.append(time.monotonic() - self.down_since)
+                self.down_since = None
+            self._settle(LinkState.READY, None)
+            self._pump()
+
+    def _settle(self, state: LinkState, reason: str | None) -> None:
+        self.state, self.reason = state, reason
+        self.ready.set()
+        if state is not LinkState.READY:
+            log.error("shard %d is %s: %s", self.shard, state.value, reason)
+
+    def _drain(self) -> list[tuple[Any, Reply]]:
+        items = list(self.queue)
+        self.queue.clear()
+        self.space.set()
+        return items
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # a reference, so that the task is not collected mid-way
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self, error: BaseException) -> None:
+        """Fail what is queued with ``error``; wait (bounded) for calls in flight."""
+        self.state = LinkState.FAILED if self.state is LinkState.FAILED else LinkState.DOWN
+        if self._hello_task is not None:
+            self._hello_task.cancel()  # a shard still restarting is not waited for
+        _fail_all(self._drain(), error)
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=30)
+        for task in tasks:
+            task.cancel()
+
+    def health(self) -> str | None:
+        if self.state is LinkState.READY:
+            return None
+        return f"shard {self.shard} {self.state.value}: {self.reason}"
+
+    def stats(self) -> dict[str, float]:
+        p = f"shard{self.shard}_"
+        return {
+            p + "ready": float(self.state is LinkState.READY),
+            p + "queued": len(self.queue),
+            p + "inflight_calls": self.inflight,
+            p + "batches": self.batches,
+            p + "inputs_sent": self.inputs_sent,
+            p + "inputs_lost": self.lost,
+            p + "inputs_refused": self.refused,
+            p + "restarts_seen": max(0, len(self.gaps) - 1),
+            p + "last_gap_s": self.gaps[-1] if len(self.gaps) > 1 else 0.0,
+        }
+
+
+def _detail(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, ShardError) else f"{type(exc).__name__}: {exc}"
+
+
+def _deliver(items: list[tuple[Any, Reply]], reply: BatchReply) -> None:
+    errors = reply.errors
+    for index, ((_, sink), output) in enumerate(zip(items, reply.outputs, strict=True)):
+        error = errors.get(index) if errors else None
+        _answer(sink, output, error)
+
+
+def _fail_all(items: Sequence[tuple[Any, Reply]], error: BaseException) -> None:
+    for _, sink in items:
+        _answer(sink, None, error)
+
+
+def _answer(sink: Reply, output: Any, error: BaseException | None) -> None:
+    if isinstance(sink, asyncio.Future):
+        if not sink.done():
+            if error is None:
+                sink.set_result(output)
+            else:
+                sink.set_exception(error)
+        return
+    try:
+        sink(output, error)
+    except Exception:  # a front end's bug must not stop the other replies
+        log.exception("reply callback %r failed", sink)
+
+
+class ShardedClient(Generic[I, O]):
+    """Routes inputs of ``machine`` to its shards over ``transport`` (module docs).
+
+    It has the submit interface of :class:`corosm.runtime.Runtime`
+    (``submit``, ``submit_nowait``, ``submit_callback``, ``stats``,
+    ``health``, ``machine``), so a front end can serve it in place of one host.
+    """
+
+    def __init__(
+        self,
+        machine: Machine[Any, I, O],
+        transport: Transport,
+        shards: int,
+        limits: Limits | None = None,
+    ) -> None:
+        self.machine = machine
+        self.router: Router[I] = Router(machine, shards)
+        self.transport = transport
+        self.limits = limits or Limits()
+        self.caller = uuid.uuid4().hex
+        self.links = [ShardLink(transport, i, self.caller, self.limits) for i in range(shards)]
+        self._running = False
+
+    @property
+    def shards(self) -> int:
+        return len(self.links)
+
+    async def connect(self) -> None:
+        """Say hello to every shard; return when each is ready, down or failed (bounded)."""
+        self._running = True
+        for link in self.links:
+            link.resync("connecting")
+        await asyncio.gather(*(link.ready.wait() for link in self.links))
+
+    async def close(self) -> None:
+        """Stop accepting inputs, fail what is queued, close the transport."""
+        if not self._running:
+            return
+        self._running = False
+        stopped = Stopped("the sharded client is closing")
+        await asyncio.gather(*(link.close(stopped) for link in self.links))
+        await self.transport.close()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """:meth:`close`, under the name :class:`~corosm.runtime.Runtime` uses (for servers)."""
+        await asyncio.wait_for(self.close(), timeout + 30.0)
+
+    async def __aenter__(self) -> ShardedClient[I, O]:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- submitting ------------------------------------------------------------------
+
+    def submit_callback(self, input: I, callback: ReplyCallback, *, now: bool = False) -> None:
+        """Route and queue ``input``; ``callback(output, None)`` or ``callback(None, error)``.
+
+        Raises at once (without calling back) a :class:`ShardingError` when
+        the input cannot go to one shard, :class:`Overloaded` when its shard's
+        queue is full, :class:`ShardFailed` when its shard cannot start and
+        :class:`Stopped` when the client is closed. ``now`` is accepted for
+        the front ends' sake and ignored: every input crosses to its shard.
+        """
+        if not self._running:
+            raise Stopped("the sharded client is not running")
+        self.links[self.router.shard_for(input)].submit(input, callback)
+
+    def submit_nowait(self, input: I) -> asyncio.Future[O]:
+        """Route and queue ``input``; return a future of its output."""
+        if not self._running:
+            raise Stopped("the sharded client is not running")
+        link = self.links[self.router.shard_for(input)]
+        future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
+        link.submit(input, future)
+        return future
+
+    async def submit(self, input: I) -> O:
+        """Run ``input`` on its shard and return its output, waiting for queue space."""
+        link = self.links[self.router.shard_for(input)]
+        future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
+        while True:
+            if not self._running:
+                raise Stopped("the sharded client is not running")
+            try:
+                link.submit(input, future)
+            except Overloaded:
+                await link.space.wait()
+                continue
+            return await future
+
+    # -- observability ---------------------------------------------------------------------
+
+    def health(self) -> str | None:
+        """None when every shard is ready, else why not, one shard per clause."""
+        reasons = [r for link in self.links if (r := link.health()) is not None]
+        return "; ".join(reasons) if reasons else None
+
+    def stats(self) -> dict[str, float]:
+        """The client's counters: totals, then per shard (``shard3_batches``, ...)."""
+        stats: dict[str, float] = {
+            "shards": self.shards,
+            "shards_ready": sum(link.state is LinkState.READY for link in self.links),
+            "batches_sent": sum(link.batches for link in self.links),
+            "inputs_sent": sum(link.inputs_sent for link in self.links),
+            "inputs_lost": sum(link.lost for link in self.links),
+            "queue_depth": sum(len(link.queue) for link in self.links),
+        }
+        sent = stats["batches_sent"]
+        stats["mean_batch"] = stats["inputs_sent"] / sent if sent else 0.0
+        for link in self.links:
+            stats.update(link.stats())
+        return stats
+
+    def batch_sizes(self) -> Counter[int]:
+        """How many calls carried each number of inputs, over all shards."""
+        total: Counter[int] = Counter()
+        for link in self.links:
+            total.update(link.sizes)
+        return total
+
+    async def check_health(self, timeout: float = 10.0) -> dict[int, str | None]:
+        """Ask every shard itself (bounded): None for a healthy one, else why not."""
+
+        async def one(link: ShardLink) -> str | None:
+            if link.state is LinkState.FAILED:
+                return link.health()
+            try:
+                reason = await asyncio.wait_for(self.transport.health(link.shard), timeout)
+            except ShardError as exc:
+                return str(exc)
+            except TimeoutError:
+                return f"shard {link.shard}: no health answer in {timeout} s"
+            return None if reason is None else f"shard {link.shard}: {reason}"
+
+        answers = await asyncio.gather(*(one(link) for link in self.links))
+        return dict(enumerate(answers))

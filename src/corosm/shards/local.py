@@ -1,0 +1,111 @@
+"""N shards in this process: the sharded layout without Ray.
+
+Theory of operation
+-------------------
+:class:`LocalTransport` is the in-process twin of the Ray transport: the
+same :class:`~corosm.shards.host.ShardHost` objects answer the same calls,
+on this event loop, with no serialisation. All shards then share one core,
+so this is not a way to go faster than one ``corosm.open``; it runs the
+exact data layout, routing, batching and ordering that Ray runs, which makes
+it the test bed for them, and a way to open (or check) a sharded directory
+on one machine without a cluster. Recovery runs on worker threads, one
+shard at a time per thread, before the first hello is answered.
+
+::
+
+    async with corosm.shards.open_local(ShardableKV(), "data", shards=4) as kv:
+        await kv.submit(Write(b"x", b"1"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from corosm.core.machine import Machine
+from corosm.shards.client import Limits, ShardedClient
+from corosm.shards.errors import ShardFailed
+from corosm.shards.host import BatchHeader, BatchReply, Hello, HostOptions, ShardHost, ShardSpec
+from corosm.shards.manifest import Layout, check_layout
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+
+class LocalTransport:
+    """Calls shard hosts of this process directly (see the module docs)."""
+
+    def __init__(self, hosts: list[ShardHost[Any, Any, Any]]) -> None:
+        self.hosts = hosts
+
+    async def hello(self, shard: int) -> Hello:
+        host = self.hosts[shard]
+        await host.start()
+        return host.hello()
+
+    async def run(self, shard: int, header: BatchHeader, inputs: list[Any]) -> BatchReply:
+        return await self.hosts[shard].run(header, inputs)
+
+    async def health(self, shard: int) -> str | None:
+        return self.hosts[shard].health()
+
+    async def stats(self, shard: int) -> dict[str, float]:
+        return self.hosts[shard].stats()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(host.stop() for host in self.hosts))
+
+
+async def start_local(
+    machine: Machine[Any, I, O],
+    data_dir: str | os.PathLike[str],
+    *,
+    shards: int,
+    limits: Limits | None = None,
+    create: bool = True,
+    **options: Any,
+) -> ShardedClient[I, O]:
+    """Recover ``shards`` shards of ``data_dir`` here and return a connected client.
+
+    ``options`` are :class:`HostOptions` (``corosm.open``'s: ``fsync``,
+    ``snapshot_every``, ...). A directory laid out for another shard count
+    raises :class:`ShardLayoutMismatch`; a shard that cannot recover raises
+    :class:`ShardFailed` naming it, with the cause chained. The caller
+    closes the client (which stops the hosts).
+    """
+    layout = check_layout(data_dir, Layout(shards), create=create)  # a clear error first
+    host_options = HostOptions(**options)
+    loop = asyncio.get_running_loop()
+    hosts: list[ShardHost[Any, I, O]] = []
+    try:
+        for index in range(shards):
+            spec = ShardSpec(machine, os.fspath(data_dir), index, layout, host_options, create)
+            try:
+                hosts.append(await loop.run_in_executor(None, ShardHost.recover, spec))
+            except Exception as exc:
+                raise ShardFailed(index, f"cannot start: {exc}") from exc
+        client: ShardedClient[I, O] = ShardedClient(machine, LocalTransport(hosts), shards, limits)
+        await client.connect()
+    except BaseException:
+        await asyncio.gather(*(host.stop() for host in hosts))
+        raise
+    return client
+
+
+@contextlib.asynccontextmanager
+async def open_local(
+    machine: Machine[Any, I, O],
+    data_dir: str | os.PathLike[str],
+    *,
+    shards: int,
+    **options: Any,
+) -> AsyncIterator[ShardedClient[I, O]]:
+    """:func:`start_local` as a context manager: the shards stop when the block ends."""
+    client = await start_local(machine, data_dir, shards=shards, **options)
+    try:
+        yield client
+    finally:
+        await client.close()

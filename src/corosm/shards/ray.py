@@ -1,0 +1,326 @@
+"""Shards as Ray actors: one durable host per actor, restarted and recovered per shard.
+
+Theory of operation
+-------------------
+Ray places and restarts processes; corosm keeps their state and their order.
+
+- Each shard is a named async actor (:class:`ShardActor`) whose constructor
+  runs :meth:`ShardHost.recover` on the data directory *of the node it runs
+  on*: Ray dispatches no call to it before recovery is over. Its runtime
+  then runs on the actor's event loop, its journal thread beside it.
+- Ray restores no actor state: when a shard's process dies, Ray starts it
+  again (``max_restarts``) with the same arguments, and the constructor
+  recovers the journal again. A restarted shard refuses to create a missing
+  directory (``create=False``): starting empty would lose the store.
+- A shard is pinned to the node it was first placed on (hard node
+  affinity), because its journal is on that node's disk. If the node is
+  gone, the shard cannot come back until it does (docs/scaling.md).
+- A constructor that raises (a corrupt journal, another layout) kills the
+  actor for good: Ray does not restart a failed creation, and
+  :class:`RayTransport` reports it as :class:`ShardFailed` with the cause.
+- Ray does not order an async actor's calls; the batch numbers of
+  :mod:`.client` and :mod:`.order` do. A call lost with a dying process
+  raises :class:`OutcomeUnknown`; the client then waits for the restarted
+  shard's hello (polling, with backoff, while Ray says it is unavailable).
+
+::
+
+    async with corosm.shards.ray.open(ShardableKV(), "/data/kv", shards=4) as kv:
+        await kv.submit(Write(b"x", b"1"))
+
+``open`` joins the cluster at ``address`` (or starts a local Ray when none
+is running), creates or finds the shard actors, and yields a connected
+:class:`~corosm.shards.client.ShardedClient`. Ray is an optional
+dependency: ``pip install 'corosm[ray]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
+
+try:
+    import ray
+    from ray import cloudpickle
+    from ray.exceptions import ActorDiedError, RayActorError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "corosm.shards.ray needs Ray, an optional dependency of corosm: pip install 'corosm[ray]'"
+    ) from exc
+
+from corosm.core.machine import Machine
+from corosm.errors import CorosmError
+from corosm.shards.client import Limits, ShardedClient
+from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed
+from corosm.shards.host import BatchHeader, BatchReply, Hello, HostOptions, ShardHost, ShardSpec
+from corosm.shards.manifest import Layout
+from corosm.shards.routing import stable_hash
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+log = logging.getLogger("corosm.shards")
+
+#: Ray's namespace for shard actors, unless ``open`` is given another.
+NAMESPACE = "corosm"
+
+#: How a shard's failed creation begins its message (found again in Ray's text).
+_STARTING = "cannot start: "
+
+
+class ShardActor:
+    """The body of one shard's Ray actor (see the module docs)."""
+
+    def __init__(self, spec: ShardSpec[Any, Any, Any]) -> None:
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            spec = dataclasses.replace(spec, create=False)  # never restart empty
+        try:
+            self.host = ShardHost.recover(spec)
+        except Exception as exc:
+            # Ray ships this error to every caller; not every error pickles
+            # (CorruptJournal does not), so send its text in one that does.
+            raise ShardFailed(spec.index, f"{_STARTING}{type(exc).__name__}: {exc}") from None
+
+    async def hello(self) -> Hello:
+        await self.host.start()
+        return self.host.hello()
+
+    async def run(self, header: BatchHeader, packed: bytes) -> bytes:
+        reply = await self.host.run(header, pickle.loads(packed))
+        if reply.errors:
+            for index, error in reply.errors.items():
+                reply.errors[index] = _portable(error)
+        return _pack(reply)
+
+    async def health(self) -> str | None:
+        return self.host.health()
+
+    async def stats(self) -> dict[str, float]:
+        return self.host.stats()
+
+    async def stop(self) -> None:
+        await self.host.stop()
+
+
+def _pack(value: Any, by_value: bool = False) -> bytes:
+    """Pickle a batch or a reply ourselves: Ray's own pickling costs twice as much.
+
+    Plain pickle names classes by module; a class the other side cannot
+    import by name (one defined in ``__main__``) needs cloudpickle, which
+    sends it by value.
+    """
+    if not by_value:
+        try:
+            return pickle.dumps(value, protocol=5)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            pass
+    return cloudpickle.dumps(value, protocol=5)  # type: ignore[no-any-return]
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else a CorosmError with its text."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return CorosmError(f"{type(error).__name__}: {error}")
+    return error
+
+
+RemoteShard = ray.remote(ShardActor)
+
+
+class RayTransport:
+    """Calls shard actors (see :class:`~corosm.shards.client.Transport`)."""
+
+    def __init__(self, actors: Sequence[Any], *, kill_on_close: bool = True) -> None:
+        self.actors = list(actors)
+        self.kill_on_close = kill_on_close
+
+    async def hello(self, shard: int) -> Hello:
+        """Wait for the shard's hello; poll (with backoff) while Ray says it is restarting."""
+        delay = 0.02
+        while True:
+            try:
+                hello: Hello = await self.actors[shard].hello.remote()
+            except ActorDiedError as exc:  # a failed creation, or no restarts left
+                raise ShardFailed(shard, _STARTING + _cause(exc)) from None
+            except RayActorError:  # unavailable: restarting, or unreachable for now
+                await asyncio.sleep(delay)  # Ray has no "wait until alive" to await
+                delay = min(2 * delay, 0.5)
+                continue
+            return hello
+
+    async def run(self, shard: int, header: BatchHeader, inputs: list[Any]) -> BatchReply:
+        by_value = any(kind.__module__ == "__main__" for kind in set(map(type, inputs)))
+        try:
+            packed = await self.actors[shard].run.remote(header, _pack(inputs, by_value))
+        except RayActorError as exc:
+            raise OutcomeUnknown(
+                shard,
+                f"the call was lost with the shard's process ({type(exc).__name__}); its "
+                f"{len(inputs)} input(s) may or may not have run",
+            ) from None
+        except Exception as exc:  # the host raised: a bug, reported as such
+            raise OutcomeUnknown(shard, f"the shard failed the call: {exc}") from None
+        reply: BatchReply = pickle.loads(packed)
+        return reply
+
+    async def health(self, shard: int) -> str | None:
+        try:
+            reason: str | None = await self.actors[shard].health.remote()
+        except ActorDiedError as exc:
+            raise ShardFailed(shard, _STARTING + _cause(exc)) from None
+        except RayActorError as exc:
+            return f"unavailable ({type(exc).__name__})"
+        return reason
+
+    async def stats(self, shard: int) -> dict[str, float]:
+        stats: dict[str, float] = await self.actors[shard].stats.remote()
+        return stats
+
+    async def close(self) -> None:
+        """Stop each shard cleanly (journal flushed), then end its actor."""
+        if not self.kill_on_close:
+            return
+
+        async def stop(actor: Any) -> None:
+            with contextlib.suppress(RayActorError, TimeoutError):
+                await asyncio.wait_for(actor.stop.remote(), 30)
+            ray.kill(actor, no_restart=True)
+
+        await asyncio.gather(*(stop(actor) for actor in self.actors))
+
+
+def _cause(exc: RayActorError) -> str:
+    """Why an actor died, in one line: its constructor's error, if that was it."""
+    text = str(exc)
+    at = text.rfind(_STARTING)
+    if at >= 0:  # "...ShardFailed: shard 1: cannot start: CorruptJournal: ... offset N: ..."
+        return text[at + len(_STARTING) :].splitlines()[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def shard_nodes(shards: int, nodes: Sequence[str] | None = None) -> list[str]:
+    """The node ID each shard is pinned to: ``nodes`` (or the alive nodes) round-robin."""
+    if nodes is None:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        alive.sort(key=lambda n: (n.get("NodeManagerAddress", ""), n["NodeID"]))
+        nodes = [n["NodeID"] for n in alive]
+    if not nodes:
+        raise ShardError(0, "no alive Ray node to place shards on")
+    return [nodes[i % len(nodes)] for i in range(shards)]
+
+
+async def start(
+    machine: Machine[Any, I, O],
+    data_dir: str | os.PathLike[str],
+    *,
+    shards: int,
+    address: str | None = None,
+    name: str | None = None,
+    namespace: str = NAMESPACE,
+    nodes: Sequence[str] | None = None,
+    num_cpus: float = 1.0,
+    max_restarts: int = -1,
+    detached: bool = False,
+    create: bool = True,
+    limits: Limits | None = None,
+    **options: Any,
+) -> ShardedClient[I, O]:
+    """Start (or find) ``shards`` shard actors of ``machine`` and return a connected client.
+
+    ``data_dir`` is a path on every node that runs a shard. ``address`` is
+    the Ray cluster to join (``ray.init(address=...)``; with none, and no
+    Ray running, a local one starts). Actors are named ``{name}-shard-NNNN``
+    in ``namespace``, so a second client with the same name and directory
+    shares them; the default name is ``corosm-`` and a hash of the absolute
+    ``data_dir``.
+    ``nodes`` pins shard i to ``nodes[i % len(nodes)]`` (default: the alive
+    nodes, by address). ``detached`` actors outlive this process, and
+    closing the client leaves them running. ``create=False`` refuses to
+    create missing shards. ``options`` are the hosts' (``fsync``,
+    ``snapshot_every``, ...).
+
+    The client is returned even when some shards cannot start: those are
+    reported by ``health()`` and their inputs fail with :class:`ShardFailed`.
+    When no shard can start, the first one's error is raised.
+    """
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=namespace, log_to_driver=True)
+    directory = os.path.abspath(data_dir)
+    if name is None:
+        name = f"corosm-{stable_hash(directory) >> 32:08x}"
+    layout = Layout(shards)
+    host_options = HostOptions(**options)
+    placed = shard_nodes(shards, nodes)
+    actors = []
+    for index, node in enumerate(placed):
+        spec = ShardSpec(machine, directory, index, layout, host_options, create)
+        actor = RemoteShard.options(
+            name=f"{name}-shard-{index:04d}",
+            namespace=namespace,
+            get_if_exists=True,
+            lifetime="detached" if detached else None,
+            max_restarts=max_restarts,
+            max_task_retries=0,  # never re-run a batch: its outcome would be doubled
+            max_concurrency=1000,
+            num_cpus=num_cpus,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        ).remote(spec)
+        actors.append(actor)
+    transport = RayTransport(actors, kill_on_close=not detached)
+    client: ShardedClient[I, O] = ShardedClient(machine, transport, shards, limits)
+    await client.connect()
+    try:
+        _check_hellos(client, layout, directory)
+    except ShardFailed:
+        transport.kill_on_close = False  # they are another store's shards: leave them be
+        await client.close()
+        raise
+    failed = [link for link in client.links if link.health() is not None]
+    if len(failed) == shards:
+        reason = failed[0].reason or "cannot start"
+        await client.close()
+        raise ShardFailed(failed[0].shard, reason)
+    for link in failed:
+        log.error("%s", link.health())
+    return client
+
+
+def _check_hellos(client: ShardedClient[Any, Any], layout: Layout, directory: str) -> None:
+    """Actors found by name must be this store's (another client may have made them)."""
+    for link in client.links:
+        hello = link.hello
+        if hello is None:
+            continue
+        if (hello.index, hello.shards, hello.data_dir) != (link.shard, layout.shards, directory):
+            raise ShardFailed(
+                link.shard,
+                f"the actor found under its name is shard {hello.index} of {hello.shards} in "
+                f"{hello.data_dir}, not shard {link.shard} of {layout.shards} in {directory}: "
+                "another store uses this name",
+            )
+
+
+@contextlib.asynccontextmanager
+async def open(
+    machine: Machine[Any, I, O],
+    data_dir: str | os.PathLike[str],
+    *,
+    shards: int,
+    **options: Any,
+) -> AsyncIterator[ShardedClient[I, O]]:
+    """:func:`start` as a context manager: the shards stop when the block ends."""
+    client = await start(machine, data_dir, shards=shards, **options)
+    try:
+        yield client
+    finally:
+        await client.close()
