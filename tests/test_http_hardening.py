@@ -114,10 +114,16 @@ def test_reset_refused_when_not_allowed() -> None:
 
 def test_serve_no_reset_end_to_end(tmp_path: Path) -> None:
     assert ServerConfig().allow_reset is True
-    with ServerProcess(tmp_path / "data", "--no-reset") as server:
+    with ServerProcess(tmp_path / "data", "--no-reset", "--resp-port", "0") as server:
         assert server.request("POST", "/", b'Write "x" 1') == (200, b"Ok")
         status, text = server.request("DELETE", "/")
         assert status == 403 and b"--no-reset" in text
+        assert server.resp_port is not None
+        with socket.create_connection(("127.0.0.1", server.resp_port), timeout=10) as redis:
+            for command in (b"FLUSHALL", b"FLUSHDB"):
+                redis.sendall(b"*1\r\n$%d\r\n%s\r\n" % (len(command), command))
+                reply = redis.recv(4096)
+                assert reply.startswith(b"-ERR") and b"--no-reset" in reply, reply
         assert server.request("POST", "/", b'Read "x"') == (200, b"Result (Just 1)")
 
 

@@ -201,7 +201,9 @@ class Server:
                 "journal_mode": config.journal_mode,
                 "data_dir": os.fspath(config.data_dir),
             }
-            self.resp = await start_resp_server(runtime, config.host, config.resp_port, info=info)
+            self.resp = await start_resp_server(
+                runtime, config.host, config.resp_port, info=info, allow_reset=config.allow_reset
+            )
 
     async def stop(self) -> None:
         """Stop accepting, finish what is in flight, flush the journal."""

@@ -176,18 +176,34 @@ def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = Fal
 
 
 def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
-    status_line = _STATUS_LINES.get(resp.status) or b"HTTP/1.1 %d Unknown\r\n" % resp.status
-    parts = [status_line, b"Server: corosm\r\nContent-Length: %d\r\n" % len(resp.body)]
+    # One formatting operation per reply: the lines that depend only on the
+    # status and the content type are made once per pair and kept.
+    key = (resp.status, resp.content_type)
+    head = _HEADS.get(key) or _head(*key)
+    extra = b"".join([b"%s: %s\r\n" % pair for pair in resp.headers]) if resp.headers else b""
+    body = b"" if head_only else resp.body
+    return b"%sContent-Length: %d\r\n%s%s\r\n%s" % (
+        head,
+        len(resp.body),
+        extra,
+        CONN_HEADERS[conn],
+        body,
+    )
+
+
+_HEADS: dict[tuple[int, bytes | None], bytes] = {}
+
+
+def _head(status: int, content_type: bytes | None) -> bytes:
+    """Status line, Server and (if any) Content-Type: the same for every such reply."""
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status
     # An empty body keeps its type: GET of an empty value is still octet-stream.
     # Replies that have no type at all say so with content_type=None.
-    if resp.content_type is not None:
-        parts.append(b"Content-Type: %s\r\n" % resp.content_type)
-    parts.extend(b"%s: %s\r\n" % (name, value) for name, value in resp.headers)
-    parts.append(CONN_HEADERS[conn])
-    parts.append(b"\r\n")
-    if not head_only:
-        parts.append(resp.body)
-    return b"".join(parts)
+    typed = b"" if content_type is None else b"Content-Type: %s\r\n" % content_type
+    head = line + b"Server: corosm\r\n" + typed
+    if len(_HEADS) < 1024:  # statuses x types: a handful, unless a handler invents many
+        _HEADS[(status, content_type)] = head
+    return head
 
 
 def error_response(status: int, message: str, close: bool = False) -> Response:
