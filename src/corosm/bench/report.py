@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from corosm.bench.bank import bank_section
 from corosm.bench.results import Results, pairwise_ratio
 
 
@@ -216,6 +217,7 @@ SECTIONS: tuple[tuple[str, str, Section], ...] = (
     ("redis", "4. Redis protocol (redis-benchmark -t set,get)", redis_section),
     ("recovery", "5. Recovery time against journal size", recovery_section),
     ("rss_keys", "6. Memory (RSS)", memory_section),
+    ("bank", "8. The bank example: JSON transfers, PER_KEY against EXCLUSIVE", bank_section),
 )
 
 

@@ -16,6 +16,10 @@ well under fifteen). :class:`Suite` runs the scenarios in order and records
 4. ``redis``: redis-benchmark against corosm's RESP port and redis-server.
 5. ``recovery`` and 6. ``rss_keys``/``rss_suspended``: each point in a fresh
    process (:mod:`corosm.bench.recovery`, :mod:`corosm.bench.memory`).
+7. ``shards``: sharded writes through Ray against one host, in a fresh
+   process (:mod:`corosm.bench.shards`); skipped when Ray is not installed.
+8. ``bank``: the served bank example, JSON transfers at 64 connections,
+   ``PER_KEY`` against ``EXCLUSIVE`` (:mod:`corosm.bench.bank`).
 
 Servers run pinned to one core and load generators to the others. For
 HTTP writes and RESP the suite also reads each server's CPU time from ``/proc``
@@ -88,6 +92,8 @@ SCENARIOS = (
     "recovery",
     "memory",
     "profile",
+    "shards",
+    "bank",
 )
 PIPELINE_DEPTH = 16
 
@@ -145,6 +151,8 @@ class Suite:
             "recovery": self.recovery,
             "memory": self.memory,
             "profile": self.profile,
+            "shards": self.shards,
+            "bank": self.bank,
         }
         for name in SCENARIOS:
             if name in only:
@@ -435,6 +443,18 @@ class Suite:
             self.results.profile += f"### {title}\n\n```\n{profile_summary(path)}\n```\n\n"
         else:
             self.results.notes.append(f"profile of {title}: the server wrote no profile file")
+
+    def shards(self) -> None:
+        """Sharded writes on a local Ray against one host (:mod:`corosm.bench.shards`)."""
+        from corosm.bench.shards import run_in_suite
+
+        run_in_suite(self)  # skipped, with the install command, when Ray is missing
+
+    def bank(self) -> None:
+        """The served bank example, PER_KEY against EXCLUSIVE (:mod:`corosm.bench.bank`)."""
+        from corosm.bench.bank import run_in_suite
+
+        run_in_suite(self)  # skipped, saying why, without wrk or a source checkout
 
 
 def _cpu_per_request(

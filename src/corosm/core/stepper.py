@@ -27,21 +27,23 @@ in event order, so the same events give the same actions.
 Keys (PER_KEY, EXCLUSIVE)
 -------------------------
 ``_busy`` maps each taken key to the queue of inputs waiting for it; a key
-absent from it is free. An arriving input takes each of its free keys at once
-and joins the queue of each key that is taken, all in the same step, and
-counts the keys it still misses. It starts when it misses none. When an input
-finishes, each of its keys goes to the head of that key's queue.
+absent from it is free. An arriving input takes each of its free keys and
+joins the queue of each taken one, all in the same step, and counts the keys
+it still misses; it starts when it misses none. When an input finishes, each
+of its keys goes to the head of that key's queue. (A single-key input takes
+its key only if it suspends: while a handler runs nothing else can queue, so
+one that finishes at once never touches ``_busy``.)
 
 Because an input enqueues on all its keys in one step, each queue is in
 arrival order, and a key passes only to the earliest input waiting for it.
 So an input only ever waits for earlier inputs: no cycle of waits, no
-deadlock, whatever order two inputs name their keys in. And no starvation:
-an input waiting for ``Keys(a, b)`` sits in ``a``'s queue ahead of every
-later input on ``a``, so a stream of those cannot overtake it. (The price is
-head-of-line waiting: a later input on ``a`` alone waits behind it even while
-``a`` is idle. An input that holds some of its keys while it waits for others
-may do so safely, as everyone behind it arrived later.) EXCLUSIVE is PER_KEY
-with one key for every input.
+deadlock, whatever order two inputs name their keys in. Holding some keys
+while waiting for others is safe for the same reason: whoever queues behind
+a held key arrived later. And no starvation: an input waiting for
+``Keys(a, b)`` sits in ``a``'s queue ahead of every later input on ``a``, so
+a stream of those cannot overtake it. The price is head-of-line waiting: a
+later input on ``a`` alone waits behind it even while ``a`` is idle.
+EXCLUSIVE is PER_KEY with one key for every input.
 """
 
 from __future__ import annotations
@@ -173,9 +175,7 @@ class Stepper(Generic[S, I, O]):
         elif key is None:
             self._start(task)
         elif not self._start(task):
-            # Taken only once it suspends: nothing else can queue on a key while
-            # a handler runs, so one that finishes at once never touches _busy.
-            self._busy[key] = deque()
+            self._busy[key] = deque()  # taken once it suspends (see the module docs)
 
     def complete(self, request: int, value: Any = None, error: BaseException | None = None) -> None:
         """Request ``request`` finished (the event ``IOCompleted``)."""

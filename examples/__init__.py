@@ -1,0 +1,1 @@
+"""Worked examples of corosm machines; each folder's README says how to run it."""
