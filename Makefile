@@ -5,6 +5,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
+# Optional extras to install beside dev, e.g. `make test EXTRAS=ray` (what CI does).
+EXTRAS ?=
+comma := ,
+EXTRA_STAMP := $(VENV)/.extras-$(subst $(comma),-,$(EXTRAS))-stamp
 
 .PHONY: serve test lint typecheck unit bench bench-quick clean
 
@@ -15,6 +19,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(EXTRA_STAMP): $(STAMP)
+	@if [ -n "$(EXTRAS)" ]; then $(PY) -m pip install --quiet -e '.[dev,$(EXTRAS)]'; fi
+	@touch $(EXTRA_STAMP)
 
 serve: $(STAMP)
 	$(PY) -m corosm serve $(ARGS)
@@ -28,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(EXTRA_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The bench extra (matplotlib, for the plots), installed once; the load generators
