@@ -402,24 +402,7 @@ class Stepper(Generic[S, I, O]):
 
     def _release(self, key: Hashable) -> None:
         """The input holding ``key`` (one key or a Keys) finished: pass each key on."""
-        if type(key) is Keys:
-            self._pass_on(list(key._keys))
-            return
-        # One key, as for every single-key and EXCLUSIVE input: _pass_on() inlined.
-        busy = self._busy
-        queue = busy[key]
-        while queue:
-            task = queue.popleft()  # it now holds ``key``
-            task.missing -= 1
-            if task.missing:
-                return  # it still waits for another of its keys
-            self.waiting_for_key -= 1
-            if not self._start(task):
-                return  # it suspended, holding all of its keys
-            if type(task.key) is Keys:  # it finished at once: its other keys are free too
-                self._pass_on([key, *_others(task.key, key)])
-                return
-        del busy[key]
+        self._pass_on(list(key._keys) if type(key) is Keys else [key])
 
     def _pass_on(self, freed: list[Hashable]) -> None:
         """Give each key of ``freed`` to the head of its queue, and so on.
