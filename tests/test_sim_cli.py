@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,18 @@ def test_corosm_sim_through_the_main_command_line(capsys: pytest.CaptureFixture[
     assert "30 seeds" in captured.out and "all linearizable" in captured.out
     assert "30/30 seeds" in captured.err
     assert main(["sim", "--seeds", "0"]) == 2
+
+
+def test_a_spec_in_the_current_folder_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mysim_here.py").write_text(
+        "from corosm.testing.sim.kv import KV_SPEC\nSPEC = KV_SPEC\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    status, out, err = run("--machine", "mysim_here:SPEC", "--seeds", "3")
+    assert status == 0, err
+    assert "3 seeds" in out
+    status, _, err = run("--machine", "nosuchmodule_here:SPEC")
+    assert status == 2 and "nosuchmodule_here" in err and "PYTHONPATH" in err

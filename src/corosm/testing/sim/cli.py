@@ -100,6 +100,8 @@ def load_spec(target: str) -> SimSpec:
             f"--machine must be module:attribute (e.g. {DEFAULT_SPEC}), not {target!r}"
         )
     try:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())  # ./bank.py, as `corosm serve --machine` finds it
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(
