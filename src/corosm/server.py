@@ -153,7 +153,7 @@ class Server:
             machine,
             config.data_dir,
             shards=config.shards,
-            address=config.ray or None,
+            address=config.ray or "local",  # --ray alone: a new local Ray, never a stranger's
             fsync=config.fsync,
             fsync_interval_ms=config.fsync_interval_ms,
             snapshot_every=config.snapshot_every_records,
