@@ -49,7 +49,7 @@ from corosm.io.journal import (
 )
 from corosm.runtime import Runtime
 from corosm.runtime import run as run_on_uvloop
-from corosm.runtime.durable import recover_journal, start_durable
+from corosm.runtime.durable import recover, start_durable
 
 if TYPE_CHECKING:
     from corosm.frontends.jsoncodec import MachineCodec
@@ -166,7 +166,10 @@ class Server:
         """The benchmark's straw man: the same recovery, then one fsync per record inline."""
         config = self.config
         options = JournalOptions(fsync=config.fsync, snapshot_every_records=0)
-        _journal, recovered = await recover_journal(machine, config.data_dir, options, fs=self._fs)
+        loop = asyncio.get_running_loop()
+        _journal, recovered = await loop.run_in_executor(
+            None, lambda: recover(machine, config.data_dir, options, fs=self._fs)
+        )
         executor = BlockingJournalExecutor(
             str(config.data_dir), recovered.next_lsn, machine.encode_record
         )

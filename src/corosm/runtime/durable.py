@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -55,7 +56,7 @@ T = TypeVar("T")
 log = logging.getLogger("corosm.runtime")
 
 
-async def recover_journal(
+def recover(
     machine: Machine[S, Any, Any],
     data_dir: str | os.PathLike[str],
     options: JournalOptions,
@@ -63,13 +64,10 @@ async def recover_journal(
     fs: FileSystem | None = None,
     truncate_corrupt: bool = False,
 ) -> tuple[Journal, Recovered[S]]:
-    """Recover ``data_dir`` off the loop; return the (unstarted) journal that continues it."""
+    """Recover ``data_dir`` (blocking); return the unstarted journal that continues it."""
     directory = os.fspath(data_dir)
-    journal, recovered = await asyncio.get_running_loop().run_in_executor(
-        None,
-        lambda: open_journal(
-            directory, machine, options=options, fs=fs, truncate_corrupt=truncate_corrupt
-        ),
+    journal, recovered = open_journal(
+        directory, machine, options=options, fs=fs, truncate_corrupt=truncate_corrupt
     )
     report = recovered.report
     log.info(
@@ -82,7 +80,7 @@ async def recover_journal(
     return journal, recovered
 
 
-async def start_durable(
+def durable_runtime(
     machine: Machine[S, I, O],
     data_dir: str | os.PathLike[str],
     *,
@@ -96,10 +94,10 @@ async def start_durable(
     fs: FileSystem | None = None,
     truncate_corrupt: bool = False,
 ) -> Runtime[S, I, O]:
-    """Recover, open the journal and start a runtime on it; the caller stops it.
+    """Recover (blocking) and build, unstarted, a runtime on the journal that continues it.
 
-    :func:`open` is the same as a context manager; servers that manage the
-    runtime's lifetime themselves call this.
+    The one place that ties a machine to its journal: :func:`start_durable`
+    (and so :func:`open`) runs it off the loop, a shard's host calls it as is.
     """
     if executors is not None and Append in executors:
         raise UsageError("corosm.open() runs Append effects on its own journal; drop Append")
@@ -109,7 +107,7 @@ async def start_durable(
         snapshot_every_records=snapshot_every,
         snapshot_every_bytes=snapshot_every_bytes,
     )
-    journal, recovered = await recover_journal(
+    journal, recovered = recover(
         machine, data_dir, options, fs=fs, truncate_corrupt=truncate_corrupt
     )
     routes: dict[type[Effect[Any]], Executor] = dict(executors or {})
@@ -123,6 +121,21 @@ async def start_durable(
         max_inflight=max_inflight,
     )
     runtime.recovery = recovered.report
+    return runtime
+
+
+async def start_durable(
+    machine: Machine[S, I, O], data_dir: str | os.PathLike[str], **options: Any
+) -> Runtime[S, I, O]:
+    """:func:`durable_runtime` off the loop, then start it; the caller stops it.
+
+    :func:`open` is the same as a context manager; servers that manage the
+    runtime's lifetime themselves call this.
+    """
+    loop = asyncio.get_running_loop()
+    runtime: Runtime[S, I, O] = await loop.run_in_executor(
+        None, functools.partial(durable_runtime, machine, data_dir, **options)
+    )
     await runtime.start()
     return runtime
 

@@ -37,9 +37,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from corosm.core.effects import Append
 from corosm.core.machine import Machine
-from corosm.io.journal import FsyncMode, JournalExecutor, JournalOptions, open_journal
+from corosm.io.journal import FsyncMode
+from corosm.runtime.durable import durable_runtime
 from corosm.runtime.runtime import Runtime
 from corosm.shards.manifest import Layout, check_layout, check_shard
 from corosm.shards.order import CallerGate, Sequencer, Ticket
@@ -132,26 +132,17 @@ class ShardHost(Generic[S, I, O]):
         check_layout(spec.data_dir, spec.layout, create=spec.create)
         directory = check_shard(spec.data_dir, spec.index, spec.layout, create=spec.create)
         o = spec.options
-        journal, recovered = open_journal(
+        runtime: Runtime[S, I, O] = durable_runtime(
+            spec.machine,
             directory,
-            spec.machine,
-            options=JournalOptions(
-                fsync=o.fsync,
-                interval_ms=o.fsync_interval_ms,
-                snapshot_every_records=o.snapshot_every,
-                snapshot_every_bytes=o.snapshot_every_bytes,
-            ),
-            truncate_corrupt=o.truncate_corrupt,
-        )
-        runtime: Runtime[S, I, O] = Runtime(
-            spec.machine,
-            state=recovered.state,
-            executors={Append: JournalExecutor(journal, spec.machine.encode_record)},
-            snapshots=journal,
+            fsync=o.fsync,
+            fsync_interval_ms=o.fsync_interval_ms,
+            snapshot_every=o.snapshot_every,
+            snapshot_every_bytes=o.snapshot_every_bytes,
             max_queue=o.max_queue,
             max_inflight=o.max_inflight,
+            truncate_corrupt=o.truncate_corrupt,
         )
-        runtime.recovery = recovered.report
         return cls(spec, runtime)
 
     def hello(self) -> Hello:
