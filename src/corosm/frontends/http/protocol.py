@@ -51,6 +51,7 @@ from typing import Any, cast
 
 import httptools
 
+from corosm.frontends.deadline import rearm
 from corosm.frontends.http.messages import (
     CONN_CLOSE,
     CONN_KEEP,
@@ -523,12 +524,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _arm(self, when: float) -> None:
         """Make sure the timer fires no later than ``when`` (a re-arm only if earlier)."""
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= when:
-                return
-            timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer = rearm(self._timer, self._loop, when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

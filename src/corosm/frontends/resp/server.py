@@ -76,6 +76,7 @@ from typing import Any, Final, Protocol, TypeAlias, cast
 from corosm.apps.kv import inputs as kv
 from corosm.core.machine import Order
 from corosm.errors import CorosmError, HandlerError, JournalError, Overloaded, Stopped
+from corosm.frontends.deadline import rearm
 from corosm.frontends.resp.commands import Local, Sections, Session, dispatch
 from corosm.frontends.resp.limits import RespLimits
 from corosm.frontends.resp.protocol import ErrorReply, RequestParser, encode_reply
@@ -515,12 +516,7 @@ class RespServerProtocol(asyncio.Protocol):
 
     def _arm(self, when: float) -> None:
         """Make sure the timer fires no later than ``when`` (a re-arm only if earlier)."""
-        timer = self._timer
-        if timer is not None:
-            if timer.when() <= when:
-                return
-            timer.cancel()
-        self._timer = self._loop.call_at(when, self._on_timer)
+        self._timer = rearm(self._timer, self._loop, when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
