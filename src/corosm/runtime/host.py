@@ -37,6 +37,7 @@ returns True: the driver runs another turn soon, after polling its sockets.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
@@ -111,14 +112,12 @@ class Host(Generic[S, I, O]):
         self.max_queue = max_queue
         self.max_inflight = max_inflight
         self.turn_completions = turn_completions
-        self.inbox: list[tuple[ClientId, I]] = []
-        self._inbox_head = 0  # inputs before it were admitted (a list is cheaper than a deque)
+        self.inbox: deque[tuple[ClientId, I]] = deque()
         self._backlog: list[Completion] = []  # completions left for later turns
         self._sink: CompletionSink | None = None
         self._in_turn = False
         self.completions_delivered = 0
         self.turns = 0
-        self.snapshots_started = 0
 
     # -- driver interface ------------------------------------------------------------
 
@@ -130,7 +129,7 @@ class Host(Generic[S, I, O]):
 
     def offer(self, client: ClientId, input: I) -> None:
         """Queue ``input`` for the next turn; :class:`Overloaded` when the inbox is full."""
-        if len(self.inbox) - self._inbox_head >= self.max_queue:
+        if len(self.inbox) >= self.max_queue:
             raise Overloaded(f"input queue full ({self.max_queue} waiting)")
         self.inbox.append((client, input))
 
@@ -180,7 +179,7 @@ class Host(Generic[S, I, O]):
         """Fail every input that is running, waiting for its key or still queued."""
         self.stepper.close(error)
         self._dispatch_actions()
-        inbox, self.inbox, self._inbox_head = self.inbox[self._inbox_head :], [], 0
+        inbox, self.inbox = self.inbox, deque()
         for client, _ in inbox:
             self._reply(client, None, error)
 
@@ -189,7 +188,7 @@ class Host(Generic[S, I, O]):
     @property
     def queued(self) -> int:
         """Inputs offered and not yet admitted."""
-        return len(self.inbox) - self._inbox_head
+        return len(self.inbox)
 
     @property
     def inflight(self) -> int:
@@ -258,18 +257,12 @@ class Host(Generic[S, I, O]):
         return not self._backlog
 
     def _admit_inputs(self) -> None:
-        inbox, head, stepper = self.inbox, self._inbox_head, self.stepper
+        inbox, stepper = self.inbox, self.stepper
         room = self.max_inflight - self.inflight
-        end = len(inbox)
-        while head < end and room > 0:
-            client, input = inbox[head]
-            head += 1
+        while inbox and room > 0:
+            client, input = inbox.popleft()
             stepper.input(client, input)
             room = self.max_inflight - self.inflight
-        if head == len(inbox):  # replies may have offered more meanwhile
-            inbox.clear()
-            head = 0
-        self._inbox_head = head
 
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
@@ -322,7 +315,6 @@ class Host(Generic[S, I, O]):
         machine = self.machine
         frozen = machine.copy_state(self.stepper.state)
         if snapshots.start_snapshot(lsn, lambda: machine.snapshot(frozen)):
-            self.snapshots_started += 1
             log.info("snapshot started at lsn %d", lsn)
 
     # -- helpers ---------------------------------------------------------------------
