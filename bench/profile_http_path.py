@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", choices=sorted(BODIES))
+    ap.add_argument("--only", choices=sorted(BODIES), nargs="*", help="these scenarios alone")
     args = ap.parse_args()
     if args.profile:
         depth = args.pipeline[0]
@@ -141,7 +142,7 @@ def main() -> None:
         return
     for depth in args.pipeline:
         rounds = max(1, args.requests // (args.conns * depth))
-        for kind in BODIES:
+        for kind in args.only or BODIES:
             best = min(run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat))
             print(f"{kind:6s} {args.conns} conns, pipeline {depth:2d}: {best:6.2f} us CPU/request")
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from corosm.apps.kv.inputs import MAX_KEY_BYTES, Input, Read, Write
+from corosm.apps.kv.inputs import MAX_KEY_BYTES, Input, Read, SetIf, Write
 from corosm.apps.kv.machine import KVMachine
-from corosm.core import Order
-from corosm.frontends.http import HttpServer, Request
+from corosm.apps.kv.outputs import OK
+from corosm.core import Machine, Order
+from corosm.frontends.http import HttpServer, Request, Response
 from corosm.frontends.http.app import KvHttpApp
 from corosm.runtime import Runtime, run
 from corosm.server import ServerConfig
@@ -346,13 +347,23 @@ def test_session_ordering_comes_from_the_machine() -> None:
     assert writes_submitted_at_once(EveryInputWaits()) == [[Write], [Write], [Read]]
 
 
-def test_reads_are_stepped_at_once_because_the_machine_says_read() -> None:
+def test_reads_are_answered_at_once_because_the_machine_says_read() -> None:
+    """A READ input is answered in the call by Machine.read, else stepped now."""
+    seen: list[type] = []
+
     class WritesAreReads(KVMachine):
         def order(self, input: Input) -> Order:
             return Order.READ
 
-    async def main() -> None:
-        runtime: Runtime[Any, Input, Any] = Runtime(WritesAreReads())
+        def read(self, state: Any, input: Input) -> Any:
+            seen.append(type(input))
+            return OK
+
+    class WritesAreReadsWithoutRead(WritesAreReads):
+        read = Machine.read  # type: ignore[assignment]
+
+    async def submitted(machine: KVMachine) -> tuple[list[bool], list[Any]]:
+        runtime: Runtime[Any, Input, Any] = Runtime(machine)
         await runtime.start()
         try:
             calls: list[bool] = []
@@ -364,10 +375,19 @@ def test_reads_are_stepped_at_once_because_the_machine_says_read() -> None:
 
             runtime.submit_callback = spy  # type: ignore[method-assign]
             app = KvHttpApp(runtime)
-            app(Request(b"POST", b"/", (), b'Write "a" 1', "1.1", True))
-            app.connection_handler()(Request(b"PUT", b"/kv/a", (), b"1", "1.1", True))
-            assert calls == [True, True]
+            replies = [
+                app(Request(b"POST", b"/", (), b'Write "a" 1', "1.1", True)),
+                app.connection_handler()(Request(b"PUT", b"/kv/a", (), b"1", "1.1", True)),
+            ]
+            return calls, replies
         finally:
             await runtime.stop()
 
-    run(main())
+    # With read(): answered in the call, a Response at once, nothing submitted.
+    calls, replies = run(submitted(WritesAreReads()))
+    assert calls == [] and seen == [Write, SetIf]
+    assert all(isinstance(reply, Response) for reply in replies)
+    # Without it: submitted to be stepped now.
+    seen.clear()
+    calls, replies = run(submitted(WritesAreReadsWithoutRead()))
+    assert calls == [True, True] and seen == []

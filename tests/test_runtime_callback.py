@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from corosm.errors import HandlerError, Overloaded, Stopped
+from corosm.errors import HandlerError, Overloaded, Stopped, UsageError
 from corosm.runtime import Runtime, run
 from test_runtime_host import BOUND, Echo, Gate
 
@@ -199,3 +199,36 @@ def test_now_from_inside_a_turn_queues_instead_of_nesting() -> None:
         assert calls.calls == [("first", 1, None), ("second", 2, None)]
 
     run(main())
+
+
+def test_reader_answers_in_the_call_and_refuses_once_stopped() -> None:
+    """``Runtime.reader``: a READ answered by Machine.read, even inside a reply callback."""
+    from corosm.apps.kv.inputs import Read, Write
+    from corosm.apps.kv.machine import KVMachine
+    from corosm.apps.kv.outputs import Value
+    from corosm.core import Policy
+
+    async def main() -> None:
+        rt: Runtime[Any, Any, Any] = Runtime(KVMachine())
+        await rt.start()
+        read = rt.reader
+        assert read is not None
+        assert read(Read(b"x")) == Value(None)
+        seen: list[Any] = []
+        # Inside a reply callback (inside the turn): the write's own value is there.
+        rt.submit_callback(Write(b"x", b"1"), lambda out, err: seen.append(read(Read(b"x"))))
+        async with asyncio.timeout(BOUND):
+            while not seen:
+                await asyncio.sleep(0)
+        assert seen == [Value(b"1")]
+        with pytest.raises(UsageError, match="does not take"):  # a corosm error: as itself
+            read(Write(b"x", b"2"))
+        await rt.stop()
+        with pytest.raises(Stopped):
+            read(Read(b"x"))
+
+    class Exclusive(KVMachine):
+        policy = Policy.EXCLUSIVE  # a key may be busy: reads must be stepped
+
+    run(main())
+    assert Runtime(Exclusive()).reader is None

@@ -105,10 +105,12 @@ class Host(Generic[S, I, O]):
         self.executors: list[Executor] = list(dict.fromkeys(executors.values()))
         self._reply = reply
         self._snapshots = snapshots if machine.supports_snapshots() else None
-        # READ inputs stepped "now" are answered by machine.read() when the
-        # machine has it and no key can be busy (INTERLEAVE): see step_now.
         plain = machine.supports_read() and machine.policy is Policy.INTERLEAVE
-        self._query: Callable[[I], O] | None = self.stepper.query if plain else None
+        #: ``query(input) -> output``: a READ input answered at once from the
+        #: applied state by ``machine.read`` (see :meth:`Stepper.query`), or
+        #: None when the machine has no ``read`` or its keys can be busy (a
+        #: policy other than INTERLEAVE): then a read must be stepped.
+        self.query: Callable[[I], O] | None = self.stepper.query if plain else None
         self.max_queue = max_queue
         self.max_inflight = max_inflight
         self.turn_completions = turn_completions
@@ -146,9 +148,9 @@ class Host(Generic[S, I, O]):
             return False
         self._in_turn = True  # a reply that offers again queues, never nests
         try:
-            if self._query is not None:  # one plain call: see Machine.read
+            if self.query is not None:  # one plain call: see Machine.read
                 try:
-                    output = self._query(input)
+                    output = self.query(input)
                 except Exception as exc:
                     self._reply(client, None, exc)
                 else:

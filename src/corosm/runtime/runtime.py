@@ -185,6 +185,27 @@ class Runtime(Generic[S, I, O]):
             return
         self._offer(callback, input)
 
+    @property
+    def reader(self) -> Callable[[I], O] | None:
+        """``read(input) -> output`` for ``Order.READ`` inputs, or None if there is none.
+
+        The read runs in the call, from the applied state, through
+        ``Machine.read``: no handler, no callback, no future. It linearizes
+        when it runs, as any read does, and may run at any moment on the
+        loop thread, inside a reply callback too. It raises what
+        ``Machine.read`` raised (as a :class:`HandlerError` unless a corosm
+        error) and :class:`Stopped` once the runtime has stopped. None when
+        the machine defines no ``read`` or its policy is not INTERLEAVE (a
+        key could be busy): submit the input instead.
+        """
+        return self._read_now if self.host.query is not None else None
+
+    def _read_now(self, input: I) -> O:
+        query = self.host.query
+        if not self._running or query is None:
+            raise Stopped("the runtime is not running")
+        return query(input)
+
     async def submit(self, input: I) -> O:
         """Run ``input`` and return its output, waiting for queue space if needed."""
         while True:

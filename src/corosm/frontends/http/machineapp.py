@@ -124,6 +124,8 @@ class MachineHttpApp:
         # Machine.order per input type, when it depends on the type alone: the
         # dict costs a quarter of the call. Stays empty otherwise.
         self._orders: dict[type, Order] = {}
+        # Reads answered in the call (Runtime.reader), when the runtime has them.
+        self._read: Callable[[Any], Any] | None = getattr(runtime, "reader", None)
         self.http_stats = http_stats or HttpStats()
         # (kind, status) -> count; read by the metrics page.
         self.requests: dict[tuple[str, int], int] = {}
@@ -221,13 +223,24 @@ class MachineHttpApp:
     # -- submitting and finishing ------------------------------------------
 
     def _submit(self, kind: str, input: Any) -> Response | Later:
-        reply = _Reply(self._finish[kind])
         try:
             order = self._orders.get(type(input)) or self.order(input)
+            if order is _READ and self._read is not None:
+                return self._read_reply(kind, input)
+            reply = _Reply(self._finish[kind])
             self.runtime.submit_callback(input, reply, now=order is _READ)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
             return self._failed(kind, exc)
         return reply
+
+    def _read_reply(self, kind: str, input: Any) -> Response:
+        """Answer a READ input in this call: no reply object, callback or turn."""
+        assert self._read is not None
+        try:
+            output = self._read(input)
+        except Exception as exc:
+            return self._finish[kind](None, exc)
+        return self._finish[kind](output, None)
 
     def _failed(self, kind: str, exc: Exception) -> Response:
         if not isinstance(exc, CorosmError):
@@ -315,14 +328,17 @@ class _Session:
 
     def _submit(self, kind: str, input: Any) -> Response | Later:
         app = self._app
-        reply = _Reply(app._finish[kind])
         try:
             order = app._orders.get(type(input)) or app.order(input)  # inlined: the hot path
         except Exception as exc:  # a machine's order() that raises fails this input alone
             return app._failed(kind, exc)
         if self._held or (self._writes and order is not _LOGGED):
+            reply = _Reply(app._finish[kind])
             self._held.append((input, order, reply))
             return reply
+        if order is _READ and app._read is not None:
+            return app._read_reply(kind, input)  # answered now: no reply object
+        reply = _Reply(app._finish[kind])
         try:
             self._start(input, order, reply)
         except Exception as exc:
@@ -331,9 +347,18 @@ class _Session:
 
     def _start(self, input: Any, order: Order, reply: _Reply) -> None:
         if order is _READ:
-            # A read answers from the applied state: step it at once (see
-            # Runtime.submit_callback) rather than queue it behind the writes.
-            self._app.runtime.submit_callback(input, reply, now=True)
+            # A read answers from the applied state: at once (see
+            # Runtime.reader) rather than queued behind other clients' writes.
+            read = self._app._read
+            if read is None:
+                self._app.runtime.submit_callback(input, reply, now=True)
+                return
+            try:
+                output = read(input)
+            except Exception as exc:
+                reply(None, exc)
+            else:
+                reply(output, None)
             return
         # Counted before submitting, in case a runtime calls back at once.
         self._writes += 1
