@@ -241,8 +241,31 @@ def test_replies_are_haskell_show() -> None:
     assert output_to_seed_reply(Value(b"0")) == b"Result (Just 0)"
 
 
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_every_int64_reads_back_as_show_prints_it(n: int) -> None:
+    shown = f"({n})" if n < 0 else str(n)
+    assert output_to_seed_reply(Value(str(n).encode())) == f"Result (Just {shown})".encode()
+
+
+@pytest.mark.parametrize("n", [10**17, 10**18 - 1, 10**18, 2**63 - 1, -(2**63)])
+def test_the_digit_count_boundaries_read_back(n: int) -> None:
+    shown = f"({n})" if n < 0 else str(n)
+    assert output_to_seed_reply(Value(str(n).encode())) == f"Result (Just {shown})".encode()
+
+
 @pytest.mark.parametrize(
-    "stored", [b"hello", b"007", b"+1", b" 1", b"-0", b"99999999999999999999", b""]
+    "stored",
+    [
+        b"hello",
+        b"007",
+        b"+1",
+        b" 1",
+        b"-0",
+        b"99999999999999999999",
+        b"9223372036854775808",
+        b"00",
+        b"",
+    ],
 )
 def test_reading_a_non_integer_value_says_so(stored: bytes) -> None:
     with pytest.raises(SeedValueError, match="not a decimal 64-bit integer"):

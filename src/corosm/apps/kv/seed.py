@@ -148,13 +148,18 @@ def output_to_seed_reply(output: Output) -> bytes:
     if isinstance(output, Ok):
         return b"Ok"
     if isinstance(output, Value):
-        if output.value is None:
+        value = output.value
+        if value is None:
             return b"Result Nothing"
-        n = parse_int64(output.value)
+        if value.isdigit() and len(value) <= 18 and (value[0] != 0x30 or len(value) == 1):
+            # Canonical, non-negative and within int64 (18 digits always are):
+            # show prints these digits as they are.
+            return b"Result (Just %s)" % value
+        n = parse_int64(value)
         if n is None:
             raise SeedValueError(
-                f"the stored value is not a decimal 64-bit integer ({len(output.value)} bytes: "
-                f"{output.value[:40]!r}); the seed protocol can only return integers, "
+                f"the stored value is not a decimal 64-bit integer ({len(value)} bytes: "
+                f"{value[:40]!r}); the seed protocol can only return integers, "
                 "use GET /kv/{key} for raw bytes"
             )
         return f"Result (Just {show_int(n)})".encode()

@@ -26,9 +26,13 @@ from corosm.errors import UsageError
 TEXT_PLAIN = b"text/plain; charset=utf-8"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One parsed request. Header names are lower-cased; ``target`` is the raw URL."""
+    """One parsed request. Header names are lower-cased; ``target`` is the raw URL.
+
+    A value, never changed once parsed; not declared frozen for the same
+    reason as :class:`Response` (one is made per request).
+    """
 
     method: bytes
     target: bytes
@@ -45,9 +49,15 @@ class Request:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
-    """A reply. ``Content-Length`` is always sent; ``close`` ends the connection after it."""
+    """A reply. ``Content-Length`` is always sent; ``close`` ends the connection after it.
+
+    A value: nothing changes a Response once made (constants such as the
+    seed's ``Ok`` are shared by every connection). It is not declared frozen
+    only because a frozen dataclass costs four times as much to construct,
+    and most replies are constructed on the hot path.
+    """
 
     status: int
     body: bytes = b""
@@ -171,7 +181,7 @@ def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = Fal
         return resp._wire
     wire = _encode(resp, conn, head_only)
     if common:
-        object.__setattr__(resp, "_wire", wire)  # a cache, not a change of value
+        resp._wire = wire  # a cache, not a change of value
     return wire
 
 
