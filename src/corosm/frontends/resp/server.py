@@ -4,20 +4,30 @@ Theory of operation
 -------------------
 Each connection owns a :class:`~corosm.frontends.resp.protocol.RequestParser`
 and a queue of *slots*, one per command, in arrival order. A slot is either
-the reply's bytes (answered at once: ``PING``, errors, ``INFO``...) or a
-:class:`_Slot`: the command's one key-value input, submitted with the
+the reply's bytes (answered at once: ``PING``, errors, ``INFO``, reads...) or
+a :class:`_Slot`: the command's one key-value input, submitted with the
 runtime's ``submit_callback``, the slot itself being the callback (the HTTP
 front end answers the same way: one reply channel, no asyncio future per
-command). Submitting every command of a read before yielding to the loop is
-what lets the runtime's turn hand all their journal appends to the journal as
-one group commit.
+command). :meth:`RespServerProtocol._execute` is the one pass over every
+command of a read: submitting them all before yielding to the loop is what
+lets the runtime's turn hand all their journal appends to the journal as one
+group commit.
 
-Replies leave in command order: :meth:`RespServerProtocol._drain` takes slots
-from the front while they are answered and writes them all with one
-``transport.write``. It runs at the end of each ``data_received`` and once per
-*completion batch*: a slot's callback only stores its reply's bytes, and when
-it is the front slot it schedules one drain (``call_soon``), which runs after
-the runtime's turn, so a journal batch of 16 costs one drain and one write.
+A read (``Order.READ``: ``GET``, ``MGET``, ``EXISTS``...) needs no I/O: when
+the runtime offers ``reader`` (see :attr:`corosm.runtime.Runtime.reader`) it
+is answered in the pass itself, from the applied state, with no slot, callback
+or turn. Without one (a fake, the sharded client) it is submitted with
+``now=True``, which answers it in the call when the runtime can.
+
+Replies leave in command order. A reply known while nothing before it is owed
+goes to a plain list, ``_ready``; once anything is owed, later replies queue
+behind it. :meth:`RespServerProtocol._drain` writes ``_ready``, then takes
+slots from the front while they are answered, all with one
+``transport.write``. It runs at the end of each ``data_received`` (so a read
+of sixteen ``GET`` costs one write) and once per *completion batch*: a slot's
+callback only stores its reply's bytes, and when it is the front slot it
+schedules one drain (``call_soon``), which runs after the runtime's turn, so a
+journal batch of 16 costs one drain and one write.
 
 Within one connection a read never overtakes an earlier write. The machine
 declares, once, how each input orders (``runtime.machine.order(input)``, see
@@ -141,6 +151,10 @@ def error_reply_for(exc: BaseException) -> bytes:
     return encode_reply(ErrorReply(text))
 
 
+#: ``read(input) -> output`` for ``Order.READ`` inputs (see ``Runtime.reader``).
+Reader: TypeAlias = Callable[[Any], Any]
+
+
 class _Shared:
     """What all connections of one server share: limits, counts, INFO and CONFIG."""
 
@@ -154,6 +168,9 @@ class _Shared:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.runtime = runtime
+        # Reads answered in the call, when the runtime has them (fakes and the
+        # sharded client do not): asked once, as the HTTP app does.
+        self.reader: Reader | None = getattr(runtime, "reader", None)
         self.limits = limits
         self.allow_reset = allow_reset
         # The clock and timers: the running loop, or a test's fake.
@@ -215,17 +232,34 @@ class _Slot:
         self.reply: bytes | None = None
 
     def __call__(self, output: Any, error: BaseException | None) -> None:
-        if error is None:
-            try:
-                self.reply = encode_output(self.input, output, self.resp3)
-            except Exception as bad:  # a bad output must not kill the connection
-                log.exception("cannot encode the reply to %r", self.input)
-                self.reply = error_reply_for(bad)
-        else:
-            self.reply = error_reply_for(error)
+        self.reply = (
+            _encode(self.input, output, self.resp3) if error is None else error_reply_for(error)
+        )
         slots = self.conn._slots
         if slots and slots[0] is self:  # the rest cannot leave before the front anyway
             self.conn._drain_soon()
+
+
+def _encode(input: kv.Input, output: Any, resp3: bool) -> bytes:
+    """The reply's bytes for ``input``'s ``output``."""
+    try:
+        return encode_output(input, output, resp3)
+    except Exception as bad:  # a bad output must not kill the connection
+        log.exception("cannot encode the reply to %r", input)
+        return error_reply_for(bad)
+
+
+def _answer_read(read: Reader, input: kv.Input, resp3: bool) -> bytes:
+    """Answer a READ input in this call, through the runtime's reader."""
+    try:
+        output = read(input)
+    except Exception as exc:  # Stopped, or what the machine's read raised
+        return error_reply_for(exc)
+    try:
+        return encode_output(input, output, resp3)  # _encode, one call fewer per GET
+    except Exception as bad:
+        log.exception("cannot encode the reply to %r", input)
+        return error_reply_for(bad)
 
 
 #: A command that waits to be submitted: its input, RESP3 flag and order.
@@ -240,6 +274,7 @@ class RespServerProtocol(asyncio.Protocol):
         self._limits = limits = shared.limits
         self._loop = shared.loop
         self._submit_callback = shared.runtime.submit_callback
+        self._read = shared.reader
         self._order = shared.runtime.machine.order
         self._parser = RequestParser(
             max_bulk_len=limits.max_bulk_len,
@@ -251,6 +286,7 @@ class RespServerProtocol(asyncio.Protocol):
         )
         self._transport: asyncio.Transport | None = None
         self._state = _OPEN
+        self._ready: list[bytes] = []  # replies with nothing owed before them, to write
         self._slots: deque[bytes | _Slot] = deque()
         self._held: deque[bytes | _Held] = deque()
         self._writes_inflight = 0  # submitted writes not yet answered: see the module docs
@@ -285,6 +321,7 @@ class RespServerProtocol(asyncio.Protocol):
         self._release_buffer()
         self._state = _State.CLOSED
         self._transport = None
+        self._ready = []
         self._slots.clear()
         self._held.clear()
         for timer in (self._timer, self._linger_timer):
@@ -305,22 +342,11 @@ class RespServerProtocol(asyncio.Protocol):
             return  # closing: what comes now is not answered
         self._last_activity = now = self._loop.time()
         commands, error = self._parser.feed_until_error(data)
-        session = self._session
-        shared = self._shared
-        for args in commands:
-            shared.commands += 1
-            outcome = dispatch(args, session)
-            if isinstance(outcome, Local):
-                resp3 = session.protocol == 3  # HELLO 3 answers in RESP3 already
-                self._push(encode_reply(outcome.reply, resp3))
-                if outcome.close:  # QUIT: the commands after it are not answered
-                    self._stop_reading(_State.CLOSING)
-                    break
-            else:
-                self._accept(outcome, session.protocol == 3)
+        if commands:
+            self._execute(commands)
         if self._state is _OPEN:
             if error is not None:
-                shared.protocol_errors += 1
+                self._shared.protocol_errors += 1
                 self._refuse(str(error))
             elif self._buffered or self._parser.buffered:
                 self._track_unfinished(bool(commands), now)
@@ -343,21 +369,56 @@ class RespServerProtocol(asyncio.Protocol):
 
     # -- commands -------------------------------------------------------------------------
 
-    def _accept(self, input: kv.Input, resp3: bool) -> None:
-        order = self._order(input)
-        if self._held or (self._writes_inflight and order is not _LOGGED):
-            self._held.append((input, resp3, order))
-        else:
-            self._submit(input, resp3, order)
+    def _execute(self, commands: list[list[bytes]]) -> None:
+        """Answer, submit or hold each command of one read, in order: the one pass."""
+        session = self._session
+        resp3 = session.protocol == 3
+        read = self._read
+        order_of = self._order
+        held = self._held
+        slots = self._slots
+        shared = self._shared
+        for args in commands:
+            shared.commands += 1  # before dispatch: INFO counts itself, as it always did
+            outcome = dispatch(args, session)
+            if isinstance(outcome, Local):
+                resp3 = session.protocol == 3  # HELLO 3 answers in RESP3 already
+                self._push(encode_reply(outcome.reply, resp3))
+                if outcome.close:  # QUIT: the commands after it are not answered
+                    self._stop_reading(_State.CLOSING)
+                    break
+                continue
+            order = order_of(outcome)
+            if held or (self._writes_inflight and order is not _LOGGED):
+                held.append((outcome, resp3, order))  # read-your-writes: see the module docs
+            elif order is _READ and read is not None:
+                reply = _answer_read(read, outcome, resp3)
+                if slots:  # _push, knowing that nothing is held
+                    slots.append(reply)
+                else:
+                    self._ready.append(reply)
+            else:
+                self._submit(outcome, resp3, order)
 
     def _push(self, reply: bytes) -> None:
         """Queue a reply known now, behind every command that came before it."""
-        (self._held if self._held else self._slots).append(reply)
+        if self._held:
+            self._held.append(reply)
+        elif self._slots:
+            self._slots.append(reply)
+        else:
+            self._ready.append(reply)
 
     def _submit(self, input: kv.Input, resp3: bool, order: Order) -> None:
-        slot = _Slot(self, input, resp3, order is not _READ)
+        """Start ``input`` (nothing before it is held); its reply queues behind the slots."""
+        is_read = order is _READ
+        if is_read and self._read is not None:
+            self._slots.append(_answer_read(self._read, input, resp3))
+            return
+        slot = _Slot(self, input, resp3, not is_read)
         try:
-            self._submit_callback(input, slot)
+            # A read may overtake other clients' inputs, never this connection's.
+            self._submit_callback(input, slot, now=is_read)
         except CorosmError as exc:  # Overloaded, Stopped: answer now, keep the connection
             self._slots.append(error_reply_for(exc))
             return
@@ -391,12 +452,12 @@ class RespServerProtocol(asyncio.Protocol):
         self._drain()
 
     def _drain(self) -> None:
-        """Write every answered reply at the front of the queue, in one write."""
+        """Write ``_ready`` and every answered reply at the front of the queue, in one write."""
         transport = self._transport
         if transport is None:
             return
         slots = self._slots
-        out: list[bytes] = []
+        out = self._ready
         while slots:
             head = slots[0]
             if isinstance(head, bytes):
@@ -413,6 +474,7 @@ class RespServerProtocol(asyncio.Protocol):
                 if not self._writes_inflight and self._held:
                     self._release_held()  # appends to slots: this loop goes on over them
         if out:
+            self._ready = []
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             if not slots:
                 self._last_activity = self._loop.time()

@@ -1,0 +1,160 @@
+"""CPU per RESP command through the real protocol, server and runtime, without sockets.
+
+Theory of operation
+-------------------
+redis-benchmark on a shared 2-core machine measures the kernel, the
+benchmark itself and the neighbours as much as corosm. This script feeds raw
+command bytes to :class:`~corosm.frontends.resp.server.RespServerProtocol`
+objects with a fake transport that only counts what is written, on a real
+(uv)loop, and reports CPU microseconds per command (``time.process_time``) for:
+
+* ``get``: ``GET x`` through the key-value machine and runtime;
+* ``set``: ``SET x 1`` with an in-memory journal (no disk: the loop's own
+  work per durable write, minus the fsync);
+* ``mixed``: ``SET x 1`` then ``GET x`` on one connection, alternating (the
+  reads wait for the writes before them: read-your-writes).
+
+``--conns`` connections each send ``--pipeline`` commands per read, then the
+script waits for every reply before the next round (a closed loop, like
+redis-benchmark). ``--profile`` prints the cProfile of one scenario. For
+stable figures count instructions instead of seconds: run one scenario under
+``valgrind --tool=callgrind`` at two ``--requests`` and divide the difference
+of the totals by the difference of the counts::
+
+    taskset -c 0 .venv/bin/python bench/profile_resp_path.py
+    taskset -c 0 .venv/bin/python bench/profile_resp_path.py --profile get --pipeline 16
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python bench/profile_resp_path.py --only get --pipeline 16 \\
+        --requests 20000 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from collections.abc import Callable
+from typing import Any
+
+from corosm.apps.kv.inputs import Write
+from corosm.apps.kv.machine import KVMachine
+from corosm.frontends.resp.protocol import encode_command
+from corosm.frontends.resp.server import RespLimits, RespServerProtocol, _Shared
+from corosm.runtime import Runtime, run
+
+#: Scenario -> (the commands one pipelined step sends, in turn; the reply bytes each gets).
+COMMANDS: dict[str, tuple[tuple[bytes, bytes], ...]] = {
+    "get": ((encode_command("GET", "x"), b"$1\r\n1\r\n"),),
+    "set": ((encode_command("SET", "x", "1"), b"+OK\r\n"),),
+    "mixed": (
+        (encode_command("SET", "x", "1"), b"+OK\r\n"),
+        (encode_command("GET", "x"), b"$1\r\n1\r\n"),
+    ),
+}
+
+
+class CountingTransport:
+    """Enough of an asyncio transport for RespServerProtocol; counts reply bytes."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        self._on_write = on_write
+
+    def write(self, data: bytes) -> None:
+        self._on_write(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def write_eof(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+
+async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
+    """CPU microseconds per command for ``kind`` (see the module docs)."""
+    loop = asyncio.get_running_loop()
+    runtime: Runtime[Any, Any, Any] = Runtime(KVMachine())
+    await runtime.start()
+    await runtime.submit(Write(b"x", b"1"))  # something to read
+    steps = COMMANDS[kind]
+    burst = b"".join(steps[i % len(steps)][0] for i in range(pipeline))
+    expected = sum(len(steps[i % len(steps)][1]) for i in range(pipeline)) * conns
+    owed = 0
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_write(data: bytes) -> None:
+        nonlocal owed
+        owed -= len(data)
+        if owed == 0 and not done.done():
+            done.set_result(None)
+
+    shared = _Shared(runtime, {}, RespLimits())
+    connections = []
+    for _ in range(conns):
+        conn = RespServerProtocol(shared)
+        conn.connection_made(CountingTransport(on_write))  # type: ignore[arg-type]
+        connections.append(conn)
+    started = time.process_time()
+    for _ in range(rounds):
+        owed = expected
+        done = loop.create_future()
+        for conn in connections:
+            conn.data_received(burst)
+        if owed:
+            await done
+    cpu = time.process_time() - started
+    for conn in connections:
+        conn.connection_lost(None)
+    await runtime.stop()
+    return cpu / (rounds * conns * pipeline) * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--pipeline", type=int, nargs="*", default=[1, 16])
+    ap.add_argument("--requests", type=int, default=64_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", choices=sorted(COMMANDS))
+    ap.add_argument("--only", choices=sorted(COMMANDS), nargs="*", help="these scenarios alone")
+    args = ap.parse_args()
+    if args.profile:
+        depth = args.pipeline[0]
+        rounds = args.requests // (args.conns * depth)
+        prof = cProfile.Profile()
+        prof.enable()
+        run(measure(args.profile, args.conns, depth, rounds))
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    for depth in args.pipeline:
+        rounds = max(1, args.requests // (args.conns * depth))
+        for kind in args.only or COMMANDS:
+            best = min(run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat))
+            print(f"{kind:6s} {args.conns} conns, pipeline {depth:2d}: {best:6.2f} us CPU/command")
+
+
+if __name__ == "__main__":
+    main()
