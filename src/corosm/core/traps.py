@@ -26,9 +26,13 @@ class WaitMode(enum.Enum):
     ANY = "any"  # one future is done (the others are cancelled)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Wait:
-    """Trap: suspend the handler until ``futures`` satisfy ``mode``."""
+    """Trap: suspend the handler until ``futures`` satisfy ``mode``.
+
+    Made at every suspension, so not a frozen dataclass (three times the
+    cost to construct); nothing changes it once made.
+    """
 
     futures: tuple[Future[object], ...]
     mode: WaitMode
