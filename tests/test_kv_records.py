@@ -76,6 +76,24 @@ def test_record_errors_say_what_is_wrong() -> None:
         decode_record(encode_record(Clear()) + b"x")
     with pytest.raises(DataError, match="not a key-value journal record"):
         encode_record("Put")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="unknown key-value record tag 0"):
+        decode_record(b"\x00")
+    with pytest.raises(DataError, match="unknown key-value record tag 255"):
+        decode_record(b"\xff\x00")
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview])
+def test_decoded_put_is_a_plain_frozen_put(wrap: type) -> None:
+    # The decoder fills Put's slots without running __init__: the result must
+    # be indistinguishable from Put(key, value).
+    record = decode_record(wrap(encode_record(Put(b"key", b"value"))))
+    assert type(record) is Put
+    assert record == Put(b"key", b"value")
+    assert hash(record) == hash(Put(b"key", b"value"))
+    assert repr(record) == repr(Put(b"key", b"value"))
+    assert type(record.key) is bytes and type(record.value) is bytes
+    with pytest.raises(AttributeError):  # FrozenInstanceError
+        record.key = b"other"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

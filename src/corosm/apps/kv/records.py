@@ -205,24 +205,40 @@ def decode_record(data: bytes) -> Record:
     """Parse one record; raise DataError naming what is wrong with it."""
     if type(data) is not bytes:
         data = bytes(data)  # a memoryview or bytearray: slices must be immutable bytes
-    if not data:
-        raise DataError("key-value record is empty; expected a tag byte")
-    decode = _DECODERS.get(data[0])
-    if decode is None:
-        raise DataError(
-            f"unknown key-value record tag {data[0]}; expected 1..7 (record from a newer corosm?)"
-        )
     try:
-        return decode(data)
+        return _DECODERS[data[0]](data)
+    except IndexError:
+        if data:
+            raise
+        raise DataError("key-value record is empty; expected a tag byte") from None
     except struct.error as exc:
         raise DataError(f"key-value record is truncated ({len(data)} bytes): {exc}") from None
+
+
+def _decode_unknown(data: bytes) -> Record:
+    raise DataError(
+        f"unknown key-value record tag {data[0]}; expected 1..7 (record from a newer corosm?)"
+    )
+
+
+# Put(key, value) would run the frozen dataclass's __init__: a Python frame that
+# sets each field through object.__setattr__, over half the cost of decoding a
+# Put, and replay decodes one per logged write. The decoder fills the two slots
+# directly instead: the same object, without the frame (test_kv_records checks
+# that it equals, hashes and prints as Put(key, value)).
+_new_record = object.__new__
+_set_put_key: Callable[[Put, bytes], None] = vars(Put)["key"].__set__
+_set_put_value: Callable[[Put, bytes], None] = vars(Put)["value"].__set__
 
 
 def _decode_put(data: bytes) -> Put:
     stop = _HEAD_SIZE + _unpack_len(data, 1)[0]
     if stop > len(data):
         _take(data, _HEAD_SIZE, stop - _HEAD_SIZE)  # raises, naming the field
-    return Put(data[_HEAD_SIZE:stop], data[stop:])
+    record = _new_record(Put)
+    _set_put_key(record, data[_HEAD_SIZE:stop])
+    _set_put_value(record, data[stop:])
+    return record
 
 
 def _decode_append_to(data: bytes) -> AppendTo:
@@ -279,7 +295,7 @@ def _decode_remove(data: bytes) -> Remove:
     return Remove(tuple(keys))
 
 
-_DECODERS: dict[int, Callable[[bytes], Record]] = {
+_BY_TAG: dict[int, Callable[[bytes], Record]] = {
     TAG_PUT: _decode_put,
     TAG_APPEND_TO: _decode_append_to,
     TAG_PUT_IF: _decode_put_if,
@@ -288,6 +304,10 @@ _DECODERS: dict[int, Callable[[bytes], Record]] = {
     TAG_PUT_MANY: _decode_put_many,
     TAG_REMOVE: _decode_remove,
 }
+# Indexed by the tag byte: one tuple subscript per record, no method call.
+_DECODERS: tuple[Callable[[bytes], Record], ...] = tuple(
+    _BY_TAG.get(tag, _decode_unknown) for tag in range(256)
+)
 
 
 def _take(data: bytes, offset: int, length: int) -> bytes:

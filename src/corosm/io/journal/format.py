@@ -54,7 +54,7 @@ SUPPORTED_VERSIONS = frozenset({1})
 
 FILE_HEADER = struct.Struct("<8sII")
 FRAME_HEADER = struct.Struct("<IQII")
-_FRAME_HEAD16 = struct.Struct("<IQI")  # FRAME_HEADER without header_crc
+FRAME_HEAD16 = struct.Struct("<IQI")  # FRAME_HEADER without header_crc: length, lsn, payload_crc
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 SNAPSHOT_HEADER = struct.Struct("<QQI")
@@ -62,6 +62,15 @@ HEADER_SIZE = FILE_HEADER.size  # 16
 FRAME_SIZE = FRAME_HEADER.size  # 20
 MAX_RECORD_BYTES = (1 << 31) - 1
 """Largest payload a frame may carry (the length field is a u32; keep a bit spare)."""
+
+CRC_RESIDUE = 0x2144DF1C
+"""``crc32(m + u32le(crc32(m)))`` for every ``m``: a CRC property, used to check a frame header.
+
+So ``crc32(frame[0:20]) == CRC_RESIDUE`` exactly when the header CRC checks
+(for a given ``m`` only one 4-byte value gives the residue), without
+unpacking the stored CRC into an int and comparing: one step less per frame
+in the replay loop.
+"""
 
 _SEGMENT_RE = re.compile(r"^journal-(\d{20})\.log$")
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
@@ -107,7 +116,7 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
     parts: list[bytes] = []
     add = parts.extend
     crc32 = zlib.crc32
-    pack_head = _FRAME_HEAD16.pack  # the 16 bytes that header_crc covers
+    pack_head = FRAME_HEAD16.pack  # the 16 bytes that header_crc covers
     pack_crc = _U32.pack
     lsn = first_lsn
     for payload in payloads:
