@@ -51,6 +51,9 @@ def find_bug(spec: SimSpec) -> str:
 class EagerWriteKV(KVMachine):
     """BUG: a write is visible (and readable) before it is durable."""
 
+    def supports_log(self) -> bool:
+        return False  # every input runs handle, where the bug is
+
     async def handle(self, ctx: Context[KVState], input: Any) -> Output:
         if isinstance(input, Write):
             ctx.state.data[input.key] = input.value  # too early: not yet in the journal

@@ -47,6 +47,10 @@ class Future(Generic[T]):
         """True if the effect completed with an error."""
         return self._error is not None
 
+    def exception(self) -> BaseException | None:
+        """The effect's error, or None (not failed, or not done yet)."""
+        return self._error
+
     def result(self) -> T:
         """The effect's value; raises its error. Only valid once :meth:`done`."""
         if self._error is not None:

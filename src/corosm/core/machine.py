@@ -160,6 +160,38 @@ class Machine(Generic[S, I, O]):
         """True when the subclass defines :meth:`read`."""
         return type(self).read is not Machine.read
 
+    def log(self, input: I) -> Any:
+        """The one record ``input`` appends, when that is all it does; or None. Optional.
+
+        With :meth:`logged`, the twin of :meth:`read` for writes. For an input
+        whose handler would be exactly::
+
+            await ctx.append(self.log(input))
+            return self.logged(ctx.state, input)
+
+        a host (under ``Policy.INTERLEAVE``) appends the record with no
+        handler coroutine and, once it is durable and applied, answers
+        ``logged(state, input)``: the same outcome, a fraction of the cost.
+        Return None to run :meth:`handle` instead (an input that reads the
+        state to decide, or appends nothing). A ``log`` that raises fails the
+        input alone, as a handler would. It must not change anything.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define log()")
+
+    def logged(self, state: S, input: I) -> O:
+        """The output of an input :meth:`log` took, from the state just after its record.
+
+        Called right after ``apply`` of that record, before any later record
+        is applied (as a handler resumes), e.g. an outcome ``apply`` left in
+        the state. It must not change ``state``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define logged()")
+
+    def supports_log(self) -> bool:
+        """True when the subclass defines both :meth:`log` and :meth:`logged`."""
+        cls = type(self)
+        return cls.log is not Machine.log and cls.logged is not Machine.logged
+
     def initial_state(self) -> S:
         """The state of a machine that has seen no input."""
         raise NotImplementedError(f"{type(self).__name__} must define initial_state()")

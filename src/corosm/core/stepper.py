@@ -20,6 +20,11 @@ returns (see :mod:`corosm.core.events`):
   resumes at once and runs until it suspends again or finishes.
 * A finished handler emits ``Reply(client, output)``; one that raised emits
   ``ReplyError(client, error)``. Nothing else is affected.
+* Under INTERLEAVE, an input that ``machine.log`` maps to a record has no
+  handler: it emits ``StartIO(request, Append(record))`` and, right after
+  that record is applied, ``Reply(client, machine.logged(state, input))``,
+  which is what the handler ``await ctx.append(record); return
+  logged(ctx.state, input)`` would do, at a fraction of the cost.
 
 Everything is deterministic: request numbers are a counter and handlers run
 in event order, so the same events give the same actions.
@@ -49,7 +54,7 @@ EXCLUSIVE is PER_KEY with one key for every input.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from types import CoroutineType
 from typing import Any, Generic, TypeVar, cast
 
@@ -95,9 +100,6 @@ class _Task:
 
     __slots__ = ("client", "coro", "input", "key", "missing", "order", "wait")
 
-    # Set by Stepper._start(): a task waiting for its keys has no coroutine yet.
-    coro: Coroutine[Any, Any, Any]
-
     def __init__(self, client: ClientId, input: Any, key: Hashable | None, order: int) -> None:
         self.order = order
         self.client = client
@@ -105,6 +107,9 @@ class _Task:
         self.key = key  # None, one key, or a Keys: what the task holds
         self.missing = 0  # keys it still waits for
         self.wait: Wait | None = None
+        # Set by Stepper._start(). None while the task waits for its keys, and
+        # for an input taken by Machine.log: it has no handler at all.
+        self.coro: Coroutine[Any, Any, Any] | None = None
 
 
 class Stepper(Generic[S, I, O]):
@@ -115,6 +120,11 @@ class Stepper(Generic[S, I, O]):
         self.state: S = machine.initial_state() if state is NO_STATE else state
         self.ctx: Context[S] = Context(self)
         self._policy = machine.policy
+        # Inputs that only append one record skip the handler (see Machine.log),
+        # under INTERLEAVE: no key can be busy, so nothing else could wait.
+        plain = machine.supports_log() and machine.policy is Policy.INTERLEAVE
+        self._log = machine.log if plain else None
+        self._logged = machine.logged
         self._actions: list[Action] = []
         self._futures: dict[int, Future[Any]] = {}
         self._last_request = 0
@@ -156,7 +166,10 @@ class Stepper(Generic[S, I, O]):
         self.inputs_received += 1
         policy = self._policy
         if policy is Policy.INTERLEAVE:
-            self._start(_Task(client, input, None, self.inputs_received))
+            task = _Task(client, input, None, self.inputs_received)
+            log = self._log
+            if log is None or not self._append_logged(task, log):
+                self._start(task)
             return
         try:
             key = _EXCLUSIVE_KEY if policy is Policy.EXCLUSIVE else self.machine.key(input)
@@ -220,7 +233,9 @@ class Stepper(Generic[S, I, O]):
             other.waiter = None
         self.suspended -= 1
         self._suspended.discard(task)
-        if self._step(task) and task.key is not None:
+        if task.coro is None:  # taken by Machine.log: its record is applied, answer now
+            self._answer_logged(task, future)
+        elif self._step(task) and task.key is not None:
             self._release(task.key)
 
     def query(self, input: I) -> O:
@@ -280,7 +295,8 @@ class Stepper(Generic[S, I, O]):
         that stops before its handlers finished.
         """
         for task in sorted(self._suspended, key=lambda t: t.order):
-            task.coro.close()
+            if task.coro is not None:
+                task.coro.close()
             self.inputs_failed += 1
             self._actions.append(ReplyError(task.client, error))
         # A task waiting for several keys is in several queues: fail it once.
@@ -337,9 +353,45 @@ class Stepper(Generic[S, I, O]):
         task.coro = coro
         return self._step(task)
 
+    def _append_logged(self, task: _Task, log: Callable[[Any], Any]) -> bool:
+        """Append the record ``Machine.log`` gives for ``task``; False to run its handler.
+
+        The task then waits on the append as a handler would after ``await
+        ctx.append(record)``, with no coroutine: :meth:`complete` answers it
+        (:meth:`_answer_logged`) right after applying the record.
+        """
+        try:
+            record = log(task.input)
+        except Exception as exc:
+            self._fail(task.client, exc, where=f"{type(self.machine).__name__}.log()")
+            return True
+        if record is None:
+            return False
+        future = self.start_effect(Append(record))
+        future.waiter = task
+        task.wait = Wait((future,), WaitMode.ALL)  # type: ignore[arg-type]
+        self.suspended += 1
+        self._suspended.add(task)
+        return True
+
+    def _answer_logged(self, task: _Task, future: Future[Any]) -> None:
+        """Reply to a task taken by ``Machine.log``, its append done (see _append_logged)."""
+        error = future.exception()
+        if error is not None:  # what ``await ctx.append`` would have raised
+            self._fail(task.client, error)
+            return
+        try:
+            output = self._logged(self.state, task.input)
+        except Exception as exc:
+            self._fail(task.client, exc, where=f"{type(self.machine).__name__}.logged()")
+            return
+        self.inputs_done += 1
+        self._actions.append(Reply(task.client, output))
+
     def _step(self, task: _Task) -> bool:
         """Run ``task`` until it suspends (False) or finishes (True)."""
         coro = task.coro
+        assert coro is not None, "a task is stepped only once its handler started"
         throw: BaseException | None = None
         while True:
             try:

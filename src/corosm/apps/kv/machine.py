@@ -36,6 +36,12 @@ run while an earlier write of its own connection (say a SET that shortens the
 value) is still waiting for its fsync; only the record's apply, in log order,
 knows the value it really extends.
 
+Every change except a delete appends one record and answers that record's
+outcome, so :meth:`KVMachine.log` names the record and :meth:`KVMachine.logged`
+the outcome: the stepper then runs those inputs with no handler coroutine
+(see ``Machine.log``), and ``handle`` is written on top of ``log`` for the
+rest, so the mapping from inputs to records exists once.
+
 Reads do not suspend: they answer from the applied state, which holds only
 durable changes, and linearize at the moment they run. For the same reason a
 delete of keys none of which exist answers ``Count(0)`` at once, without a
@@ -193,6 +199,17 @@ ORDER: dict[type[Input], Order] = {
     DeleteMany: Order.WRITE,
 }
 
+#: The writes that only append: the record each one appends (see KVMachine.log).
+#: ``apply`` computes every outcome, so a write reads nothing before it appends.
+_LOGS: dict[type, Callable[[Any], Record | None]] = {
+    Write: lambda input: Put(input.key, input.value),
+    SetIf: lambda input: PutIf(input.key, input.value, input.nx, input.xx),
+    IncrBy: lambda input: Increment(input.key, input.delta),
+    AppendBytes: lambda input: AppendTo(input.key, input.value),
+    Reset: lambda input: Clear(),
+    WriteMany: lambda input: PutMany(input.pairs) if input.pairs else None,
+}
+
 #: The reads: one small function per input type (a table, not a chain of
 #: patterns, since every GET of every front end comes through here).
 _READS: dict[type, Callable[[dict[bytes, bytes], Any], Output]] = {
@@ -217,28 +234,35 @@ class KVMachine(Machine[KVState, Input, Output]):
         return ORDER.get(type(input), Order.READ)
 
     async def handle(self, ctx: Context[KVState], input: Input) -> Output:
+        record = self.log(input)
+        if record is not None:  # a write that only appends (see log): its outcome
+            await ctx.append(record)
+            # Read at once, before any later record is applied: this record's outcome.
+            return ctx.state.last_outcome
         match input:
-            case Write(key, value):
-                await ctx.append(Put(key, value))
-                return OK
             case Delete(key):
                 return await _remove(ctx, (key,))
             case DeleteMany(keys):
                 return await _remove(ctx, keys)
-            case Reset():
-                await ctx.append(Clear())
-                return OK
-            case WriteMany(pairs):
-                if pairs:
-                    await ctx.append(PutMany(pairs))
-                return OK
-            case SetIf(key, value, nx, xx, _):
-                return await _outcome(ctx, PutIf(key, value, nx, xx))
-            case IncrBy(key, delta):
-                return await _outcome(ctx, Increment(key, delta))
-            case AppendBytes(key, value):
-                return await _outcome(ctx, AppendTo(key, value))
+            case WriteMany():
+                return OK  # no pairs: nothing to write
         return self.read(ctx.state, input)  # every other input is a read
+
+    def log(self, input: Input) -> Record | None:
+        """The record of a write that only appends one (see ``Machine.log``), else None.
+
+        Every change but a delete: ``apply`` computes its outcome in log order
+        (the intent records above) and leaves it in ``state.last_outcome``,
+        which :meth:`logged` answers. A delete looks at the state first (no
+        record when no key exists) and an empty MSET appends nothing: those
+        run :meth:`handle`.
+        """
+        make = _LOGS.get(type(input))
+        return None if make is None else make(input)
+
+    def logged(self, state: KVState, input: Input) -> Output:
+        """The outcome ``apply`` left for the record just applied (see :meth:`log`)."""
+        return state.last_outcome
 
     def read(self, state: KVState, input: Input) -> Output:
         """Answer a read (Read, ReadMany, Exists, StrLen, Size) from ``state``."""
@@ -267,15 +291,10 @@ class KVMachine(Machine[KVState, Input, Output]):
         return KVState(state.data.copy())
 
 
-async def _outcome(ctx: Context[KVState], record: Record) -> Output:
-    """Append an intent record and return the outcome ``apply`` computed for it."""
-    await ctx.append(record)
-    # Read at once, before any later record is applied: this is our record's outcome.
-    return ctx.state.last_outcome
-
-
 async def _remove(ctx: Context[KVState], keys: tuple[bytes, ...]) -> Output:
     data = ctx.state.data
     if not any(key in data for key in keys):
         return Count(0)  # nothing to remove: linearizes now, no journal record needed
-    return await _outcome(ctx, Remove(keys))
+    await ctx.append(Remove(keys))
+    # Read at once, before any later record is applied: this record's outcome.
+    return ctx.state.last_outcome
