@@ -23,10 +23,7 @@ script waits for every reply before the next round (a closed loop, like wrk).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import cProfile
-import pstats
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,43 +32,10 @@ from corosm.apps.kv.machine import KVMachine
 from corosm.frontends.http.app import KvHttpApp
 from corosm.frontends.http.messages import HttpStats, Limits, Response
 from corosm.frontends.http.protocol import HttpConnection
-from corosm.runtime import Runtime, run
+from corosm.runtime import Runtime
+from inprocess import CountingTransport, main
 
 BODIES = {"ok": b'Read "x"', "read": b'Read "x"', "write": b'Write "x" 1'}
-
-
-class CountingTransport:
-    """Enough of an asyncio transport for HttpConnection; counts replies."""
-
-    def __init__(self, on_write: Callable[[bytes], None]) -> None:
-        self._on_write = on_write
-
-    def write(self, data: bytes) -> None:
-        self._on_write(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
 
 
 _OK = Response(200, b"Ok")
@@ -122,30 +86,5 @@ def _write_x() -> Any:
     return Write(b"x", b"1")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--pipeline", type=int, nargs="*", default=[1, 16])
-    ap.add_argument("--requests", type=int, default=64_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--profile", choices=sorted(BODIES))
-    ap.add_argument("--only", choices=sorted(BODIES), nargs="*", help="these scenarios alone")
-    args = ap.parse_args()
-    if args.profile:
-        depth = args.pipeline[0]
-        rounds = args.requests // (args.conns * depth)
-        prof = cProfile.Profile()
-        prof.enable()
-        run(measure(args.profile, args.conns, depth, rounds))
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-        return
-    for depth in args.pipeline:
-        rounds = max(1, args.requests // (args.conns * depth))
-        for kind in args.only or BODIES:
-            best = min(run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat))
-            print(f"{kind:6s} {args.conns} conns, pipeline {depth:2d}: {best:6.2f} us CPU/request")
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, BODIES, measure, conns=64, unit="request")

@@ -30,19 +30,16 @@ of the totals by the difference of the counts::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import cProfile
-import pstats
 import time
-from collections.abc import Callable
 from typing import Any
 
 from corosm.apps.kv.inputs import Write
 from corosm.apps.kv.machine import KVMachine
 from corosm.frontends.resp.protocol import encode_command
 from corosm.frontends.resp.server import RespLimits, RespServerProtocol, _Shared
-from corosm.runtime import Runtime, run
+from corosm.runtime import Runtime
+from inprocess import CountingTransport, main
 
 #: Scenario -> (the commands one pipelined step sends, in turn; the reply bytes each gets).
 COMMANDS: dict[str, tuple[tuple[bytes, bytes], ...]] = {
@@ -53,43 +50,6 @@ COMMANDS: dict[str, tuple[tuple[bytes, bytes], ...]] = {
         (encode_command("GET", "x"), b"$1\r\n1\r\n"),
     ),
 }
-
-
-class CountingTransport:
-    """Enough of an asyncio transport for RespServerProtocol; counts reply bytes."""
-
-    def __init__(self, on_write: Callable[[bytes], None]) -> None:
-        self._on_write = on_write
-
-    def write(self, data: bytes) -> None:
-        self._on_write(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def write_eof(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
 
 
 async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
@@ -131,30 +91,5 @@ async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
     return cpu / (rounds * conns * pipeline) * 1e6
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--conns", type=int, default=50)
-    ap.add_argument("--pipeline", type=int, nargs="*", default=[1, 16])
-    ap.add_argument("--requests", type=int, default=64_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--profile", choices=sorted(COMMANDS))
-    ap.add_argument("--only", choices=sorted(COMMANDS), nargs="*", help="these scenarios alone")
-    args = ap.parse_args()
-    if args.profile:
-        depth = args.pipeline[0]
-        rounds = args.requests // (args.conns * depth)
-        prof = cProfile.Profile()
-        prof.enable()
-        run(measure(args.profile, args.conns, depth, rounds))
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-        return
-    for depth in args.pipeline:
-        rounds = max(1, args.requests // (args.conns * depth))
-        for kind in args.only or COMMANDS:
-            best = min(run(measure(kind, args.conns, depth, rounds)) for _ in range(args.repeat))
-            print(f"{kind:6s} {args.conns} conns, pipeline {depth:2d}: {best:6.2f} us CPU/command")
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, COMMANDS, measure, conns=50, unit="command")
