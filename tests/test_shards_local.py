@@ -23,6 +23,7 @@ from corosm.apps.kv.inputs import Exists, IncrBy, Read, Reset, Write
 from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK, Count, IntValue, Value
 from corosm.errors import Overloaded, Stopped
+from corosm.runtime.durable import DurableOptions
 from corosm.shards import (
     CrossShardInput,
     Limits,
@@ -39,7 +40,7 @@ from corosm.shards import (
     shard_of,
     start_local,
 )
-from corosm.shards.host import BatchHeader, BatchReply, Hello, HostOptions, ShardHost, ShardSpec
+from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
 from corosm.shards.local import LocalTransport
 from corosm.shards.manifest import Layout
 from corosm.shards.reshard import main as reshard_main
@@ -193,7 +194,7 @@ class HeldTransport(LocalTransport):
 async def client_over(
     tmp_path: Path, make: Callable[[list[ShardHost[Any, Any, Any]]], Any], limits: Limits
 ) -> AsyncIterator[tuple[ShardedClient[Any, Any], Any]]:
-    spec = ShardSpec(ShardableKV(), str(tmp_path), 0, Layout(1), HostOptions(fsync="never"))
+    spec = ShardSpec(ShardableKV(), str(tmp_path), 0, Layout(1), DurableOptions(fsync="never"))
     transport = make([ShardHost.recover(spec)])
     client: ShardedClient[Any, Any] = ShardedClient(ShardableKV(), transport, 1, limits)
     await client.connect()

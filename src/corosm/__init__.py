@@ -35,7 +35,7 @@ from corosm.errors import (
     Stopped,
     UsageError,
 )
-from corosm.runtime.durable import open, open_blocking
+from corosm.runtime.durable import DurableOptions, open, open_blocking
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "CorosmError",
     "CorruptJournal",
     "DataError",
+    "DurableOptions",
     "Effect",
     "EffectCancelled",
     "EffectError",

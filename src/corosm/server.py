@@ -25,6 +25,7 @@ answers every request ``Ok`` without machine or journal (the stack's limit).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import os
@@ -49,7 +50,7 @@ from corosm.io.journal import (
 )
 from corosm.runtime import Runtime
 from corosm.runtime import run as run_on_uvloop
-from corosm.runtime.durable import recover, start_durable
+from corosm.runtime.durable import DurableOptions, recover, start_durable
 
 if TYPE_CHECKING:
     from corosm.frontends.jsoncodec import MachineCodec
@@ -116,15 +117,7 @@ class Server:
             self.runtime = await self._start_blocking(machine)
         else:
             self.runtime = await start_durable(
-                machine,
-                config.data_dir,
-                fsync=config.fsync,
-                fsync_interval_ms=config.fsync_interval_ms,
-                snapshot_every=config.snapshot_every_records,
-                snapshot_every_bytes=config.snapshot_every_bytes,
-                max_queue=config.max_queue,
-                fs=self._fs,
-                truncate_corrupt=config.truncate_corrupt,
+                machine, config.data_dir, self._durable_options(), fs=self._fs
             )
         await self._start_frontends(codec)
 
@@ -154,6 +147,13 @@ class Server:
             config.data_dir,
             shards=config.shards,
             address=config.ray or "local",  # --ray alone: a new local Ray, never a stranger's
+            **dataclasses.asdict(self._durable_options()),
+        )
+
+    def _durable_options(self) -> DurableOptions:
+        """The journal and queue options of this configuration, for one host or its shards."""
+        config = self.config
+        return DurableOptions(
             fsync=config.fsync,
             fsync_interval_ms=config.fsync_interval_ms,
             snapshot_every=config.snapshot_every_records,

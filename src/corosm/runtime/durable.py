@@ -30,6 +30,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import Future as ThreadFuture
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from corosm.core.effects import Append, Effect
@@ -80,19 +81,32 @@ def recover(
     return journal, recovered
 
 
+@dataclass(frozen=True, slots=True)
+class DurableOptions:
+    """How a durable runtime journals and queues: ``corosm.open``'s options and defaults.
+
+    The one place they are spelled out: :func:`open` and :func:`open_blocking`
+    take them as keywords, the server builds them from its configuration, and
+    a shard's spec carries them to the process that runs the shard (plain
+    values, so they pickle). ``snapshot_every`` counts records (0: never).
+    """
+
+    fsync: FsyncMode = "always"
+    fsync_interval_ms: int = 1000
+    snapshot_every: int = 1_000_000
+    snapshot_every_bytes: int = 256 << 20
+    max_queue: int = 10_000
+    max_inflight: int = 10_000
+    truncate_corrupt: bool = False
+
+
 def durable_runtime(
     machine: Machine[S, I, O],
     data_dir: str | os.PathLike[str],
+    options: DurableOptions = DurableOptions(),
     *,
-    fsync: FsyncMode = "always",
-    fsync_interval_ms: int = 1000,
-    snapshot_every: int = 1_000_000,
-    snapshot_every_bytes: int = 256 << 20,
-    max_queue: int = 10_000,
-    max_inflight: int = 10_000,
     executors: Mapping[type[Effect[Any]], Executor] | None = None,
     fs: FileSystem | None = None,
-    truncate_corrupt: bool = False,
 ) -> Runtime[S, I, O]:
     """Recover (blocking) and build, unstarted, a runtime on the journal that continues it.
 
@@ -101,14 +115,14 @@ def durable_runtime(
     """
     if executors is not None and Append in executors:
         raise UsageError("corosm.open() runs Append effects on its own journal; drop Append")
-    options = JournalOptions(
-        fsync=fsync,
-        interval_ms=fsync_interval_ms,
-        snapshot_every_records=snapshot_every,
-        snapshot_every_bytes=snapshot_every_bytes,
+    journal_options = JournalOptions(
+        fsync=options.fsync,
+        interval_ms=options.fsync_interval_ms,
+        snapshot_every_records=options.snapshot_every,
+        snapshot_every_bytes=options.snapshot_every_bytes,
     )
     journal, recovered = recover(
-        machine, data_dir, options, fs=fs, truncate_corrupt=truncate_corrupt
+        machine, data_dir, journal_options, fs=fs, truncate_corrupt=options.truncate_corrupt
     )
     routes: dict[type[Effect[Any]], Executor] = dict(executors or {})
     routes[Append] = JournalExecutor(journal, machine.encode_record)
@@ -117,15 +131,20 @@ def durable_runtime(
         state=recovered.state,
         executors=routes,
         snapshots=journal,
-        max_queue=max_queue,
-        max_inflight=max_inflight,
+        max_queue=options.max_queue,
+        max_inflight=options.max_inflight,
     )
     runtime.recovery = recovered.report
     return runtime
 
 
 async def start_durable(
-    machine: Machine[S, I, O], data_dir: str | os.PathLike[str], **options: Any
+    machine: Machine[S, I, O],
+    data_dir: str | os.PathLike[str],
+    options: DurableOptions = DurableOptions(),
+    *,
+    executors: Mapping[type[Effect[Any]], Executor] | None = None,
+    fs: FileSystem | None = None,
 ) -> Runtime[S, I, O]:
     """:func:`durable_runtime` off the loop, then start it; the caller stops it.
 
@@ -133,9 +152,10 @@ async def start_durable(
     runtime's lifetime themselves call this.
     """
     loop = asyncio.get_running_loop()
-    runtime: Runtime[S, I, O] = await loop.run_in_executor(
-        None, functools.partial(durable_runtime, machine, data_dir, **options)
+    build = functools.partial(
+        durable_runtime, machine, data_dir, options, executors=executors, fs=fs
     )
+    runtime: Runtime[S, I, O] = await loop.run_in_executor(None, build)
     await runtime.start()
     return runtime
 
@@ -144,19 +164,23 @@ async def start_durable(
 async def open(
     machine: Machine[S, I, O],
     data_dir: str | os.PathLike[str],
+    *,
+    executors: Mapping[type[Effect[Any]], Executor] | None = None,
     **options: Any,
 ) -> AsyncIterator[Runtime[S, I, O]]:
     """Run ``machine`` durably in ``data_dir``: recover, journal, snapshots (module docs).
 
-    Options (all keyword): ``fsync`` (``"always"``, ``"interval"``,
-    ``"never"``), ``fsync_interval_ms``, ``snapshot_every`` (records; 0 =
-    never), ``snapshot_every_bytes``, ``max_queue``, ``max_inflight``,
-    ``executors`` (for effects other than ``Append``), ``truncate_corrupt``.
+    Options (all keyword): those of :class:`DurableOptions` (``fsync``:
+    ``"always"``, ``"interval"``, ``"never"``; ``fsync_interval_ms``,
+    ``snapshot_every`` (records; 0 = never), ``snapshot_every_bytes``,
+    ``max_queue``, ``max_inflight``, ``truncate_corrupt``), and
+    ``executors`` (for effects other than ``Append``).
     Yields the started :class:`~corosm.runtime.Runtime`: ``await
     host.submit(input)``, ``host.stats()``, ``host.health()``,
     ``host.recovery`` (what recovery found).
     """
-    runtime: Runtime[S, I, O] = await start_durable(machine, data_dir, **options)
+    durable = DurableOptions(**options)
+    runtime: Runtime[S, I, O] = await start_durable(machine, data_dir, durable, executors=executors)
     try:
         yield runtime
     finally:
@@ -196,15 +220,18 @@ class BlockingHost(Generic[S, I, O]):
 def open_blocking(
     machine: Machine[S, I, O],
     data_dir: str | os.PathLike[str],
+    *,
+    executors: Mapping[type[Effect[Any]], Executor] | None = None,
     **options: Any,
 ) -> Iterator[BlockingHost[S, I, O]]:
     """:func:`open` for scripts: ``host.submit(input)`` blocks until the output is ready."""
+    durable = DurableOptions(**options)  # a bad name fails here, before a thread starts
     loop = loop_factory()()
     thread = threading.Thread(target=loop.run_forever, name="corosm-loop", daemon=True)
     thread.start()
     try:
         started = asyncio.run_coroutine_threadsafe(
-            start_durable(machine, data_dir, **options), loop
+            start_durable(machine, data_dir, durable, executors=executors), loop
         )
         runtime = started.result()
         try:

@@ -38,7 +38,7 @@ from corosm.shards.errors import (
     UnkeyedInput,
     UnshardableKey,
 )
-from corosm.shards.host import HostOptions, ShardHost, ShardSpec
+from corosm.shards.host import ShardHost, ShardSpec
 from corosm.shards.kv import ShardableKV
 from corosm.shards.local import open_local, start_local
 from corosm.shards.manifest import Layout, check_layout, read_layout, shard_dir
@@ -48,7 +48,6 @@ from corosm.shards.routing import HASH_NAME, Router, encode_key, shard_of, stabl
 __all__ = [
     "HASH_NAME",
     "CrossShardInput",
-    "HostOptions",
     "Layout",
     "Limits",
     "OutcomeUnknown",

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from corosm.core.machine import Machine
-from corosm.io.journal import FsyncMode
-from corosm.runtime.durable import durable_runtime
+from corosm.runtime.durable import DurableOptions, durable_runtime
 from corosm.runtime.runtime import Runtime
 from corosm.shards.manifest import Layout, check_layout, check_shard
 from corosm.shards.order import CallerGate, Sequencer, Ticket
@@ -51,19 +50,6 @@ O = TypeVar("O")
 
 
 @dataclass(frozen=True, slots=True)
-class HostOptions:
-    """The options of ``corosm.open`` that a shard's host takes (same names, same defaults)."""
-
-    fsync: FsyncMode = "always"
-    fsync_interval_ms: int = 1000
-    snapshot_every: int = 1_000_000
-    snapshot_every_bytes: int = 256 << 20
-    max_queue: int = 10_000
-    max_inflight: int = 10_000
-    truncate_corrupt: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class ShardSpec(Generic[S, I, O]):
     """Everything a shard needs to open itself, wherever it runs (it is pickled to Ray)."""
 
@@ -71,7 +57,7 @@ class ShardSpec(Generic[S, I, O]):
     data_dir: str
     index: int
     layout: Layout
-    options: HostOptions = field(default_factory=HostOptions)
+    options: DurableOptions = field(default_factory=DurableOptions)
     #: May a missing shard directory be made (a new store)? See :mod:`.manifest`.
     create: bool = True
 
@@ -131,18 +117,7 @@ class ShardHost(Generic[S, I, O]):
         """Check the layout, recover the shard's journal, build its runtime (blocking)."""
         check_layout(spec.data_dir, spec.layout, create=spec.create)
         directory = check_shard(spec.data_dir, spec.index, spec.layout, create=spec.create)
-        o = spec.options
-        runtime: Runtime[S, I, O] = durable_runtime(
-            spec.machine,
-            directory,
-            fsync=o.fsync,
-            fsync_interval_ms=o.fsync_interval_ms,
-            snapshot_every=o.snapshot_every,
-            snapshot_every_bytes=o.snapshot_every_bytes,
-            max_queue=o.max_queue,
-            max_inflight=o.max_inflight,
-            truncate_corrupt=o.truncate_corrupt,
-        )
+        runtime: Runtime[S, I, O] = durable_runtime(spec.machine, directory, spec.options)
         return cls(spec, runtime)
 
     def hello(self) -> Hello:

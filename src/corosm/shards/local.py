@@ -26,9 +26,10 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from corosm.core.machine import Machine
+from corosm.runtime.durable import DurableOptions
 from corosm.shards.client import Limits, ShardedClient
 from corosm.shards.errors import ShardFailed
-from corosm.shards.host import BatchHeader, BatchReply, Hello, HostOptions, ShardHost, ShardSpec
+from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
 from corosm.shards.manifest import Layout, check_layout
 
 I = TypeVar("I")
@@ -70,14 +71,14 @@ async def start_local(
 ) -> ShardedClient[I, O]:
     """Recover ``shards`` shards of ``data_dir`` here and return a connected client.
 
-    ``options`` are :class:`HostOptions` (``corosm.open``'s: ``fsync``,
-    ``snapshot_every``, ...). A directory laid out for another shard count
-    raises :class:`ShardLayoutMismatch`; a shard that cannot recover raises
-    :class:`ShardFailed` naming it, with the cause chained. The caller
-    closes the client (which stops the hosts).
+    ``options`` are :class:`~corosm.runtime.durable.DurableOptions`
+    (``corosm.open``'s: ``fsync``, ``snapshot_every``, ...). A directory laid
+    out for another shard count raises :class:`ShardLayoutMismatch`; a shard
+    that cannot recover raises :class:`ShardFailed` naming it, with the cause
+    chained. The caller closes the client (which stops the hosts).
     """
     layout = check_layout(data_dir, Layout(shards), create=create)  # a clear error first
-    host_options = HostOptions(**options)
+    host_options = DurableOptions(**options)
     loop = asyncio.get_running_loop()
     hosts: list[ShardHost[Any, I, O]] = []
     try:

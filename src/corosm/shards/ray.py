@@ -57,9 +57,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from corosm.core.machine import Machine
 from corosm.errors import CorosmError
+from corosm.runtime.durable import DurableOptions
 from corosm.shards.client import Limits, ShardedClient
 from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed
-from corosm.shards.host import BatchHeader, BatchReply, Hello, HostOptions, ShardHost, ShardSpec
+from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
 from corosm.shards.manifest import Layout
 from corosm.shards.routing import stable_hash
 
@@ -259,7 +260,7 @@ async def start(
     if name is None:
         name = f"corosm-{stable_hash(directory) >> 32:08x}"
     layout = Layout(shards)
-    host_options = HostOptions(**options)
+    host_options = DurableOptions(**options)
     placed = shard_nodes(shards, nodes)
     actors = []
     for index, node in enumerate(placed):

@@ -255,11 +255,7 @@ def _answer_read(read: Reader, input: kv.Input, resp3: bool) -> bytes:
         output = read(input)
     except Exception as exc:  # Stopped, or what the machine's read raised
         return error_reply_for(exc)
-    try:
-        return encode_output(input, output, resp3)  # _encode, one call fewer per GET
-    except Exception as bad:
-        log.exception("cannot encode the reply to %r", input)
-        return error_reply_for(bad)
+    return _encode(input, output, resp3)
 
 
 #: A command that waits to be submitted: its input, RESP3 flag and order.
