@@ -28,7 +28,6 @@ from corosm.shards import (
     CrossShardInput,
     Limits,
     OutcomeUnknown,
-    ShardableKV,
     ShardedClient,
     ShardFailed,
     ShardLayoutMismatch,
@@ -58,7 +57,7 @@ def run(coro: Any) -> Any:
 
 def test_writes_spread_over_shards_and_survive_a_restart(tmp_path: Path) -> None:
     async def write() -> dict[str, float]:
-        async with open_local(ShardableKV(), tmp_path, shards=3) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=3) as kv:
             outs = await asyncio.gather(
                 *(kv.submit(Write(f"k{i}".encode(), str(i).encode())) for i in range(300))
             )
@@ -73,7 +72,7 @@ def test_writes_spread_over_shards_and_survive_a_restart(tmp_path: Path) -> None
         assert list(Path(shard_dir(tmp_path, index)).glob("journal-*.log"))
 
     async def read() -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=3) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=3) as kv:
             for i in range(300):
                 assert await kv.submit(Read(f"k{i}".encode())) == Value(str(i).encode())
             assert await kv.submit(IncrBy(b"n", 1)) == IntValue(6)
@@ -83,7 +82,7 @@ def test_writes_spread_over_shards_and_survive_a_restart(tmp_path: Path) -> None
 
 def test_each_key_is_only_in_its_own_shards_journal(tmp_path: Path) -> None:
     async def write() -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=2) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=2) as kv:
             await asyncio.gather(*(kv.submit(Write(f"k{i}".encode(), b"v")) for i in range(50)))
 
     run(write())
@@ -95,7 +94,7 @@ def test_each_key_is_only_in_its_own_shards_journal(tmp_path: Path) -> None:
 
 def test_reopening_with_another_shard_count_is_refused(tmp_path: Path) -> None:
     async def go(shards: int) -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=shards) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=shards) as kv:
             await kv.submit(Write(b"x", b"1"))
 
     run(go(2))
@@ -107,7 +106,7 @@ def test_inputs_that_need_several_shards_are_refused_at_once(tmp_path: Path) -> 
     a, b = keys_on(0, 2, 1)[0], keys_on(1, 2, 1)[0]
 
     async def go() -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=2) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=2) as kv:
             with pytest.raises(CrossShardInput, match=r"on 2 shards"):
                 kv.submit_nowait(Exists((a, b)))
             with pytest.raises(UnkeyedInput, match=r"every shard"):
@@ -120,7 +119,7 @@ def test_inputs_that_need_several_shards_are_refused_at_once(tmp_path: Path) -> 
 
 def test_the_runtime_interface_for_front_ends(tmp_path: Path) -> None:
     async def go() -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=2) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=2) as kv:
             got: list[tuple[Any, BaseException | None]] = []
             done = asyncio.Event()
 
@@ -131,7 +130,7 @@ def test_the_runtime_interface_for_front_ends(tmp_path: Path) -> None:
             kv.submit_callback(Write(b"x", b"1"), callback, now=True)
             await asyncio.wait_for(done.wait(), WAIT)
             assert got == [(OK, None)]
-            assert isinstance(kv.machine, ShardableKV)
+            assert isinstance(kv.machine, KVMachine)
             assert kv.health() is None
             assert await kv.check_health() == {0: None, 1: None}
             stats = kv.stats()
@@ -145,14 +144,14 @@ def test_the_runtime_interface_for_front_ends(tmp_path: Path) -> None:
 
 def test_a_corrupt_shard_fails_the_start_and_names_itself(tmp_path: Path) -> None:
     async def write() -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=2) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=2) as kv:
             for key in keys_on(1, 2, 20):
                 await kv.submit(Write(key, b"v" * 50))
 
     run(write())
     corrupt_first_record(shard_dir(tmp_path, 1))
     with pytest.raises(ShardFailed, match=r"shard 1: cannot start: .*corrupt record") as err:
-        run(start_local(ShardableKV(), tmp_path, shards=2))
+        run(start_local(KVMachine(), tmp_path, shards=2))
     assert err.value.shard == 1
 
 
@@ -194,9 +193,9 @@ class HeldTransport(LocalTransport):
 async def client_over(
     tmp_path: Path, make: Callable[[list[ShardHost[Any, Any, Any]]], Any], limits: Limits
 ) -> AsyncIterator[tuple[ShardedClient[Any, Any], Any]]:
-    spec = ShardSpec(ShardableKV(), str(tmp_path), 0, Layout(1), DurableOptions(fsync="never"))
+    spec = ShardSpec(KVMachine(), str(tmp_path), 0, Layout(1), DurableOptions(fsync="never"))
     transport = make([ShardHost.recover(spec)])
-    client: ShardedClient[Any, Any] = ShardedClient(ShardableKV(), transport, 1, limits)
+    client: ShardedClient[Any, Any] = ShardedClient(KVMachine(), transport, 1, limits)
     await client.connect()
     try:
         yield client, transport
@@ -354,27 +353,27 @@ def test_reshard_moves_every_key_to_its_new_shard(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
 
     async def write() -> None:
-        async with open_local(ShardableKV(), old, shards=3, snapshot_every=100) as kv:
+        async with open_local(KVMachine(), old, shards=3, snapshot_every=100) as kv:
             await asyncio.gather(
                 *(kv.submit(Write(f"k{i}".encode(), str(i).encode())) for i in range(1000))
             )
 
     run(write())
-    report = reshard(ShardableKV(), old, new, 5)
+    report = reshard(KVMachine(), old, new, 5)
     assert (report.source_shards, report.target_shards, sum(report.items)) == (3, 5, 1000)
     assert min(report.items) > 150
 
     async def read() -> None:
-        async with open_local(ShardableKV(), new, shards=5) as kv:
+        async with open_local(KVMachine(), new, shards=5) as kv:
             for i in range(1000):
                 assert await kv.submit(Read(f"k{i}".encode())) == Value(str(i).encode())
             assert await kv.submit(Write(b"after", b"1")) == OK
-        async with open_local(ShardableKV(), new, shards=5) as kv:
+        async with open_local(KVMachine(), new, shards=5) as kv:
             assert await kv.submit(Read(b"after")) == Value(b"1")
 
     run(read())
     with pytest.raises(ShardLayoutMismatch, match=r"holds 5"):
-        run(start_local(ShardableKV(), new, shards=3))
+        run(start_local(KVMachine(), new, shards=3))
 
 
 def test_reshard_from_an_unsharded_host_and_its_command_line(
@@ -385,8 +384,8 @@ def test_reshard_from_an_unsharded_host_and_its_command_line(
         for i in range(100):
             host.submit(Write(f"k{i}".encode(), b"v"))
     with pytest.raises(ShardLayoutMismatch, match=r"unsharded host"):
-        run(start_local(ShardableKV(), plain, shards=2))
-    machine = ["--machine", "corosm.shards.kv:ShardableKV"]
+        run(start_local(KVMachine(), plain, shards=2))
+    machine = ["--machine", "corosm.apps.kv.machine:KVMachine"]
     argv = [*machine, str(plain), str(tmp_path / "s"), "--shards", "2"]
     assert reshard_main(argv) == 0
     assert "re-sharded 1 shard(s) into 2" in capsys.readouterr().out
@@ -396,12 +395,12 @@ def test_reshard_from_an_unsharded_host_and_its_command_line(
     assert usage.returncode == 2 and "python -m corosm.shards reshard --help" in usage.stderr
     assert reshard_main(argv) == 2  # the target is not empty now
     assert "is not empty" in capsys.readouterr().err
-    plain_kv = ["--machine", "corosm.apps.kv.machine:KVMachine"]
-    assert reshard_main([*plain_kv, str(plain), str(tmp_path / "t"), "--shards", "2"]) == 2
+    keyless = ["--machine", "machines.ledger:Ledger"]
+    assert reshard_main([*keyless, str(plain), str(tmp_path / "t"), "--shards", "2"]) == 2
     assert "cannot be re-sharded: it must define state_items()" in capsys.readouterr().err
 
     async def read() -> None:
-        async with open_local(ShardableKV(), tmp_path / "s", shards=2) as kv:
+        async with open_local(KVMachine(), tmp_path / "s", shards=2) as kv:
             assert await kv.submit(Read(b"k42")) == Value(b"v")
 
     run(read())

@@ -24,11 +24,11 @@ import pytest
 
 from conftest import require_module
 from corosm.apps.kv.inputs import IncrBy, Read, Write
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK, IntValue, Value
 from corosm.shards import (
     Limits,
     OutcomeUnknown,
-    ShardableKV,
     ShardedClient,
     ShardFailed,
     ShardUnavailable,
@@ -57,7 +57,7 @@ def sray() -> Iterator[Any]:
 def opened(sray: Any, data: Path, shards: int, **options: Any) -> Any:
     """``corosm.shards.ray.open`` with actors of a fresh name, small enough for 2 CPUs."""
     name = f"t{uuid.uuid4().hex[:8]}"
-    return sray.open(ShardableKV(), data, shards=shards, name=name, num_cpus=0.25, **options)
+    return sray.open(KVMachine(), data, shards=shards, name=name, num_cpus=0.25, **options)
 
 
 def run(coro: Any) -> Any:
@@ -247,10 +247,10 @@ def test_actors_of_another_store_under_the_same_name_are_refused_and_left_alone(
 ) -> None:
     async def go() -> None:
         same = {"shards": 1, "name": f"t{uuid.uuid4().hex[:8]}", "num_cpus": 0.25}
-        async with sray.open(ShardableKV(), tmp_path / "a", **same) as a:
+        async with sray.open(KVMachine(), tmp_path / "a", **same) as a:
             await a.submit(Write(b"x", b"1"))
             with pytest.raises(ShardFailed, match=r"another store uses this name"):
-                await sray.start(ShardableKV(), tmp_path / "b", **same)
+                await sray.start(KVMachine(), tmp_path / "b", **same)
             assert await a.submit(Read(b"x")) == Value(b"1")  # store a's shard still serves
 
     run(go())

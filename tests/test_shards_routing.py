@@ -35,7 +35,6 @@ from corosm.shards import (
     CrossShardInput,
     Layout,
     Router,
-    ShardableKV,
     ShardLayoutMismatch,
     UnkeyedInput,
     UnshardableKey,
@@ -48,6 +47,7 @@ from corosm.shards import (
 )
 from corosm.shards.errors import OutcomeUnknown, ShardFailed
 from corosm.shards.manifest import check_shard
+from machines.ledger import Ledger
 
 # -- the hash ---------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def test_keys_spread_evenly() -> None:
 
 
 def test_router_sends_an_input_to_the_shard_of_its_key() -> None:
-    router: Router[object] = Router(ShardableKV(), 8)
+    router: Router[object] = Router(KVMachine(), 8)
     assert router.shard_for(Write(b"x", b"1")) == shard_of(b"x", 8) == 2
     assert router.shard_for(Read(b"x")) == 2
     assert router.shard_for(IncrBy(b"x", 1)) == 2
@@ -125,7 +125,7 @@ def test_router_sends_an_input_to_the_shard_of_its_key() -> None:
 
 
 def test_router_takes_several_keys_on_one_shard() -> None:
-    router: Router[object] = Router(ShardableKV(), 4)
+    router: Router[object] = Router(KVMachine(), 4)
     same = [k for k in (f"k{i}".encode() for i in range(100)) if shard_of(k, 4) == 0][:3]
     assert router.shard_for(ReadMany(tuple(same))) == 0
     assert router.shard_for(WriteMany(tuple((k, b"v") for k in same))) == 0
@@ -133,27 +133,27 @@ def test_router_takes_several_keys_on_one_shard() -> None:
 
 
 def test_router_refuses_keys_on_two_shards_and_says_which() -> None:
-    router: Router[object] = Router(ShardableKV(), 4)
+    router: Router[object] = Router(KVMachine(), 4)
     a = next(k for k in (f"k{i}".encode() for i in range(100)) if shard_of(k, 4) == 0)
     b = next(k for k in (f"k{i}".encode() for i in range(100)) if shard_of(k, 4) == 3)
     with pytest.raises(CrossShardInput, match=r"on 2 shards \(shard 0: .*; shard 3: ") as err:
         router.shard_for(Exists((a, b)))
     assert err.value.shards == {0: [a], 3: [b]}
     assert isinstance(err.value, UsageError)
-    assert Router(ShardableKV(), 1).shard_for(Exists((a, b))) == 0  # one shard: all together
+    assert Router(KVMachine(), 1).shard_for(Exists((a, b))) == 0  # one shard: all together
 
 
 @pytest.mark.parametrize("input", [Reset(), Size(), ReadMany(())])
 def test_router_refuses_an_input_without_a_key(input: object) -> None:
     with pytest.raises(UnkeyedInput, match=r"would need every shard of 4"):
-        Router(ShardableKV(), 4).shard_for(input)
+        Router(KVMachine(), 4).shard_for(input)
 
 
 def test_router_needs_a_key_function_and_a_shard_count() -> None:
-    with pytest.raises(UsageError, match=r"KVMachine defines no key"):
-        Router(KVMachine(), 4)
+    with pytest.raises(UsageError, match=r"Ledger defines no key"):
+        Router(Ledger(), 4)
     with pytest.raises(UsageError, match=r"positive int"):
-        Router(ShardableKV(), 0)
+        Router(KVMachine(), 0)
 
 
 def test_the_core_multi_key_form_is_honoured(fn_machine: type) -> None:

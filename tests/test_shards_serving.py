@@ -10,9 +10,10 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from corosm.apps.kv.machine import KVMachine
 from corosm.frontends.http import start_http_server
 from corosm.frontends.http.app import KvHttpApp
-from corosm.shards import ShardableKV, ShardedClient, open_local, shard_of
+from corosm.shards import ShardedClient, open_local, shard_of
 from rawclient import exchange
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def post(body: bytes) -> bytes:
 
 def test_the_http_app_serves_a_sharded_store(tmp_path: Path) -> None:
     async def go() -> None:
-        async with open_local(ShardableKV(), tmp_path, shards=2) as kv:
+        async with open_local(KVMachine(), tmp_path, shards=2) as kv:
             server = await start_http_server(KvHttpApp(kv), HOST, 0)
             port = server.port
             try:

@@ -134,14 +134,11 @@ class Server:
 
     async def _start_shards(self, machine: Machine[Any, Any, Any]) -> Any:
         """``--ray``: the machine as shards on Ray, behind a client the front ends serve."""
-        from corosm.shards.kv import ShardableKV
         from corosm.shards.ray import start as start_shards  # names the extra if Ray is missing
 
         config = self.config
         if config.journal_mode == "blocking" or self._fs is not None:
             raise UsageError("--ray runs the group-commit journal on each shard's own disk")
-        if type(machine) is KVMachine:
-            machine = ShardableKV()  # the key-value machine, with its key() and split hooks
         return await start_shards(
             machine,
             config.data_dir,

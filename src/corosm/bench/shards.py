@@ -42,7 +42,6 @@ from corosm.apps.kv.inputs import Write
 from corosm.apps.kv.machine import KVMachine
 from corosm.bench.procs import cpu_seconds
 from corosm.shards.client import Limits
-from corosm.shards.kv import ShardableKV
 
 if TYPE_CHECKING:
     from corosm.bench.suite import Suite
@@ -101,7 +100,7 @@ async def on_ray(
     """``shards`` shard actors, through a sharded client in this process."""
     from corosm.shards.ray import start
 
-    kv = await start(ShardableKV(), data, shards=shards, name=f"bench{uuid.uuid4().hex[:6]}",
+    kv = await start(KVMachine(), data, shards=shards, name=f"bench{uuid.uuid4().hex[:6]}",
                      num_cpus=0, fsync=mode, limits=limits)  # fmt: skip
     try:
         pids = [link.hello.pid for link in kv.links if link.hello is not None]

@@ -18,7 +18,6 @@ Modules, inner to outer (none of them imports Ray except :mod:`.ray`):
 ``client``         :class:`ShardedClient`: routing, batching per shard, failures
 ``local``          the shards in this process (:func:`open_local`): tests, one core
 ``ray``            the shards as Ray actors (:func:`corosm.shards.ray.open`)
-``kv``             :class:`ShardableKV`: the key-value machine with a shard key
 ``reshard``        ``python -m corosm.shards reshard``: change the shard count offline
 =================  ===========================================================
 
@@ -39,7 +38,6 @@ from corosm.shards.errors import (
     UnshardableKey,
 )
 from corosm.shards.host import ShardHost, ShardSpec
-from corosm.shards.kv import ShardableKV
 from corosm.shards.local import open_local, start_local
 from corosm.shards.manifest import Layout, check_layout, read_layout, shard_dir
 from corosm.shards.reshard import Splittable, reshard
@@ -58,7 +56,6 @@ __all__ = [
     "ShardLayoutMismatch",
     "ShardSpec",
     "ShardUnavailable",
-    "ShardableKV",
     "ShardedClient",
     "ShardingError",
     "Splittable",

@@ -13,7 +13,7 @@ shard at a time per thread, before the first hello is answered.
 
 ::
 
-    async with corosm.shards.open_local(ShardableKV(), "data", shards=4) as kv:
+    async with corosm.shards.open_local(KVMachine(), "data", shards=4) as kv:
         await kv.submit(Write(b"x", b"1"))
 """
 

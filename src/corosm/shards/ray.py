@@ -25,7 +25,7 @@ Ray places and restarts processes; corosm keeps their state and their order.
 
 ::
 
-    async with corosm.shards.ray.open(ShardableKV(), "/data/kv", shards=4) as kv:
+    async with corosm.shards.ray.open(KVMachine(), "/data/kv", shards=4) as kv:
         await kv.submit(Write(b"x", b"1"))
 
 ``open`` joins the cluster at ``address`` (or starts a local Ray when none

@@ -8,7 +8,7 @@ belongs to which key. A machine that does know implements
 :class:`Splittable`: ``state_items(state)`` lists the state as ``(key,
 piece)`` pairs, under the same keys ``key(input)`` returns, and
 ``state_from_items(pairs)`` builds a state from some of them.
-:class:`corosm.shards.kv.ShardableKV` is one.
+:class:`corosm.apps.kv.machine.KVMachine` is one.
 
 :func:`reshard`, with every shard of the source stopped:
 
@@ -26,7 +26,7 @@ cluster, gather them first), and memory for the whole data set at once
 (every pair is held until the new snapshots are written). An unsharded
 ``corosm.open`` directory is a valid source (one shard).
 
-    python -m corosm.shards reshard --machine corosm.shards.kv:ShardableKV OLD NEW --shards 8
+    python -m corosm.shards reshard --machine corosm.apps.kv.machine:KVMachine OLD NEW --shards 8
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def load_machine(spec: str) -> Machine[Any, Any, Any]:
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise UsageError(
-            f"--machine takes MODULE:CLASS, e.g. corosm.shards.kv:ShardableKV; got {spec!r}"
+            f"--machine takes MODULE:CLASS, e.g. corosm.apps.kv.machine:KVMachine; got {spec!r}"
         )
     cls = getattr(importlib.import_module(module_name), name)
     machine = cls()

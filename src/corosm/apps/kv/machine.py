@@ -47,6 +47,11 @@ durable changes, and linearize at the moment they run. For the same reason a
 delete of keys none of which exist answers ``Count(0)`` at once, without a
 journal record (as Redis does not log such a DEL).
 
+Sharding: ``key(input)`` names the keys an input touches, so a router can
+send it to its shard, and ``state_items`` / ``state_from_items`` split the
+state by key, so ``python -m corosm.shards reshard`` can move keys between
+shard counts (see :mod:`corosm.shards`).
+
 The state is a small mutable object, changed in place by ``apply``: copying a
 dict of 10^6 keys per write is not an option. :meth:`KVMachine.copy_state`
 gives the cheap copy a background snapshot needs.
@@ -54,7 +59,7 @@ gives the cheap copy a background snapshot needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from corosm.apps.kv.inputs import (
@@ -104,7 +109,7 @@ from corosm.apps.kv.records import (
     encode_snapshot,
     parse_int64,
 )
-from corosm.core import Context, Machine, Order, Policy
+from corosm.core import Context, Keys, Machine, Order, Policy
 from corosm.errors import DataError, UsageError
 
 #: APPEND's answer when the result would be over MAX_VALUE_BYTES (Redis's wording;
@@ -273,6 +278,36 @@ class KVMachine(Machine[KVState, Input, Output]):
                 "inputs in corosm.apps.kv.inputs (Write, Read, Delete, Reset, ...)"
             )
         return answer(state.data, input)
+
+    def key(self, input: Input) -> Keys | Hashable | None:
+        """What ``input`` touches, for routing it to a shard (see :mod:`corosm.shards`).
+
+        The key of a one-key input; ``Keys(...)`` for MGET, EXISTS, DEL and
+        MSET (refused by the router when the keys fall on several shards);
+        None for ``Reset`` and ``Size``, which would need every shard. The
+        policy stays INTERLEAVE: the key routes inputs, it does not make
+        same-key inputs wait (the intent records make that unnecessary).
+        """
+        match input:
+            case Write() | Read() | Delete() | SetIf() | IncrBy() | AppendBytes() | StrLen():
+                return input.key
+            case ReadMany() | Exists() | DeleteMany():
+                return Keys(*input.keys)
+            case WriteMany():
+                return Keys(*(key for key, _ in input.pairs))
+        return None  # Reset, Size: every key
+
+    def state_items(self, state: KVState) -> Iterable[tuple[Hashable, bytes]]:
+        """Every key with its value: what moves between shards when re-sharding."""
+        return state.data.items()
+
+    def state_from_items(self, items: Iterable[tuple[Hashable, bytes]]) -> KVState:
+        """A state holding exactly ``items`` (the keys re-sharding gave one shard)."""
+        data: dict[bytes, bytes] = {}
+        for key, value in items:
+            assert type(key) is bytes
+            data[key] = value
+        return KVState(data)
 
     # The codec and apply are the module functions themselves, not wrappers:
     # recovery calls both once per record, and a wrapper costs ~15% of replay.
