@@ -186,10 +186,13 @@ def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = Fal
 
 
 def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
-    # One formatting operation per reply: the lines that depend only on the
-    # status and the content type are made once per pair and kept.
+    # The lines that depend only on the status and the content type are made
+    # once per pair and kept; so is the Content-Length line of a short body.
     key = (resp.status, resp.content_type)
     head = _HEADS.get(key) or _head(*key)
+    body = resp.body
+    if conn == CONN_NONE and not (head_only or resp.headers) and len(body) < _SHORT:
+        return head + _LENGTH_LINES[len(body)] + body  # the common reply: one concatenation
     extra = b"".join([b"%s: %s\r\n" % pair for pair in resp.headers]) if resp.headers else b""
     body = b"" if head_only else resp.body
     return b"%sContent-Length: %d\r\n%s%s\r\n%s" % (
@@ -202,6 +205,8 @@ def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
 
 
 _HEADS: dict[tuple[int, bytes | None], bytes] = {}
+_SHORT = 256
+_LENGTH_LINES = [b"Content-Length: %d\r\n\r\n" % n for n in range(_SHORT)]
 
 
 def _head(status: int, content_type: bytes | None) -> bytes:
