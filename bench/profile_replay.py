@@ -11,15 +11,18 @@ best run, records/s (wall clock) and CPU microseconds per record
 Recovery of a clean journal changes nothing on disk, so runs repeat exactly.
 
 With ``--cprofile`` one more run is profiled and its top functions printed.
-To compare trees on the same journal, build with one and time with another::
+To compare trees on the same journal, build with one and time with another,
+pinned to one CPU and alternating (wall clock drifts on a shared machine)::
 
-    .venv/bin/python bench/profile_replay.py --records 100000
-    PYTHONPATH=/tmp/old7b/src .venv/bin/python bench/profile_replay.py --records 100000
+    taskset -c 0 .venv/bin/python bench/profile_replay.py --records 100000
+    PYTHONPATH=/tmp/old/src taskset -c 0 .venv/bin/python bench/profile_replay.py \
+        --records 100000
 
 For instruction counts (stable where wall clock is not), run one replay under
-callgrind: ``valgrind --tool=callgrind python bench/profile_replay.py
---repeat 1``; the built directory is reused, so only recovery is counted
-(plus interpreter start-up, the same in every run).
+callgrind (``valgrind --tool=callgrind python bench/profile_replay.py
+--repeat 1 --records N``) for two values of N, each with its journal already
+built in its own ``--dir``, and divide the difference of the totals by the
+difference of the Ns: that cancels interpreter start-up and imports.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corosm.io.journal import recovery
 from corosm.io.journal.format import (
     CRC_RESIDUE,
     FRAME_HEADER,
@@ -128,3 +129,29 @@ def test_segment_that_ends_inside_a_frame_header_is_a_bad_frame() -> None:
     data = segment(random.Random(2), 4)
     for cut in range(1, FRAME_SIZE):
         check_against_reference(data + data[HEADER_SIZE : HEADER_SIZE + cut])
+
+
+# _replay reads and applies CHUNK frames at a time: small chunks put chunk
+# boundaries everywhere, next to skipped records, damage and LSN gaps.
+@pytest.mark.parametrize("chunk", [1, 2, 7])
+@pytest.mark.parametrize("skip_upto", [0, 1, 6, 7, 8, 30, 99])
+def test_small_chunks_replay_like_the_reference(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, skip_upto: int
+) -> None:
+    monkeypatch.setattr(recovery, "_CHUNK", chunk)
+    check_against_reference(segment(random.Random(3), 30, first=5), first=5, skip_upto=skip_upto)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("seed", range(12))
+def test_small_chunks_stop_where_the_reference_stops(
+    monkeypatch: pytest.MonkeyPatch, chunk: int, seed: int
+) -> None:
+    monkeypatch.setattr(recovery, "_CHUNK", chunk)
+    rng = random.Random(seed)
+    data = bytearray(segment(rng, 20))
+    at = rng.randrange(HEADER_SIZE, len(data))
+    data[at] ^= 1 << rng.randrange(8)
+    check_against_reference(bytes(data), skip_upto=rng.randrange(0, 12))
+    gap = segment(rng, 6) + encode_frames([b"x"], 9)  # lsn 9 where 7 belongs
+    check_against_reference(gap)

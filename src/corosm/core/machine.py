@@ -219,6 +219,27 @@ class Machine(Generic[S, I, O]):
         """
         raise NotImplementedError(f"{type(self).__name__} journals records and must define apply()")
 
+    def apply_encoded(self, state: S, payloads: Iterator[bytes]) -> S:
+        """Decode and apply journal records in order; what recovery runs. Optional.
+
+        The default is ``state = apply(state, decode_record(payload))`` for
+        each payload, and an override must have exactly that effect: it lets
+        a machine apply a record straight from its bytes, without building
+        the record object that ``apply`` would only take apart (recovery
+        replays millions of them).
+
+        Take the payloads one at a time, in order, and be done with each
+        before taking the next (a plain ``for`` loop does): when this raises,
+        recovery names the payload taken last as the one that failed. It
+        decodes that payload again to tell a record that does not decode
+        (``CorruptJournal``) from one that ``apply`` refused (``ApplyFailed``).
+        """
+        apply = self.apply
+        decode = self.decode_record
+        for payload in payloads:
+            state = apply(state, decode(payload))
+        return state
+
     def encode_record(self, record: Any) -> bytes:
         """Serialise a journal record. The default accepts ``bytes`` records only."""
         if isinstance(record, bytes | bytearray | memoryview):

@@ -139,6 +139,12 @@ _HEAD_SIZE = _HEAD.size
 _pack_head = _HEAD.pack
 _unpack_len = _LEN.unpack_from
 
+#: A Put's payload is its head (``unpack_put_head(payload)`` gives the tag and
+#: the key's length), the key from ``PUT_KEY_AT`` on, then the value to the
+#: end: what :func:`~corosm.apps.kv.machine.apply_payloads` reads in place.
+PUT_KEY_AT = _HEAD_SIZE
+unpack_put_head: Callable[[bytes], tuple[int, int]] = _HEAD.unpack_from
+
 
 # One encoder and one decoder per record type, found through a table (by the
 # record's type, by the tag byte): no chain of patterns to walk, so the record
@@ -221,24 +227,9 @@ def _decode_unknown(data: bytes) -> Record:
     )
 
 
-# Put(key, value) would run the frozen dataclass's __init__: a Python frame that
-# sets each field through object.__setattr__, over half the cost of decoding a
-# Put, and replay decodes one per logged write. The decoder fills the two slots
-# directly instead: the same object, without the frame (test_kv_records checks
-# that it equals, hashes and prints as Put(key, value)).
-_new_record = object.__new__
-_set_put_key: Callable[[Put, bytes], None] = vars(Put)["key"].__set__
-_set_put_value: Callable[[Put, bytes], None] = vars(Put)["value"].__set__
-
-
 def _decode_put(data: bytes) -> Put:
-    stop = _HEAD_SIZE + _unpack_len(data, 1)[0]
-    if stop > len(data):
-        _take(data, _HEAD_SIZE, stop - _HEAD_SIZE)  # raises, naming the field
-    record = _new_record(Put)
-    _set_put_key(record, data[_HEAD_SIZE:stop])
-    _set_put_value(record, data[stop:])
-    return record
+    key = _take(data, _HEAD_SIZE, _unpack_len(data, 1)[0])
+    return Put(key, data[_HEAD_SIZE + len(key) :])
 
 
 def _decode_append_to(data: bytes) -> AppendTo:

@@ -32,6 +32,10 @@ A snapshot file is the header, ``u64 lsn | u64 length | u32 crc`` and the
 payload; ``crc`` covers the 16 bytes before it and the payload. The state it
 holds includes every record with an LSN <= ``lsn``.
 
+Reading is :func:`read_frames`, the replay loop: it checks both CRCs and the
+LSN of every frame and leaves anything it does not accept to
+:func:`classify_bad_frame`, which says why.
+
 CRC is ``zlib.crc32`` (stdlib, hardware-assisted on common builds): CRC32C
 would be as good at detecting damage but needs a new dependency.
 See ``docs/journal-format.md`` for the full description and version policy.
@@ -131,6 +135,52 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
     return b"".join(parts)
 
 
+def read_frames(data: bytes, pos: int, lsn: int, count: int, out: list[bytes]) -> int:
+    """Append to ``out`` the payloads of up to ``count`` valid frames from ``pos`` on.
+
+    The frame at ``pos`` should hold ``lsn``, the next ``lsn + 1``, and so on.
+    Stops early at the end of ``data`` or at the first frame it does not
+    take: its header or payload CRC does not check, its payload runs past
+    the end, or its LSN is not the expected one (:func:`classify_bad_frame`
+    explains a damaged frame, and returns None for one with another LSN).
+    Returns the offset after the last frame taken; the frames taken hold
+    ``lsn`` up to ``lsn + k - 1`` for the ``k`` payloads added.
+
+    This loop is the restart time (about 10^6 records per minute of
+    writes), so every step in it counts: names are bound to locals, the LSN
+    comes from the ``for`` loop, and the header CRC is checked as a residue
+    over the whole 20-byte header (no stored CRC to unpack and compare).
+    """
+    unpack = FRAME_HEAD16.unpack_from
+    crc32 = zlib.crc32
+    residue = CRC_RESIDUE
+    add = out.append
+    frame_size = FRAME_SIZE
+    end = len(data)
+    try:
+        for expected in range(lsn, lsn + count):
+            n, flsn, pcrc = unpack(data, pos)
+            start = pos + frame_size
+            stop = start + n
+            if crc32(data[pos:start]) != residue or stop > end or flsn != expected:
+                break
+            payload = data[start:stop]
+            if crc32(payload) != pcrc:
+                break
+            add(payload)
+            pos = stop
+    except struct.error:  # no whole frame header at pos: the end of data, or a torn tail
+        pass
+    return pos
+
+
+def frame_offset(data: bytes, pos: int, index: int) -> int:
+    """Where the frame ``index`` frames after the one at ``pos`` starts (frames already read)."""
+    for _ in range(index):
+        pos += FRAME_SIZE + _U32.unpack_from(data, pos)[0]
+    return pos
+
+
 @dataclass(frozen=True, slots=True)
 class FrameError:
     """Why the frame at ``offset`` could not be read, and whether that looks like a torn tail.
@@ -203,12 +253,13 @@ def _skip_zeros(data: bytes, pos: int, stop: int) -> int:
     return pos + len(tail) - len(tail.lstrip(b"\x00"))
 
 
-def classify_bad_frame(data: bytes, offset: int, lsn: int) -> FrameError:
+def classify_bad_frame(data: bytes, offset: int, lsn: int) -> FrameError | None:
     """Explain why the frame at ``offset`` (which should hold ``lsn``) is not valid.
 
     Slow path, runs once per recovery at most. The frame is torn when no
     plausible frame follows it (:func:`find_frame`); when its own header
     checks, its length is trusted and the search starts after its payload.
+    None when both CRCs of the frame check (whatever its LSN).
     """
     end = len(data)
     if end - offset < FRAME_SIZE:
@@ -226,7 +277,7 @@ def classify_bad_frame(data: bytes, offset: int, lsn: int) -> FrameError:
     elif zlib.crc32(view[offset + FRAME_SIZE : offset + FRAME_SIZE + n]) != pcrc:
         reason, resume = f"payload checksum mismatch (lsn {flsn})", offset + FRAME_SIZE + n
     else:
-        return FrameError(offset, "frame is valid", False)  # callers never get here
+        return None
     found = find_frame(data, resume, origin=offset, lsn=lsn)
     if found is None:
         return FrameError(offset, reason, True)

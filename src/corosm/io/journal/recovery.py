@@ -8,9 +8,10 @@ Theory of operation
    Damaged newer snapshots are skipped; if the journal does not reach back to
    ``L + 1``, the error names them (they held what is missing).
 3. Read the segments in LSN order, each with one big read, and replay every
-   record with LSN > ``L`` through ``machine.apply(state,
-   machine.decode_record(payload))``: the very function the live path runs
-   when an append completes, so the rebuilt state is the live state.
+   record with LSN > ``L`` through ``machine.apply_encoded``, whose effect
+   is ``machine.apply(state, machine.decode_record(payload))`` for each
+   record: the very function the live path runs when an append completes,
+   so the rebuilt state is the live state.
 4. Check as we go: headers and versions, both checksums of every frame, LSNs
    consecutive inside a segment and across segments (a gap means lost data).
 5. Once the state is rebuilt, rename the damaged snapshots skipped in step 2
@@ -27,9 +28,10 @@ cannot tear it), raises :class:`CorruptJournal` naming the file and byte
 offset, unless ``truncate_corrupt=True``, which cuts the journal there,
 removes later segments and reports what was dropped.
 
-The hot loop avoids per-record syscalls and objects beyond the payload: the
-file is one ``bytes``, frames are read with ``struct.unpack_from`` and the
-header CRC is checked as a residue (see :func:`_replay`).
+The hot loops avoid per-record syscalls and objects beyond the payload: the
+file is one ``bytes``; :func:`~corosm.io.journal.format.read_frames` checks
+a chunk of frames and collects their payloads, then one call to the
+machine's ``apply_encoded`` applies them (see :func:`_replay`).
 """
 
 from __future__ import annotations
@@ -37,24 +39,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import length_hint
 from typing import Any, Generic, TypeVar
 
 from corosm.core.machine import Machine
-from corosm.errors import ApplyFailed, CorruptJournal
+from corosm.errors import ApplyFailed, CorruptJournal, DataError
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import (
-    CRC_RESIDUE,
     FRAME_HEAD16,
-    FRAME_SIZE,
     HEADER_SIZE,
     JOURNAL_MAGIC,
     TEMP_SUFFIX,
     FrameError,
     check_header,
     classify_bad_frame,
+    frame_offset,
     parse_segment_name,
+    read_frames,
 )
 from corosm.io.journal.snapshot import load_newest_snapshot, set_aside
 
@@ -109,62 +112,113 @@ class _Scan:
     error: FrameError | None
 
 
+_CHUNK = 4096
+"""Frames read before they are applied: enough to make the per-chunk work
+negligible, few enough that the chunk's payloads stay in the CPU caches."""
+
+
 def _replay(data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, path: str) -> _Scan:
     """Apply the frames of one segment; stop at the end or at the first bad frame.
 
-    This loop is the restart time (about 10^6 records per minute of writes),
-    so every step in it counts: names are bound to locals, the header CRC is
-    checked as a residue over the whole 20-byte header (no stored CRC to
-    unpack and compare), and the count of applied records is worked out from
-    the LSNs afterwards instead of counted. Any frame this loop does not
-    accept, it leaves to :func:`classify_bad_frame`.
+    The segment's first frame should hold ``lsn``; frames up to ``skip_upto``
+    (already in the snapshot) are checked but not applied. Frames are read
+    :data:`_CHUNK` at a time by :func:`read_frames` and each chunk is handed
+    to the machine in one call (:func:`_apply_chunk`), so the per-record work
+    is two tight loops; the frame that stopped reading, if any, is explained
+    by :func:`_frame_error`.
     """
-    unpack = FRAME_HEAD16.unpack_from
-    crc32 = zlib.crc32
-    residue = CRC_RESIDUE
-    apply = machine.apply
-    decode = machine.decode_record
-    frame_size = FRAME_SIZE
-    end = len(data)
-    last = end - frame_size  # the last offset at which a whole frame header fits
-    first = lsn
     pos = HEADER_SIZE
+    applied = 0
+    while True:
+        payloads: list[bytes] = []
+        after = read_frames(data, pos, lsn, _CHUNK, payloads)
+        # The first `skip` of them (LSN <= skip_upto) are in the snapshot already.
+        skip = min(max(skip_upto - lsn + 1, 0), len(payloads))
+        if skip < len(payloads):
+            state = _apply_chunk(
+                machine,
+                state,
+                payloads[skip:] if skip else payloads,
+                lsn=lsn + skip,
+                data=data,
+                pos=frame_offset(data, pos, skip),
+                path=path,
+            )
+            applied += len(payloads) - skip
+        lsn += len(payloads)
+        pos = after
+        if len(payloads) < _CHUNK:
+            return _Scan(state, pos, lsn, applied, _frame_error(data, pos, lsn))
+
+
+def _apply_chunk(
+    machine: Any, state: Any, payloads: list[bytes], *, lsn: int, data: bytes, pos: int, path: str
+) -> Any:
+    """Run ``machine.apply_encoded`` on one chunk; if it raises, raise what names the record.
+
+    The chunk holds records ``lsn, lsn + 1, ...`` whose frames start at
+    ``pos``. ``apply_encoded`` takes them one at a time from a list iterator,
+    so when it raises, the iterator's remaining length (exact for a list
+    iterator) says which payload it took last: the one that failed.
+    """
+    taken = iter(payloads)
     try:
-        while pos <= last:
-            n, flsn, pcrc = unpack(data, pos)
-            start = pos + frame_size
-            stop = start + n
-            if crc32(data[pos:start]) != residue or stop > end:
-                break
-            payload = data[start:stop]
-            if crc32(payload) != pcrc:
-                break
-            if flsn != lsn:
-                reason = f"record has lsn {flsn}, expected {lsn}"
-                applied = _count_applied(first, lsn, skip_upto)
-                return _Scan(state, pos, lsn, applied, FrameError(pos, reason, False))
-            if flsn > skip_upto:
-                record = decode(payload)
-                try:
-                    state = apply(state, record)
-                except Exception as exc:
-                    failure = ApplyFailed(lsn, type(machine).__name__, exc)
-                    failure.__cause__ = exc
-                    raise failure from exc
-            lsn += 1
-            pos = stop
-    except ApplyFailed:
-        raise
-    except Exception as exc:  # the record's bytes check out, but they do not decode
-        raise CorruptJournal(path, pos, f"record lsn {lsn} could not be decoded: {exc!r}") from exc
-    applied = _count_applied(first, lsn, skip_upto)
-    error = None if pos == end else classify_bad_frame(data, pos, lsn)
-    return _Scan(state, pos, lsn, applied, error)
+        return _apply_encoded(machine, state, taken)
+    except Exception as exc:
+        index = max(len(payloads) - length_hint(taken) - 1, 0)
+        offset = frame_offset(data, pos, index)
+        failure = _record_failure(
+            machine, payloads[index], lsn=lsn + index, path=path, offset=offset, exc=exc
+        )
+        raise failure from failure.__cause__
 
 
-def _count_applied(first: int, stop: int, skip_upto: int) -> int:
-    """How many of the records ``first .. stop - 1`` have an LSN above ``skip_upto``."""
-    return max(0, stop - max(first, skip_upto + 1))
+def _apply_encoded(machine: Any, state: Any, payloads: Iterator[bytes]) -> Any:
+    """``machine.apply_encoded``, or the default one for a look-alike machine.
+
+    Recovery takes any object with ``apply`` and ``decode_record``, not only
+    a :class:`Machine` subclass; the default needs nothing more.
+    """
+    hook = getattr(machine, "apply_encoded", None)
+    if hook is None:
+        return Machine.apply_encoded(machine, state, payloads)
+    return hook(state, payloads)
+
+
+def _record_failure(
+    machine: Any, payload: bytes, *, lsn: int, path: str, offset: int, exc: Exception
+) -> DataError:
+    """The error for record ``lsn`` (frame at ``offset``), on which replay raised ``exc``.
+
+    A record whose bytes check out but do not decode is a data error in the
+    journal (:class:`CorruptJournal`); one that decodes is a record ``apply``
+    refused (:class:`ApplyFailed`). Decoding is a pure function of the bytes,
+    so decoding the payload again tells the two apart. The error's
+    ``__cause__`` is the exception of the step that failed.
+    """
+    failure: DataError
+    try:
+        machine.decode_record(payload)
+    except Exception as decode_exc:
+        failure = CorruptJournal(
+            path, offset, f"record lsn {lsn} could not be decoded: {decode_exc!r}"
+        )
+        failure.__cause__ = decode_exc
+    else:
+        failure = ApplyFailed(lsn, type(machine).__name__, exc)
+        failure.__cause__ = exc
+    return failure
+
+
+def _frame_error(data: bytes, pos: int, lsn: int) -> FrameError | None:
+    """Why reading stopped at ``pos`` (where record ``lsn`` should be), or None at the end."""
+    if pos == len(data):
+        return None
+    error = classify_bad_frame(data, pos, lsn)
+    if error is None:  # both CRCs check: the frame holds another LSN
+        flsn = FRAME_HEAD16.unpack_from(data, pos)[1]
+        error = FrameError(pos, f"record has lsn {flsn}, expected {lsn}", False)
+    return error
 
 
 def _list_and_clean(fs: FileSystem, directory: str) -> list[str]:
