@@ -108,7 +108,8 @@ class _Task:
         self.missing = 0  # keys it still waits for
         self.wait: Wait | None = None
         # Set by Stepper._start(). None while the task waits for its keys, and
-        # for an input taken by Machine.log: it has no handler at all.
+        # for an input taken by Machine.log: it has no handler at all, and no
+        # ``wait`` either (its append's future is all it waits for).
         self.coro: Coroutine[Any, Any, Any] | None = None
 
 
@@ -221,6 +222,11 @@ class Stepper(Generic[S, I, O]):
         task: _Task | None = future.waiter  # type: ignore[assignment]
         if task is None:
             return
+        if task.coro is None:  # taken by Machine.log: its record is applied, answer now
+            self.suspended -= 1
+            self._suspended.discard(task)
+            self._answer_logged(task, future)
+            return
         wait = task.wait
         if wait is None:
             return
@@ -233,9 +239,7 @@ class Stepper(Generic[S, I, O]):
             other.waiter = None
         self.suspended -= 1
         self._suspended.discard(task)
-        if task.coro is None:  # taken by Machine.log: its record is applied, answer now
-            self._answer_logged(task, future)
-        elif self._step(task) and task.key is not None:
+        if self._step(task) and task.key is not None:
             self._release(task.key)
 
     def query(self, input: I) -> O:
@@ -357,8 +361,10 @@ class Stepper(Generic[S, I, O]):
         """Append the record ``Machine.log`` gives for ``task``; False to run its handler.
 
         The task then waits on the append as a handler would after ``await
-        ctx.append(record)``, with no coroutine: :meth:`complete` answers it
-        (:meth:`_answer_logged`) right after applying the record.
+        ctx.append(record)``, with no coroutine and no ``Wait`` (it waits on
+        that one future, so the wait is satisfied by its completion):
+        :meth:`complete` answers it (:meth:`_answer_logged`) right after
+        applying the record.
         """
         try:
             record = log(task.input)
@@ -369,7 +375,6 @@ class Stepper(Generic[S, I, O]):
             return False
         future = self.start_effect(Append(record))
         future.waiter = task
-        task.wait = Wait((future,), WaitMode.ALL)  # type: ignore[arg-type]
         self.suspended += 1
         self._suspended.add(task)
         return True
