@@ -11,7 +11,10 @@ CPU microseconds per request (``time.process_time``) for:
 * ``ok``: the constant-``Ok`` handler (the HTTP stack's own cost);
 * ``read``: seed ``Read "x"`` through the key-value app and runtime;
 * ``write``: seed ``Write "x" 1`` with an in-memory journal (no disk: the
-  cost of the loop's own work per durable write, minus the fsync).
+  cost of the loop's own work per durable write, minus the fsync);
+* ``durable``: the same write through ``corosm.open``'s real journal
+  (fsync ``always``, group commit, the journal thread) in a temporary
+  directory: the CPU of every thread of the process, hand-offs included.
 
 ``--conns`` connections each send ``--pipeline`` requests per read, then the
 script waits for every reply before the next round (a closed loop, like wrk).
@@ -24,6 +27,7 @@ script waits for every reply before the next round (a closed loop, like wrk).
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,9 +37,15 @@ from corosm.frontends.http.app import KvHttpApp
 from corosm.frontends.http.messages import HttpStats, Limits, Response
 from corosm.frontends.http.protocol import HttpConnection
 from corosm.runtime import Runtime
+from corosm.runtime.durable import durable_runtime
 from inprocess import CountingTransport, main
 
-BODIES = {"ok": b'Read "x"', "read": b'Read "x"', "write": b'Write "x" 1'}
+BODIES = {
+    "ok": b'Read "x"',
+    "read": b'Read "x"',
+    "write": b'Write "x" 1',
+    "durable": b'Write "x" 1',
+}
 
 
 _OK = Response(200, b"Ok")
@@ -43,8 +53,15 @@ _OK = Response(200, b"Ok")
 
 async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
     """CPU microseconds per request for ``kind`` (see the module docs)."""
+    with tempfile.TemporaryDirectory(prefix="corosm-profile-") as data_dir:
+        runtime = durable_runtime(KVMachine(), data_dir) if kind == "durable" else None
+        return await _measure(kind, runtime or Runtime(KVMachine()), conns, pipeline, rounds)
+
+
+async def _measure(
+    kind: str, runtime: Runtime[Any, Any, Any], conns: int, pipeline: int, rounds: int
+) -> float:
     loop = asyncio.get_running_loop()
-    runtime: Runtime[Any, Any, Any] = Runtime(KVMachine())
     await runtime.start()
     handler: Any = (lambda request: _OK) if kind == "ok" else KvHttpApp(runtime)
     new_handler: Callable[[], Any] = getattr(handler, "connection_handler", lambda: handler)

@@ -112,6 +112,35 @@ def test_close_fails_logged_inputs_still_waiting() -> None:
     assert stepper.idle()
 
 
+class CounterWithAppender(Counter):
+    """Counter whose "ask" input appends through its handler, as ``ctx.append`` does."""
+
+    async def handle(self, ctx: Context[int], input: Any) -> Any:
+        await ctx.append(("add", 100))
+        return ("asked", ctx.state)
+
+
+def test_logged_inputs_and_handler_appends_share_request_numbers_and_log_order() -> None:
+    # A logged input is a pending request of its own (no future): it counts in
+    # pending_requests, and its completion interleaves with a handler's append.
+    stepper = Stepper(CounterWithAppender())
+    actions = stepper.feed(InputArrived("c1", 1), InputArrived("c2", "ask"), InputArrived("c3", 2))
+    assert actions == [
+        StartIO(1, Append(("add", 1))),
+        StartIO(2, Append(("add", 100))),
+        StartIO(3, Append(("add", 2))),
+    ]
+    assert stepper.pending_requests == 3 and stepper.suspended == 3
+    assert stepper.feed(IOCompleted(1, 1), IOCompleted(2, 2), IOCompleted(3, 3)) == [
+        Reply("c1", ("total", 1)),
+        Reply("c2", ("asked", 101)),
+        Reply("c3", ("total", 103)),
+    ]
+    assert stepper.last_append_value == 3 and stepper.idle()
+    # A late or repeated completion of a logged input is ignored, as any other.
+    assert stepper.feed(IOCompleted(3, 3)) == []
+
+
 def test_only_interleave_takes_the_log_path() -> None:
     class Keyed(Counter):
         policy = Policy.PER_KEY

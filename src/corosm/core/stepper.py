@@ -98,7 +98,7 @@ NO_STATE: Any = object()
 class _Task:
     """One input, from its arrival (waiting for its keys) until it finishes."""
 
-    __slots__ = ("client", "coro", "input", "key", "missing", "order", "wait")
+    __slots__ = ("append", "client", "coro", "input", "key", "missing", "order", "wait")
 
     def __init__(self, client: ClientId, input: Any, key: Hashable | None, order: int) -> None:
         self.order = order
@@ -110,6 +110,9 @@ class _Task:
         # Set by Stepper._start(). None while the task waits for its keys, and
         # for an input taken by Machine.log: it has no handler at all.
         self.coro: Coroutine[Any, Any, Any] | None = None
+        # The append of an input taken by Machine.log: the task itself is the
+        # pending request (no future, no wait), until complete() answers it.
+        self.append: Append | None = None
 
 
 class Stepper(Generic[S, I, O]):
@@ -125,8 +128,11 @@ class Stepper(Generic[S, I, O]):
         plain = machine.supports_log() and machine.policy is Policy.INTERLEAVE
         self._log = machine.log if plain else None
         self._logged = machine.logged
+        self._apply = machine.apply
         self._actions: list[Action] = []
-        self._futures: dict[int, Future[Any]] = {}
+        # Started effects not yet completed: request -> its future, or the task
+        # of an input taken by Machine.log (see _append_logged).
+        self._futures: dict[int, Future[Any] | _Task] = {}
         self._last_request = 0
         # Taken keys (PER_KEY, EXCLUSIVE): key -> inputs waiting for it, in arrival order.
         self._busy: dict[Hashable, deque[_Task]] = {}
@@ -196,26 +202,18 @@ class Stepper(Generic[S, I, O]):
         future = self._futures.pop(request, None)
         if future is None:
             return  # cancelled earlier, or not ours: a late completion is ignored
+        if isinstance(future, _Task):  # an input taken by Machine.log: apply, then answer
+            self._answer_logged(future, value, error)
+            return
         effect = future.effect
         if error is not None:
             future.set_error(_as_effect_error(effect, error))
         elif type(effect) is Append:
-            if self.apply_failure is not None:
-                # The state stopped following the journal at an earlier record:
-                # this one is durable, and will be applied at the next start.
-                future.set_error(self._parted(value))
+            failure = self._apply_append(effect.record, value)
+            if failure is None:
+                future.set_result(value)
             else:
-                try:
-                    self.state = self.machine.apply(self.state, effect.record)
-                except Exception as exc:
-                    failure = ApplyFailed(value, type(self.machine).__name__, exc)
-                    failure.__cause__ = exc
-                    self.apply_failure = failure
-                    future.set_error(failure)
-                else:
-                    self.appends_applied += 1
-                    self.last_append_value = value
-                    future.set_result(value)
+                future.set_error(failure)
         else:
             future.set_result(value)
         task: _Task | None = future.waiter  # type: ignore[assignment]
@@ -233,9 +231,7 @@ class Stepper(Generic[S, I, O]):
             other.waiter = None
         self.suspended -= 1
         self._suspended.discard(task)
-        if task.coro is None:  # taken by Machine.log: its record is applied, answer now
-            self._answer_logged(task, future)
-        elif self._step(task) and task.key is not None:
+        if self._step(task) and task.key is not None:
             self._release(task.key)
 
     def query(self, input: I) -> O:
@@ -310,6 +306,28 @@ class Stepper(Generic[S, I, O]):
         self.suspended = 0
         self.waiting_for_key = 0
 
+    def _apply_append(self, record: Any, value: Any) -> CorosmError | None:
+        """Apply the record of an append that completed with ``value`` (its LSN).
+
+        Returns the error the append's waiter gets instead: the record is
+        durable but the state does not follow the journal (``apply`` raised,
+        now or at an earlier record: a fail-stop), else None.
+        """
+        if self.apply_failure is not None:
+            # The state stopped following the journal at an earlier record:
+            # this one is durable, and will be applied at the next start.
+            return self._parted(value)
+        try:
+            self.state = self._apply(self.state, record)
+        except Exception as exc:
+            failure = ApplyFailed(value, type(self.machine).__name__, exc)
+            failure.__cause__ = exc
+            self.apply_failure = failure
+            return failure
+        self.appends_applied += 1
+        self.last_append_value = value
+        return None
+
     def _parted(self, value: Any) -> JournalClosed:
         failure = self.apply_failure
         assert failure is not None
@@ -357,8 +375,11 @@ class Stepper(Generic[S, I, O]):
         """Append the record ``Machine.log`` gives for ``task``; False to run its handler.
 
         The task then waits on the append as a handler would after ``await
-        ctx.append(record)``, with no coroutine: :meth:`complete` answers it
-        (:meth:`_answer_logged`) right after applying the record.
+        ctx.append(record)``, with no coroutine, and no future or ``Wait``
+        either: the task itself is the pending request, and :meth:`complete`
+        answers it (:meth:`_answer_logged`) right after applying the record.
+        It still emits ``StartIO(request, Append(record))`` as ``ctx.append``
+        would.
         """
         try:
             record = log(task.input)
@@ -367,18 +388,31 @@ class Stepper(Generic[S, I, O]):
             return True
         if record is None:
             return False
-        future = self.start_effect(Append(record))
-        future.waiter = task
-        task.wait = Wait((future,), WaitMode.ALL)  # type: ignore[arg-type]
+        task.append = effect = Append(record)
+        self._last_request += 1
+        request = self._last_request
+        self._futures[request] = task
+        self._actions.append(StartIO(request, effect))
         self.suspended += 1
         self._suspended.add(task)
         return True
 
-    def _answer_logged(self, task: _Task, future: Future[Any]) -> None:
-        """Reply to a task taken by ``Machine.log``, its append done (see _append_logged)."""
-        error = future.exception()
-        if error is not None:  # what ``await ctx.append`` would have raised
-            self._fail(task.client, error)
+    def _answer_logged(self, task: _Task, value: Any, error: BaseException | None) -> None:
+        """Apply and answer the append of a task taken by ``Machine.log`` (see _append_logged).
+
+        What resuming the handler ``await ctx.append(record); return
+        logged(ctx.state, input)`` would do: the same reply, or the same error.
+        """
+        self.suspended -= 1
+        self._suspended.discard(task)
+        effect = task.append
+        assert effect is not None, "only a task taken by Machine.log is a pending request"
+        if error is not None:
+            self._fail(task.client, _as_effect_error(effect, error))
+            return
+        failure = self._apply_append(effect.record, value)
+        if failure is not None:
+            self._fail(task.client, failure)
             return
         try:
             output = self._logged(self.state, task.input)

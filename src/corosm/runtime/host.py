@@ -259,12 +259,16 @@ class Host(Generic[S, I, O]):
         return not self._backlog
 
     def _admit_inputs(self) -> None:
-        inbox, stepper = self.inbox, self.stepper
-        room = self.max_inflight - self.inflight
-        while inbox and room > 0:
-            client, input = inbox.popleft()
-            stepper.input(client, input)
+        inbox, step = self.inbox, self.stepper.input
+        # An input adds at most one to ``inflight`` (it suspends or waits for
+        # its key), so ``room`` inputs can go in before the bound is looked at again.
+        while inbox:
             room = self.max_inflight - self.inflight
+            if room <= 0:
+                return
+            for _ in range(min(room, len(inbox))):
+                client, input = inbox.popleft()
+                step(client, input)
 
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
