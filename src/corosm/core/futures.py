@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 from corosm.core.traps import Wait, WaitMode, suspend
 from corosm.errors import InternalError, UsageError
 
+_ALL = WaitMode.ALL  # a module constant: an enum member lookup is slow in 3.11 (see stepper)
+
 if TYPE_CHECKING:
     from corosm.core.effects import Effect
 
@@ -69,7 +71,7 @@ class Future(Generic[T]):
 
     def __await__(self) -> Generator[Wait, None, T]:
         if self._value is _PENDING and self._error is None:  # not done()
-            yield from suspend(Wait((self,), WaitMode.ALL))  # type: ignore[arg-type]
+            yield from suspend(Wait((self,), _ALL))  # type: ignore[arg-type]
         return self.result()
 
     def __repr__(self) -> str:
@@ -118,14 +120,14 @@ class Group(Generic[T]):
 
     def done(self) -> bool:
         """True once awaiting the group would not suspend."""
-        if self.mode is WaitMode.ALL:
+        if self.mode is _ALL:
             return all(f.done() for f in self.futures) or any(f.failed() for f in self.futures)
         return any(f.done() for f in self.futures)
 
     def result(self) -> T:
         """The group's result (see the class docs); raises its error. Only valid once done."""
         futures = self.futures
-        if self.mode is WaitMode.ALL:
+        if self.mode is _ALL:
             for future in futures:
                 if future.failed():
                     future.result()  # raises its error
