@@ -389,11 +389,18 @@ class HttpConnection(asyncio.Protocol):
         finish: Callable[[asyncio.Future[Any]], Response] | None = None,
     ) -> _Slot:
         """Queue a slot for a reply still to come, under the response timeout."""
-        deadline = self._now + self.limits.response_timeout
+        limits = self.limits
+        deadline = self._now + limits.response_timeout
         slot = _Slot(self, finish, conn_header, head_only, deadline)
-        self._pending.append(slot)
-        self._arm(deadline)
-        self._update_reading()
+        pending = self._pending
+        pending.append(slot)
+        # Deadlines grow along the queue, so the timer is nearly always armed
+        # in time already; and one more slot can only make reading pause.
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            self._arm(deadline)
+        if not self._reading_paused and (self._closing or len(pending) >= limits.max_pending):
+            self._update_reading()
         return slot
 
     def _enqueue_ready(self, resp: Response, conn_header: int, head_only: bool) -> None:
