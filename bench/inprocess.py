@@ -2,17 +2,21 @@
 
 ``profile_http_path.py`` and ``profile_resp_path.py`` feed raw request bytes
 to a front end's protocol object on a real loop, with :class:`CountingTransport`
-in place of a socket, and report CPU microseconds per request; :func:`main`
-is their command line (scenarios, pipelining depths, ``--profile``,
+in place of a socket, and report CPU microseconds per request:
+:class:`ClosedLoop` drives the rounds (every connection sends, then every
+reply is awaited, as wrk and redis-benchmark do), and :func:`main` is their
+command line (scenarios, pipelining depths, ``--profile``,
 ``--only``), each script giving its own ``measure`` coroutine.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
-from collections.abc import Callable, Coroutine, Iterable
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from corosm.runtime import run
@@ -56,6 +60,42 @@ class CountingTransport:
 
     def can_write_eof(self) -> bool:
         return True
+
+
+class ClosedLoop:
+    """Rounds of a closed loop over some connections, timed in CPU seconds.
+
+    ``owed(data)`` says how much of a round's replies ``data`` carries (a
+    count of replies, or of bytes): a round ends when ``per_round`` of it
+    has been written back. Give each connection :meth:`transport`.
+    """
+
+    def __init__(self, owed: Callable[[bytes], int], per_round: int) -> None:
+        self._owed = owed
+        self._per_round = per_round
+        self._left = 0
+        self._done: asyncio.Future[None] | None = None
+
+    def transport(self) -> CountingTransport:
+        return CountingTransport(self._on_write)
+
+    def _on_write(self, data: bytes) -> None:
+        self._left -= self._owed(data)
+        if self._left == 0 and self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def cpu_seconds(self, connections: Sequence[Any], burst: bytes, rounds: int) -> float:
+        """Feed ``burst`` to every connection, await every reply; ``rounds`` times."""
+        loop = asyncio.get_running_loop()
+        started = time.process_time()
+        for _ in range(rounds):
+            self._left = self._per_round
+            self._done = loop.create_future()
+            for conn in connections:
+                conn.data_received(burst)
+            if self._left:
+                await self._done
+        return time.process_time() - started
 
 
 def main(doc: str, kinds: Iterable[str], measure: Measure, *, conns: int, unit: str) -> None:

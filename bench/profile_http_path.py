@@ -26,9 +26,7 @@ script waits for every reply before the next round (a closed loop, like wrk).
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +36,7 @@ from corosm.frontends.http.messages import HttpStats, Limits, Response
 from corosm.frontends.http.protocol import HttpConnection
 from corosm.runtime import Runtime
 from corosm.runtime.durable import durable_runtime
-from inprocess import CountingTransport, main
+from inprocess import ClosedLoop, main
 
 BODIES = {
     "ok": b'Read "x"',
@@ -61,38 +59,20 @@ async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
 async def _measure(
     kind: str, runtime: Runtime[Any, Any, Any], conns: int, pipeline: int, rounds: int
 ) -> float:
-    loop = asyncio.get_running_loop()
     await runtime.start()
     handler: Any = (lambda request: _OK) if kind == "ok" else KvHttpApp(runtime)
     new_handler: Callable[[], Any] = getattr(handler, "connection_handler", lambda: handler)
     body = BODIES[kind]
     one = b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    burst = one * pipeline
-    waiting = 0
-    done: asyncio.Future[None] = loop.create_future()
-
-    def on_write(data: bytes) -> None:
-        nonlocal waiting, done
-        waiting -= data.count(b"HTTP/1.1 ")
-        if waiting == 0 and not done.done():
-            done.set_result(None)
-
+    replies = ClosedLoop(lambda data: data.count(b"HTTP/1.1 "), conns * pipeline)
     connections = []
     for _ in range(conns):
         conn = HttpConnection(new_handler(), Limits(), HttpStats())
-        conn.connection_made(CountingTransport(on_write))  # type: ignore[arg-type]
+        conn.connection_made(replies.transport())  # type: ignore[arg-type]
         connections.append(conn)
     if kind == "read":  # something to read
         await runtime.submit(_write_x())
-    started = time.process_time()
-    for _ in range(rounds):
-        waiting = conns * pipeline
-        done = loop.create_future()
-        for conn in connections:
-            conn.data_received(burst)
-        if waiting:
-            await done
-    cpu = time.process_time() - started
+    cpu = await replies.cpu_seconds(connections, one * pipeline, rounds)
     await runtime.stop()
     return cpu / (rounds * conns * pipeline) * 1e6
 

@@ -30,8 +30,6 @@ of the totals by the difference of the counts::
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from corosm.apps.kv.inputs import Write
@@ -39,7 +37,7 @@ from corosm.apps.kv.machine import KVMachine
 from corosm.frontends.resp.protocol import encode_command
 from corosm.frontends.resp.server import RespLimits, RespServerProtocol, _Shared
 from corosm.runtime import Runtime
-from inprocess import CountingTransport, main
+from inprocess import ClosedLoop, main
 
 #: Scenario -> (the commands one pipelined step sends, in turn; the reply bytes each gets).
 COMMANDS: dict[str, tuple[tuple[bytes, bytes], ...]] = {
@@ -54,37 +52,20 @@ COMMANDS: dict[str, tuple[tuple[bytes, bytes], ...]] = {
 
 async def measure(kind: str, conns: int, pipeline: int, rounds: int) -> float:
     """CPU microseconds per command for ``kind`` (see the module docs)."""
-    loop = asyncio.get_running_loop()
     runtime: Runtime[Any, Any, Any] = Runtime(KVMachine())
     await runtime.start()
     await runtime.submit(Write(b"x", b"1"))  # something to read
     steps = COMMANDS[kind]
     burst = b"".join(steps[i % len(steps)][0] for i in range(pipeline))
     expected = sum(len(steps[i % len(steps)][1]) for i in range(pipeline)) * conns
-    owed = 0
-    done: asyncio.Future[None] = loop.create_future()
-
-    def on_write(data: bytes) -> None:
-        nonlocal owed
-        owed -= len(data)
-        if owed == 0 and not done.done():
-            done.set_result(None)
-
+    replies = ClosedLoop(len, expected)  # counted in bytes
     shared = _Shared(runtime, {}, RespLimits())
     connections = []
     for _ in range(conns):
         conn = RespServerProtocol(shared)
-        conn.connection_made(CountingTransport(on_write))  # type: ignore[arg-type]
+        conn.connection_made(replies.transport())  # type: ignore[arg-type]
         connections.append(conn)
-    started = time.process_time()
-    for _ in range(rounds):
-        owed = expected
-        done = loop.create_future()
-        for conn in connections:
-            conn.data_received(burst)
-        if owed:
-            await done
-    cpu = time.process_time() - started
+    cpu = await replies.cpu_seconds(connections, burst, rounds)
     for conn in connections:
         conn.connection_lost(None)
     await runtime.stop()
