@@ -15,10 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from corosm.core.traps import Wait, WaitMode, suspend
+from corosm.core.traps import WAIT_ALL, Wait, WaitMode, suspend
 from corosm.errors import InternalError, UsageError
-
-_ALL = WaitMode.ALL  # a module constant: an enum member lookup is slow in 3.11 (see stepper)
 
 if TYPE_CHECKING:
     from corosm.core.effects import Effect
@@ -49,10 +47,6 @@ class Future(Generic[T]):
         """True if the effect completed with an error."""
         return self._error is not None
 
-    def exception(self) -> BaseException | None:
-        """The effect's error, or None (not failed, or not done yet)."""
-        return self._error
-
     def result(self) -> T:
         """The effect's value; raises its error. Only valid once :meth:`done`."""
         if self._error is not None:
@@ -71,7 +65,7 @@ class Future(Generic[T]):
 
     def __await__(self) -> Generator[Wait, None, T]:
         if self._value is _PENDING and self._error is None:  # not done()
-            yield from suspend(Wait((self,), _ALL))  # type: ignore[arg-type]
+            yield from suspend(Wait((self,), WAIT_ALL))  # type: ignore[arg-type]
         return self.result()
 
     def __repr__(self) -> str:
@@ -120,14 +114,14 @@ class Group(Generic[T]):
 
     def done(self) -> bool:
         """True once awaiting the group would not suspend."""
-        if self.mode is _ALL:
+        if self.mode is WAIT_ALL:
             return all(f.done() for f in self.futures) or any(f.failed() for f in self.futures)
         return any(f.done() for f in self.futures)
 
     def result(self) -> T:
         """The group's result (see the class docs); raises its error. Only valid once done."""
         futures = self.futures
-        if self.mode is _ALL:
+        if self.mode is WAIT_ALL:
             for future in futures:
                 if future.failed():
                     future.result()  # raises its error

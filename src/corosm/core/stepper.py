@@ -73,7 +73,7 @@ from corosm.core.events import (
 )
 from corosm.core.futures import Future
 from corosm.core.machine import Keys, Machine, Policy
-from corosm.core.traps import Wait, WaitMode
+from corosm.core.traps import WAIT_ALL, Wait
 from corosm.errors import (
     ApplyFailed,
     CorosmError,
@@ -93,7 +93,7 @@ T = TypeVar("T")
 _EXCLUSIVE_KEY = ("corosm", "exclusive")
 # Enum members as module constants: in Python 3.11 ``Policy.INTERLEAVE`` goes
 # through the enum metaclass's ``__getattr__`` hook, ~900 instructions a lookup.
-_INTERLEAVE, _EXCLUSIVE, _ALL = Policy.INTERLEAVE, Policy.EXCLUSIVE, WaitMode.ALL
+_INTERLEAVE, _EXCLUSIVE = Policy.INTERLEAVE, Policy.EXCLUSIVE
 NO_STATE: Any = object()
 """Default for a stepper's ``state``: start from ``machine.initial_state()``."""
 
@@ -536,7 +536,7 @@ def _satisfied(wait: Wait) -> bool:
     futures = wait.futures
     if len(futures) == 1:
         return futures[0].done()
-    if wait.mode is _ALL:
+    if wait.mode is WAIT_ALL:
         return all(f.done() for f in futures) or any(f.failed() for f in futures)
     return any(f.done() for f in futures)
 

@@ -26,6 +26,11 @@ class WaitMode(enum.Enum):
     ANY = "any"  # one future is done (the others are cancelled)
 
 
+# For the hot paths: in Python 3.11 ``WaitMode.ALL`` goes through the enum
+# metaclass's ``__getattr__`` hook, about 900 instructions a lookup.
+WAIT_ALL = WaitMode.ALL
+
+
 @dataclass(slots=True)
 class Wait:
     """Trap: suspend the handler until ``futures`` satisfy ``mode``.

@@ -304,8 +304,6 @@ class KVMachine(Machine[KVState, Input, Output]):
 
     def read(self, state: KVState, input: Input) -> Output:
         """Answer a read (Read, ReadMany, Exists, StrLen, Size) from ``state``."""
-        if type(input) is Read:  # GET: most reads, answered without the table's call
-            return Value(state.data.get(input.key))
         answer = _READS.get(type(input))
         if answer is None:
             raise UsageError(

@@ -63,7 +63,7 @@ from corosm.frontends.http.machineapp import (
     limit_response,
     with_allow,
 )
-from corosm.frontends.http.messages import HttpStats, Later, Request, Response, error_response
+from corosm.frontends.http.messages import HttpStats, Later, Response, error_response
 
 __all__ = ["KvHttpApp", "KvRuntime", "failure_response", "limit_response"]
 
@@ -111,13 +111,6 @@ class KvHttpApp(MachineHttpApp):
                 "kv_delete": self._finisher("kv_delete", _delete_reply),
             }
         )
-
-    def _route(self, request: Request, submit: Submit) -> Response | Later:
-        # The seed's own request line, ``POST /``, goes straight to the seed
-        # protocol: the one route where the generic routing is all overhead.
-        if request.target == b"/" and request.method == b"POST":
-            return self._seed(request.body, submit)
-        return super()._route(request, submit)
 
     def _route_machine(
         self, method: bytes, path: bytes, target: bytes, body: bytes, submit: Submit

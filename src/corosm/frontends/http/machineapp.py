@@ -157,6 +157,8 @@ class MachineHttpApp:
 
     def _route(self, request: Request, submit: Submit) -> Response | Later:
         target = request.target
+        if target == b"/":  # the machine's own route, and the most common by far
+            return self._route_machine(request.method, target, target, request.body, submit)
         if target[:1] != b"/":
             target = origin_form(target)
         query = target.find(b"?")

@@ -191,16 +191,16 @@ def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
     key = (resp.status, resp.content_type)
     head = _HEADS.get(key) or _head(*key)
     body = resp.body
-    if conn == CONN_NONE and not (head_only or resp.headers) and len(body) < _SHORT:
-        return head + _LENGTH_LINES[len(body)] + body  # the common reply: one concatenation
+    length = len(body)
+    if conn == CONN_NONE and not (head_only or resp.headers) and length < _SHORT:
+        return head + _LENGTH_LINES[length] + body  # the common reply: one concatenation
     extra = b"".join([b"%s: %s\r\n" % pair for pair in resp.headers]) if resp.headers else b""
-    body = b"" if head_only else resp.body
     return b"%sContent-Length: %d\r\n%s%s\r\n%s" % (
         head,
-        len(resp.body),
+        length,
         extra,
         CONN_HEADERS[conn],
-        body,
+        b"" if head_only else body,
     )
 
 
