@@ -560,7 +560,9 @@ class RespServerProtocol(asyncio.Protocol):
             if not slots and not self._held:
                 self._finish()
             return
-        self._update_reading()
+        # Nothing paused and room left, the usual case: nothing to pause or resume.
+        if self._paused_reading or self._paused_writing or self._owed >= self._limits.max_pending:
+            self._update_reading()
 
     def _update_reading(self) -> None:
         transport = self._transport
