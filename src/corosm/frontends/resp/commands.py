@@ -172,10 +172,10 @@ def run_input(run: list[list[bytes]]) -> kv.Input:
     raises for a bad key or value: the caller then dispatches each command alone.
     """
     if len(run[0]) == 2:  # GET key
-        return kv.Read(run[0][1]) if len(run) == 1 else kv.ReadMany(tuple(a[1] for a in run))
+        return kv.Read(run[0][1]) if len(run) == 1 else kv.ReadMany(tuple([a[1] for a in run]))
     if len(run) == 1:
         return kv.Write(run[0][1], run[0][2])
-    return kv.WriteMany(tuple((a[1], a[2]) for a in run))
+    return kv.WriteMany(tuple([(a[1], a[2]) for a in run]))
 
 
 # --------------------------------------------------------------------------- connection
