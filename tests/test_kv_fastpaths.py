@@ -1,13 +1,23 @@
-"""The key-value machine's fast paths (Put decode and apply) agree with the general ones."""
+"""The key-value machine's fast paths agree with the general ones (Put, many-key checks)."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corosm.apps.kv.inputs import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    ReadMany,
+    WriteMany,
+    _need_key,
+    _need_pair,
+)
 from corosm.apps.kv.machine import KVMachine, KVState, apply_payloads, apply_record
 from corosm.apps.kv.outputs import OK, Count
 from corosm.apps.kv.records import (
@@ -22,7 +32,7 @@ from corosm.apps.kv.records import (
     decode_record,
     encode_record,
 )
-from corosm.errors import DataError
+from corosm.errors import DataError, UsageError
 
 
 @given(st.binary(max_size=30), st.binary(max_size=30))
@@ -123,3 +133,54 @@ def test_apply_payloads_raises_where_decode_record_does(payload: bytes) -> None:
     with pytest.raises((DataError, IndexError, struct.error)):
         apply_payloads(state, iter([encode_record(Put(b"b", b"2")), payload]))
     assert state.data == {b"a": b"1", b"b": b"2"}  # the records before it were applied
+
+
+# --------------------------------------------------------------------------- many-key inputs
+
+_ITEMS = st.one_of(
+    st.binary(max_size=3),
+    st.sampled_from([b"k" * MAX_KEY_BYTES, b"k" * (MAX_KEY_BYTES + 1), "str", 7, bytearray(b"b")]),
+)
+
+
+def _outcome(build: Callable[[], object]) -> str:
+    try:
+        build()
+    except UsageError as refused:
+        return f"{type(refused).__name__}: {refused}"
+    return "ok"
+
+
+@given(st.lists(_ITEMS, max_size=6))
+def test_many_keys_are_checked_as_each_key_alone(keys: list[Any]) -> None:
+    """ReadMany's inline test refuses what _need_key refuses, with its message."""
+
+    def one_by_one() -> None:
+        for key in keys:
+            _need_key("each of ReadMany.keys", key)
+
+    assert _outcome(lambda: ReadMany(tuple(keys))) == _outcome(one_by_one)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                _ITEMS,
+                st.one_of(
+                    _ITEMS, st.sampled_from([b"v" * MAX_VALUE_BYTES, b"v" * (MAX_VALUE_BYTES + 1)])
+                ),
+            ),
+            st.sampled_from([(b"k",), (b"k", b"v", b"w"), [b"k", b"v"], b"kv", (b"k", b"v" * 3)]),
+        ),
+        max_size=5,
+    )
+)
+def test_many_pairs_are_checked_as_each_pair_alone(pairs: list[Any]) -> None:
+    """WriteMany's inline test refuses what _need_pair refuses, with its message."""
+
+    def one_by_one() -> None:
+        for pair in pairs:
+            _need_pair(pair)
+
+    assert _outcome(lambda: WriteMany(tuple(pairs))) == _outcome(one_by_one)

@@ -181,7 +181,7 @@ async def test_each_command_gets_its_own_request_timeout() -> None:
 @in_loop
 async def test_the_request_clock_stops_while_the_server_does_not_read() -> None:
     proto, transport, rt, clock = clocked(request_timeout=5, idle_timeout=100, max_pending=2)
-    proto.data_received(encode_command("SET", "a", "1") + encode_command("SET", "b", "2") + b"*1")
+    proto.data_received(encode_command("SET", "a", "1") + encode_command("INCR", "b") + b"*1")
     assert not transport.reading  # backpressure: the client cannot finish its command
     clock.advance(50)
     assert not transport.eof_written
@@ -470,11 +470,11 @@ class AllWritesWait(KVMachine):
 async def test_ordering_follows_the_machines_declaration() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
     proto, transport = connect(rt)
-    proto.data_received(encode_command("SET", "a", "1") + encode_command("SET", "b", "2"))
-    assert len(rt.pending) == 2  # KVMachine: SET is LOGGED, both go at once
+    proto.data_received(encode_command("SET", "a", "1") + encode_command("INCR", "b"))
+    assert len(rt.pending) == 2  # KVMachine: SET and INCR are LOGGED, both go at once
     rt.machine = AllWritesWait()
     proto, transport = connect(rt)
-    proto.data_received(encode_command("SET", "c", "1") + encode_command("SET", "d", "2"))
+    proto.data_received(encode_command("SET", "c", "1") + encode_command("INCR", "d"))
     assert len(rt.pending) == 3  # declared WRITE: the second waits for the first
     rt.answer(2, OK)
     await settle()

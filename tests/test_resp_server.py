@@ -170,13 +170,23 @@ async def test_a_read_waits_for_earlier_writes_of_its_connection() -> None:
 async def test_a_completion_batch_is_one_write() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
     proto, transport = connect(rt)
-    proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(16)))
+    # SET and INCR alternate: no run (see test_runs.py), sixteen inputs.
+    proto.data_received(b"".join(_set_or_incr(i) for i in range(16)))
     assert len(rt.pending) == 16  # all submitted at once: one group commit
     assert transport.writes == []  # nothing answered yet: no empty write
     for i in range(16):  # the runtime finishes a journal batch in one turn
-        rt.answer(i, OK)
+        rt.answer(i, OK if i % 2 == 0 else IntValue(i))
     await settle()
-    assert transport.writes == [b"+OK\r\n" * 16]
+    assert transport.writes == [
+        b"".join(b"+OK\r\n" if i % 2 == 0 else b":%d\r\n" % i for i in range(16))
+    ]
+
+
+def _set_or_incr(i: int) -> bytes:
+    """SET for even ``i``, INCR for odd: LOGGED commands that never form a run."""
+    if i % 2 == 0:
+        return encode_command("SET", f"k{i}", "v")
+    return encode_command("INCR", f"n{i}")
 
 
 @in_loop
@@ -218,7 +228,7 @@ async def test_quit_answers_ok_and_ignores_the_rest() -> None:
 async def test_backpressure_pauses_and_resumes_reading() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
     proto, transport = connect(rt, max_pending=4)
-    proto.data_received(b"".join(encode_command("SET", f"k{i}", "v") for i in range(4)))
+    proto.data_received(b"".join(_set_or_incr(i) for i in range(4)))
     assert not transport.reading
     rt.answer(0, OK)
     rt.answer(1, OK)
@@ -230,7 +240,7 @@ async def test_backpressure_pauses_and_resumes_reading() -> None:
 async def test_overloaded_runtime_answers_busy_and_keeps_going() -> None:
     rt = FakeRuntime(asyncio.get_running_loop(), capacity=1)
     proto, transport = connect(rt)
-    proto.data_received(encode_command("SET", "a", "1") + encode_command("SET", "b", "2"))
+    proto.data_received(encode_command("SET", "a", "1") + encode_command("INCR", "b"))
     rt.answer(0, OK)
     await settle()
     assert b"".join(transport.writes) == b"+OK\r\n-ERR server busy, try again\r\n"

@@ -14,9 +14,15 @@ counting the name), and calls its parser. A parser returns one of:
   ``MSET`` is one journal record. :mod:`~corosm.frontends.resp.replies` turns
   the machine's output back into Redis's reply.
 
-``GET key`` and ``SET key value`` are most of any real load, so :func:`dispatch`
-recognises them before the table lookup (no lower-casing, no arity check, no
-call through the table).
+``GET key`` and ``SET key value`` are most of any real load, and clients
+pipeline them in long runs. So a connection takes a run of consecutive
+``GET key`` (:data:`GET_NAMES`) as one input that reads every key at once,
+and a run of consecutive plain ``SET key value`` (:data:`SET_NAMES`) as one
+input that writes every pair in one journal record (:func:`run_input`):
+one order check, one step and one record for the run, one reply per command
+all the same. A run whose input does not build (a key over the limit) is
+taken apart again and each command goes through :func:`dispatch` alone, to
+get its own answer.
 
 Nothing here does I/O. Per-connection state (the client's name) lives in a
 :class:`Session`; what ``INFO`` reports comes from a callable the server gives.
@@ -38,11 +44,14 @@ from corosm.frontends.resp.protocol import ErrorReply, Map, Reply, SimpleString
 
 __all__ = [
     "COMMANDS",
+    "GET_NAMES",
     "NOT_AN_INTEGER",
+    "SET_NAMES",
     "Local",
     "Outcome",
     "Session",
     "dispatch",
+    "run_input",
     "wrong_arity",
 ]
 
@@ -131,11 +140,6 @@ def dispatch(args: list[bytes], session: Session) -> Outcome:
     name = args[0]
     n = len(args)
     try:
-        # The fast paths: the exact forms clients send; anything else takes the table.
-        if n == 2 and name in (b"GET", b"get"):
-            return kv.Read(args[1])
-        if n == 3 and name in (b"SET", b"set"):
-            return kv.Write(args[1], args[2])
         command = COMMANDS.get(name.lower())
         if command is None:
             # Redis's exact form, trailing blank included: "... beginning with: 'a' 'b' ".
@@ -148,6 +152,30 @@ def dispatch(args: list[bytes], session: Session) -> Outcome:
         return command.parse(args, session)
     except UsageError as refused:  # LimitExceeded above all
         return _error(f"ERR {refused}")
+
+
+#: ``GET key`` as clients spell it: a run of them is one read (see :func:`run_input`).
+GET_NAMES: Final = (b"GET", b"get")
+#: ``SET key value`` (no options) as clients spell it: a run of them is one write.
+SET_NAMES: Final = (b"SET", b"set")
+
+
+def run_input(run: list[list[bytes]]) -> kv.Input:
+    """The one input that answers ``run``: consecutive ``GET key`` or ``SET key value``.
+
+    A single command is its own input (``Read``, ``Write``), as :func:`dispatch`
+    gives it; several GETs are one ``ReadMany`` of their keys, answered one
+    bulk reply per command (not MGET's array), and several SETs one
+    ``WriteMany`` of their pairs (one journal record; the later of two pairs
+    for a key wins, as the later SET would), answered ``+OK`` per command.
+    Raises the ``UsageError`` (``LimitExceeded``) the input's constructor
+    raises for a bad key or value: the caller then dispatches each command alone.
+    """
+    if len(run[0]) == 2:  # GET key
+        return kv.Read(run[0][1]) if len(run) == 1 else kv.ReadMany(tuple([a[1] for a in run]))
+    if len(run) == 1:
+        return kv.Write(run[0][1], run[0][2])
+    return kv.WriteMany(tuple([(a[1], a[2]) for a in run]))
 
 
 # --------------------------------------------------------------------------- connection

@@ -13,7 +13,9 @@ with Redis's text; counts and integers are ``:n``. The semantics themselves
 
 :func:`encode_output` is on the hot path: the two outputs of ``GET`` and plain
 ``SET`` (``Value`` and ``Ok``) are encoded straight to bytes; every other one
-goes through :func:`reply_for` and the general encoder.
+goes through :func:`reply_for` and the general encoder. :func:`encode_answers`
+encodes the output of an input that answers a run of commands (see
+:func:`corosm.frontends.resp.commands.run_input`): one reply per command.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from corosm.frontends.resp.protocol import (
     encode_reply,
 )
 
-__all__ = ["encode_output", "reply_for"]
+__all__ = ["encode_answers", "encode_output", "reply_for"]
 
 _OK: Final = SimpleString("OK")
 
@@ -68,13 +70,50 @@ def reply_for(input: Input, output: Output) -> Reply:
 
 
 def encode_output(input: Input, output: Output, resp3: bool = False) -> bytes:
-    """:func:`reply_for`, encoded (RESP3 when ``resp3``), with GET and SET's fast paths."""
+    """:func:`reply_for`, encoded (RESP3 when ``resp3``): ``encode_answers(..., 1, ...)``."""
+    return encode_answers(input, output, 1, resp3)
+
+
+def encode_answers(input: Input, output: Output, count: int, resp3: bool = False) -> bytes:
+    """The replies, one per command, to the ``count`` commands that became ``input``.
+
+    ``count`` is 1 for a single command; more for a run (see
+    :func:`corosm.frontends.resp.commands.run_input`): the ``Values`` of a
+    run of GETs is one bulk reply per key, the ``Ok`` of a run of SETs one
+    ``+OK`` per pair. ``Value``, ``Values`` and ``Ok`` (GET and plain SET)
+    are encoded here straight to bytes; every other output goes through
+    :func:`reply_for` and the general encoder.
+    """
     kind = type(output)
-    if kind is Value:
+    if kind is Value and count == 1:
         value = output.value  # type: ignore[union-attr]  # kind is Value
         if value is None:
             return NULL_RESP3 if resp3 else NULL_BULK
-        return b"$%d\r\n%b\r\n" % (len(value), value)
+        size = len(value)
+        if size < _KEPT_HEADERS:
+            return _BULK_HEADERS[size] + value + _CRLF
+        return b"$%d\r\n%b\r\n" % (size, value)
     if kind is Ok:
-        return OK
-    return encode_reply(reply_for(input, output), resp3)
+        return OK * count
+    if kind is Values and count > 1:
+        return _bulks(output.values, NULL_RESP3 if resp3 else NULL_BULK)  # type: ignore[union-attr]
+    return encode_reply(reply_for(input, output), resp3) * count
+
+
+#: ``b"$3\r\n"`` for each length up to 1 KiB: a bulk reply's header is one lookup.
+_KEPT_HEADERS: Final = 1025
+_BULK_HEADERS: Final = tuple(b"$%d\r\n" % n for n in range(_KEPT_HEADERS))
+_CRLF: Final = b"\r\n"
+
+
+def _bulks(values: tuple[bytes | None, ...], null: bytes) -> bytes:
+    """One bulk reply per value (``null`` for None), joined."""
+    parts: list[bytes] = []
+    for value in values:
+        if value is None:
+            parts.append(null)
+        elif len(value) < _KEPT_HEADERS:
+            parts += (_BULK_HEADERS[len(value)], value, _CRLF)
+        else:
+            parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
+    return b"".join(parts)

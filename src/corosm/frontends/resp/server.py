@@ -11,7 +11,11 @@ front end answers the same way: one reply channel, no asyncio future per
 command). :meth:`RespServerProtocol._execute` is the one pass over every
 command of a read: submitting them all before yielding to the loop is what
 lets the runtime's turn hand all their journal appends to the journal as one
-group commit.
+group commit. In that pass a run of consecutive ``GET key``, or of
+consecutive plain ``SET key value``, is one input (one ``ReadMany``, one
+``WriteMany``: see :func:`~corosm.frontends.resp.commands.run_input`) with
+one slot that holds the run's replies, one per command: sixteen pipelined
+SETs are one journal record, one step and one callback.
 
 A read (``Order.READ``: ``GET``, ``MGET``, ``EXISTS``...) needs no I/O: when
 the runtime offers ``reader`` (see :attr:`corosm.runtime.Runtime.reader`) it
@@ -66,7 +70,8 @@ checked again later while replies are owed). While reading is paused for
 backpressure the partial command's clock stops: the client cannot finish it.
 The bytes of unfinished commands are counted across all connections; the
 read that takes the total past ``max_buffered_bytes`` gets its connection
-refused. Backpressure: when a connection owes ``max_pending`` replies, or the
+refused. Backpressure: when a connection owes ``max_pending`` replies (a run
+counts one per command: ``_owed``), or the
 transport's write buffer is full, it stops reading; it reads again once half
 are answered. If the runtime's inbox is full anyway (many connections), the
 command gets ``-ERR server busy`` and the connection goes on.
@@ -85,12 +90,27 @@ from typing import Any, Final, Protocol, TypeAlias, cast
 
 from corosm.apps.kv import inputs as kv
 from corosm.core.machine import Order
-from corosm.errors import CorosmError, HandlerError, JournalError, Overloaded, Stopped
+from corosm.errors import (
+    CorosmError,
+    HandlerError,
+    JournalError,
+    Overloaded,
+    Stopped,
+    UsageError,
+)
 from corosm.frontends.deadline import rearm
-from corosm.frontends.resp.commands import Local, Sections, Session, dispatch
+from corosm.frontends.resp.commands import (
+    GET_NAMES,
+    SET_NAMES,
+    Local,
+    Sections,
+    Session,
+    dispatch,
+    run_input,
+)
 from corosm.frontends.resp.limits import RespLimits
 from corosm.frontends.resp.protocol import ErrorReply, RequestParser, encode_reply
-from corosm.frontends.resp.replies import encode_output
+from corosm.frontends.resp.replies import encode_answers
 from corosm.frontends.resp.serverinfo import check_info, config_values, info_sections
 
 __all__ = [
@@ -220,46 +240,66 @@ _OPEN: Final = _State.OPEN
 
 
 class _Slot:
-    """A submitted command's place in the reply queue, and the runtime's callback for it."""
+    """A submitted input's place in the reply queue, and the runtime's callback for it.
 
-    __slots__ = ("conn", "input", "reply", "resp3", "write")
+    The input answers ``count`` commands (a run: see ``commands.run_input``);
+    ``reply`` holds their replies, one after the other.
+    """
 
-    def __init__(self, conn: RespServerProtocol, input: kv.Input, resp3: bool, write: bool):
+    __slots__ = ("conn", "count", "input", "reply", "resp3", "write")
+
+    def __init__(
+        self, conn: RespServerProtocol, input: kv.Input, resp3: bool, write: bool, count: int
+    ):
         self.conn = conn
         self.input = input
         self.resp3 = resp3  # fixed when the command came: a later HELLO must not change it
         self.write = write  # not Order.READ: later reads of the connection wait for it
+        self.count = count
         self.reply: bytes | None = None
+
+    @classmethod
+    def answered(cls, conn: RespServerProtocol, input: kv.Input, reply: bytes, count: int) -> _Slot:
+        """A slot whose ``count`` replies are known already (a run's read, answered)."""
+        slot = cls(conn, input, False, False, count)
+        slot.reply = reply
+        return slot
 
     def __call__(self, output: Any, error: BaseException | None) -> None:
         self.reply = (
-            _encode(self.input, output, self.resp3) if error is None else error_reply_for(error)
+            _encode(self.input, output, self.resp3, self.count)
+            if error is None
+            else error_reply_for(error) * self.count
         )
         slots = self.conn._slots
         if slots and slots[0] is self:  # the rest cannot leave before the front anyway
             self.conn._drain_soon()
 
 
-def _encode(input: kv.Input, output: Any, resp3: bool) -> bytes:
-    """The reply's bytes for ``input``'s ``output``."""
+def _encode(input: kv.Input, output: Any, resp3: bool, count: int) -> bytes:
+    """The replies' bytes for ``input``'s ``output``, one per command it answers."""
     try:
-        return encode_output(input, output, resp3)
+        return encode_answers(input, output, count, resp3)
     except Exception as bad:  # a bad output must not kill the connection
         log.exception("cannot encode the reply to %r", input)
-        return error_reply_for(bad)
+        return error_reply_for(bad) * count
 
 
-def _answer_read(read: Reader, input: kv.Input, resp3: bool) -> bytes:
-    """Answer a READ input in this call, through the runtime's reader."""
+def _answer_read(read: Reader, input: kv.Input, resp3: bool, count: int) -> bytes:
+    """Answer a READ input (``count`` commands) in this call, through the runtime's reader."""
     try:
         output = read(input)
     except Exception as exc:  # Stopped, or what the machine's read raised
-        return error_reply_for(exc)
-    return _encode(input, output, resp3)
+        return error_reply_for(exc) * count
+    try:  # _encode, without the call: this is every GET's path
+        return encode_answers(input, output, count, resp3)
+    except Exception as bad:
+        log.exception("cannot encode the reply to %r", input)
+        return error_reply_for(bad) * count
 
 
-#: A command that waits to be submitted: its input, RESP3 flag and order.
-_Held: TypeAlias = "tuple[kv.Input, bool, Order]"
+#: An input that waits to be submitted: it, its RESP3 flag, order and command count.
+_Held: TypeAlias = "tuple[kv.Input, bool, Order, int]"
 
 
 class RespServerProtocol(asyncio.Protocol):
@@ -283,8 +323,10 @@ class RespServerProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._state = _OPEN
         self._ready: list[bytes] = []  # replies with nothing owed before them, to write
+        # Owed replies, in order: a bytes entry is one reply, a _Slot ``count``.
         self._slots: deque[bytes | _Slot] = deque()
         self._held: deque[bytes | _Held] = deque()
+        self._owed = 0  # replies in _slots and _held (for max_pending)
         self._writes_inflight = 0  # submitted writes not yet answered: see the module docs
         self._drain_scheduled = False
         self._paused_reading = False
@@ -320,6 +362,7 @@ class RespServerProtocol(asyncio.Protocol):
         self._ready = []
         self._slots.clear()
         self._held.clear()
+        self._owed = 0
         for timer in (self._timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
@@ -366,60 +409,97 @@ class RespServerProtocol(asyncio.Protocol):
     # -- commands -------------------------------------------------------------------------
 
     def _execute(self, commands: list[list[bytes]]) -> None:
-        """Answer, submit or hold each command of one read, in order: the one pass."""
-        session = self._session
-        resp3 = session.protocol == 3
-        read = self._read
-        order_of = self._order
-        held = self._held
-        slots = self._slots
+        """Answer, submit or hold each command of one read, in order: the one pass.
+
+        Consecutive ``GET key`` and consecutive plain ``SET key value`` are
+        gathered into a run and go on as one input (see
+        :func:`~corosm.frontends.resp.commands.run_input`).
+        """
         shared = self._shared
+        run: list[list[bytes]] = []
         for args in commands:
             shared.commands += 1  # before dispatch: INFO counts itself, as it always did
-            outcome = dispatch(args, session)
+            n = len(args)
+            if (n == 2 and args[0] in GET_NAMES) or (n == 3 and args[0] in SET_NAMES):
+                if run and len(run[0]) != n:  # a GET after SETs, or the other way
+                    self._execute_run(run)
+                    run = []
+                run.append(args)
+                continue
+            if run:
+                self._execute_run(run)
+                run = []
+            outcome = dispatch(args, self._session)
             if isinstance(outcome, Local):
-                resp3 = session.protocol == 3  # HELLO 3 answers in RESP3 already
-                self._push(encode_reply(outcome.reply, resp3))
+                self._push(encode_reply(outcome.reply, self._session.protocol == 3))
                 if outcome.close:  # QUIT: the commands after it are not answered
                     self._stop_reading(_State.CLOSING)
                     break
                 continue
-            order = order_of(outcome)
-            if held or (self._writes_inflight and order is not _LOGGED):
-                held.append((outcome, resp3, order))  # read-your-writes: see the module docs
-            elif order is _READ and read is not None:
-                reply = _answer_read(read, outcome, resp3)
-                if slots:  # _push, knowing that nothing is held
-                    slots.append(reply)
+            self._route(outcome, 1)
+        if run:
+            self._execute_run(run)
+
+    def _execute_run(self, run: list[list[bytes]]) -> None:
+        """Route the one input of a run of GETs or SETs; each command alone if it does not build."""
+        try:
+            input = run_input(run)
+        except UsageError:  # a bad key or value: each command gets its own answer
+            session = self._session
+            for args in run:
+                outcome = dispatch(args, session)
+                if isinstance(outcome, Local):
+                    self._push(encode_reply(outcome.reply, session.protocol == 3))
                 else:
-                    self._ready.append(reply)
-            else:
-                self._submit(outcome, resp3, order)
+                    self._route(outcome, 1)
+            return
+        self._route(input, len(run))
+
+    def _route(self, input: kv.Input, count: int) -> None:
+        """Answer, submit or hold ``input``, which answers ``count`` commands."""
+        resp3 = self._session.protocol == 3
+        order = self._order(input)
+        if self._held or (self._writes_inflight and order is not _LOGGED):
+            self._held.append((input, resp3, order, count))  # read-your-writes: see the module docs
+            self._owed += count
+        elif order is _READ and self._read is not None and not self._slots:
+            self._ready.append(_answer_read(self._read, input, resp3, count))
+        else:
+            self._owed += count
+            self._submit(input, resp3, order, count)
 
     def _push(self, reply: bytes) -> None:
         """Queue a reply known now, behind every command that came before it."""
         if self._held:
             self._held.append(reply)
+            self._owed += 1
         elif self._slots:
             self._slots.append(reply)
+            self._owed += 1
         else:
             self._ready.append(reply)
 
-    def _submit(self, input: kv.Input, resp3: bool, order: Order) -> None:
-        """Start ``input`` (nothing before it is held); its reply queues behind the slots."""
+    def _submit(self, input: kv.Input, resp3: bool, order: Order, count: int) -> None:
+        """Start ``input`` (nothing before it is held); its replies queue behind the slots.
+
+        The caller has counted its ``count`` replies in ``_owed``.
+        """
         is_read = order is _READ
         if is_read and self._read is not None:
-            self._slots.append(_answer_read(self._read, input, resp3))
+            reply = _answer_read(self._read, input, resp3, count)
+            # A slot only when it must say how many replies the bytes hold.
+            self._slots.append(reply if count == 1 else _Slot.answered(self, input, reply, count))
             return
-        slot = _Slot(self, input, resp3, not is_read)
+        slot = _Slot(self, input, resp3, not is_read, count)
         try:
             # A read may overtake other clients' inputs, never this connection's.
             self._submit_callback(input, slot, now=is_read)
         except CorosmError as exc:  # Overloaded, Stopped: answer now, keep the connection
-            self._slots.append(error_reply_for(exc))
-            return
-        if slot.write:
-            self._writes_inflight += 1
+            slot.reply = error_reply_for(exc) * count
+            slot.write = False
+        else:
+            if slot.write:
+                self._writes_inflight += 1
         self._slots.append(slot)
 
     def _release_held(self) -> None:
@@ -430,10 +510,10 @@ class RespServerProtocol(asyncio.Protocol):
             if isinstance(entry, bytes):
                 self._slots.append(entry)
             else:
-                input, resp3, order = entry
+                input, resp3, order, count = entry
                 if self._writes_inflight and order is not _LOGGED:
                     return
-                self._submit(input, resp3, order)
+                self._submit(input, resp3, order, count)
             held.popleft()
 
     # -- output ---------------------------------------------------------------------------
@@ -459,12 +539,14 @@ class RespServerProtocol(asyncio.Protocol):
             if isinstance(head, bytes):
                 out.append(head)
                 slots.popleft()
+                self._owed -= 1
                 continue
             reply = head.reply
             if reply is None:
                 break
             slots.popleft()
             out.append(reply)
+            self._owed -= head.count
             if head.write:
                 self._writes_inflight -= 1
                 if not self._writes_inflight and self._held:
@@ -478,13 +560,15 @@ class RespServerProtocol(asyncio.Protocol):
             if not slots and not self._held:
                 self._finish()
             return
-        self._update_reading()
+        # Nothing paused and room left, the usual case: nothing to pause or resume.
+        if self._paused_reading or self._paused_writing or self._owed >= self._limits.max_pending:
+            self._update_reading()
 
     def _update_reading(self) -> None:
         transport = self._transport
         if transport is None or self._state is not _OPEN:
             return
-        owed = len(self._slots) + len(self._held)
+        owed = self._owed
         limit = self._limits.max_pending
         busy = self._paused_writing or owed >= limit
         if busy and not self._paused_reading:
