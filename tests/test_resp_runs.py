@@ -202,3 +202,30 @@ async def test_a_run_of_sets_is_one_journal_record() -> None:
 
 async def _read(runtime: Runtime[Any, Any, Any], key: bytes) -> Any:
     return await runtime.submit(kv.Read(key))
+
+
+def test_a_sharded_client_takes_a_run_across_shards_command_by_command(tmp_path: Any) -> None:
+    """A run whose keys live on several shards is refused whole, so each command goes alone."""
+    from corosm.shards import open_local
+
+    async def main() -> tuple[bytes, list[Any]]:
+        async with open_local(KVMachine(), tmp_path, shards=3) as client:
+            proto = RespServerProtocol(_Shared(client, {}, RespLimits()))
+            transport = FakeTransport()
+            proto.connection_made(transport)
+            keys = [f"key{i}" for i in range(12)]  # 12 keys over 3 shards: several each
+            proto.data_received(
+                b"".join(encode_command("SET", k, str(i)) for i, k in enumerate(keys))
+            )
+            proto.data_received(b"".join(encode_command("GET", k) for k in keys))
+            for _ in range(100_000):  # a bounded wait for all 24 replies, no sleeping
+                if _count_replies(b"".join(transport.writes)) >= 24:
+                    break
+                await asyncio.sleep(0)
+            stored = [await client.submit(kv.Read(k.encode())) for k in keys]
+            return b"".join(transport.writes), stored
+
+    out, stored = asyncio.run(asyncio.wait_for(main(), 60))
+    gets = b"".join(b"$%d\r\n%d\r\n" % (len(str(i)), i) for i in range(12))
+    assert out == b"+OK\r\n" * 12 + gets
+    assert stored == [Value(str(i).encode()) for i in range(12)]

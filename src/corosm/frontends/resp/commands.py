@@ -51,6 +51,7 @@ __all__ = [
     "Outcome",
     "Session",
     "dispatch",
+    "run_commands",
     "run_input",
     "wrong_arity",
 ]
@@ -176,6 +177,19 @@ def run_input(run: list[list[bytes]]) -> kv.Input:
     if len(run) == 1:
         return kv.Write(run[0][1], run[0][2])
     return kv.WriteMany(tuple([(a[1], a[2]) for a in run]))
+
+
+def run_commands(input: kv.ReadMany | kv.WriteMany) -> list[kv.Input]:
+    """The inputs of the commands a run's ``input`` stands for, one each, in order.
+
+    The inverse of :func:`run_input` for a run of several commands: what the
+    connection submits instead when a runtime refuses the run as a whole (a
+    sharded client refuses an input whose keys live on several shards, while
+    each command alone goes to its own shard).
+    """
+    if isinstance(input, kv.ReadMany):
+        return [kv.Read(key) for key in input.keys]
+    return [kv.Write(key, value) for key, value in input.pairs]
 
 
 # --------------------------------------------------------------------------- connection

@@ -106,6 +106,7 @@ from corosm.frontends.resp.commands import (
     Sections,
     Session,
     dispatch,
+    run_commands,
     run_input,
 )
 from corosm.frontends.resp.limits import RespLimits
@@ -495,7 +496,14 @@ class RespServerProtocol(asyncio.Protocol):
             # A read may overtake other clients' inputs, never this connection's.
             self._submit_callback(input, slot, now=is_read)
         except CorosmError as exc:  # Overloaded, Stopped: answer now, keep the connection
-            slot.reply = error_reply_for(exc) * count
+            if count > 1:
+                # A run refused as a whole goes on as its commands, each with its own
+                # answer: a sharded client takes the SETs of a run one by one when
+                # their keys live on several shards. The replies are counted already.
+                for single in run_commands(cast("kv.ReadMany | kv.WriteMany", input)):
+                    self._submit(single, resp3, order, 1)
+                return
+            slot.reply = error_reply_for(exc)
             slot.write = False
         else:
             if slot.write:
