@@ -170,7 +170,7 @@ async def test_a_read_waits_for_earlier_writes_of_its_connection() -> None:
 async def test_a_completion_batch_is_one_write() -> None:
     rt = FakeRuntime(asyncio.get_running_loop())
     proto, transport = connect(rt)
-    # SET and INCR alternate: no run (see test_runs.py), sixteen inputs.
+    # SET and INCR alternate: no run (see test_resp_runs.py), sixteen inputs.
     proto.data_received(b"".join(_set_or_incr(i) for i in range(16)))
     assert len(rt.pending) == 16  # all submitted at once: one group commit
     assert transport.writes == []  # nothing answered yet: no empty write
