@@ -210,9 +210,11 @@ def test_reader_answers_in_the_call_and_refuses_once_stopped() -> None:
 
     async def main() -> None:
         rt: Runtime[Any, Any, Any] = Runtime(KVMachine())
-        await rt.start()
         read = rt.reader
         assert read is not None
+        with pytest.raises(Stopped):  # not started yet
+            read(Read(b"x"))
+        await rt.start()
         assert read(Read(b"x")) == Value(None)
         seen: list[Any] = []
         # Inside a reply callback (inside the turn): the write's own value is there.

@@ -82,6 +82,7 @@ from corosm.errors import (
     ForeignAwaitError,
     HandlerError,
     JournalClosed,
+    Stopped,
     UsageError,
 )
 
@@ -153,6 +154,8 @@ class Stepper(Generic[S, I, O]):
         self.last_append_value: Any = None
         # Set when apply() raised: the state no longer follows the journal (a fail-stop).
         self.apply_failure: ApplyFailed | None = None
+        #: Set by a host that stops: :meth:`query` then raises :class:`Stopped`.
+        self.reads_stopped = False
 
     # -- events in -------------------------------------------------------------
 
@@ -242,8 +245,11 @@ class Stepper(Generic[S, I, O]):
 
         For a host's fast path (see :meth:`Machine.read`); counted like any
         input. An exception from ``read`` is raised here as a
-        :class:`HandlerError` (cause chained), a corosm error as itself.
+        :class:`HandlerError` (cause chained), a corosm error as itself;
+        :class:`Stopped` while ``reads_stopped`` is set.
         """
+        if self.reads_stopped:
+            raise Stopped("the runtime is not running")
         self.inputs_received += 1
         try:
             output = self.machine.read(self.state, input)

@@ -96,6 +96,7 @@ class Runtime(Generic[S, I, O]):
             turn_completions=turn_completions,
         )
         self.stepper: Stepper[S, I, O] = self.host.stepper
+        self.stepper.reads_stopped = True  # until start(): see reader
         #: What recovery found, when :func:`corosm.open` started this runtime on a journal.
         self.recovery: RecoveryReport | None = None
         self._completed: list[Completion] = []
@@ -115,6 +116,7 @@ class Runtime(Generic[S, I, O]):
         self._loop = asyncio.get_running_loop()
         self.host.start(self._post)
         self._running = True
+        self.stepper.reads_stopped = False
         self._space.set()
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -125,6 +127,7 @@ class Runtime(Generic[S, I, O]):
         if self._loop is None:
             return
         self._running = False
+        self.stepper.reads_stopped = True
         if not self._is_idle():
             self._idle.clear()
             self._schedule_turn()
@@ -198,13 +201,9 @@ class Runtime(Generic[S, I, O]):
         the machine defines no ``read`` or its policy is not INTERLEAVE (a
         key could be busy): submit the input instead.
         """
-        return self._read_now if self.host.query is not None else None
-
-    def _read_now(self, input: I) -> O:
-        query = self.host.query
-        if not self._running or query is None:
-            raise Stopped("the runtime is not running")
-        return query(input)
+        # Stepper.query itself: it raises Stopped while the runtime is not
+        # running (reads_stopped), so a read is one call, not two.
+        return self.host.query
 
     async def submit(self, input: I) -> O:
         """Run ``input`` and return its output, waiting for queue space if needed."""
