@@ -274,12 +274,21 @@ class Stepper(Generic[S, I, O]):
 
     def start_effect(self, effect: Effect[T]) -> Future[T]:
         """Begin ``effect``: emit ``StartIO`` and return its future."""
-        self._last_request += 1
-        request = self._last_request
+        request = self._start_io(effect)
         future: Future[T] = Future(request, effect)
         self._futures[request] = future
-        self._actions.append(StartIO(request, effect))
         return future
+
+    def _start_io(self, effect: Effect[Any]) -> int:
+        """Emit ``StartIO`` for ``effect`` as the next request, and return its number.
+
+        The caller files what takes the completion under that number in
+        ``_futures``: the effect's future, or the task of an input taken by
+        ``Machine.log`` (see :meth:`_append_logged`).
+        """
+        self._last_request = request = self._last_request + 1
+        self._actions.append(StartIO(request, effect))
+        return request
 
     def cancel_futures(self, futures: tuple[Future[Any], ...]) -> None:
         """Cancel the unfinished ``futures``, except journal appends."""
@@ -398,10 +407,7 @@ class Stepper(Generic[S, I, O]):
         if record is None:
             return False
         task.append = effect = Append(record)
-        self._last_request += 1
-        request = self._last_request
-        self._futures[request] = task
-        self._actions.append(StartIO(request, effect))
+        self._futures[self._start_io(effect)] = task
         self.suspended += 1
         self._suspended.add(task)
         return True
