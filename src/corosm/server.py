@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from corosm import compiled
 from corosm.apps.kv.machine import KVMachine
 from corosm.core.effects import Append, Effect
 from corosm.core.machine import Machine
@@ -283,7 +284,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     machine = f"machine {config.machine}, " if config.machine else ""
     print(
         f"corosm: serving HTTP on {config.host}:{server.http_port}{resp} ({machine}"
-        f"data {os.fspath(config.data_dir)!r}, fsync={config.fsync}, pid {os.getpid()})",
+        f"data {os.fspath(config.data_dir)!r}, fsync={config.fsync}, pid {os.getpid()}, "
+        f"{compiled.describe()})",
         flush=True,
     )
     await stop.wait()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import shlex
 import subprocess
 import sys
@@ -98,7 +99,9 @@ def checkout_root() -> Path | None:
 
 def contender(name: str, machine: str, root: Path) -> Contender:
     """``corosm serve --machine`` for one variant, fsync always, with ``root`` importable."""
-    pythonpath = f"PYTHONPATH={root}".replace("{", "{{").replace("}", "}}")
+    # After root, the PYTHONPATH this bench runs with (the compiled build, when it does).
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    pythonpath = f"PYTHONPATH={path}".replace("{", "{{").replace("}", "}}")
     argv = ("env", pythonpath, sys.executable, "-m", "corosm", "serve", "--host", "127.0.0.1",
             "--port", "{port}", "--data-dir", "{data_dir}", "--fsync", "always",
             "--log-level", "warning", "--machine", machine)  # fmt: skip

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from corosm.compiled import describe
+
 
 @dataclass(frozen=True, slots=True)
 class HostInfo:
@@ -87,7 +89,8 @@ def host_info(data_dir: Path) -> HostInfo:
         cpu_model=cpu_model(),
         cores=len(usable_cores()),
         kernel=f"{platform.system()} {platform.release()}",
-        python=f"{platform.python_implementation()} {sys.version.split()[0]}",
+        # The servers a bench starts inherit its PYTHONPATH, so they run this build.
+        python=f"{platform.python_implementation()} {sys.version.split()[0]}, {describe()}",
         filesystem=fstype,
         device=device,
     )

@@ -279,7 +279,7 @@ class _Reply(Later):
     completion releases the reads that connection holds behind it.
     """
 
-    __slots__ = ("finish", "session")
+    # No __slots__: compiled by mypyc, a subclass of the interpreted Later may not have them.
 
     def __init__(self, finish: Finish) -> None:
         self.resp = None

@@ -90,7 +90,7 @@ class Later:
     server finds the Response in ``resp``.
     """
 
-    __slots__ = ("resp", "waiter")
+    # No __slots__: a subclass that mypyc compiles (machineapp's _Reply) may not inherit them.
 
     def __init__(self) -> None:
         self.resp: Response | None = None

@@ -1,0 +1,165 @@
+"""The optional compiled build: which hot modules mypyc compiles, and how to build them.
+
+Theory of operation
+-------------------
+corosm is a pure-Python package and works as one everywhere. Where a C
+compiler and the Python headers exist, ``make`` also builds a *compiled copy*:
+the whole package copied to ``build/compiled/corosm`` with the modules in
+:data:`MODULES` compiled by mypyc (it ships with the pinned mypy) into
+extension modules beside their sources. Python loads an extension module in
+preference to the ``.py`` file of the same name, so putting that directory
+first on ``PYTHONPATH`` runs the compiled build, and leaving it off runs the
+pure one: the same code, checked by the same suite (``make test`` runs it
+against both, CI too).
+
+The list holds the modules of the per-request path that compile to the same
+behaviour. Left out on purpose, and why:
+
+* ``corosm.apps.kv.machine`` and ``corosm.runtime.runtime``: their classes
+  are meant to be subclassed (tests, the simulator's mutants, users), and an
+  interpreted class cannot subclass a compiled one;
+* ``corosm.runtime.host``: the simulator plants bugs by patching its methods,
+  which a compiled class does not allow;
+* the input, output and record types: mypyc's own argument checks would
+  replace their clear ``UsageError``s with bare ``TypeError``s, and compiled
+  frozen dataclasses do not pickle (Ray shards send inputs by pickle).
+
+Build it with ``python -m corosm.compiled build DEST`` (the Makefile does);
+:func:`describe` says which build a process runs, for reports and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+#: The modules mypyc compiles, by import name.
+MODULES: tuple[str, ...] = (
+    "corosm.apps.kv.seed",
+    "corosm.core.stepper",
+    "corosm.frontends.deadline",
+    "corosm.frontends.http.app",
+    "corosm.frontends.http.machineapp",
+    "corosm.frontends.http.protocol",
+    "corosm.frontends.resp.commands",
+    "corosm.frontends.resp.protocol",
+    "corosm.frontends.resp.replies",
+    "corosm.frontends.resp.server",
+    "corosm.io.journal.format",
+)
+
+_PACKAGE = Path(__file__).resolve().parent  # the corosm package this module belongs to
+
+
+def compiled_modules() -> list[str]:
+    """The modules of :data:`MODULES` that this process loads as extension modules."""
+    compiled = []
+    for name in MODULES:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin is not None and not origin.endswith(".py"):
+            compiled.append(name)
+    return compiled
+
+
+def describe() -> str:
+    """Which build this process runs, in a few words (for reports and logs)."""
+    n = len(compiled_modules())
+    if n == 0:
+        return "pure Python"
+    return f"compiled with mypyc ({n} of {len(MODULES)} hot modules)"
+
+
+class BuildUnavailable(Exception):
+    """The compiled build cannot be made here (no C compiler, headers or mypyc)."""
+
+
+def check_toolchain() -> None:
+    """Raise :class:`BuildUnavailable`, saying what to install, if a build cannot work."""
+    for tool in ("mypyc", "setuptools"):
+        if importlib.util.find_spec(tool) is None:
+            raise BuildUnavailable(
+                f"{tool} is not installed; install the dev dependencies: pip install -e '.[dev]'"
+            )
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        raise BuildUnavailable(
+            f"no C compiler ({compiler!r} is not on PATH); on Debian/Ubuntu: "
+            "sudo apt-get install gcc"
+        )
+    include = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not include.exists():
+        raise BuildUnavailable(
+            f"the Python headers are missing ({include}); on Debian/Ubuntu: "
+            "sudo apt-get install python3-dev"
+        )
+
+
+def build(dest: Path) -> None:
+    """Copy the package to ``dest/corosm`` and compile :data:`MODULES` there.
+
+    Raises :class:`BuildUnavailable` when the toolchain is missing and
+    :class:`subprocess.CalledProcessError` when mypyc fails (its output is
+    in ``dest/mypyc.log``).
+    """
+    check_toolchain()
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "corosm"
+    if target.exists():
+        shutil.rmtree(target)
+    for stale in dest.glob("*__mypyc*"):  # the shared runtime library of an older build
+        stale.unlink()
+    shutil.copytree(_PACKAGE, target, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    files = [str(Path(*name.split(".")).with_suffix(".py")) for name in MODULES]
+    log_path = dest / "mypyc.log"
+    with log_path.open("wb") as log:
+        subprocess.run(
+            [sys.executable, "-m", "mypyc", *files],
+            cwd=dest,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+    shutil.rmtree(dest / "build", ignore_errors=True)  # mypyc's C sources and objects
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m corosm.compiled build DEST`` (see the module docs)."""
+    parser = argparse.ArgumentParser(prog="python -m corosm.compiled", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("build", help="build the compiled copy of the package in DEST")
+    make.add_argument("dest", type=Path)
+    make.add_argument(
+        "--require",
+        action="store_true",
+        default=os.environ.get("COROSM_REQUIRE_TOOLS") == "1",
+        help="fail when the build cannot be made here (default: say why and go on pure)",
+    )
+    sub.add_parser("describe", help="say which build this Python runs")
+    args = parser.parse_args(argv)
+    if args.command == "describe":
+        print(describe())
+        return 0
+    dest: Path = args.dest.resolve()
+    print(f"compiling {len(MODULES)} hot modules with mypyc into {dest} (about a minute)")
+    try:
+        build(dest)
+    except BuildUnavailable as exc:
+        shutil.rmtree(dest / "corosm", ignore_errors=True)
+        print(f"no compiled build: {exc}; corosm runs as pure Python", file=sys.stderr)
+        return 1 if args.require else 0
+    except subprocess.CalledProcessError:
+        shutil.rmtree(dest / "corosm", ignore_errors=True)
+        print(f"mypyc failed; see {dest / 'mypyc.log'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
