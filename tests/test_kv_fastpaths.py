@@ -18,7 +18,7 @@ from corosm.apps.kv.inputs import (
     _need_key,
     _need_pair,
 )
-from corosm.apps.kv.machine import KVMachine, KVState, apply_payloads, apply_record
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK, Count
 from corosm.apps.kv.records import (
     AppendTo,
@@ -32,6 +32,7 @@ from corosm.apps.kv.records import (
     decode_record,
     encode_record,
 )
+from corosm.apps.kv.state import KVState, apply_payloads, apply_record
 from corosm.errors import DataError, UsageError
 
 

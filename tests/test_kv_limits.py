@@ -22,9 +22,10 @@ import pytest
 
 from corosm.apps.kv import inputs as kvi
 from corosm.apps.kv.inputs import MAX_KEY_BYTES, MAX_VALUE_BYTES
-from corosm.apps.kv.machine import VALUE_TOO_LARGE, KVMachine, KVState, apply_record
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK, Count, Rejected, Value
 from corosm.apps.kv.records import AppendTo, decode_record, encode_record
+from corosm.apps.kv.state import VALUE_TOO_LARGE, KVState, apply_record
 from corosm.core import Append, InputArrived, IOCompleted, Reply, StartIO, Stepper
 from corosm.errors import LimitExceeded, UsageError
 

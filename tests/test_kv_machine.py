@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corosm.apps.kv import inputs as kvi
-from corosm.apps.kv.machine import KVMachine, KVState, apply_record
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.model import EMPTY, ModelState, partition_key, step
 from corosm.apps.kv.outputs import (
     NOT_INTEGER,
@@ -25,6 +25,7 @@ from corosm.apps.kv.outputs import (
     Values,
 )
 from corosm.apps.kv.records import Clear, Increment, Put, decode_record, encode_record
+from corosm.apps.kv.state import KVState, apply_record
 from corosm.core import (
     Append,
     InputArrived,

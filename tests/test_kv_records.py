@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corosm.apps.kv.machine import KVMachine, KVState
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.records import (
     AppendTo,
     Clear,
@@ -22,6 +22,7 @@ from corosm.apps.kv.records import (
     encode_snapshot,
     parse_int64,
 )
+from corosm.apps.kv.state import KVState
 from corosm.errors import DataError
 
 B = st.binary(max_size=20)

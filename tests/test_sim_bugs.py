@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from corosm.apps.kv.inputs import Write
-from corosm.apps.kv.machine import KVMachine, KVState
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK, Output
 from corosm.apps.kv.records import Put
+from corosm.apps.kv.state import KVState
 from corosm.core import Context, Machine, Policy
 from corosm.errors import UsageError
 from corosm.io.journal import Recovered, recover

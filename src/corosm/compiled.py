@@ -17,7 +17,9 @@ behaviour. Left out on purpose, and why:
 
 * ``corosm.apps.kv.machine`` and ``corosm.runtime.runtime``: their classes
   are meant to be subclassed (tests, the simulator's mutants, users), and an
-  interpreted class cannot subclass a compiled one;
+  interpreted class cannot subclass a compiled one (the key-value state and
+  its ``apply``, where replay spends its time, are in
+  ``corosm.apps.kv.state``, which is compiled);
 * ``corosm.runtime.host``: the simulator plants bugs by patching its methods,
   which a compiled class does not allow;
 * the input, output and record types: mypyc's own argument checks would
@@ -42,6 +44,7 @@ from pathlib import Path
 #: The modules mypyc compiles, by import name.
 MODULES: tuple[str, ...] = (
     "corosm.apps.kv.seed",
+    "corosm.apps.kv.state",
     "corosm.core.stepper",
     "corosm.frontends.deadline",
     "corosm.frontends.http.app",

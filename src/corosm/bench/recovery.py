@@ -25,8 +25,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from corosm.apps.kv.machine import KVMachine, KVState
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.records import Put
+from corosm.apps.kv.state import KVState
 from corosm.io.journal import LogWriter, OSFileSystem, recover, write_snapshot
 
 BATCH = 10_000

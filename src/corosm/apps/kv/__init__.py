@@ -24,7 +24,7 @@ from corosm.apps.kv.inputs import (
     Write,
     WriteMany,
 )
-from corosm.apps.kv.machine import KVMachine, KVState, apply_record
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import (
     OK,
     Count,
@@ -44,6 +44,7 @@ from corosm.apps.kv.seed import (
     output_to_seed_reply,
     seed_request_to_input,
 )
+from corosm.apps.kv.state import KVState, apply_record
 
 __all__ = [
     "OK",

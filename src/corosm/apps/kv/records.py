@@ -141,7 +141,7 @@ _unpack_len = _LEN.unpack_from
 
 #: A Put's payload is its head (``unpack_put_head(payload)`` gives the tag and
 #: the key's length), the key from ``PUT_KEY_AT`` on, then the value to the
-#: end: what :func:`~corosm.apps.kv.machine.apply_payloads` reads in place.
+#: end: what :func:`~corosm.apps.kv.state.apply_payloads` reads in place.
 PUT_KEY_AT = _HEAD_SIZE
 unpack_put_head: Callable[[bytes], tuple[int, int]] = _HEAD.unpack_from
 

@@ -23,8 +23,9 @@ import random
 from typing import Any
 
 from corosm.apps.kv import inputs as kv
-from corosm.apps.kv.machine import KVMachine, KVState
+from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.model import EMPTY, ModelState, partition_key, step
+from corosm.apps.kv.state import KVState
 from corosm.testing.sim.campaign import SimSpec
 from corosm.testing.sim.faults import FaultPlan
 

@@ -1,0 +1,180 @@
+"""The key-value state: how a record changes it, and how a read answers from it.
+
+Theory of operation
+-------------------
+:class:`KVState` is the machine's state: the dict, changed in place, and the
+outcome of the last record applied. :func:`apply_record` is
+``KVMachine.apply``; :func:`apply_payloads` is ``KVMachine.apply_encoded``,
+what recovery runs over a journal's encoded records; :func:`read_state` is
+``KVMachine.read``, which every GET of every front end runs. They live apart
+from :class:`~corosm.apps.kv.machine.KVMachine` so that the compiled build
+(:mod:`corosm.compiled`) can compile them (replay spends most of its time in
+that loop, reads in that table), while the machine class stays interpreted,
+for subclasses.
+
+Why records are intents, and why ``apply`` never raises on one a handler
+could have appended, is in :mod:`corosm.apps.kv.machine`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from corosm.apps.kv.inputs import MAX_VALUE_BYTES, Exists, Read, ReadMany, Size, StrLen
+from corosm.apps.kv.outputs import (
+    NOT_INTEGER,
+    OK,
+    OVERFLOW,
+    Count,
+    IntValue,
+    Output,
+    Rejected,
+    RejectReason,
+    SetOutcome,
+    Value,
+    Values,
+)
+from corosm.apps.kv.records import (
+    INT64_MAX,
+    INT64_MIN,
+    PUT_KEY_AT,
+    TAG_PUT,
+    AppendTo,
+    Clear,
+    Increment,
+    Put,
+    PutIf,
+    PutMany,
+    Record,
+    Remove,
+    decode_record,
+    parse_int64,
+    unpack_put_head,
+)
+from corosm.errors import DataError, UsageError
+
+#: APPEND's answer when the result would be over MAX_VALUE_BYTES (Redis's wording;
+#: OVERFLOW is the nearest RejectReason: the value would outgrow its limit).
+VALUE_TOO_LARGE = Rejected(
+    RejectReason.OVERFLOW,
+    f"string exceeds maximum allowed size ({MAX_VALUE_BYTES} bytes)",
+)
+
+
+class KVState:
+    """The machine's state: the key-value dict, and the last record's outcome."""
+
+    __slots__ = ("data", "last_outcome")
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = {} if data is None else data
+        self.last_outcome: Output = OK
+
+    def __repr__(self) -> str:
+        return f"KVState({len(self.data)} keys)"
+
+
+def apply_record(state: KVState, record: Record) -> KVState:
+    """Apply one record in place and set ``state.last_outcome``; never raises on a record."""
+    data = state.data
+    if type(record) is Put:  # nearly every record: skip the match's class pattern
+        data[record.key] = record.value
+        state.last_outcome = OK
+        return state
+    match record:
+        case Put(key, value):  # a subclass of Put
+            data[key] = value
+            state.last_outcome = OK
+        case Increment(key, delta):
+            state.last_outcome = _increment(data, key, delta)
+        case PutIf(key, value, nx, xx):
+            old = data.get(key)
+            stored = not ((nx and old is not None) or (xx and old is None))
+            if stored:
+                data[key] = value
+            state.last_outcome = SetOutcome(stored, old)
+        case AppendTo(key, value):
+            old = data.get(key, b"")
+            if len(old) + len(value) > MAX_VALUE_BYTES:
+                state.last_outcome = VALUE_TOO_LARGE  # decided here: the same on replay
+            else:
+                new = old + value
+                data[key] = new
+                state.last_outcome = Count(len(new))
+        case Remove(keys):
+            removed = 0
+            for key in keys:
+                if data.pop(key, None) is not None:
+                    removed += 1
+            state.last_outcome = Count(removed)
+        case PutMany(pairs):
+            data.update(pairs)
+            state.last_outcome = OK
+        case Clear():
+            data.clear()
+            state.last_outcome = OK
+        case _:
+            raise DataError(f"the key-value machine cannot apply {record!r:.80}")
+    return state
+
+
+def apply_payloads(state: KVState, payloads: Iterator[bytes]) -> KVState:
+    """Apply encoded records in order: ``apply_record(state, decode_record(p))`` for each.
+
+    What recovery runs (``KVMachine.apply_encoded``). A Put, nearly every
+    record of a log, is stored straight from its bytes, with no ``Put``
+    object built only to be taken apart; any other record, or a Put that
+    would not decode, goes through ``decode_record`` and ``apply_record``.
+    Tests hold the two ways to the same state and outcome.
+    """
+    data = state.data
+    put, key_at, unpack_head = TAG_PUT, PUT_KEY_AT, unpack_put_head
+    for payload in payloads:
+        try:
+            tag, key_len = unpack_head(payload)
+        except struct.error:  # shorter than a Put's head, so not a Put
+            tag = key_len = 0
+        key_end = key_at + key_len
+        if tag == put and key_end <= len(payload):
+            data[payload[key_at:key_end]] = payload[key_end:]
+            state.last_outcome = OK
+        else:
+            state = apply_record(state, decode_record(payload))
+            data = state.data
+    return state
+
+
+def _increment(data: dict[bytes, bytes], key: bytes, delta: int) -> Output:
+    old = data.get(key)
+    current = 0 if old is None else parse_int64(old)
+    if current is None:
+        return NOT_INTEGER
+    new = current + delta
+    if not INT64_MIN <= new <= INT64_MAX:
+        return OVERFLOW
+    data[key] = str(new).encode()
+    return IntValue(new)
+
+
+#: The reads: one small function per input type (a table, not a chain of
+#: patterns, since every GET of every front end comes through here).
+_READS: dict[type, Callable[[dict[bytes, bytes], Any], Output]] = {
+    Read: lambda data, input: Value(data.get(input.key)),
+    ReadMany: lambda data, input: Values(tuple(map(data.get, input.keys))),
+    Exists: lambda data, input: Count(sum(1 for key in input.keys if key in data)),
+    StrLen: lambda data, input: Count(len(data.get(input.key, b""))),
+    Size: lambda data, input: Count(len(data)),
+}
+
+
+def read_state(state: KVState, input: Any) -> Output:
+    """Answer a read (Read, ReadMany, Exists, StrLen, Size) from ``state``: ``KVMachine.read``."""
+    answer = _READS.get(type(input))
+    if answer is None:
+        raise UsageError(
+            f"the key-value machine does not take {input!r:.80}; expected one of the "
+            "inputs in corosm.apps.kv.inputs (Write, Read, Delete, Reset, ...)"
+        )
+    return answer(state.data, input)
