@@ -13,6 +13,8 @@ import importlib
 import os
 from pathlib import Path
 
+import pytest
+
 from corosm import compiled
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -38,3 +40,28 @@ def test_the_suite_runs_on_the_build_make_asked_for() -> None:
     elif build == "pure":
         assert loaded == []
         assert compiled.describe() == "pure Python"
+
+
+def test_without_a_compiler_the_build_says_what_to_install_and_leaves_pure_python(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "compiled"
+    (dest / "corosm").mkdir(parents=True)  # a copy left by an earlier build
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
+    monkeypatch.delenv("COROSM_REQUIRE_TOOLS", raising=False)
+    assert compiled.main(["build", str(dest)]) == 0  # make goes on, on the sources
+    err = capsys.readouterr().err
+    assert "no C compiler" in err and "apt-get install gcc" in err and "pure Python" in err
+    assert not (dest / "corosm").exists(), "a stale copy would still be run"
+    monkeypatch.setenv("COROSM_REQUIRE_TOOLS", "1")  # what .ci/run sets: a failure there
+    assert compiled.main(["build", str(dest)]) == 1
+
+
+def test_without_the_python_headers_the_build_names_the_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(compiled.shutil, "which", lambda name: f"/usr/bin/{name}")
+    paths = dict(compiled.sysconfig.get_paths(), include=str(tmp_path))
+    monkeypatch.setattr(compiled.sysconfig, "get_paths", lambda: paths)
+    with pytest.raises(compiled.BuildUnavailable, match="python3-dev"):
+        compiled.check_toolchain()
