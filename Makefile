@@ -15,8 +15,11 @@ COMPILED_DIR := build/compiled
 COMPILED := $(COMPILED_DIR)/.stamp
 SOURCES := $(shell find src/corosm -name '*.py')
 BUILD := $(if $(PURE),,$(COMPILED))
+# In a recipe: PYTHONPATH=<the compiled copy> when it was built (and PURE is unset),
+# else nothing. The one test of "is there a compiled build", for every target below.
+ON_COPY = $(if $(BUILD),$$(test -d $(COMPILED_DIR)/corosm && echo PYTHONPATH=$(CURDIR)/$(COMPILED_DIR)))
 # Runs a command on the compiled copy when it was built, else on pure Python.
-ON_BUILD = env $(if $(BUILD),$$(test -d $(COMPILED_DIR)/corosm && echo PYTHONPATH=$(CURDIR)/$(COMPILED_DIR)))
+ON_BUILD = env $(ON_COPY)
 
 .PHONY: serve test lint typecheck unit unit-compiled bench bench-quick clean
 
@@ -54,9 +57,9 @@ unit: $(STAMP) $(EXTRA_STAMP)
 # The same suite on the compiled copy (COROSM_BUILD=compiled: tests/test_build.py
 # checks that it really runs compiled); skipped, saying why, where it cannot be built.
 unit-compiled: $(STAMP) $(EXTRA_STAMP) $(BUILD)
-	@if [ -n "$(BUILD)" ] && [ -d $(COMPILED_DIR)/corosm ]; then \
+	@copy="$(ON_COPY)"; if [ -n "$$copy" ]; then \
 	  echo "the suite again, on the build compiled by mypyc ($(COMPILED_DIR))"; \
-	  PYTHONPATH=$(CURDIR)/$(COMPILED_DIR) COROSM_BUILD=compiled $(PY) -m pytest $(PYTEST_ARGS); \
+	  env $$copy COROSM_BUILD=compiled $(PY) -m pytest $(PYTEST_ARGS); \
 	else echo "no compiled build (PURE=1, or see above): the suite ran on pure Python only"; fi
 
 # The bench extra (matplotlib, for the plots), installed once; the load generators
