@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from corosm.core.fields import slot_setter
 from corosm.errors import UsageError
 
 T_co = TypeVar("T_co", covariant=True)
@@ -28,7 +29,7 @@ class Effect(Generic[T_co]):
     """Base class of all effects. ``T_co`` is the type of the effect's result."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Append(Effect[None]):
     """Append ``record`` to the journal.
 
@@ -39,6 +40,13 @@ class Append(Effect[None]):
     """
 
     record: Any
+
+    def __init__(self, record: Any) -> None:
+        # Built for every write: the field set by slot (see corosm.core.fields).
+        _set_record(self, record)
+
+
+_set_record = slot_setter(Append, "record")
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN
+from corosm.core.fields import slot_setter
 from corosm.errors import LimitExceeded, UsageError
 
 #: The largest key and value any front end may store (one table in docs/limits.md).
@@ -72,26 +73,41 @@ def _freeze(obj: Any, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Write:
     """Store ``value`` under ``key`` (seed ``Write``, REST PUT, plain Redis SET)."""
 
     key: bytes
     value: bytes
 
-    def __post_init__(self) -> None:
-        _need_key("Write.key", self.key)
-        _need_value("Write.value", self.value)
+    def __init__(self, key: bytes, value: bytes) -> None:
+        # Built for every write: the checks inline, the fields set by slot (see corosm.core.fields).
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            _need_key("Write.key", key)
+        if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
+            _need_value("Write.value", value)
+        _set_write_key(self, key)
+        _set_write_value(self, value)
 
 
-@dataclass(frozen=True, slots=True)
+_set_write_key = slot_setter(Write, "key")
+_set_write_value = slot_setter(Write, "value")
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Read:
     """The value under ``key``, or None (seed ``Read``, REST GET, Redis GET)."""
 
     key: bytes
 
-    def __post_init__(self) -> None:
-        _need_key("Read.key", self.key)
+    def __init__(self, key: bytes) -> None:
+        # Built for every read: the check inline, the field set by slot (see corosm.core.fields).
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            _need_key("Read.key", key)
+        _set_read_key(self, key)
+
+
+_set_read_key = slot_setter(Read, "key")
 
 
 @dataclass(frozen=True, slots=True)

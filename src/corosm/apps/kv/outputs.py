@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from corosm.core.fields import slot_setter
+
 
 @dataclass(frozen=True, slots=True)
 class Ok:
@@ -22,11 +24,18 @@ OK = Ok()
 """The one :class:`Ok` value (outputs are values; sharing it saves allocations)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Value:
     """One value, or None when the key is absent."""
 
     value: bytes | None
+
+    def __init__(self, value: bytes | None) -> None:
+        # Built for every read: the field set by slot (see corosm.core.fields).
+        _set_value(self, value)
+
+
+_set_value = slot_setter(Value, "value")
 
 
 @dataclass(frozen=True, slots=True)

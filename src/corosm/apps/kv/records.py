@@ -33,15 +33,25 @@ from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Any
 
+from corosm.core.fields import slot_setter
 from corosm.errors import DataError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Put:
     """Store ``value`` under ``key``."""
 
     key: bytes
     value: bytes
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        # Built for every write: the fields set by slot (see corosm.core.fields).
+        _set_put_key(self, key)
+        _set_put_value(self, value)
+
+
+_set_put_key = slot_setter(Put, "key")
+_set_put_value = slot_setter(Put, "value")
 
 
 @dataclass(frozen=True, slots=True)

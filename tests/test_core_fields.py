@@ -1,0 +1,107 @@
+"""Values built with a hand-written ``__init__`` (corosm.core.fields) behave as dataclasses do.
+
+``Append``, and the key-value machine's ``Read``, ``Write``, ``Put`` and
+``Value``, are frozen slotted dataclasses whose ``__init__`` is written by
+hand for speed. These tests hold them to what the generated one gave: the
+same fields in the same order, frozen, equal and hashable by value, pickled,
+``replace``-able, matched by position, and the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from corosm.apps.kv.inputs import MAX_KEY_BYTES, MAX_VALUE_BYTES, Read, Write
+from corosm.apps.kv.outputs import Value
+from corosm.apps.kv.records import Put
+from corosm.core.effects import Append
+from corosm.core.fields import slot_setter
+from corosm.errors import LimitExceeded, UsageError
+
+SAMPLES: list[Any] = [
+    Read(b"k"),
+    Write(b"k", b"v"),
+    Put(b"k", b"v"),
+    Value(b"v"),
+    Value(None),
+    Append(Put(b"k", b"v")),
+]
+
+
+@pytest.mark.parametrize("cls", sorted({type(v) for v in SAMPLES}, key=lambda c: c.__name__))
+def test_the_init_takes_exactly_the_fields_in_order(cls: type) -> None:
+    # A field added to the class but not to its __init__ would fail here.
+    params = list(inspect.signature(cls.__init__).parameters)[1:]
+    assert params == [f.name for f in dataclasses.fields(cls)]
+    assert cls.__match_args__ == tuple(params)
+
+
+@pytest.mark.parametrize("value", SAMPLES, ids=repr)
+def test_values_stay_frozen_equal_hashable_and_picklable(value: Any) -> None:
+    fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    twin = type(value)(**fields)
+    assert twin == value and hash(twin) == hash(value)
+    assert pickle.loads(pickle.dumps(value)) == value
+    assert repr(value).startswith(f"{type(value).__name__}(")
+    name = next(iter(fields))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(value, name, b"other")
+    assert getattr(value, name) == fields[name]
+
+
+def test_replace_and_match_by_position() -> None:
+    write = dataclasses.replace(Write(b"k", b"v"), value=b"w")
+    assert write == Write(b"k", b"w")
+    match Put(b"k", b"v"):
+        case Put(key, value):
+            assert (key, value) == (b"k", b"v")
+        case _:
+            pytest.fail("Put did not match by position")
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "says"),
+    [
+        (lambda: Read("k"), UsageError, "Read.key must be bytes, not str"),
+        (lambda: Read(b""), LimitExceeded, "key"),
+        (lambda: Read(b"k" * (MAX_KEY_BYTES + 1)), LimitExceeded, str(MAX_KEY_BYTES)),
+        (lambda: Write(b"k", "v"), UsageError, "Write.value must be bytes, not str"),
+        (lambda: Write(1, b"v"), UsageError, "Write.key must be bytes, not int"),
+        (lambda: Write(b"k", b"v" * (MAX_VALUE_BYTES + 1)), LimitExceeded, str(MAX_VALUE_BYTES)),
+    ],
+)
+def test_the_inputs_still_check_their_fields(build: Any, error: type, says: str) -> None:
+    with pytest.raises(error, match=says):
+        build()
+
+
+def test_a_dataclass_subclass_of_append_gets_its_own_init() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Tagged(Append):
+        tag: str
+
+    tagged = Tagged(b"record", "t")
+    assert (tagged.record, tagged.tag) == (b"record", "t")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tagged.tag = "u"  # type: ignore[misc]
+
+
+def test_slot_setter_sets_a_frozen_field_and_only_on_its_class() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Pair:
+        a: int
+        b: int
+
+    pair = Pair(1, 2)
+    slot_setter(Pair, "b")(pair, 3)
+    assert pair == Pair(1, 3)
+    with pytest.raises(KeyError):
+        slot_setter(Pair, "c")
+    with pytest.raises(TypeError):
+        slot_setter(Pair, "a")(object(), 1)
