@@ -334,7 +334,7 @@ def test_session_ordering_comes_from_the_machine() -> None:
         rt.hold = True
         session = KvHttpApp(rt).connection_handler()
         for body in (b'Write "a" 1', b'Write "b" 2', b'Read "a"'):
-            session(Request(b"POST", b"/", (), body, "1.1", True))
+            session(Request(b"POST", b"/", (), body, True))
         stages = []
         while rt.held:
             stages.append([type(i) for _, i in rt.held])
@@ -376,8 +376,8 @@ def test_reads_are_answered_at_once_because_the_machine_says_read() -> None:
             runtime.submit_callback = spy  # type: ignore[method-assign]
             app = KvHttpApp(runtime)
             replies = [
-                app(Request(b"POST", b"/", (), b'Write "a" 1', "1.1", True)),
-                app.connection_handler()(Request(b"PUT", b"/kv/a", (), b"1", "1.1", True)),
+                app(Request(b"POST", b"/", (), b'Write "a" 1', True)),
+                app.connection_handler()(Request(b"PUT", b"/kv/a", (), b"1", True)),
             ]
             return calls, replies
         finally:

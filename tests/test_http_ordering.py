@@ -185,13 +185,13 @@ def test_app_called_directly_is_stateless() -> None:
         rt = FakeRuntime()
         rt.hold = True
         app = KvHttpApp(rt)
-        app(Request(b"POST", b"/", (), b'Write "x" 1', "1.1", True))
-        app(Request(b"POST", b"/", (), b'Read "x"', "1.1", True))
+        app(Request(b"POST", b"/", (), b'Write "x" 1', True))
+        app(Request(b"POST", b"/", (), b'Read "x"', True))
         assert [type(i) for _, i in rt.held] == [Write, Read]
         one, two = app.connection_handler(), app.connection_handler()
-        one(Request(b"POST", b"/", (), b'Write "y" 1', "1.1", True))
-        two(Request(b"POST", b"/", (), b'Read "y"', "1.1", True))
-        one(Request(b"POST", b"/", (), b'Read "y"', "1.1", True))  # held: its write is pending
+        one(Request(b"POST", b"/", (), b'Write "y" 1', True))
+        two(Request(b"POST", b"/", (), b'Read "y"', True))
+        one(Request(b"POST", b"/", (), b'Read "y"', True))  # held: its write is pending
         assert [type(i) for _, i in rt.held[2:]] == [Write, Read]
         rt.release()
         async with asyncio.timeout(5):
@@ -211,15 +211,15 @@ def test_only_reads_ask_to_be_stepped_at_once() -> None:
         app = KvHttpApp(rt)
         session = app.connection_handler()
         for handler in (app, session):
-            handler(Request(b"POST", b"/", (), b'Read "x"', "1.1", True))
-            handler(Request(b"GET", b"/kv/x", (), b"", "1.1", True))
+            handler(Request(b"POST", b"/", (), b'Read "x"', True))
+            handler(Request(b"GET", b"/kv/x", (), b"", True))
         assert rt.now == [True, True, True, True]
         rt.now.clear()
-        app(Request(b"POST", b"/", (), b'Write "x" 1', "1.1", True))
-        app(Request(b"PUT", b"/kv/x", (), b"1", "1.1", True))
-        app(Request(b"DELETE", b"/kv/x", (), b"", "1.1", True))
-        app(Request(b"DELETE", b"/", (), b"", "1.1", True))
-        session(Request(b"PUT", b"/kv/x", (), b"1", "1.1", True))
+        app(Request(b"POST", b"/", (), b'Write "x" 1', True))
+        app(Request(b"PUT", b"/kv/x", (), b"1", True))
+        app(Request(b"DELETE", b"/kv/x", (), b"", True))
+        app(Request(b"DELETE", b"/", (), b"", True))
+        session(Request(b"PUT", b"/kv/x", (), b"1", True))
         assert rt.now == [False, False, False, False, False]
 
     run(main())

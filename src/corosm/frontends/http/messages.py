@@ -38,7 +38,6 @@ class Request:
     target: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
-    http_version: str
     keep_alive: bool
 
     def header(self, name: bytes) -> bytes | None:

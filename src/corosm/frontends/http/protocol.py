@@ -338,17 +338,19 @@ class HttpConnection(asyncio.Protocol):
         self._head_seen = 0
         parser = self._parser
         keep_alive = parser.should_keep_alive()
-        version = parser.get_http_version()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        request = Request(self._method, self._url, tuple(self._headers), body, version, keep_alive)
+        request = Request(self._method, self._url, tuple(self._headers), body, keep_alive)
         self._head_done = False
         self.stats.requests += 1
         if not keep_alive or self._draining:
             self._closing = True
         if not keep_alive:
             conn_header = CONN_CLOSE
-        elif version == "1.0":
-            conn_header = CONN_KEEP  # 1.0 closes by default: say that we keep it open
+        elif request.header(b"connection") is not None and parser.get_http_version() == "1.0":
+            # 1.0 closes by default: say that we keep it open. A 1.0 request kept
+            # open asked for it in a Connection header, so only then is the
+            # version (a string the parser formats on each call) worth asking.
+            conn_header = CONN_KEEP
         else:
             conn_header = CONN_NONE
         self._dispatch(request, conn_header)
