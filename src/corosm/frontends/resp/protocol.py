@@ -20,8 +20,10 @@ read into headers and arguments in C, and each command is checked by comparing
 its ``$<len>`` headers with the lengths of the pieces that follow them (an
 argument that holds a CRLF splits into a piece shorter than its header says,
 so it is never mistaken; that command and the rest of the read go to the
-careful path). A command costs a dictionary lookup, two list slices and a
-comparison, with no per-argument Python code and nothing copied twice.
+careful path). A command costs a dictionary lookup, and an argument a length,
+a tuple index and a comparison of two short byte strings; nothing is copied
+twice. (A plain loop: a GET took 0.9 us pure and 0.45 us compiled, against
+1.5 and 1.2 us for slices compared with a ``map`` of the headers.)
 
 The careful path handles everything else: inline commands, big arguments,
 commands cut across reads. It keeps its position inside a half-arrived
@@ -84,8 +86,8 @@ _FAST_MAX_ARGS: Final = 64
 _FAST_MAX_BULK: Final = 1024
 #: ``b"*3"`` -> 3: the multibulk headers the fast path takes.
 _FAST_COUNTS: Final = {b"*%d" % n: n for n in range(1, _FAST_MAX_ARGS + 1)}
-#: ``_bulk_header(3) == b"$3"``; IndexError past the fast path's bound.
-_bulk_header: Final = tuple(b"$%d" % n for n in range(_FAST_MAX_BULK + 1)).__getitem__
+#: ``_BULK_HEADERS[3] == b"$3"``, up to the fast path's bound.
+_BULK_HEADERS: Final = tuple(b"$%d" % n for n in range(_FAST_MAX_BULK + 1))
 
 
 class ProtocolError(ValueError):
@@ -371,20 +373,27 @@ def _split_commands(data: bytes) -> tuple[list[list[bytes]], int]:
     last = len(parts) - 1  # parts[last] has no CRLF after it: never a whole piece
     commands: list[list[bytes]] = []
     start = 0
-    counts = _FAST_COUNTS
-    try:
-        while start < last:
-            count = counts.get(parts[start])
-            stop = start + 1 + 2 * count if count is not None else last + 1
-            if stop > last:
-                break
-            args = parts[start + 2 : stop : 2]
-            if parts[start + 1 : stop : 2] != list(map(_bulk_header, map(len, args))):
-                break
-            commands.append(args)
-            start = stop
-    except IndexError:  # an argument longer than _FAST_MAX_BULK
-        pass
+    counts, headers = _FAST_COUNTS, _BULK_HEADERS
+    while start < last:
+        count = counts.get(parts[start])
+        if count is None:
+            break
+        stop = start + 1 + 2 * count  # the header and argument pieces of the command
+        if stop > last:
+            break
+        args: list[bytes] = []
+        i = start + 1
+        while i < stop:
+            arg = parts[i + 1]
+            n = len(arg)
+            if n > _FAST_MAX_BULK or parts[i] != headers[n]:
+                break  # too big for the fast path, or its header says otherwise
+            args.append(arg)
+            i += 2
+        if i < stop:
+            break
+        commands.append(args)
+        start = stop
     if start == last:
         return commands, len(data) - len(parts[last])
     return commands, sum(map(len, parts[:start])) + 2 * start
