@@ -62,10 +62,33 @@ class ServerProcess:
                     break
             if self.proc.poll() is not None:
                 break
+        stacks = self.dump_stacks() if self.proc.poll() is None else b""
         self.close()
         raise AssertionError(
-            f"server did not start; output:\n{self.output.decode(errors='replace')}"
+            f"server did not start in {timeout} s; output:\n"
+            f"{(self.output + stacks).decode(errors='replace')}"
         )
+
+    def dump_stacks(self, timeout: float = 10.0) -> bytes:
+        """SIGUSR1 (the server prints every thread's stack): what it printed then.
+
+        Reads until a stack has come and the output has paused for half a
+        second, or ``timeout``; for the report of a server that hangs.
+        """
+        assert self.proc is not None and self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                chunk = self.proc.stdout.read1(65536)
+                if not chunk:
+                    break
+                out += chunk
+            elif b"most recent call first" in out:
+                break
+        return out
 
     def request(self, method: str, path: str = "/", body: bytes = b"") -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

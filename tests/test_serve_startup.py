@@ -182,3 +182,14 @@ def test_a_bug_keeps_its_traceback(
     # Only the operator's problems are summed up in a line; a bug in corosm is not hidden.
     with pytest.raises(RuntimeError, match="a bug"):
         run_serve(monkeypatch, capsys, RuntimeError("a bug"))
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_server_goes_on(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "data") as server:
+        stacks = server.dump_stacks()
+        # The loop's thread (the one the signal interrupts) and the journal's.
+        assert b"Current thread" in stacks, stacks
+        assert stacks.count(b"most recent call first") >= 2, stacks
+        assert b"server.py" in stacks, stacks
+        assert server.request("POST", "/", b'Write "x" 1') == (200, b"Ok")
+        assert server.request("POST", "/", b'Read "x"') == (200, b"Result (Just 1)")

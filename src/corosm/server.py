@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import importlib
 import logging
 import os
@@ -360,9 +361,15 @@ def _as_machine(spec: str, found: Any) -> Machine[Any, Any, Any]:
 
 
 def run(config: ServerConfig) -> int:
-    """Entry point of ``corosm serve``: run until SIGTERM/SIGINT, then exit 0."""
+    """Entry point of ``corosm serve``: run until SIGTERM/SIGINT, then exit 0.
+
+    ``kill -USR1 <pid>`` prints every thread's stack to stderr and the
+    server goes on: the way to see where a server that hangs is waiting.
+    """
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if hasattr(signal, "SIGUSR1"):  # not on Windows
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     run_on_uvloop(serve(config))
     return 0
