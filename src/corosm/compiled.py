@@ -49,6 +49,7 @@ MODULES: tuple[str, ...] = (
     "corosm.frontends.deadline",
     "corosm.frontends.http.app",
     "corosm.frontends.http.machineapp",
+    "corosm.frontends.http.messages",
     "corosm.frontends.http.protocol",
     "corosm.frontends.resp.commands",
     "corosm.frontends.resp.protocol",

@@ -230,7 +230,7 @@ class MachineHttpApp:
             if order is _READ and self._read is not None:
                 return self._read_reply(kind, input)
             reply = _Reply(self._finish[kind])
-            self.runtime.submit_callback(input, reply, now=order is _READ)
+            self.runtime.submit_callback(input, reply.done, now=order is _READ)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
             return self._failed(kind, exc)
         return reply
@@ -277,9 +277,14 @@ class _Reply(Later):
 
     ``session`` is set for a write submitted by a :class:`_Session`: its
     completion releases the reads that connection holds behind it.
+
+    The callback is the bound method :meth:`done`, not ``__call__``: the
+    pinned mypyc lays out a compiled subclass that adds ``__call__`` to a
+    compiled base differently from the base (a crash on the first read of
+    ``resp``).
     """
 
-    # No __slots__: compiled by mypyc, a subclass of the interpreted Later may not have them.
+    # No __slots__: mypyc compiles this class and Later, and refuses them.
 
     def __init__(self, finish: Finish) -> None:
         self.resp = None
@@ -287,7 +292,8 @@ class _Reply(Later):
         self.finish = finish
         self.session: _Session | None = None
 
-    def __call__(self, output: Any, error: BaseException | None) -> None:
+    def done(self, output: Any, error: BaseException | None) -> None:
+        """The runtime's callback: map the output (or error) to the Response, and resolve."""
         session = self.session
         if session is not None:
             self.session = None
@@ -353,20 +359,20 @@ class _Session:
             # Runtime.reader) rather than queued behind other clients' writes.
             read = self._app._read
             if read is None:
-                self._app.runtime.submit_callback(input, reply, now=True)
+                self._app.runtime.submit_callback(input, reply.done, now=True)
                 return
             try:
                 output = read(input)
             except Exception as exc:
-                reply(None, exc)
+                reply.done(None, exc)
             else:
-                reply(output, None)
+                reply.done(output, None)
             return
         # Counted before submitting, in case a runtime calls back at once.
         self._writes += 1
         reply.session = self
         try:
-            self._app.runtime.submit_callback(input, reply)
+            self._app.runtime.submit_callback(input, reply.done)
         except Exception:
             self._writes -= 1
             reply.session = None
@@ -382,7 +388,7 @@ class _Session:
             except Exception as exc:  # the reply maps it (503 when overloaded)
                 if not isinstance(exc, CorosmError):
                     log.error("submit_callback failed", exc_info=exc)
-                reply(None, exc)
+                reply.done(None, exc)
 
 
 def with_allow(resp: Response, allow: bytes) -> Response:

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias
 
 from corosm.errors import UsageError
 
@@ -89,7 +89,7 @@ class Later:
     server finds the Response in ``resp``.
     """
 
-    # No __slots__: a subclass that mypyc compiles (machineapp's _Reply) may not inherit them.
+    # No __slots__: mypyc compiles this class (see corosm.compiled), and refuses them.
 
     def __init__(self) -> None:
         self.resp: Response | None = None
@@ -115,7 +115,6 @@ class Handler(Protocol):
     def __call__(self, request: Request, /) -> Reply: ...
 
 
-@runtime_checkable
 class PerConnection(Protocol):
     """A handler that wants one handler object per connection (e.g. for ordering).
 

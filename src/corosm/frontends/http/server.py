@@ -21,7 +21,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from corosm.frontends.http.messages import Handler, HttpStats, Limits, PerConnection
+from corosm.frontends.http.messages import Handler, HttpStats, Limits
 from corosm.frontends.http.protocol import HttpConnection
 
 
@@ -31,8 +31,9 @@ class HttpServer:
     def __init__(self, handler: Handler, limits: Limits, stats: HttpStats) -> None:
         self.handler = handler
         # Per-connection handlers (read-your-writes) when the handler offers them.
+        per_connection = getattr(handler, "connection_handler", None)  # see PerConnection
         self._new_handler: Callable[[], Handler] = (
-            handler.connection_handler if isinstance(handler, PerConnection) else lambda: handler
+            per_connection if callable(per_connection) else lambda: handler
         )
         self.limits = limits
         self.stats = stats
