@@ -61,8 +61,7 @@ gives the cheap copy a background snapshot needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any
+from collections.abc import Hashable, Iterable
 
 from corosm.apps.kv.inputs import (
     AppendBytes,
@@ -81,20 +80,20 @@ from corosm.apps.kv.inputs import (
 )
 from corosm.apps.kv.outputs import OK, Count, Output
 from corosm.apps.kv.records import (
-    AppendTo,
-    Clear,
-    Increment,
-    Put,
-    PutIf,
-    PutMany,
-    Record,
     Remove,
     decode_record,
     decode_snapshot,
     encode_record,
     encode_snapshot,
 )
-from corosm.apps.kv.state import KVState, apply_payloads, apply_record, read_state
+from corosm.apps.kv.state import (
+    KVState,
+    apply_payloads,
+    apply_record,
+    log_input,
+    logged_outcome,
+    read_state,
+)
 from corosm.core import Context, Keys, Machine, Order, Policy
 
 #: How each input orders against its own connection's earlier inputs (see
@@ -110,17 +109,6 @@ ORDER: dict[type[Input], Order] = {
     Reset: Order.LOGGED,
     Delete: Order.WRITE,
     DeleteMany: Order.WRITE,
-}
-
-#: The writes that only append: the record each one appends (see KVMachine.log).
-#: ``apply`` computes every outcome, so a write reads nothing before it appends.
-_LOGS: dict[type, Callable[[Any], Record | None]] = {
-    Write: lambda input: Put(input.key, input.value),
-    SetIf: lambda input: PutIf(input.key, input.value, input.nx, input.xx),
-    IncrBy: lambda input: Increment(input.key, input.delta),
-    AppendBytes: lambda input: AppendTo(input.key, input.value),
-    Reset: lambda input: Clear(),
-    WriteMany: lambda input: PutMany(input.pairs) if input.pairs else None,
 }
 
 _READ = Order.READ  # a module constant: an enum member costs a slow class lookup each time
@@ -152,22 +140,6 @@ class KVMachine(Machine[KVState, Input, Output]):
             case WriteMany():
                 return OK  # no pairs: nothing to write
         return self.read(ctx.state, input)  # every other input is a read
-
-    def log(self, input: Input) -> Record | None:
-        """The record of a write that only appends one (see ``Machine.log``), else None.
-
-        Every change but a delete: ``apply`` computes its outcome in log order
-        (the intent records above) and leaves it in ``state.last_outcome``,
-        which :meth:`logged` answers. A delete looks at the state first (no
-        record when no key exists) and an empty MSET appends nothing: those
-        run :meth:`handle`.
-        """
-        make = _LOGS.get(type(input))
-        return None if make is None else make(input)
-
-    def logged(self, state: KVState, input: Input) -> Output:
-        """The outcome ``apply`` left for the record just applied (see :meth:`log`)."""
-        return state.last_outcome
 
     def key(self, input: Input) -> Keys | Hashable | None:
         """What ``input`` touches, for routing it to a shard (see :mod:`corosm.shards`).
@@ -204,6 +176,10 @@ class KVMachine(Machine[KVState, Input, Output]):
     apply = staticmethod(apply_record)
     #: Answer a read (Read, ReadMany, Exists, StrLen, Size) from the state.
     read = staticmethod(read_state)
+    #: The record of a write that only appends one, else None (see log_input).
+    log = staticmethod(log_input)
+    #: The outcome ``apply`` left for the record just applied (see :func:`log_input`).
+    logged = staticmethod(logged_outcome)
     apply_encoded = staticmethod(apply_payloads)
     encode_record = staticmethod(encode_record)
     decode_record = staticmethod(decode_record)

@@ -6,11 +6,13 @@ Theory of operation
 outcome of the last record applied. :func:`apply_record` is
 ``KVMachine.apply``; :func:`apply_payloads` is ``KVMachine.apply_encoded``,
 what recovery runs over a journal's encoded records; :func:`read_state` is
-``KVMachine.read``, which every GET of every front end runs. They live apart
-from :class:`~corosm.apps.kv.machine.KVMachine` so that the compiled build
+``KVMachine.read``, which every GET of every front end runs, and
+:func:`log_input` and :func:`logged_outcome` are ``KVMachine.log`` and
+``logged``, which every SET runs. They live apart from
+:class:`~corosm.apps.kv.machine.KVMachine` so that the compiled build
 (:mod:`corosm.compiled`) can compile them (replay spends most of its time in
-that loop, reads in that table), while the machine class stays interpreted,
-for subclasses.
+that loop, reads and writes in those tables), while the machine class stays
+interpreted, for subclasses.
 
 Why records are intents, and why ``apply`` never raises on one a handler
 could have appended, is in :mod:`corosm.apps.kv.machine`.
@@ -22,7 +24,20 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from corosm.apps.kv.inputs import MAX_VALUE_BYTES, Exists, Read, ReadMany, Size, StrLen
+from corosm.apps.kv.inputs import (
+    MAX_VALUE_BYTES,
+    AppendBytes,
+    Exists,
+    IncrBy,
+    Read,
+    ReadMany,
+    Reset,
+    SetIf,
+    Size,
+    StrLen,
+    Write,
+    WriteMany,
+)
 from corosm.apps.kv.outputs import (
     NOT_INTEGER,
     OK,
@@ -167,6 +182,36 @@ _READS: dict[type, Callable[[dict[bytes, bytes], Any], Output]] = {
     StrLen: lambda data, input: Count(len(data.get(input.key, b""))),
     Size: lambda data, input: Count(len(data)),
 }
+
+
+#: The writes that only append: the record each one appends (see log_input).
+#: ``apply`` computes every outcome, so a write reads nothing before it appends.
+_LOGS: dict[type, Callable[[Any], Record | None]] = {
+    Write: lambda input: Put(input.key, input.value),
+    SetIf: lambda input: PutIf(input.key, input.value, input.nx, input.xx),
+    IncrBy: lambda input: Increment(input.key, input.delta),
+    AppendBytes: lambda input: AppendTo(input.key, input.value),
+    Reset: lambda input: Clear(),
+    WriteMany: lambda input: PutMany(input.pairs) if input.pairs else None,
+}
+
+
+def log_input(input: Any) -> Record | None:
+    """The record of a write that only appends one, else None: ``KVMachine.log``.
+
+    Every change but a delete (see ``Machine.log``): ``apply`` computes its
+    outcome in log order (the records are intents) and leaves it in
+    ``state.last_outcome``, which :func:`logged_outcome` answers. A delete
+    looks at the state first (no record when no key exists) and an empty
+    MSET appends nothing: those run ``KVMachine.handle``.
+    """
+    make = _LOGS.get(type(input))
+    return None if make is None else make(input)
+
+
+def logged_outcome(state: KVState, input: Any) -> Output:
+    """The outcome ``apply`` left for the record just applied: ``KVMachine.logged``."""
+    return state.last_outcome
 
 
 def read_state(state: KVState, input: Any) -> Output:
