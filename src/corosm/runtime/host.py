@@ -272,7 +272,7 @@ class Host(Generic[S, I, O]):
 
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
-        reply = self._reply
+        reply, routes = self._reply, self._routes
         refuse_writes = self.stepper.apply_failure  # a fail-stop: see _refusal
         # Exact-type tests rather than ``match``: half of all actions are
         # replies, and class patterns cost an isinstance and __match_args__
@@ -285,7 +285,9 @@ class Host(Generic[S, I, O]):
                 if refuse_writes is not None and isinstance(effect, Append):
                     self._post([(request, None, self._refusal(refuse_writes))])
                     continue
-                executor = self._route(effect)
+                executor = routes.get(type(effect))
+                if executor is None:  # a type not seen yet: _route looks along its MRO
+                    executor = self._route(effect)
                 if executor is None:
                     error = UsageError(f"no executor is registered for {type(effect).__name__}")
                     self._post([(request, None, error)])

@@ -221,7 +221,8 @@ class Runtime(Generic[S, I, O]):
         except Overloaded:
             self._space.clear()
             raise
-        self._schedule_turn()
+        if not self._turn_scheduled:  # the call only when needed: most inputs of a pass find it set
+            self._schedule_turn()
 
     # -- observability ------------------------------------------------------------------
 
