@@ -344,6 +344,24 @@ def test_custom_effect_with_custom_executor() -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Whisper(Shout):
+    """A subclass of an effect that has an executor: routed to it (the nearest base's)."""
+
+
+def test_an_effect_subclass_goes_to_its_base_classs_executor() -> None:
+    async def main() -> None:
+        executor = BatchEchoExecutor()
+        async with Runtime(Echo(), executors={Shout: executor}) as rt:
+            futures = [rt.submit_nowait(("perform", Whisper(w))) for w in ("ab", "cd")]
+            assert await results(futures) == ["AB", "CD"]
+            # Again, once the subclass is known: the same executor.
+            assert await asyncio.wait_for(rt.submit(("perform", Whisper("ef"))), BOUND) == "EF"
+        assert executor.batches == [2, 1]
+
+    run(main())
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown(Effect[int]):
     """An effect no executor is registered for."""
 

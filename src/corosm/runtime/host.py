@@ -286,8 +286,8 @@ class Host(Generic[S, I, O]):
                     self._post([(request, None, self._refusal(refuse_writes))])
                     continue
                 executor = routes.get(type(effect))
-                if executor is None:  # a type not seen yet: _route looks along its MRO
-                    executor = self._route(effect)
+                if executor is None:  # a type not seen yet: look along its MRO
+                    executor = self._route(type(effect))
                 if executor is None:
                     error = UsageError(f"no executor is registered for {type(effect).__name__}")
                     self._post([(request, None, error)])
@@ -327,15 +327,14 @@ class Host(Generic[S, I, O]):
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _route(self, effect: Effect[Any]) -> Executor | None:
-        executor = self._routes.get(type(effect))
-        if executor is None:
-            for cls in type(effect).__mro__:
-                executor = self._routes.get(cls)
-                if executor is not None:
-                    self._routes[type(effect)] = executor
-                    break
-        return executor
+    def _route(self, kind: type) -> Executor | None:
+        """The executor of ``kind``'s nearest registered class (then remembered for ``kind``)."""
+        for cls in kind.__mro__:
+            executor = self._routes.get(cls)
+            if executor is not None:
+                self._routes[kind] = executor
+                return executor
+        return None
 
     @staticmethod
     def _refusal(failure: ApplyFailed) -> JournalClosed:
