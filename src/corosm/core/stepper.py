@@ -56,7 +56,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from types import CoroutineType
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar, cast
 
 from corosm.core.context import Context
 from corosm.core.effects import Append, Effect
@@ -91,10 +91,11 @@ I = TypeVar("I")
 O = TypeVar("O")
 T = TypeVar("T")
 
-_EXCLUSIVE_KEY = ("corosm", "exclusive")
+_EXCLUSIVE_KEY: Final = ("corosm", "exclusive")
 # Enum members as module constants: in Python 3.11 ``Policy.INTERLEAVE`` goes
 # through the enum metaclass's ``__getattr__`` hook, ~900 instructions a lookup.
-_INTERLEAVE, _EXCLUSIVE = Policy.INTERLEAVE, Policy.EXCLUSIVE
+_INTERLEAVE: Final = Policy.INTERLEAVE
+_EXCLUSIVE: Final = Policy.EXCLUSIVE
 NO_STATE: Any = object()
 """Default for a stepper's ``state``: start from ``machine.initial_state()``."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN
 from corosm.core.fields import slot_setter
@@ -33,8 +33,8 @@ from corosm.errors import LimitExceeded, UsageError
 
 #: The largest key and value any front end may store (one table in docs/limits.md).
 #: A key also has at least one byte.
-MAX_KEY_BYTES = 1024
-MAX_VALUE_BYTES = 1 << 20
+MAX_KEY_BYTES: Final = 1024
+MAX_VALUE_BYTES: Final = 1 << 20
 
 
 def _not_bytes(what: str, value: object) -> UsageError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from corosm.core.fields import slot_setter
 
@@ -20,7 +21,7 @@ class Ok:
     """The command was done."""
 
 
-OK = Ok()
+OK: Final = Ok()
 """The one :class:`Ok` value (outputs are values; sharing it saves allocations)."""
 
 
@@ -87,8 +88,8 @@ class Rejected:
     message: str
 
 
-NOT_INTEGER = Rejected(RejectReason.NOT_INTEGER, "value is not an integer or out of range")
-OVERFLOW = Rejected(RejectReason.OVERFLOW, "increment or decrement would overflow")
+NOT_INTEGER: Final = Rejected(RejectReason.NOT_INTEGER, "value is not an integer or out of range")
+OVERFLOW: Final = Rejected(RejectReason.OVERFLOW, "increment or decrement would overflow")
 
 Output = Ok | Value | Values | Count | IntValue | SetOutcome | Rejected
 """Every output the key-value machine gives."""

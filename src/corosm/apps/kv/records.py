@@ -31,7 +31,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
-from typing import Any
+from typing import Any, Final
 
 from corosm.core.fields import slot_setter
 from corosm.errors import DataError
@@ -103,8 +103,8 @@ Record = Put | PutMany | PutIf | Remove | Clear | Increment | AppendTo
 
 # -- integers stored as bytes --------------------------------------------------
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 _DIGITS = frozenset(b"0123456789")
 
 
@@ -130,13 +130,13 @@ def parse_int64(data: bytes) -> int | None:
 
 # -- record codec ---------------------------------------------------------------
 
-TAG_PUT = 1
-TAG_PUT_MANY = 2
-TAG_PUT_IF = 3
-TAG_REMOVE = 4
-TAG_CLEAR = 5
-TAG_INCREMENT = 6
-TAG_APPEND_TO = 7
+TAG_PUT: Final = 1
+TAG_PUT_MANY: Final = 2
+TAG_PUT_IF: Final = 3
+TAG_REMOVE: Final = 4
+TAG_CLEAR: Final = 5
+TAG_INCREMENT: Final = 6
+TAG_APPEND_TO: Final = 7
 
 _HEAD = struct.Struct("<BI")  # tag, length of the first byte string
 _COUNT = struct.Struct("<BI")  # tag, number of items

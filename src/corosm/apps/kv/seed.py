@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from corosm.apps.kv.inputs import Read, Write
 from corosm.apps.kv.outputs import Ok, Output, Value
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN, parse_int64
 from corosm.errors import UsageError
 
-REQUEST_FORMS = "'Write \"key\" <int>' or 'Read \"key\"'"
-EXPECTED_REQUEST = "expected " + REQUEST_FORMS
+REQUEST_FORMS: Final = "'Write \"key\" <int>' or 'Read \"key\"'"
+EXPECTED_REQUEST: Final = "expected " + REQUEST_FORMS
 #: The most parentheses around a request or one of its arguments. Haskell's
 #: ``read`` takes any number; no client sends more than a couple, and a bound
 #: keeps a 2 MiB body of '(' from costing the event loop seconds.
-MAX_NESTING = 100
+MAX_NESTING: Final = 100
 
 
 class SeedSyntaxError(UsageError):
@@ -168,7 +169,7 @@ def output_to_seed_reply(output: Output) -> bytes:
 
 # -- read ----------------------------------------------------------------------------
 
-_FAST = re.compile(
+_FAST: Final = re.compile(
     rb'[ \t\r\n]*(?:Write[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)"[ \t\r\n]*(-?[0-9]{1,19})'
     rb'|Read[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)")[ \t\r\n]*'
 )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from corosm.apps.kv.inputs import (
     MAX_VALUE_BYTES,
@@ -72,7 +72,7 @@ from corosm.errors import DataError, UsageError
 
 #: APPEND's answer when the result would be over MAX_VALUE_BYTES (Redis's wording;
 #: OVERFLOW is the nearest RejectReason: the value would outgrow its limit).
-VALUE_TOO_LARGE = Rejected(
+VALUE_TOO_LARGE: Final = Rejected(
     RejectReason.OVERFLOW,
     f"string exceeds maximum allowed size ({MAX_VALUE_BYTES} bytes)",
 )
@@ -145,7 +145,7 @@ def apply_payloads(state: KVState, payloads: Iterator[bytes]) -> KVState:
     Tests hold the two ways to the same state and outcome.
     """
     data = state.data
-    put, key_at, unpack_head = TAG_PUT, PUT_KEY_AT, unpack_put_head
+    put, key_at, unpack_head, ok = TAG_PUT, PUT_KEY_AT, unpack_put_head, OK
     for payload in payloads:
         try:
             tag, key_len = unpack_head(payload)
@@ -154,7 +154,7 @@ def apply_payloads(state: KVState, payloads: Iterator[bytes]) -> KVState:
         key_end = key_at + key_len
         if tag == put and key_end <= len(payload):
             data[payload[key_at:key_end]] = payload[key_end:]
-            state.last_outcome = OK
+            state.last_outcome = ok
         else:
             state = apply_record(state, decode_record(payload))
             data = state.data
@@ -175,7 +175,7 @@ def _increment(data: dict[bytes, bytes], key: bytes, delta: int) -> Output:
 
 #: The reads: one small function per input type (a table, not a chain of
 #: patterns, since every GET of every front end comes through here).
-_READS: dict[type, Callable[[dict[bytes, bytes], Any], Output]] = {
+_READS: Final[dict[type, Callable[[dict[bytes, bytes], Any], Output]]] = {
     Read: lambda data, input: Value(data.get(input.key)),
     ReadMany: lambda data, input: Values(tuple(map(data.get, input.keys))),
     Exists: lambda data, input: Count(sum(1 for key in input.keys if key in data)),
@@ -186,7 +186,7 @@ _READS: dict[type, Callable[[dict[bytes, bytes], Any], Output]] = {
 
 #: The writes that only append: the record each one appends (see log_input).
 #: ``apply`` computes every outcome, so a write reads nothing before it appends.
-_LOGS: dict[type, Callable[[Any], Record | None]] = {
+_LOGS: Final[dict[type, Callable[[Any], Record | None]]] = {
     Write: lambda input: Put(input.key, input.value),
     SetIf: lambda input: PutIf(input.key, input.value, input.nx, input.xx),
     IncrBy: lambda input: Increment(input.key, input.delta),

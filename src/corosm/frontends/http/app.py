@@ -44,7 +44,7 @@ by input type (its ``ORDER`` table), so the app asks once per type
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 from urllib.parse import unquote_to_bytes
 
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
@@ -67,20 +67,20 @@ from corosm.frontends.http.messages import HttpStats, Later, Response, error_res
 
 __all__ = ["KvHttpApp", "KvRuntime", "failure_response", "limit_response"]
 
-OCTET_STREAM = b"application/octet-stream"
+OCTET_STREAM: Final = b"application/octet-stream"
 
 KvRuntime = MachineRuntime  # the key-value app needs nothing more from its runtime
 
-_OK = Response(200, b"Ok")
-_EMPTY_200 = Response(200, b"", content_type=None)
-_UNSUPPORTED = Response(400, b"Unsupported method")  # the seed's exact bytes
-_NOT_FOUND = error_response(404, "key not found")
-_RESET_REFUSED = error_response(
+_OK: Final = Response(200, b"Ok")
+_EMPTY_200: Final = Response(200, b"", content_type=None)
+_UNSUPPORTED: Final = Response(400, b"Unsupported method")  # the seed's exact bytes
+_NOT_FOUND: Final = error_response(404, "key not found")
+_RESET_REFUSED: Final = error_response(
     403,
     "reset refused: this server was started with --no-reset; "
     "delete keys one at a time with DELETE /kv/{key}",
 )
-_ROUTES = (
+_ROUTES: Final = (
     "expected DELETE / (reset the whole store) or DELETE /kv/{key} (one key); "
     "the other routes are POST / (seed protocol), GET, HEAD or PUT /kv/{key}, "
     "GET /health and GET /metrics"
@@ -167,7 +167,7 @@ class KvHttpApp(MachineHttpApp):
         return submit(kind, input)
 
 
-_REST_KINDS = {
+_REST_KINDS: Final = {
     b"GET": "kv_get",
     b"HEAD": "kv_get",
     b"PUT": "kv_put",

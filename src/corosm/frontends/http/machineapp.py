@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from corosm.core import Machine, Order
 from corosm.errors import (
@@ -68,13 +68,14 @@ from corosm.frontends.http.messages import (
 from corosm.frontends.http.metrics import render_metrics
 from corosm.frontends.jsoncodec import InvalidJson, MachineCodec, OutputMismatch
 
-log = logging.getLogger("corosm.http")
+log: Final = logging.getLogger("corosm.http")
 
-JSON = b"application/json"
-PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
-RETRY_AFTER = ((b"Retry-After", b"1"),)
-_READ, _LOGGED = Order.READ, Order.LOGGED
-_MESSAGE_LIMIT = 300  # characters of an error message worth a client's reading
+JSON: Final = b"application/json"
+PROMETHEUS_TEXT: Final = b"text/plain; version=0.0.4; charset=utf-8"
+RETRY_AFTER: Final = ((b"Retry-After", b"1"),)
+_READ: Final = Order.READ
+_LOGGED: Final = Order.LOGGED
+_MESSAGE_LIMIT: Final = 300  # characters of an error message worth a client's reading
 
 
 class MachineRuntime(Protocol):

@@ -19,11 +19,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 from corosm.errors import UsageError
 
-TEXT_PLAIN = b"text/plain; charset=utf-8"
+TEXT_PLAIN: Final = b"text/plain; charset=utf-8"
 
 
 @dataclass(slots=True)
@@ -165,11 +165,14 @@ class HttpStats:
 
 # -- encoding -----------------------------------------------------------------
 
-_STATUS_LINES: dict[int, bytes] = {
+_STATUS_LINES: Final[dict[int, bytes]] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("ascii")) for s in HTTPStatus
 }
-CONN_NONE, CONN_CLOSE, CONN_KEEP = 0, 1, 2  # which Connection header a reply carries
-CONN_HEADERS = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
+# Which Connection header a reply carries (an index into CONN_HEADERS).
+CONN_NONE: Final = 0
+CONN_CLOSE: Final = 1
+CONN_KEEP: Final = 2
+CONN_HEADERS: Final = (b"", b"Connection: close\r\n", b"Connection: keep-alive\r\n")
 
 
 def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = False) -> bytes:
@@ -202,9 +205,9 @@ def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
     )
 
 
-_HEADS: dict[tuple[int, bytes | None], bytes] = {}
-_SHORT = 256
-_LENGTH_LINES = [b"Content-Length: %d\r\n\r\n" % n for n in range(_SHORT)]
+_HEADS: Final[dict[tuple[int, bytes | None], bytes]] = {}
+_SHORT: Final = 256
+_LENGTH_LINES: Final = [b"Content-Length: %d\r\n\r\n" % n for n in range(_SHORT)]
 
 
 def _head(status: int, content_type: bytes | None) -> bytes:

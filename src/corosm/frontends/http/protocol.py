@@ -47,7 +47,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import httptools
 
@@ -67,9 +67,9 @@ from corosm.frontends.http.messages import (
     error_response,
 )
 
-log = logging.getLogger("corosm.http")
+log: Final = logging.getLogger("corosm.http")
 
-_LINGER = 2.0  # seconds to keep discarding input after our FIN
+_LINGER: Final = 2.0  # seconds to keep discarding input after our FIN
 
 
 class _Reject(Exception):
