@@ -22,9 +22,10 @@ behaviour. Left out on purpose, and why:
   ``corosm.apps.kv.state``, which is compiled);
 * ``corosm.runtime.host``: the simulator plants bugs by patching its methods,
   which a compiled class does not allow;
-* the input, output and record types: mypyc's own argument checks would
-  replace their clear ``UsageError``s with bare ``TypeError``s, and compiled
-  frozen dataclasses do not pickle (Ray shards send inputs by pickle).
+* the input types: mypyc's own argument checks would replace their clear
+  ``UsageError``s (a key that is not bytes) with bare ``TypeError``s. The
+  output and record types are compiled: nothing outside the machine builds
+  them, and each says how pickle rebuilds it (see :mod:`corosm.core.fields`).
 
 Build it with ``python -m corosm.compiled build DEST`` (the Makefile does);
 :func:`describe` says which build a process runs, for reports and logs.
@@ -43,6 +44,8 @@ from pathlib import Path
 
 #: The modules mypyc compiles, by import name.
 MODULES: tuple[str, ...] = (
+    "corosm.apps.kv.outputs",
+    "corosm.apps.kv.records",
     "corosm.apps.kv.seed",
     "corosm.apps.kv.state",
     "corosm.core.stepper",

@@ -11,12 +11,22 @@ inline and sets each field through the setter of its slot, the descriptor
 that ``object.__setattr__`` ends up calling anyway. That costs half as much
 (``Read(b"x")``: 0.8 -> 0.5 us) and changes nothing else: the values are
 still frozen, and compare, hash, pickle, ``replace`` and match as before.
+
+The key-value outputs and records are also compiled (``corosm.compiled``),
+and pickle cannot rebuild a compiled value its default way: a compiled
+class's ``__new__`` runs ``__init__``, and the ``__setstate__`` that would
+follow meets the frozen ``__setattr__``. Each of those classes says how it is
+rebuilt instead, with a ``__reduce__`` (:data:`Reduced`) that calls its
+constructor with its fields in order; the pure build pickles them the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
+
+#: What a value's ``__reduce__`` returns: its class and the arguments that rebuild it.
+Reduced: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:

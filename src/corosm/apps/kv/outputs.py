@@ -13,12 +13,15 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from corosm.core.fields import slot_setter
+from corosm.core.fields import Reduced, slot_setter
 
 
 @dataclass(frozen=True, slots=True)
 class Ok:
     """The command was done."""
+
+    def __reduce__(self) -> Reduced:
+        return Ok, ()
 
 
 OK: Final = Ok()
@@ -35,6 +38,9 @@ class Value:
         # Built for every read: the field set by slot (see corosm.core.fields).
         _set_value(self, value)
 
+    def __reduce__(self) -> Reduced:
+        return Value, (self.value,)
+
 
 _set_value = slot_setter(Value, "value")
 
@@ -45,6 +51,9 @@ class Values:
 
     values: tuple[bytes | None, ...]
 
+    def __reduce__(self) -> Reduced:
+        return Values, (self.values,)
+
 
 @dataclass(frozen=True, slots=True)
 class Count:
@@ -52,12 +61,18 @@ class Count:
 
     n: int
 
+    def __reduce__(self) -> Reduced:
+        return Count, (self.n,)
+
 
 @dataclass(frozen=True, slots=True)
 class IntValue:
     """The integer a key holds after INCRBY."""
 
     n: int
+
+    def __reduce__(self) -> Reduced:
+        return IntValue, (self.n,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,9 @@ class SetOutcome:
 
     stored: bool
     old: bytes | None
+
+    def __reduce__(self) -> Reduced:
+        return SetOutcome, (self.stored, self.old)
 
 
 class RejectReason(enum.Enum):
@@ -86,6 +104,9 @@ class Rejected:
 
     reason: RejectReason
     message: str
+
+    def __reduce__(self) -> Reduced:
+        return Rejected, (self.reason, self.message)
 
 
 NOT_INTEGER: Final = Rejected(RejectReason.NOT_INTEGER, "value is not an integer or out of range")

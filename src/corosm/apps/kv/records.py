@@ -31,12 +31,13 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
-from typing import Any, Final
+from typing import Any, Final, final
 
-from corosm.core.fields import slot_setter
+from corosm.core.fields import Reduced, slot_setter
 from corosm.errors import DataError
 
 
+@final
 @dataclass(frozen=True, slots=True, init=False)
 class Put:
     """Store ``value`` under ``key``."""
@@ -49,18 +50,26 @@ class Put:
         _set_put_key(self, key)
         _set_put_value(self, value)
 
+    def __reduce__(self) -> Reduced:
+        return Put, (self.key, self.value)
+
 
 _set_put_key = slot_setter(Put, "key")
 _set_put_value = slot_setter(Put, "value")
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class PutMany:
     """Store every pair, in order (later pairs win): MSET, atomic as one record."""
 
     pairs: tuple[tuple[bytes, bytes], ...]
 
+    def __reduce__(self) -> Reduced:
+        return PutMany, (self.pairs,)
 
+
+@final
 @dataclass(frozen=True, slots=True)
 class PutIf:
     """Store ``value`` unless NX (key exists) or XX (key absent) says no."""
@@ -70,19 +79,31 @@ class PutIf:
     nx: bool
     xx: bool
 
+    def __reduce__(self) -> Reduced:
+        return PutIf, (self.key, self.value, self.nx, self.xx)
 
+
+@final
 @dataclass(frozen=True, slots=True)
 class Remove:
     """Remove ``keys``; the outcome counts those that existed."""
 
     keys: tuple[bytes, ...]
 
+    def __reduce__(self) -> Reduced:
+        return Remove, (self.keys,)
 
+
+@final
 @dataclass(frozen=True, slots=True)
 class Clear:
     """Remove every key."""
 
+    def __reduce__(self) -> Reduced:
+        return Clear, ()
 
+
+@final
 @dataclass(frozen=True, slots=True)
 class Increment:
     """Add ``delta`` to the decimal integer at ``key``; a no-op if that is impossible."""
@@ -90,13 +111,20 @@ class Increment:
     key: bytes
     delta: int
 
+    def __reduce__(self) -> Reduced:
+        return Increment, (self.key, self.delta)
 
+
+@final
 @dataclass(frozen=True, slots=True)
 class AppendTo:
     """Append ``value`` to the bytes at ``key``."""
 
     key: bytes
     value: bytes
+
+    def __reduce__(self) -> Reduced:
+        return AppendTo, (self.key, self.value)
 
 
 Record = Put | PutMany | PutIf | Remove | Clear | Increment | AppendTo
@@ -209,26 +237,26 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
 }
 
 
-def encode_record(record: Record) -> bytes:
-    """Serialise ``record``; inverse of :func:`decode_record`."""
+def encode_record(record: object) -> bytes:
+    """Serialise ``record``; inverse of :func:`decode_record` (DataError if not a Record)."""
     encode = _ENCODERS.get(type(record))
     if encode is None:
         raise DataError(f"not a key-value journal record: {record!r:.80}")
     return encode(record)
 
 
-def decode_record(data: bytes) -> Record:
+def decode_record(data: bytes | bytearray | memoryview) -> Record:
     """Parse one record; raise DataError naming what is wrong with it."""
-    if type(data) is not bytes:
-        data = bytes(data)  # a memoryview or bytearray: slices must be immutable bytes
+    # From a memoryview or bytearray, a copy: the fields must be immutable bytes.
+    raw = data if type(data) is bytes else bytes(data)
     try:
-        return _DECODERS[data[0]](data)
+        return _DECODERS[raw[0]](raw)
     except IndexError:
-        if data:
+        if raw:
             raise
         raise DataError("key-value record is empty; expected a tag byte") from None
     except struct.error as exc:
-        raise DataError(f"key-value record is truncated ({len(data)} bytes): {exc}") from None
+        raise DataError(f"key-value record is truncated ({len(raw)} bytes): {exc}") from None
 
 
 def _decode_unknown(data: bytes) -> Record:

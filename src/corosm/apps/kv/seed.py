@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from corosm.apps.kv.inputs import Read, Write
-from corosm.apps.kv.outputs import Ok, Output, Value
+from corosm.apps.kv.outputs import Ok, Value
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN, parse_int64
 from corosm.errors import UsageError
 
@@ -144,7 +144,7 @@ def _key_text(key: bytes) -> str:
         ) from exc
 
 
-def output_to_seed_reply(output: Output) -> bytes:
+def output_to_seed_reply(output: object) -> bytes:
     """Render the machine's output for a seed request as ``show`` would."""
     if isinstance(output, Ok):
         return b"Ok"

@@ -98,10 +98,7 @@ def apply_record(state: KVState, record: Record) -> KVState:
         data[record.key] = record.value
         state.last_outcome = OK
         return state
-    match record:
-        case Put(key, value):  # a subclass of Put
-            data[key] = value
-            state.last_outcome = OK
+    match record:  # the records are final classes: a Put never gets here
         case Increment(key, delta):
             state.last_outcome = _increment(data, key, delta)
         case PutIf(key, value, nx, xx):

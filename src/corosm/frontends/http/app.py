@@ -48,7 +48,7 @@ from typing import ClassVar, Final
 from urllib.parse import unquote_to_bytes
 
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
-from corosm.apps.kv.outputs import Count, Ok, Output, SetOutcome, Value
+from corosm.apps.kv.outputs import Count, Ok, SetOutcome, Value
 from corosm.apps.kv.seed import (
     SeedValueError,
     output_to_seed_reply,
@@ -175,7 +175,7 @@ _REST_KINDS: Final = {
 }
 
 
-def _seed_reply(output: Output) -> Response:
+def _seed_reply(output: object) -> Response:
     if isinstance(output, Ok):
         return _OK
     try:
@@ -184,7 +184,7 @@ def _seed_reply(output: Output) -> Response:
         return error_response(422, str(exc))
 
 
-def _get_reply(output: Output) -> Response:
+def _get_reply(output: object) -> Response:
     if isinstance(output, Value):
         if output.value is None:
             return _NOT_FOUND
@@ -192,17 +192,17 @@ def _get_reply(output: Output) -> Response:
     return _unexpected(output)
 
 
-def _put_reply(output: Output) -> Response:
+def _put_reply(output: object) -> Response:
     if isinstance(output, SetOutcome):
         return Response(201 if output.old is None else 200, b"", content_type=None)
     return _unexpected(output)
 
 
-def _delete_reply(output: Output) -> Response:
+def _delete_reply(output: object) -> Response:
     if isinstance(output, Count):
         return _EMPTY_200 if output.n else _NOT_FOUND
     return _unexpected(output)
 
 
-def _unexpected(output: Output) -> Response:
+def _unexpected(output: object) -> Response:
     return error_response(500, f"internal error: unexpected machine output {output!r:.80}")

@@ -27,7 +27,6 @@ from corosm.apps.kv.outputs import (
     Count,
     IntValue,
     Ok,
-    Output,
     Rejected,
     SetOutcome,
     Value,
@@ -49,8 +48,12 @@ __all__ = ["encode_answers", "encode_output", "reply_for"]
 _OK: Final = SimpleString("OK")
 
 
-def reply_for(input: Input, output: Output) -> Reply:
-    """The reply Redis gives to the command that became ``input``, given its ``output``."""
+def reply_for(input: Input, output: object) -> Reply:
+    """The reply Redis gives to the command that became ``input``, given its ``output``.
+
+    Anything but an :data:`~corosm.apps.kv.outputs.Output` is a bug of the
+    machine: :class:`~corosm.errors.InternalError`, saying what it answered.
+    """
     match output:
         case Ok():
             return _OK
@@ -69,12 +72,12 @@ def reply_for(input: Input, output: Output) -> Reply:
     raise InternalError(f"the key-value machine answered {input!r:.60} with {output!r:.60}")
 
 
-def encode_output(input: Input, output: Output, resp3: bool = False) -> bytes:
+def encode_output(input: Input, output: object, resp3: bool = False) -> bytes:
     """:func:`reply_for`, encoded (RESP3 when ``resp3``): ``encode_answers(..., 1, ...)``."""
     return encode_answers(input, output, 1, resp3)
 
 
-def encode_answers(input: Input, output: Output, count: int, resp3: bool = False) -> bytes:
+def encode_answers(input: Input, output: object, count: int, resp3: bool = False) -> bytes:
     """The replies, one per command, to the ``count`` commands that became ``input``.
 
     ``count`` is 1 for a single command; more for a run (see
@@ -84,19 +87,18 @@ def encode_answers(input: Input, output: Output, count: int, resp3: bool = False
     are encoded here straight to bytes; every other output goes through
     :func:`reply_for` and the general encoder.
     """
-    kind = type(output)
-    if kind is Value and count == 1:
-        value = output.value  # type: ignore[union-attr]  # kind is Value
+    if type(output) is Value and count == 1:
+        value = output.value
         if value is None:
             return NULL_RESP3 if resp3 else NULL_BULK
         size = len(value)
         if size < _KEPT_HEADERS:
             return _BULK_HEADERS[size] + value + _CRLF
         return b"$%d\r\n%b\r\n" % (size, value)
-    if kind is Ok:
+    if type(output) is Ok:
         return OK * count
-    if kind is Values and count > 1:
-        return _bulks(output.values, NULL_RESP3 if resp3 else NULL_BULK)  # type: ignore[union-attr]
+    if type(output) is Values and count > 1:
+        return _bulks(output.values, NULL_RESP3 if resp3 else NULL_BULK)
     return encode_reply(reply_for(input, output), resp3) * count
 
 
