@@ -7,6 +7,8 @@ message spelled out by hand, for every shape of reply.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +17,8 @@ from corosm.frontends.http.messages import (
     CONN_HEADERS,
     CONN_KEEP,
     CONN_NONE,
+    TEXT_PLAIN,
+    Request,
     Response,
     encode_response,
 )
@@ -54,3 +58,26 @@ def test_every_reply_encodes_as_spelled_out(
     wire = encode_response(resp, conn, head_only)
     assert wire == expected(resp, conn, head_only)
     assert encode_response(resp, conn, head_only) == wire  # the cached form is the same
+
+
+def test_request_and_response_keep_their_dataclass_behaviour() -> None:
+    # Both write their own __init__ (so that mypyc compiles it): it must take
+    # the fields in order, with Response's defaults, and leave the cache out.
+    request = Request(b"POST", b"/", ((b"host", b"x"),), b"body", True)
+    assert [getattr(request, f.name) for f in dataclasses.fields(request)] == [
+        b"POST", b"/", ((b"host", b"x"),), b"body", True
+    ]  # fmt: skip
+    assert request == Request(b"POST", b"/", ((b"host", b"x"),), b"body", True)
+    assert request.header(b"host") == b"x"
+    resp = Response(200)
+    assert (resp.status, resp.body, resp.content_type, resp.headers, resp.close) == (
+        200, b"", TEXT_PLAIN, (), False
+    )  # fmt: skip
+    encode_response(resp)  # fills the cache, which equality and repr ignore
+    assert resp == Response(200) and "_wire" not in repr(resp)
+    assert dataclasses.replace(resp, status=404) == Response(404)
+    match Response(201, b"made", None, (), True):
+        case Response(status, body, content_type, headers, close):
+            assert (status, body, content_type, headers, close) == (201, b"made", None, (), True)
+        case _:
+            raise AssertionError("Response did not match by position")

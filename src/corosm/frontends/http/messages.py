@@ -26,7 +26,7 @@ from corosm.errors import UsageError
 TEXT_PLAIN: Final = b"text/plain; charset=utf-8"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request:
     """One parsed request. Header names are lower-cased; ``target`` is the raw URL.
 
@@ -40,6 +40,22 @@ class Request:
     body: bytes
     keep_alive: bool
 
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        # Written out rather than generated: mypyc compiles a dataclass's own
+        # __init__, while the generated one stays an interpreted function.
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower-case), or None."""
         for key, value in self.headers:
@@ -48,7 +64,7 @@ class Request:
         return None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Response:
     """A reply. ``Content-Length`` is always sent; ``close`` ends the connection after it.
 
@@ -59,13 +75,29 @@ class Response:
     """
 
     status: int
-    body: bytes = b""
-    content_type: bytes | None = TEXT_PLAIN
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    close: bool = False
+    body: bytes
+    content_type: bytes | None
+    headers: tuple[tuple[bytes, bytes], ...]
+    close: bool
     # The common encoding (no Connection header, with body), filled on first
     # use: a constant Response (e.g. the seed's "Ok") is then encoded once.
-    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _wire: bytes | None = field(init=False, repr=False, compare=False)
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: bytes | None = TEXT_PLAIN,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        close: bool = False,
+    ) -> None:
+        # Written out for the same reason as Request's.
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+        self.close = close
+        self._wire = None
 
 
 @dataclass(frozen=True, slots=True)
