@@ -42,7 +42,7 @@ class Value:
         return Value, (self.value,)
 
 
-_set_value = slot_setter(Value, "value")
+_set_value: Final = slot_setter(Value, "value")
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,8 @@ class Put:
         return Put, (self.key, self.value)
 
 
-_set_put_key = slot_setter(Put, "key")
-_set_put_value = slot_setter(Put, "value")
+_set_put_key: Final = slot_setter(Put, "key")
+_set_put_value: Final = slot_setter(Put, "value")
 
 
 @final
@@ -133,7 +133,7 @@ Record = Put | PutMany | PutIf | Remove | Clear | Increment | AppendTo
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
-_DIGITS = frozenset(b"0123456789")
+_DIGITS: Final = frozenset(b"0123456789")
 
 
 def parse_int64(data: bytes) -> int | None:
@@ -166,22 +166,22 @@ TAG_CLEAR: Final = 5
 TAG_INCREMENT: Final = 6
 TAG_APPEND_TO: Final = 7
 
-_HEAD = struct.Struct("<BI")  # tag, length of the first byte string
-_COUNT = struct.Struct("<BI")  # tag, number of items
-_LEN = struct.Struct("<I")
-_PAIR = struct.Struct("<II")
-_PUT_IF = struct.Struct("<BBI")  # tag, flags (1 = nx, 2 = xx), key length
-_INCREMENT = struct.Struct("<BqI")  # tag, delta, key length
-_CLEAR = bytes([TAG_CLEAR])
-_HEAD_SIZE = _HEAD.size
-_pack_head = _HEAD.pack
-_unpack_len = _LEN.unpack_from
+_HEAD: Final = struct.Struct("<BI")  # tag, length of the first byte string
+_COUNT: Final = struct.Struct("<BI")  # tag, number of items
+_LEN: Final = struct.Struct("<I")
+_PAIR: Final = struct.Struct("<II")
+_PUT_IF: Final = struct.Struct("<BBI")  # tag, flags (1 = nx, 2 = xx), key length
+_INCREMENT: Final = struct.Struct("<BqI")  # tag, delta, key length
+_CLEAR: Final = bytes([TAG_CLEAR])
+_HEAD_SIZE: Final = _HEAD.size
+_pack_head: Final = _HEAD.pack
+_unpack_len: Final = _LEN.unpack_from
 
 #: A Put's payload is its head (``unpack_put_head(payload)`` gives the tag and
 #: the key's length), the key from ``PUT_KEY_AT`` on, then the value to the
 #: end: what :func:`~corosm.apps.kv.state.apply_payloads` reads in place.
-PUT_KEY_AT = _HEAD_SIZE
-unpack_put_head: Callable[[bytes], tuple[int, int]] = _HEAD.unpack_from
+PUT_KEY_AT: Final = _HEAD_SIZE
+unpack_put_head: Final[Callable[[bytes], tuple[int, int]]] = _HEAD.unpack_from
 
 
 # One encoder and one decoder per record type, found through a table (by the
@@ -226,7 +226,7 @@ def _encode_remove(record: Remove) -> bytes:
     return b"".join(parts)
 
 
-_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+_ENCODERS: Final[dict[type, Callable[[Any], bytes]]] = {
     Put: _encode_put,
     AppendTo: _encode_append_to,
     PutIf: _encode_put_if,
@@ -324,7 +324,7 @@ def _decode_remove(data: bytes) -> Remove:
     return Remove(tuple(keys))
 
 
-_BY_TAG: dict[int, Callable[[bytes], Record]] = {
+_BY_TAG: Final[dict[int, Callable[[bytes], Record]]] = {
     TAG_PUT: _decode_put,
     TAG_APPEND_TO: _decode_append_to,
     TAG_PUT_IF: _decode_put_if,
@@ -334,7 +334,7 @@ _BY_TAG: dict[int, Callable[[bytes], Record]] = {
     TAG_REMOVE: _decode_remove,
 }
 # Indexed by the tag byte: one tuple subscript per record, no method call.
-_DECODERS: tuple[Callable[[bytes], Record], ...] = tuple(
+_DECODERS: Final[tuple[Callable[[bytes], Record], ...]] = tuple(
     _BY_TAG.get(tag, _decode_unknown) for tag in range(256)
 )
 
@@ -355,13 +355,13 @@ def _expect_end(data: bytes, offset: int, kind: str) -> None:
 
 # -- snapshot codec ---------------------------------------------------------------
 
-_MAGIC = b"CKVS"
-_SNAP_HEAD = struct.Struct("<4sBQ")  # magic, version, count
-_SNAP_VERSION = 1
-_CRC = struct.Struct("<I")
+_MAGIC: Final = b"CKVS"
+_SNAP_HEAD: Final = struct.Struct("<4sBQ")  # magic, version, count
+_SNAP_VERSION: Final = 1
+_CRC: Final = struct.Struct("<I")
 # An array typecode with 4-byte items, stored little-endian on disk.
-_U32 = next(code for code in "IL" if array(code).itemsize == 4)
-_BIG_ENDIAN = sys.byteorder == "big"
+_U32: Final = next(code for code in "IL" if array(code).itemsize == 4)
+_BIG_ENDIAN: Final = sys.byteorder == "big"
 
 
 def encode_snapshot(data: dict[bytes, bytes]) -> bytes:
