@@ -11,14 +11,34 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from corosm.apps.kv.inputs import MAX_KEY_BYTES, MAX_VALUE_BYTES, Read, Write
-from corosm.apps.kv.outputs import Value
-from corosm.apps.kv.records import Put
+from corosm.apps.kv.outputs import (
+    OK,
+    Count,
+    IntValue,
+    Output,
+    Rejected,
+    RejectReason,
+    SetOutcome,
+    Value,
+    Values,
+)
+from corosm.apps.kv.records import (
+    AppendTo,
+    Clear,
+    Increment,
+    Put,
+    PutIf,
+    PutMany,
+    Record,
+    Remove,
+)
 from corosm.core.effects import Append
 from corosm.core.fields import slot_setter
 from corosm.errors import LimitExceeded, UsageError
@@ -55,6 +75,40 @@ def test_values_stay_frozen_equal_hashable_and_picklable(value: Any) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(value, name, b"other")
     assert getattr(value, name) == fields[name]
+
+
+# One of each output and record: the classes compiled in the compiled build,
+# which pickle through their __reduce__ (corosm.core.fields.by_constructor).
+COMPILED_VALUES: list[Any] = [
+    OK,
+    Value(b"v"),
+    Values((b"a", None)),
+    Count(3),
+    IntValue(-4),
+    SetOutcome(True, b"old"),
+    Rejected(RejectReason.OVERFLOW, "too big"),
+    Put(b"k", b"v"),
+    PutMany(((b"k", b"v"), (b"l", b"w"))),
+    PutIf(b"k", b"v", True, False),
+    Remove((b"a", b"b")),
+    Clear(),
+    Increment(b"k", -2),
+    AppendTo(b"k", b"x"),
+]
+
+
+def test_every_output_and_record_class_has_a_sample() -> None:
+    # A class added to Output or Record without a sample here would go unpickled.
+    classes = set(typing.get_args(Output)) | set(typing.get_args(Record))
+    assert {type(value) for value in COMPILED_VALUES} == classes
+
+
+@pytest.mark.parametrize("value", COMPILED_VALUES, ids=repr)
+def test_outputs_and_records_pickle_to_an_equal_value(value: Any) -> None:
+    back = pickle.loads(pickle.dumps(value))
+    assert type(back) is type(value) and back == value and hash(back) == hash(value)
+    names = [f.name for f in dataclasses.fields(value)]
+    assert [getattr(back, name) for name in names] == [getattr(value, name) for name in names]
 
 
 def test_replace_and_match_by_position() -> None:

@@ -16,8 +16,9 @@ The key-value outputs and records are also compiled (``corosm.compiled``),
 and pickle cannot rebuild a compiled value its default way: a compiled
 class's ``__new__`` runs ``__init__``, and the ``__setstate__`` that would
 follow meets the frozen ``__setattr__``. Each of those classes says how it is
-rebuilt instead, with a ``__reduce__`` (:data:`Reduced`) that calls its
-constructor with its fields in order; the pure build pickles them the same way.
+rebuilt instead, with a ``__reduce__`` that returns :func:`by_constructor`:
+its constructor, called with its fields in order. The pure build pickles them
+the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from typing import Any, TypeAlias
 
 #: What a value's ``__reduce__`` returns: its class and the arguments that rebuild it.
 Reduced: TypeAlias = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def by_constructor(value: Any) -> Reduced:
+    """A value's ``__reduce__``: its class, called with its fields in order (``__match_args__``)."""
+    return type(value), tuple([getattr(value, name) for name in value.__match_args__])
 
 
 def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from corosm.core.fields import Reduced, slot_setter
+from corosm.core.fields import Reduced, by_constructor, slot_setter
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +21,7 @@ class Ok:
     """The command was done."""
 
     def __reduce__(self) -> Reduced:
-        return Ok, ()
+        return by_constructor(self)
 
 
 OK: Final = Ok()
@@ -39,7 +39,7 @@ class Value:
         _set_value(self, value)
 
     def __reduce__(self) -> Reduced:
-        return Value, (self.value,)
+        return by_constructor(self)
 
 
 _set_value: Final = slot_setter(Value, "value")
@@ -52,7 +52,7 @@ class Values:
     values: tuple[bytes | None, ...]
 
     def __reduce__(self) -> Reduced:
-        return Values, (self.values,)
+        return by_constructor(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ class Count:
     n: int
 
     def __reduce__(self) -> Reduced:
-        return Count, (self.n,)
+        return by_constructor(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,7 @@ class IntValue:
     n: int
 
     def __reduce__(self) -> Reduced:
-        return IntValue, (self.n,)
+        return by_constructor(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class SetOutcome:
     old: bytes | None
 
     def __reduce__(self) -> Reduced:
-        return SetOutcome, (self.stored, self.old)
+        return by_constructor(self)
 
 
 class RejectReason(enum.Enum):
@@ -106,7 +106,7 @@ class Rejected:
     message: str
 
     def __reduce__(self) -> Reduced:
-        return Rejected, (self.reason, self.message)
+        return by_constructor(self)
 
 
 NOT_INTEGER: Final = Rejected(RejectReason.NOT_INTEGER, "value is not an integer or out of range")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Any, Final, final
 
-from corosm.core.fields import Reduced, slot_setter
+from corosm.core.fields import Reduced, by_constructor, slot_setter
 from corosm.errors import DataError
 
 
@@ -51,7 +51,7 @@ class Put:
         _set_put_value(self, value)
 
     def __reduce__(self) -> Reduced:
-        return Put, (self.key, self.value)
+        return by_constructor(self)
 
 
 _set_put_key: Final = slot_setter(Put, "key")
@@ -66,7 +66,7 @@ class PutMany:
     pairs: tuple[tuple[bytes, bytes], ...]
 
     def __reduce__(self) -> Reduced:
-        return PutMany, (self.pairs,)
+        return by_constructor(self)
 
 
 @final
@@ -80,7 +80,7 @@ class PutIf:
     xx: bool
 
     def __reduce__(self) -> Reduced:
-        return PutIf, (self.key, self.value, self.nx, self.xx)
+        return by_constructor(self)
 
 
 @final
@@ -91,7 +91,7 @@ class Remove:
     keys: tuple[bytes, ...]
 
     def __reduce__(self) -> Reduced:
-        return Remove, (self.keys,)
+        return by_constructor(self)
 
 
 @final
@@ -100,7 +100,7 @@ class Clear:
     """Remove every key."""
 
     def __reduce__(self) -> Reduced:
-        return Clear, ()
+        return by_constructor(self)
 
 
 @final
@@ -112,7 +112,7 @@ class Increment:
     delta: int
 
     def __reduce__(self) -> Reduced:
-        return Increment, (self.key, self.delta)
+        return by_constructor(self)
 
 
 @final
@@ -124,7 +124,7 @@ class AppendTo:
     value: bytes
 
     def __reduce__(self) -> Reduced:
-        return AppendTo, (self.key, self.value)
+        return by_constructor(self)
 
 
 Record = Put | PutMany | PutIf | Remove | Clear | Increment | AppendTo
