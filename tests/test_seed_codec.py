@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corosm.apps.kv import seed
 from corosm.apps.kv.inputs import MAX_KEY_BYTES, Read, Write
 from corosm.apps.kv.outputs import OK, Count, Value
 from corosm.apps.kv.seed import (
@@ -15,6 +16,7 @@ from corosm.apps.kv.seed import (
     output_to_seed_reply,
     read_string,
     seed_request_to_input,
+    show_int,
     show_request,
     show_string,
 )
@@ -159,6 +161,57 @@ def test_any_body_parses_or_raises_seed_syntax_error(body: bytes) -> None:
         assert exc.empty, exc
     else:
         assert isinstance(result, Write | Read)
+
+
+# -- the three paths (show's form sliced, the regular expression, the parser) agree ----
+
+_PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'Read "x"', Read(b"x")),
+        (b'Read "user:1 2"', Read(b"user:1 2")),
+        (b'Write "x" 0', Write(b"x", b"0")),
+        (b'Write "x" (-5)', Write(b"x", b"-5")),
+        (b'Write "x" 999999999999999999', Write(b"x", b"999999999999999999")),
+        # Left to the other paths: not exactly what show prints, or not plain.
+        (b'Write "x" -5', None),
+        (b'Write "x" 007', None),
+        (b'Write "x" (-0)', None),
+        (b'Write "x" 9223372036854775807', None),  # 19 digits: the regular expression's
+        (b'Write "x" 1 ', None),
+        (b'Write "a"b" 1', None),
+        (b'Write "a\\b" 1', None),
+        (b'Write "" 1', None),
+        (b'Read "', None),
+        (b'Read "x" ', None),
+        (b'Read "a" "b"', None),
+        ('Read "caf\u00e9"'.encode(), None),
+    ],
+)
+def test_show_form_is_read_by_slicing(body: bytes, expected: Write | Read | None) -> None:
+    assert seed._shown_request(body) == expected
+
+
+@given(
+    _PRINTABLE,
+    INT64,
+    st.sampled_from(["show", "bare", "spaced", "zeros"]),
+)
+def test_the_fast_paths_read_what_the_parser_reads(key: str, n: int, form: str) -> None:
+    quoted = show_string(key)
+    number = {
+        "show": show_int(n),
+        "bare": str(n),
+        "spaced": f"  {show_int(n)}\n",
+        "zeros": f"{'-' if n < 0 else ''}00{abs(n)}",
+    }[form]
+    space = "\t" if form == "spaced" else " "
+    for text in (f"Write{space}{quoted} {number}", f"Read{space}{quoted}"):
+        expected = seed._Parser(text).request()
+        assert seed_request_to_input(text.encode()) == expected
 
 
 # -- issue: nested parentheses, huge literals and key limits never give a 500 ---------

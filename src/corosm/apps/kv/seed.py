@@ -15,10 +15,18 @@ Replies are what ``show`` prints: ``Ok``, ``Result (Just 1)``,
 string exactly as ``show`` does (decimal escapes above ASCII, ``\\&`` where a
 digit or ``H`` would change an escape), so ``read_string(show_string(s)) == s``.
 
-The common request (``Write "key" 123`` with a plain key) is matched by one
-regular expression; anything else goes to a small tokenizer and a descent
-parser, whose errors say what, where (line and column) and what was expected.
-It counts parentheses in a loop rather than recursing, up to
+Three paths read a request, each taking what the one before it leaves:
+
+* exactly what ``show`` prints for a plain key (``Write "key" 123``,
+  ``Write "key" (-5)``, ``Read "key"``), which is what the seed's client
+  sends, is taken apart by slicing;
+* the same plain forms with other whitespace, a bare ``-5`` or a number
+  ``show`` would print otherwise (``007``) are matched by one regular
+  expression;
+* anything else goes to a small tokenizer and a descent parser, whose
+  errors say what, where (line and column) and what was expected.
+
+The parser counts parentheses in a loop rather than recursing, up to
 :data:`MAX_NESTING`. The inputs it builds check the store's key limits
 (:class:`~corosm.errors.LimitExceeded` for an empty or too long key).
 """
@@ -152,9 +160,7 @@ def output_to_seed_reply(output: object) -> bytes:
         value = output.value
         if value is None:
             return b"Result Nothing"
-        if value.isdigit() and len(value) <= 18 and (value[0] != 0x30 or len(value) == 1):
-            # Canonical, non-negative and within int64 (18 digits always are):
-            # show prints these digits as they are.
+        if _plain_digits(value):  # show prints these digits as they are
             return b"Result (Just %s)" % value
         n = parse_int64(value)
         if n is None:
@@ -167,7 +173,50 @@ def output_to_seed_reply(output: object) -> bytes:
     raise SeedValueError(f"the seed protocol has no reply for {output!r:.80}")
 
 
+def _plain_digits(data: bytes) -> bool:
+    """``data`` is a canonical non-negative decimal of at most 18 digits (so within int64).
+
+    Canonical as in :func:`~corosm.apps.kv.records.parse_int64`: no sign, no
+    leading zero. These are the numbers whose bytes ``show`` prints unchanged.
+    """
+    return len(data) <= 18 and data.isdigit() and (data[0] != 0x30 or len(data) == 1)
+
+
 # -- read ----------------------------------------------------------------------------
+
+#: The printable ASCII a key may hold to be read by the fast paths (not '"' or '\').
+_PLAIN_KEY: Final = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
+
+
+def _shown_request(body: bytes) -> Write | Read | None:
+    """``body`` parsed if it is exactly what ``show`` prints for a plain request, else None.
+
+    That is what the seed's client sends: ``Read "k"``, ``Write "k" 5`` or
+    ``Write "k" (-5)``, single spaces, a key of printable ASCII with no
+    escape, a canonical value of at most 18 digits. Three slices and a few
+    tests, against the regular expression's match object and an int's
+    round trip through ``int`` and ``str`` (about half the CPU of a read's
+    parse). None sends the body on to the general paths.
+    """
+    if body[:6] == b'Read "':
+        if len(body) > 6 and body[-1] == 0x22:  # '"'
+            key = body[6:-1]
+            if _PLAIN_KEY.issuperset(key):
+                return Read(key)
+        return None
+    if body[:7] == b'Write "':
+        end = body.find(b'" ', 7)
+        if end > 7:
+            key, number = body[7:end], body[end + 2 :]
+            if _PLAIN_KEY.issuperset(key):
+                if _plain_digits(number):
+                    return Write(key, number)
+                if number[:2] == b"(-" and number[-1:] == b")":
+                    digits = number[2:-1]
+                    if _plain_digits(digits) and digits != b"0":  # show prints 0, never (-0)
+                        return Write(key, b"-" + digits)
+    return None
+
 
 _FAST: Final = re.compile(
     rb'[ \t\r\n]*(?:Write[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)"[ \t\r\n]*(-?[0-9]{1,19})'
@@ -177,6 +226,9 @@ _FAST: Final = re.compile(
 
 def seed_request_to_input(body: bytes) -> Write | Read:
     """Parse a seed request body into a machine input; raise SeedSyntaxError if it is not one."""
+    shown = _shown_request(body)
+    if shown is not None:
+        return shown
     match = _FAST.fullmatch(body)
     if match is not None:
         key, number, read_key = match.groups()
