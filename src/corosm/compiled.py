@@ -48,6 +48,7 @@ MODULES: tuple[str, ...] = (
     "corosm.apps.kv.records",
     "corosm.apps.kv.seed",
     "corosm.apps.kv.state",
+    "corosm.core.events",
     "corosm.core.stepper",
     "corosm.frontends.deadline",
     "corosm.frontends.http.app",

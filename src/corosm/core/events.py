@@ -7,6 +7,10 @@ so a run is a list that can be printed, compared and replayed.
 The actions are made once or twice per input, so they are plain slotted
 dataclasses, not frozen ones (a frozen dataclass costs about three times
 as much to construct): values all the same, that nothing changes once made.
+This module is compiled in the compiled build (:mod:`corosm.compiled`), and
+each action writes its own ``__init__``: mypyc compiles a dataclass's own
+methods, while the ``__init__`` that ``dataclasses`` generates stays an
+interpreted function, a Python frame for every action the stepper makes.
 """
 
 from __future__ import annotations
@@ -41,15 +45,19 @@ class IOCompleted:
 Event = InputArrived | IOCompleted
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class StartIO:
     """Action: start ``effect``; report its completion as request ``request``."""
 
     request: int
     effect: Effect[Any]
 
+    def __init__(self, request: int, effect: Effect[Any]) -> None:
+        self.request = request
+        self.effect = effect
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class CancelIO:
     """Action: request ``request`` is no longer wanted; cancel it if possible.
 
@@ -58,21 +66,32 @@ class CancelIO:
 
     request: int
 
+    def __init__(self, request: int) -> None:
+        self.request = request
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Reply:
     """Action: send ``output`` to ``client``; its input is done."""
 
     client: ClientId
     output: Any
 
+    def __init__(self, client: ClientId, output: Any) -> None:
+        self.client = client
+        self.output = output
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class ReplyError:
     """Action: ``client``'s input failed with ``error``; nothing else did."""
 
     client: ClientId
     error: CorosmError
+
+    def __init__(self, client: ClientId, error: CorosmError) -> None:
+        self.client = client
+        self.error = error
 
 
 Action = StartIO | CancelIO | Reply | ReplyError
