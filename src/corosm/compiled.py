@@ -15,17 +15,23 @@ against both, CI too).
 The list holds the modules of the per-request path that compile to the same
 behaviour. Left out on purpose, and why:
 
-* ``corosm.apps.kv.machine`` and ``corosm.runtime.runtime``: their classes
-  are meant to be subclassed (tests, the simulator's mutants, users), and an
-  interpreted class cannot subclass a compiled one (the key-value state and
-  its ``apply``, where replay spends its time, are in
-  ``corosm.apps.kv.state``, which is compiled);
+* ``corosm.apps.kv.machine``: its machine is meant to be subclassed (tests,
+  the simulator's planted bugs, users), and an interpreted class cannot
+  subclass a compiled one (the key-value state and its ``apply``, where
+  replay spends its time, are in ``corosm.apps.kv.state``, which is
+  compiled);
 * ``corosm.runtime.host``: the simulator plants bugs by patching its methods,
   which a compiled class does not allow;
 * the input types: mypyc's own argument checks would replace their clear
   ``UsageError``s (a key that is not bytes) with bare ``TypeError``s. The
   output and record types are compiled: nothing outside the machine builds
   them, and each says how pickle rebuilds it (see :mod:`corosm.core.fields`).
+
+``corosm.runtime.runtime`` is compiled, so in the compiled build
+:class:`~corosm.runtime.Runtime` cannot be subclassed; it is configured (its
+executors and bounds), not extended. Its ``__init__`` has no signature that
+``inspect`` can read there; the defaults it takes are named constants of
+:mod:`corosm.runtime.host`.
 
 Build it with ``python -m corosm.compiled build DEST`` (the Makefile does);
 :func:`describe` says which build a process runs, for reports and logs.
@@ -60,6 +66,7 @@ MODULES: tuple[str, ...] = (
     "corosm.frontends.resp.replies",
     "corosm.frontends.resp.server",
     "corosm.io.journal.format",
+    "corosm.runtime.runtime",
 )
 
 _PACKAGE = Path(__file__).resolve().parent  # the corosm package this module belongs to

@@ -53,6 +53,7 @@ from corosm.io.journal import (
 from corosm.runtime import Runtime
 from corosm.runtime import run as run_on_uvloop
 from corosm.runtime.durable import DurableOptions, recover, start_durable
+from corosm.runtime.host import DEFAULT_MAX_QUEUE
 
 if TYPE_CHECKING:
     from corosm.frontends.jsoncodec import MachineCodec
@@ -75,7 +76,7 @@ class ServerConfig:
     app: Literal["kv", "constant"] = "kv"
     snapshot_every_records: int = 1_000_000
     snapshot_every_bytes: int = 256 << 20
-    max_queue: int = 10_000
+    max_queue: int = DEFAULT_MAX_QUEUE
     request_timeout: float = 10.0
     truncate_corrupt: bool = False
     allow_reset: bool = True

@@ -47,6 +47,7 @@ from corosm.io.journal import (
     open_journal,
 )
 from corosm.runtime import loop_factory
+from corosm.runtime.host import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_QUEUE
 from corosm.runtime.runtime import Runtime
 
 S = TypeVar("S")
@@ -95,8 +96,8 @@ class DurableOptions:
     fsync_interval_ms: int = 1000
     snapshot_every: int = 1_000_000
     snapshot_every_bytes: int = 256 << 20
-    max_queue: int = 10_000
-    max_inflight: int = 10_000
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
     truncate_corrupt: bool = False
 
 

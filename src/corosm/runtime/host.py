@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
 from corosm.core.effects import Append, Effect
 from corosm.core.events import CancelIO, ClientId, Reply, ReplyError, StartIO
@@ -60,6 +60,13 @@ I = TypeVar("I")
 O = TypeVar("O")
 
 log = logging.getLogger("corosm.runtime")
+
+#: The bounds a host has unless told otherwise (the runtime, ``corosm.open``
+#: and the server take theirs from here): inputs waiting in the inbox, inputs
+#: admitted and not finished, and completions delivered in one turn.
+DEFAULT_MAX_QUEUE: Final = 10_000
+DEFAULT_MAX_INFLIGHT: Final = 10_000
+DEFAULT_TURN_COMPLETIONS: Final = 16
 
 ReplyFn: TypeAlias = Callable[[ClientId, Any, "BaseException | None"], None]
 """``reply(client, output, error)``: the driver's way to answer a client."""
@@ -93,9 +100,9 @@ class Host(Generic[S, I, O]):
         reply: ReplyFn,
         state: S = NO_STATE,
         snapshots: Snapshots | None = None,
-        max_queue: int = 10_000,
-        max_inflight: int = 10_000,
-        turn_completions: int = 16,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        turn_completions: int = DEFAULT_TURN_COMPLETIONS,
     ) -> None:
         if max_queue < 1 or max_inflight < 1 or turn_completions < 1:
             raise UsageError("max_queue, max_inflight and turn_completions must be at least 1")

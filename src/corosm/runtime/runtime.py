@@ -29,7 +29,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 from corosm.core.effects import Append, Call, Effect, Sleep
 from corosm.core.machine import Machine
@@ -40,13 +40,21 @@ from corosm.io.journal.recovery import RecoveryReport
 from corosm.io.memory import MemoryJournalExecutor
 from corosm.io.threads import ThreadPoolCallExecutor
 from corosm.io.timers import LoopTimerExecutor
-from corosm.runtime.host import Host, Snapshots
+from corosm.runtime.host import (
+    DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_TURN_COMPLETIONS,
+    Host,
+    Snapshots,
+)
 
 S = TypeVar("S")
 I = TypeVar("I")
 O = TypeVar("O")
 
 log = logging.getLogger("corosm.runtime")
+
+_FUTURE: Final = asyncio.Future  # bound once: compiled, a module's attribute is a lookup per use
 
 ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
 """``fn(output, error)``: called once per input, ``error`` None on success."""
@@ -73,10 +81,10 @@ class Runtime(Generic[S, I, O]):
         state: S = NO_STATE,
         executors: Mapping[type[Effect[Any]], Executor] | None = None,
         snapshots: Snapshots | None = None,
-        max_queue: int = 10_000,
-        max_inflight: int = 10_000,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
         call_threads: int = 16,
-        turn_completions: int = 16,
+        turn_completions: int = DEFAULT_TURN_COMPLETIONS,
     ) -> None:
         routes: dict[type[Effect[Any]], Executor] = {
             Append: MemoryJournalExecutor(),
@@ -281,7 +289,7 @@ def _answer(
     client: asyncio.Future[Any] | ReplyCallback, output: Any, error: BaseException | None
 ) -> None:
     """The host's ``reply``: resolve the caller's future, or call its callback."""
-    if isinstance(client, asyncio.Future):
+    if isinstance(client, _FUTURE):
         if not client.done():
             if error is None:
                 client.set_result(output)
