@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,27 @@ def test_without_the_python_headers_the_build_names_the_package(
     monkeypatch.setattr(compiled.sysconfig, "get_paths", lambda: paths)
     with pytest.raises(compiled.BuildUnavailable, match="python3-dev"):
         compiled.check_toolchain()
+
+
+def test_the_pure_package_imports_without_mypy() -> None:
+    # corosm._mypyc stands in for mypy_extensions (a dev dependency) where it is
+    # not installed: a subclass of the host is then a plain Python subclass.
+    code = (
+        "import sys; sys.modules['mypy_extensions'] = None\n"
+        "from corosm.runtime.host import Host\n"
+        "from corosm.runtime import Runtime\n"
+        "from corosm.apps.kv.machine import KVMachine\n"
+        "class Planted(Host): pass\n"
+        "print(type(Runtime(KVMachine()).host).__name__, Planted.__mro__[1].__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Host", "Host"]

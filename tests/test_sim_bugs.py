@@ -27,8 +27,18 @@ from corosm.errors import UsageError
 from corosm.io.journal import Recovered, recover
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import decode_snapshot
-from corosm.testing.sim import MUTANTS, FaultPlan, SimSpec, cli, run_campaign, run_seed
+from corosm.runtime.host import Host
+from corosm.testing.sim import (
+    MUTANTS,
+    FaultPlan,
+    SimSpec,
+    cli,
+    planted,
+    run_campaign,
+    run_seed,
+)
 from corosm.testing.sim.kv import KV_SPEC
+from corosm.testing.sim.world import World
 
 BUDGET = range(600)
 
@@ -134,6 +144,10 @@ def test_a_planted_bug_is_removed_after_the_run() -> None:
     original = JournalControl.sync_due
     run_seed(dataclasses.replace(KV_SPEC, mutant="reply-before-fsync"), 0)
     assert JournalControl.sync_due is original
+    # A host bug is planted in a subclass that the world builds instead of Host.
+    with planted("admit-past-max-inflight"):
+        assert issubclass(World.host_class, Host) and World.host_class is not Host
+    assert World.host_class is Host
 
 
 def test_an_unknown_mutant_is_refused_with_the_known_names() -> None:

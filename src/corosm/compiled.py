@@ -20,8 +20,6 @@ behaviour. Left out on purpose, and why:
   subclass a compiled one (the key-value state and its ``apply``, where
   replay spends its time, are in ``corosm.apps.kv.state``, which is
   compiled);
-* ``corosm.runtime.host``: the simulator plants bugs by patching its methods,
-  which a compiled class does not allow;
 * the input types: mypyc's own argument checks would replace their clear
   ``UsageError``s (a key that is not bytes) with bare ``TypeError``s. The
   output and record types are compiled: nothing outside the machine builds
@@ -31,7 +29,9 @@ behaviour. Left out on purpose, and why:
 :class:`~corosm.runtime.Runtime` cannot be subclassed; it is configured (its
 executors and bounds), not extended. Its ``__init__`` has no signature that
 ``inspect`` can read there; the defaults it takes are named constants of
-:mod:`corosm.runtime.host`.
+:mod:`corosm.runtime.host`. The :class:`~corosm.runtime.host.Host` is
+compiled as a class that interpreted code may subclass (``mypyc_attr``, see
+:mod:`corosm._mypyc`): the simulator plants its host bugs in a subclass.
 
 Build it with ``python -m corosm.compiled build DEST`` (the Makefile does);
 :func:`describe` says which build a process runs, for reports and logs.
@@ -66,6 +66,7 @@ MODULES: tuple[str, ...] = (
     "corosm.frontends.resp.replies",
     "corosm.frontends.resp.server",
     "corosm.io.journal.format",
+    "corosm.runtime.host",
     "corosm.runtime.runtime",
 )
 

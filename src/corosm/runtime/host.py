@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
+from corosm._mypyc import mypyc_attr
 from corosm.core.effects import Append, Effect
 from corosm.core.events import CancelIO, ClientId, Reply, ReplyError, StartIO
 from corosm.core.machine import Machine, Policy
@@ -84,12 +85,18 @@ class Snapshots(Protocol):
         ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Host(Generic[S, I, O]):
     """The turn of a corosm host (see the module docs).
 
     ``executors`` maps effect types to executors (looked up along the
     effect's MRO). ``snapshots`` is the journal that decides when a snapshot
     is due, or None for a host that takes none. ``reply`` answers a client.
+
+    The compiled build compiles this class; it may still be subclassed, and
+    a subclass's methods override the host's own (the simulator plants its
+    bugs that way, see :mod:`corosm.testing.sim.mutants`). Patching a method
+    on the class itself does not reach the compiled host's own calls.
     """
 
     def __init__(

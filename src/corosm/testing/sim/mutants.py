@@ -11,6 +11,12 @@ of one shipped class for the duration of :func:`planted`, wrapping the
 original where it can, so the bug is the smallest change that breaks one
 rule durability or ordering rests on. Production never imports this module.
 
+A journal class gets the bug on the class itself. The host is compiled in
+the compiled build, where its methods call each other directly rather than
+through the class, so a host bug goes into a subclass of
+:class:`~corosm.runtime.host.Host` instead, which the world builds while the
+bug is planted (:attr:`World.host_class <corosm.testing.sim.world.World.host_class>`).
+
 ``corosm sim --mutant NAME --seed S --replay`` replays a seed with a mutant
 planted; :data:`MUTANTS` lists them by name.
 """
@@ -28,6 +34,7 @@ from corosm.io.journal.executor import JournalExecutor
 from corosm.io.journal.files import FileSystem
 from corosm.io.journal.log import BatchResult, LogWriter
 from corosm.runtime.host import Host
+from corosm.testing.sim.world import World
 
 Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -197,9 +204,17 @@ def planted(name: str | None) -> Iterator[Mutant | None]:
     if mutant is None:
         known = ", ".join(sorted(MUTANTS))
         raise UsageError(f"no mutant named {name!r}; the mutants are: {known}")
-    original = mutant.cls.__dict__[mutant.attr]
-    setattr(mutant.cls, mutant.attr, mutant.wrap(original))
+    bug = mutant.wrap(mutant.cls.__dict__[mutant.attr])
+    target: type
+    value: object
+    if issubclass(mutant.cls, Host):  # see the module docs
+        planted_host = type(f"Host_{name.replace('-', '_')}", (mutant.cls,), {mutant.attr: bug})
+        target, attr, value = World, "host_class", planted_host
+    else:
+        target, attr, value = mutant.cls, mutant.attr, bug
+    original = target.__dict__[attr]
+    setattr(target, attr, value)
     try:
         yield mutant
     finally:
-        setattr(mutant.cls, mutant.attr, original)
+        setattr(target, attr, original)

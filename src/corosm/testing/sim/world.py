@@ -139,6 +139,10 @@ class _Pending:
 class World:
     """One simulated run of a machine (see the module docs)."""
 
+    #: The class of the host the world builds: the shipped Host, or a
+    #: subclass of it with a bug planted (see :mod:`.mutants`).
+    host_class: type[Host[Any, Any, Any]] = Host
+
     def __init__(
         self,
         machine_factory: MachineFactory,
@@ -359,7 +363,7 @@ class World:
             Effect: _Traced(self.io, self.trace, now),
         }
         kwargs = {} if state is None else {"state": state}
-        self.host = Host(
+        self.host = self.host_class(
             machine,
             executors=executors,
             reply=self._reply,
