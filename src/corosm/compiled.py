@@ -15,11 +15,14 @@ against both, CI too).
 The list holds the modules of the per-request path that compile to the same
 behaviour. Left out on purpose, and why:
 
-* ``corosm.apps.kv.machine``: its machine is meant to be subclassed (tests,
-  the simulator's planted bugs, users), and an interpreted class cannot
-  subclass a compiled one (the key-value state and its ``apply``, where
-  replay spends its time, are in ``corosm.apps.kv.state``, which is
-  compiled);
+* ``corosm.apps.kv.machine`` and ``corosm.core.effects``: their classes
+  derive from :class:`corosm.core.Machine` and :class:`corosm.core.Effect`,
+  the base classes of every user's machines and effects, which stay
+  interpreted, and a compiled class cannot derive from an interpreted one
+  (``Effect``, a slotted frozen generic dataclass, does not import when
+  compiled). The key-value state and its ``apply``, where replay spends its
+  time, are in ``corosm.apps.kv.state``, which is compiled, and so is the
+  machine's ``read``;
 * the input types: mypyc's own argument checks would replace their clear
   ``UsageError``s (a key that is not bytes) with bare ``TypeError``s. The
   output and record types are compiled: nothing outside the machine builds

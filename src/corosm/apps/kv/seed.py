@@ -193,10 +193,10 @@ def _shown_request(body: bytes) -> Write | Read | None:
 
     That is what the seed's client sends: ``Read "k"``, ``Write "k" 5`` or
     ``Write "k" (-5)``, single spaces, a key of printable ASCII with no
-    escape, a canonical value of at most 18 digits. Three slices and a few
-    tests, against the regular expression's match object and an int's
-    round trip through ``int`` and ``str`` (about half the CPU of a read's
-    parse). None sends the body on to the general paths.
+    escape, a canonical value of at most 18 digits. Slices and a few tests
+    cost about half of what the regular expression's match object and the
+    value's round trip through ``int`` and ``str`` cost. None sends the body
+    on to the general paths.
     """
     if body[:6] == b'Read "':
         if len(body) > 6 and body[-1] == 0x22:  # '"'
