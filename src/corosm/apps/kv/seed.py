@@ -184,8 +184,11 @@ def _plain_digits(data: bytes) -> bool:
 
 # -- read ----------------------------------------------------------------------------
 
-#: The printable ASCII a key may hold to be read by the fast paths (not '"' or '\').
-_PLAIN_KEY: Final = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
+#: The bytes a key may hold to be read by the fast paths: printable ASCII
+#: but '"' and '\', which need no escape. One rule for both: the regular
+#: expression's class, and the set of bytes it matches for the slicing.
+_PLAIN_KEY_CLASS: Final = rb'[^"\\\x00-\x1f\x7f-\xff]'
+_PLAIN_KEY: Final = frozenset(b for b in range(256) if re.fullmatch(_PLAIN_KEY_CLASS, bytes([b])))
 
 
 def _shown_request(body: bytes) -> Write | Read | None:
@@ -219,8 +222,8 @@ def _shown_request(body: bytes) -> Write | Read | None:
 
 
 _FAST: Final = re.compile(
-    rb'[ \t\r\n]*(?:Write[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)"[ \t\r\n]*(-?[0-9]{1,19})'
-    rb'|Read[ \t\r\n]*"([^"\\\x00-\x1f\x7f-\xff]*)")[ \t\r\n]*'
+    rb'[ \t\r\n]*(?:Write[ \t\r\n]*"(%s*)"[ \t\r\n]*(-?[0-9]{1,19})'
+    rb'|Read[ \t\r\n]*"(%s*)")[ \t\r\n]*' % (_PLAIN_KEY_CLASS, _PLAIN_KEY_CLASS)
 )
 
 
