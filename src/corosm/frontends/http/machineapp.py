@@ -128,12 +128,21 @@ class MachineHttpApp:
         # Reads answered in the call (Runtime.reader), when the runtime has them.
         self._read: Callable[[Any], Any] | None = getattr(runtime, "reader", None)
         self.http_stats = http_stats or HttpStats()
-        # (kind, status) -> count; read by the metrics page.
-        self.requests: dict[tuple[str, int], int] = {}
+        # Replies by kind, then status (see requests).
+        self._tallies: dict[str, _Tally] = {}
         # One finish function per kind, made once, so a request allocates none.
         self._finish: dict[str, Finish] = {}
         if codec is not None:
             self._finish["submit"] = self._finisher("submit", self._json_reply)
+
+    @property
+    def requests(self) -> dict[tuple[str, int], int]:
+        """Replies so far, by ``(kind, status)``: what the metrics page counts."""
+        return {
+            (kind, status): n
+            for kind, tally in self._tallies.items()
+            for status, n in tally.counts()
+        }
 
     def order(self, input: Any) -> Order:
         """How ``input`` orders on its connection, as the runtime's machine declares it."""
@@ -251,17 +260,24 @@ class MachineHttpApp:
         return self._count(kind, failure_response(exc))
 
     def _finisher(self, kind: str, reply: Callable[[Any], Response]) -> Finish:
+        tally = self._tally(kind)
+
         def finish(output: Any, error: BaseException | None) -> Response:
-            if error is not None:
-                return self._count(kind, failure_response(error))
-            return self._count(kind, reply(output))
+            resp = failure_response(error) if error is not None else reply(output)
+            tally.add(resp.status)
+            return resp
 
         return finish
 
     def _count(self, kind: str, resp: Response) -> Response:
-        key = (kind, resp.status)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        self._tally(kind).add(resp.status)
         return resp
+
+    def _tally(self, kind: str) -> _Tally:
+        tally = self._tallies.get(kind)
+        if tally is None:
+            tally = self._tallies[kind] = _Tally()
+        return tally
 
     def _json_reply(self, output: Any) -> Response:
         assert self.codec is not None
@@ -271,6 +287,30 @@ class MachineHttpApp:
             log.error("%s", exc)
             return error_response(500, f"internal error: {one_line(str(exc))}")
         return Response(200, body, content_type=JSON)
+
+
+class _Tally:
+    """One kind's replies by status; the common 200 is a plain counter.
+
+    A finish function holds its kind's tally, so counting a reply is one
+    method call and an add: a dict keyed by ``(kind, status)`` cost a tuple
+    and two hashed lookups per request.
+    """
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.others: dict[int, int] = {}
+
+    def add(self, status: int) -> None:
+        if status == 200:
+            self.ok += 1
+        else:
+            self.others[status] = self.others.get(status, 0) + 1
+
+    def counts(self) -> list[tuple[int, int]]:
+        """``(status, count)`` for each status seen."""
+        seen = [(200, self.ok)] if self.ok else []
+        return seen + list(self.others.items())
 
 
 class _Reply(Later):
