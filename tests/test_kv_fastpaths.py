@@ -10,10 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corosm.apps.kv import fastinputs
 from corosm.apps.kv.inputs import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
+    Read,
     ReadMany,
+    Write,
     WriteMany,
     _need_key,
     _need_pair,
@@ -181,3 +184,28 @@ def test_many_pairs_are_checked_as_each_pair_alone(pairs: list[Any]) -> None:
             _need_pair(pair)
 
     assert _outcome(lambda: WriteMany(tuple(pairs))) == _outcome(one_by_one)
+
+
+def _built_or_raised(build: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "built", build()
+    except UsageError as exc:
+        return type(exc).__name__, str(exc)
+
+
+_SIZES = st.sampled_from([0, 1, 2, MAX_KEY_BYTES, MAX_KEY_BYTES + 1])
+
+
+@given(_SIZES, st.sampled_from([0, 1, MAX_VALUE_BYTES, MAX_VALUE_BYTES + 1]))
+def test_fast_inputs_are_the_constructors(key_size: int, value_size: int) -> None:
+    """fastinputs.read/write build what Read/Write build, or raise what they raise."""
+    key, value = b"k" * key_size, b"v" * value_size
+    assert _built_or_raised(lambda: fastinputs.read(key)) == _built_or_raised(lambda: Read(key))
+    fast = _built_or_raised(lambda: fastinputs.write(key, value))
+    assert fast == _built_or_raised(lambda: Write(key, value))
+    if fast[0] == "built":
+        built = fast[1]
+        assert type(built) is Write and (built.key, built.value) == (key, value)
+        assert hash(built) == hash(Write(key, value))
+        with pytest.raises(AttributeError):  # still frozen
+            built.key = b"other"  # type: ignore[misc]

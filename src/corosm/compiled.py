@@ -53,6 +53,7 @@ from pathlib import Path
 
 #: The modules mypyc compiles, by import name.
 MODULES: tuple[str, ...] = (
+    "corosm.apps.kv.fastinputs",
     "corosm.apps.kv.outputs",
     "corosm.apps.kv.records",
     "corosm.apps.kv.seed",

@@ -47,6 +47,7 @@ from __future__ import annotations
 from typing import ClassVar, Final
 from urllib.parse import unquote_to_bytes
 
+from corosm.apps.kv import fastinputs
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
 from corosm.apps.kv.outputs import Count, Ok, SetOutcome, Value
 from corosm.apps.kv.seed import (
@@ -157,7 +158,7 @@ class KvHttpApp(MachineHttpApp):
         input: Input
         try:  # the inputs check the key and value limits
             if kind == "kv_get":
-                input = Read(key)
+                input = fastinputs.read(key)
             elif kind == "kv_delete":
                 input = Delete(key)
             else:

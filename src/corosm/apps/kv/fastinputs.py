@@ -1,0 +1,49 @@
+"""The two inputs nearly every request builds, for compiled front ends.
+
+:class:`~corosm.apps.kv.inputs.Read` and :class:`~corosm.apps.kv.inputs.Write`
+stay interpreted (see :mod:`corosm.compiled`), so in the compiled build their
+``__init__`` is a Python frame inside an otherwise native request: about a
+thousand instructions of a seed read's 24 thousand. :func:`read` and
+:func:`write` take bytes, check the same limits, and set the fields on an
+instance made with ``object.__new__``. Anything outside the limits goes to
+the class itself, which raises its :class:`~corosm.errors.LimitExceeded`;
+so each returns what the constructor returns, or raises what it raises.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from corosm.apps.kv.inputs import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    Read,
+    Write,
+    set_read_key,
+    set_write_key,
+    set_write_value,
+)
+
+__all__ = ["read", "write"]
+
+# Looked up once: the compiled call of a module constant is direct.
+_new: Final = object.__new__
+
+
+def read(key: bytes) -> Read:
+    """``Read(key)`` for a ``key`` that is bytes."""
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        return Read(key)  # raises, saying why
+    built = _new(Read)
+    set_read_key(built, key)
+    return built
+
+
+def write(key: bytes, value: bytes) -> Write:
+    """``Write(key, value)`` for a ``key`` and ``value`` that are bytes."""
+    if not 0 < len(key) <= MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+        return Write(key, value)  # raises, saying why
+    built = _new(Write)
+    set_write_key(built, key)
+    set_write_value(built, value)
+    return built
