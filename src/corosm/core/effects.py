@@ -43,10 +43,15 @@ class Append(Effect[None]):
 
     def __init__(self, record: Any) -> None:
         # Built for every write: the field set by slot (see corosm.core.fields).
-        _set_record(self, record)
+        set_append_record(self, record)
 
 
-_set_record = slot_setter(Append, "record")
+set_append_record = slot_setter(Append, "record")
+"""Set an :class:`Append`'s record on one made by ``object.__new__``: what ``__init__`` does.
+
+For the compiled stepper, which builds an append for every logged write:
+there the interpreted ``__init__`` would be a Python frame per write.
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ from types import CoroutineType
 from typing import Any, Final, Generic, TypeVar, cast
 
 from corosm.core.context import Context
-from corosm.core.effects import Append, Effect
+from corosm.core.effects import Append, Effect, set_append_record
 from corosm.core.events import (
     Action,
     CancelIO,
@@ -92,6 +92,7 @@ O = TypeVar("O")
 T = TypeVar("T")
 
 _EXCLUSIVE_KEY: Final = ("corosm", "exclusive")
+_new: Final = object.__new__  # looked up once: compiled, the call is then direct
 # Enum members as module constants: in Python 3.11 ``Policy.INTERLEAVE`` goes
 # through the enum metaclass's ``__getattr__`` hook, ~900 instructions a lookup.
 _INTERLEAVE: Final = Policy.INTERLEAVE
@@ -407,7 +408,9 @@ class Stepper(Generic[S, I, O]):
             return True
         if record is None:
             return False
-        task.append = effect = Append(record)
+        # Append(record), without its interpreted __init__ (one frame per write).
+        task.append = effect = _new(Append)
+        set_append_record(effect, record)
         self._futures[self._start_io(effect)] = task
         self.suspended += 1
         self._suspended.add(task)
