@@ -22,11 +22,15 @@ behaviour. Left out on purpose, and why:
   (``Effect``, a slotted frozen generic dataclass, does not import when
   compiled). The key-value state and its ``apply``, where replay spends its
   time, are in ``corosm.apps.kv.state``, which is compiled, and so is the
-  machine's ``read``;
+  machine's ``read``. The compiled stepper builds the one effect of every
+  logged write, an ``Append``, without its interpreted ``__init__``;
 * the input types: mypyc's own argument checks would replace their clear
   ``UsageError``s (a key that is not bytes) with bare ``TypeError``s. The
-  output and record types are compiled: nothing outside the machine builds
-  them, and each says how pickle rebuilds it (see :mod:`corosm.core.fields`).
+  front ends build the two inputs of nearly every request through
+  ``corosm.apps.kv.fastinputs``, compiled, which checks the same limits.
+  The output and record types are compiled: nothing outside the machine
+  builds them, and each says how pickle rebuilds it (see
+  :mod:`corosm.core.fields`).
 
 ``corosm.runtime.runtime`` is compiled, so in the compiled build
 :class:`~corosm.runtime.Runtime` cannot be subclassed; it is configured (its
