@@ -59,7 +59,7 @@ from corosm.errors import LimitExceeded, UsageError
 from corosm.frontends.http.machineapp import (
     MachineHttpApp,
     MachineRuntime,
-    Submit,
+    Submitter,
     failure_response,
     limit_response,
     with_allow,
@@ -114,17 +114,17 @@ class KvHttpApp(MachineHttpApp):
         )
 
     def _route_machine(
-        self, method: bytes, path: bytes, target: bytes, body: bytes, submit: Submit
+        self, method: bytes, path: bytes, target: bytes, body: bytes, to: Submitter
     ) -> Response | Later:
         if path.startswith(b"/kv/"):
-            return self._rest(method, path[4:], body, submit)
+            return self._rest(method, path[4:], body, to)
         if method == b"POST":
-            return self._seed(body, submit)
+            return self._seed(body, to)
         if method == b"DELETE":
-            return self._reset(target, submit)
+            return self._reset(target, to)
         return self._count("seed_other", _UNSUPPORTED)
 
-    def _reset(self, target: bytes, submit: Submit) -> Response | Later:
+    def _reset(self, target: bytes, to: Submitter) -> Response | Later:
         # Only the seed client's exact "DELETE /" wipes the store: a typo such
         # as "DELETE /kv" or "DELETE /KV/x" must not.
         if target != b"/":
@@ -134,18 +134,18 @@ class KvHttpApp(MachineHttpApp):
             )
         if not self.allow_reset:
             return self._count("seed_reset", _RESET_REFUSED)
-        return submit("seed_reset", Reset())
+        return to.submit("seed_reset", Reset())
 
-    def _seed(self, body: bytes, submit: Submit) -> Response | Later:
+    def _seed(self, body: bytes, to: Submitter) -> Response | Later:
         try:
             input = seed_request_to_input(body)
         except LimitExceeded as exc:
             return self._count("seed_invalid", limit_response(exc))
         except UsageError as exc:
             return self._count("seed_invalid", error_response(400, str(exc)))
-        return submit("seed_read" if type(input) is Read else "seed_write", input)
+        return to.submit("seed_read" if type(input) is Read else "seed_write", input)
 
-    def _rest(self, method: bytes, raw_key: bytes, body: bytes, submit: Submit) -> Response | Later:
+    def _rest(self, method: bytes, raw_key: bytes, body: bytes, to: Submitter) -> Response | Later:
         kind = _REST_KINDS.get(method)
         if kind is None:
             resp = error_response(
@@ -165,7 +165,7 @@ class KvHttpApp(MachineHttpApp):
                 input = SetIf(key, body)
         except LimitExceeded as exc:
             return self._count(kind, limit_response(exc, "expected /kv/{key}"))
-        return submit(kind, input)
+        return to.submit(kind, input)
 
 
 _REST_KINDS: Final = {

@@ -98,8 +98,27 @@ class MachineRuntime(Protocol):
     def machine(self) -> Machine[Any, Any, Any]: ...
 
 
-Finish = Callable[[Any, "BaseException | None"], Response]
-Submit = Callable[[str, Any], "Response | Later"]
+class Submitter:
+    """Where a route hands its input: ``submit(kind, input)``, answered now or later.
+
+    The app's own (:meth:`MachineHttpApp.__call__`: no ordering) or a
+    connection's (:class:`_Session`: read-your-writes). An object, not a
+    bound method: compiled, a route's call of it is a native one.
+    """
+
+    def submit(self, kind: str, input: Any) -> Response | Later:
+        """Submit ``input``; ``kind`` names its reply mapping and counter."""
+        raise NotImplementedError
+
+
+class _Direct(Submitter):
+    """The app's submitter for requests with no connection order."""
+
+    def __init__(self, app: MachineHttpApp) -> None:
+        self._app = app
+
+    def submit(self, kind: str, input: Any) -> Response | Later:
+        return self._app._submit(kind, input)
 
 
 class MachineHttpApp:
@@ -130,8 +149,9 @@ class MachineHttpApp:
         self.http_stats = http_stats or HttpStats()
         # Replies by kind, then status (see requests).
         self._tallies: dict[str, _Tally] = {}
-        # One finish function per kind, made once, so a request allocates none.
-        self._finish: dict[str, Finish] = {}
+        # One finisher per kind, made once, so a request allocates none.
+        self._finish: dict[str, _Finisher] = {}
+        self._direct = _Direct(self)
         if codec is not None:
             self._finish["submit"] = self._finisher("submit", self._json_reply)
 
@@ -155,7 +175,7 @@ class MachineHttpApp:
 
     def __call__(self, request: Request) -> Response | Later:
         """Answer ``request`` with no per-connection ordering (see :meth:`connection_handler`)."""
-        return self._route(request, self._submit)
+        return self._route(request, self._direct)
 
     def connection_handler(self) -> Handler:
         """A handler for one connection: its reads wait for its own earlier writes.
@@ -165,10 +185,10 @@ class MachineHttpApp:
         """
         return _Session(self)
 
-    def _route(self, request: Request, submit: Submit) -> Response | Later:
+    def _route(self, request: Request, to: Submitter) -> Response | Later:
         target = request.target
         if target == b"/":  # the machine's own route, and the most common by far
-            return self._route_machine(request.method, target, target, request.body, submit)
+            return self._route_machine(request.method, target, target, request.body, to)
         if target[:1] != b"/":
             target = origin_form(target)
         query = target.find(b"?")
@@ -178,10 +198,10 @@ class MachineHttpApp:
             return self._only_get(method, "health") or self._health()
         if path == b"/metrics":
             return self._only_get(method, "metrics") or self._metrics()
-        return self._route_machine(method, path, target, request.body, submit)
+        return self._route_machine(method, path, target, request.body, to)
 
     def _route_machine(
-        self, method: bytes, path: bytes, target: bytes, body: bytes, submit: Submit
+        self, method: bytes, path: bytes, target: bytes, body: bytes, to: Submitter
     ) -> Response | Later:
         """The machine's own routes: ``POST /`` with a JSON input."""
         if path != b"/":
@@ -207,7 +227,7 @@ class MachineHttpApp:
         except InvalidJson as exc:
             message = "\n".join(exc.problems)
             return self._count("submit", error_response(400, f"{message}"))
-        return submit("submit", input)
+        return to.submit("submit", input)
 
     def _only_get(self, method: bytes, kind: str) -> Response | None:
         if method in (b"GET", b"HEAD"):
@@ -251,23 +271,16 @@ class MachineHttpApp:
         try:
             output = self._read(input)
         except Exception as exc:
-            return self._finish[kind](None, exc)
-        return self._finish[kind](output, None)
+            return self._finish[kind].finish(None, exc)
+        return self._finish[kind].finish(output, None)
 
     def _failed(self, kind: str, exc: Exception) -> Response:
         if not isinstance(exc, CorosmError):
             log.exception("submitting an input failed")
         return self._count(kind, failure_response(exc))
 
-    def _finisher(self, kind: str, reply: Callable[[Any], Response]) -> Finish:
-        tally = self._tally(kind)
-
-        def finish(output: Any, error: BaseException | None) -> Response:
-            resp = failure_response(error) if error is not None else reply(output)
-            tally.add(resp.status)
-            return resp
-
-        return finish
+    def _finisher(self, kind: str, reply: Callable[[Any], Response]) -> _Finisher:
+        return _Finisher(reply, self._tally(kind))
 
     def _count(self, kind: str, resp: Response) -> Response:
         self._tally(kind).add(resp.status)
@@ -287,6 +300,23 @@ class MachineHttpApp:
             log.error("%s", exc)
             return error_response(500, f"internal error: {one_line(str(exc))}")
         return Response(200, body, content_type=JSON)
+
+
+class _Finisher:
+    """One kind's reply mapping: the output (or failure) to its Response, counted.
+
+    A class, not a closure: compiled, its call from the app is a native one.
+    """
+
+    def __init__(self, reply: Callable[[Any], Response], tally: _Tally) -> None:
+        self.reply = reply
+        self.tally = tally
+
+    def finish(self, output: Any, error: BaseException | None) -> Response:
+        """The Response for ``output``, or for ``error`` when it is not None."""
+        resp = failure_response(error) if error is not None else self.reply(output)
+        self.tally.add(resp.status)
+        return resp
 
 
 class _Tally:
@@ -327,7 +357,7 @@ class _Reply(Later):
 
     # No __slots__: mypyc compiles this class and Later, and refuses them.
 
-    def __init__(self, finish: Finish) -> None:
+    def __init__(self, finish: _Finisher) -> None:
         self.resp = None
         self.waiter = None
         self.finish = finish
@@ -340,14 +370,14 @@ class _Reply(Later):
             self.session = None
             session._write_done()
         try:
-            resp = self.finish(output, error)
+            resp = self.finish.finish(output, error)
         except Exception:  # a bug in a reply mapping: answer 500, keep the loop going
             log.exception("HTTP reply mapping failed")
             resp = error_response(500, "internal error: the handler failed; see the server log")
         self.resolve(resp)
 
 
-class _Session:
+class _Session(Submitter):
     """One connection's handler: read-your-writes for pipelined requests.
 
     The machine's :meth:`~corosm.core.Machine.order` says how each input
@@ -373,9 +403,9 @@ class _Session:
         self._held: deque[tuple[Any, Order, _Reply]] = deque()
 
     def __call__(self, request: Request) -> Response | Later:
-        return self._app._route(request, self._submit)
+        return self._app._route(request, self)
 
-    def _submit(self, kind: str, input: Any) -> Response | Later:
+    def submit(self, kind: str, input: Any) -> Response | Later:
         app = self._app
         try:
             order = app._orders.get(type(input)) or app.order(input)  # inlined: the hot path
