@@ -209,3 +209,14 @@ def test_fast_inputs_are_the_constructors(key_size: int, value_size: int) -> Non
         assert hash(built) == hash(Write(key, value))
         with pytest.raises(AttributeError):  # still frozen
             built.key = b"other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", ["k", bytearray(b"k"), memoryview(b"k"), 1])
+def test_fast_inputs_build_nothing_from_what_is_not_bytes(bad: Any) -> None:
+    """Not bytes: the constructor's UsageError (compiled, mypyc's TypeError at the call)."""
+    with pytest.raises((UsageError, TypeError)):
+        fastinputs.read(bad)
+    with pytest.raises((UsageError, TypeError)):
+        fastinputs.write(b"k", bad)
+    with pytest.raises((UsageError, TypeError)):
+        fastinputs.write(bad, b"v")

@@ -4,10 +4,11 @@
 stay interpreted (see :mod:`corosm.compiled`), so in the compiled build their
 ``__init__`` is a Python frame inside an otherwise native request: about a
 thousand instructions of a seed read's 24 thousand. :func:`read` and
-:func:`write` take bytes, check the same limits, and set the fields on an
-instance made with ``object.__new__``. Anything outside the limits goes to
-the class itself, which raises its :class:`~corosm.errors.LimitExceeded`;
-so each returns what the constructor returns, or raises what it raises.
+:func:`write` make the constructors' checks, and set the fields on an
+instance made with ``object.__new__``. Anything else (not bytes, outside
+the limits) goes to the class itself, which raises its
+:class:`~corosm.errors.UsageError`; so each returns what the constructor
+returns, or raises what it raises.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ _new: Final = object.__new__
 
 
 def read(key: bytes) -> Read:
-    """``Read(key)`` for a ``key`` that is bytes."""
-    if not 0 < len(key) <= MAX_KEY_BYTES:
+    """``Read(key)``."""
+    if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
         return Read(key)  # raises, saying why
     built = _new(Read)
     set_read_key(built, key)
@@ -40,8 +41,13 @@ def read(key: bytes) -> Read:
 
 
 def write(key: bytes, value: bytes) -> Write:
-    """``Write(key, value)`` for a ``key`` and ``value`` that are bytes."""
-    if not 0 < len(key) <= MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+    """``Write(key, value)``."""
+    if (
+        type(key) is not bytes
+        or not 0 < len(key) <= MAX_KEY_BYTES
+        or type(value) is not bytes
+        or len(value) > MAX_VALUE_BYTES
+    ):
         return Write(key, value)  # raises, saying why
     built = _new(Write)
     set_write_key(built, key)

@@ -94,9 +94,8 @@ set_write_key: Final = slot_setter(Write, "key")
 set_write_value: Final = slot_setter(Write, "value")
 """Set a :class:`Write`'s fields on one made by ``object.__new__``, checks skipped.
 
-For a compiled front end that has checked the bytes against the limits
-itself: there ``Write(key, value)`` is an interpreted ``__init__`` frame per
-request (see :func:`corosm.apps.kv.seed.seed_request_to_input`).
+For :mod:`corosm.apps.kv.fastinputs`, which makes the same checks first:
+compiled, it builds the input without an interpreted ``__init__`` frame.
 """
 
 

@@ -6,7 +6,7 @@ Theory of operation
 (the app that serves any machine: health, metrics, per-connection ordering,
 the mapping of failures to statuses) with the key-value routes in place of
 its JSON ``POST /``. It turns each request into a key-value input and hands
-it to the shared submit path; a finish function per kind maps the output to
+it to the shared submit path; a finisher per kind maps the output to
 the reply the route promises.
 
 Routes (``{key}`` is percent-decoded to bytes; an absolute-form target such

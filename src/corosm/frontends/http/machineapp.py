@@ -322,8 +322,8 @@ class _Finisher:
 class _Tally:
     """One kind's replies by status; the common 200 is a plain counter.
 
-    A finish function holds its kind's tally, so counting a reply is one
-    method call and an add: a dict keyed by ``(kind, status)`` cost a tuple
+    A :class:`_Finisher` holds its kind's tally, so counting a reply is one
+    native call and an add: a dict keyed by ``(kind, status)`` cost a tuple
     and two hashed lookups per request.
     """
 

@@ -390,9 +390,8 @@ def _set(args: list[bytes], session: Session) -> Outcome:
         else:
             return Local(SYNTAX_ERROR)
     if not condition and not get:
-        return fastinputs.write(
-            args[1], args[2]
-        )  # the plain SET: a Put record, no outcome to shape
+        # The plain SET: a Put record, no outcome to shape.
+        return fastinputs.write(args[1], args[2])
     return kv.SetIf(args[1], args[2], condition == b"NX", condition == b"XX", get)
 
 
