@@ -43,15 +43,10 @@ class Append(Effect[None]):
 
     def __init__(self, record: Any) -> None:
         # Built for every write: the field set by slot (see corosm.core.fields).
-        set_append_record(self, record)
+        _set_record(self, record)
 
 
-set_append_record = slot_setter(Append, "record")
-"""Set an :class:`Append`'s record on one made by ``object.__new__``: what ``__init__`` does.
-
-For the compiled stepper, which builds an append for every logged write:
-there the interpreted ``__init__`` would be a Python frame per write.
-"""
+_set_record = slot_setter(Append, "record")
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ from types import CoroutineType
 from typing import Any, Final, Generic, TypeVar, cast
 
 from corosm.core.context import Context
-from corosm.core.effects import Append, Effect, set_append_record
+from corosm.core.effects import Append, Effect
 from corosm.core.events import (
     Action,
     CancelIO,
@@ -410,7 +410,7 @@ class Stepper(Generic[S, I, O]):
             return False
         # Append(record), without its interpreted __init__ (one frame per write).
         task.append = effect = _new(Append)
-        set_append_record(effect, record)
+        object.__setattr__(effect, "record", record)
         self._futures[self._start_io(effect)] = task
         self.suspended += 1
         self._suspended.add(task)

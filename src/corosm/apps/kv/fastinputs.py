@@ -20,9 +20,6 @@ from corosm.apps.kv.inputs import (
     MAX_VALUE_BYTES,
     Read,
     Write,
-    set_read_key,
-    set_write_key,
-    set_write_value,
 )
 
 __all__ = ["read", "write"]
@@ -36,7 +33,7 @@ def read(key: bytes) -> Read:
     if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
         return Read(key)  # raises, saying why
     built = _new(Read)
-    set_read_key(built, key)
+    object.__setattr__(built, "key", key)
     return built
 
 
@@ -50,6 +47,6 @@ def write(key: bytes, value: bytes) -> Write:
     ):
         return Write(key, value)  # raises, saying why
     built = _new(Write)
-    set_write_key(built, key)
-    set_write_value(built, value)
+    object.__setattr__(built, "key", key)
+    object.__setattr__(built, "value", value)
     return built

@@ -86,17 +86,12 @@ class Write:
             _need_key("Write.key", key)
         if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
             _need_value("Write.value", value)
-        set_write_key(self, key)
-        set_write_value(self, value)
+        _set_write_key(self, key)
+        _set_write_value(self, value)
 
 
-set_write_key: Final = slot_setter(Write, "key")
-set_write_value: Final = slot_setter(Write, "value")
-"""Set a :class:`Write`'s fields on one made by ``object.__new__``, checks skipped.
-
-For :mod:`corosm.apps.kv.fastinputs`, which makes the same checks first:
-compiled, it builds the input without an interpreted ``__init__`` frame.
-"""
+_set_write_key = slot_setter(Write, "key")
+_set_write_value = slot_setter(Write, "value")
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -109,11 +104,10 @@ class Read:
         # Built for every read: the check inline, the field set by slot (see corosm.core.fields).
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             _need_key("Read.key", key)
-        set_read_key(self, key)
+        _set_read_key(self, key)
 
 
-set_read_key: Final = slot_setter(Read, "key")
-"""Set a :class:`Read`'s key on one made by ``object.__new__``, checks skipped (as above)."""
+_set_read_key = slot_setter(Read, "key")
 
 
 @dataclass(frozen=True, slots=True)

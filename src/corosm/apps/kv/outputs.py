@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from corosm.core.fields import Reduced, by_constructor, slot_setter
+from corosm.core.fields import Reduced, by_constructor
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +35,11 @@ class Value:
     value: bytes | None
 
     def __init__(self, value: bytes | None) -> None:
-        # Built for every read: the field set by slot (see corosm.core.fields).
-        _set_value(self, value)
+        # Built for every read; compiled, object.__setattr__ is the cheap way (corosm.core.fields).
+        object.__setattr__(self, "value", value)
 
     def __reduce__(self) -> Reduced:
         return by_constructor(self)
-
-
-_set_value: Final = slot_setter(Value, "value")
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Any, Final, final
 
-from corosm.core.fields import Reduced, by_constructor, slot_setter
+from corosm.core.fields import Reduced, by_constructor
 from corosm.errors import DataError
 
 
@@ -46,16 +46,12 @@ class Put:
     value: bytes
 
     def __init__(self, key: bytes, value: bytes) -> None:
-        # Built for every write: the fields set by slot (see corosm.core.fields).
-        _set_put_key(self, key)
-        _set_put_value(self, value)
+        # Built for every write; compiled, object.__setattr__ is the cheap way (corosm.core.fields).
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "value", value)
 
     def __reduce__(self) -> Reduced:
         return by_constructor(self)
-
-
-_set_put_key: Final = slot_setter(Put, "key")
-_set_put_value: Final = slot_setter(Put, "value")
 
 
 @final
