@@ -101,9 +101,9 @@ class MachineRuntime(Protocol):
 class Submitter:
     """Where a route hands its input: ``submit(kind, input)``, answered now or later.
 
-    The app's own (:meth:`MachineHttpApp.__call__`: no ordering) or a
-    connection's (:class:`_Session`: read-your-writes). An object, not a
-    bound method: compiled, a route's call of it is a native one.
+    The app itself (:meth:`MachineHttpApp.__call__`: no ordering) or a
+    connection's :class:`_Session` (read-your-writes). An object, not a bound
+    method: compiled, a route's call of it is a native one.
     """
 
     def submit(self, kind: str, input: Any) -> Response | Later:
@@ -111,17 +111,7 @@ class Submitter:
         raise NotImplementedError
 
 
-class _Direct(Submitter):
-    """The app's submitter for requests with no connection order."""
-
-    def __init__(self, app: MachineHttpApp) -> None:
-        self._app = app
-
-    def submit(self, kind: str, input: Any) -> Response | Later:
-        return self._app._submit(kind, input)
-
-
-class MachineHttpApp:
+class MachineHttpApp(Submitter):
     """Any machine's routes; call it with a Request (see the module docs).
 
     ``codec`` (the machine's JSON types, checked at start-up) serves
@@ -151,7 +141,6 @@ class MachineHttpApp:
         self._tallies: dict[str, _Tally] = {}
         # One finisher per kind, made once, so a request allocates none.
         self._finish: dict[str, _Finisher] = {}
-        self._direct = _Direct(self)
         if codec is not None:
             self._finish["submit"] = self._finisher("submit", self._json_reply)
 
@@ -175,7 +164,7 @@ class MachineHttpApp:
 
     def __call__(self, request: Request) -> Response | Later:
         """Answer ``request`` with no per-connection ordering (see :meth:`connection_handler`)."""
-        return self._route(request, self._direct)
+        return self._route(request, self)
 
     def connection_handler(self) -> Handler:
         """A handler for one connection: its reads wait for its own earlier writes.
@@ -254,7 +243,8 @@ class MachineHttpApp:
 
     # -- submitting and finishing ------------------------------------------
 
-    def _submit(self, kind: str, input: Any) -> Response | Later:
+    def submit(self, kind: str, input: Any) -> Response | Later:
+        """Submit ``input`` with no connection order: its reply, or the Later for it."""
         try:
             order = self._orders.get(type(input)) or self.order(input)
             if order is _READ and self._read is not None:
