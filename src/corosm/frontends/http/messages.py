@@ -221,8 +221,12 @@ def encode_response(resp: Response, conn: int = CONN_NONE, head_only: bool = Fal
 def _encode(resp: Response, conn: int, head_only: bool) -> bytes:
     # The lines that depend only on the status and the content type are made
     # once per pair and kept; so is the Content-Length line of a short body.
-    key = (resp.status, resp.content_type)
-    head = _HEADS.get(key) or _head(*key)
+    status, content_type = resp.status, resp.content_type
+    if status == 200 and content_type is TEXT_PLAIN:  # the default: no tuple, no hashing
+        head = _HEAD_200_TEXT
+    else:
+        key = (status, content_type)
+        head = _HEADS.get(key) or _head(*key)
     body = resp.body
     length = len(body)
     if conn == CONN_NONE and not (head_only or resp.headers) and length < _SHORT:
@@ -252,6 +256,9 @@ def _head(status: int, content_type: bytes | None) -> bytes:
     if len(_HEADS) < 1024:  # statuses x types: a handful, unless a handler invents many
         _HEADS[(status, content_type)] = head
     return head
+
+
+_HEAD_200_TEXT: Final = _head(200, TEXT_PLAIN)
 
 
 def error_response(status: int, message: str, close: bool = False) -> Response:
