@@ -192,6 +192,15 @@ _PLAIN_KEY_CLASS: Final = rb'[^"\\\x00-\x1f\x7f-\xff]'
 _PLAIN_KEY: Final = frozenset(b for b in range(256) if re.fullmatch(_PLAIN_KEY_CLASS, bytes([b])))
 
 
+def _plain_key(key: bytes) -> bool:
+    """Whether every byte of ``key`` is in :data:`_PLAIN_KEY`.
+
+    Letters and digits alone (most keys) are answered by ``isalnum``:
+    ``issuperset`` first copies its argument into a new set.
+    """
+    return key.isalnum() or _PLAIN_KEY.issuperset(key)
+
+
 def _shown_request(body: bytes) -> Write | Read | None:
     """``body`` parsed if it is exactly what ``show`` prints for a plain request, else None.
 
@@ -206,14 +215,14 @@ def _shown_request(body: bytes) -> Write | Read | None:
     if body[:6] == b'Read "':
         if len(body) > 6 and body[-1] == 0x22:  # '"'
             key = body[6:-1]
-            if _PLAIN_KEY.issuperset(key):
+            if _plain_key(key):
                 return fastinputs.read(key)
         return None
     if body[:7] == b'Write "':
         end = body.find(b'" ', 7)
         if end > 7:
             key, number = body[7:end], body[end + 2 :]
-            if _PLAIN_KEY.issuperset(key):
+            if _plain_key(key):
                 if _plain_digits(number):
                     return fastinputs.write(key, number)
                 if number[:2] == b"(-" and number[-1:] == b")":
