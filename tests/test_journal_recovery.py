@@ -300,11 +300,15 @@ def test_a_segment_is_written_over_zeros_ahead_and_closed_to_its_records(tmp_pat
     g.close()
 
 
-def crashed_copy(src: Path, dst: Path) -> Path:
-    """``dst`` holds what ``src``'s open segment holds on disk now (a crash: no close)."""
+def crashed_journal(tmp_path: Path, payloads: list[bytes]) -> Path:
+    """The segment a crash leaves after ``payloads`` were appended: copied while open."""
+    src, dst = tmp_path / "src", tmp_path / "crash"
     dst.mkdir()
-    for seg in src.glob("journal-*.log"):
-        (dst / seg.name).write_bytes(seg.read_bytes())
+    with Journal(str(src)) as j:
+        for p in payloads:
+            j.append(p, timeout=10)
+        for seg in src.glob("journal-*.log"):
+            (dst / seg.name).write_bytes(seg.read_bytes())
     return only_segment(dst)
 
 
@@ -312,13 +316,10 @@ def test_zeros_after_the_last_record_are_the_end_not_damage(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     payloads = records(20)
-    src = tmp_path / "src"
-    with Journal(str(src)) as j:
-        for p in payloads:
-            j.append(p, timeout=10)
-        seg = crashed_copy(src, tmp_path / "crash")
-        end = len(file_bytes := seg.read_bytes()) - len(file_bytes.rstrip(b"\x00"))
-        assert end > 0  # the open segment ends in reserved zeros
+    seg = crashed_journal(tmp_path, payloads)
+    file_bytes = seg.read_bytes()
+    end = len(file_bytes) - len(file_bytes.rstrip(b"\x00"))
+    assert end > 0  # the open segment ends in reserved zeros
     with caplog.at_level(logging.WARNING, logger="corosm.journal"):
         rec = recover(str(seg.parent), DictMachine())
     assert rec.state == expected_state(payloads)
@@ -334,11 +335,7 @@ def test_zeros_after_the_last_record_are_the_end_not_damage(
 
 def test_a_record_torn_before_the_zeros_is_still_a_torn_tail(tmp_path: Path) -> None:
     payloads = records(5)
-    src = tmp_path / "src"
-    with Journal(str(src)) as j:
-        for p in payloads:
-            j.append(p, timeout=10)
-        seg = crashed_copy(src, tmp_path / "crash")
+    seg = crashed_journal(tmp_path, payloads)
     data = bytearray(seg.read_bytes())
     end = len(data.rstrip(b"\x00"))
     last_start = end - FRAME_SIZE - len(payloads[-1])
