@@ -28,8 +28,10 @@ project's VM (ext4 on virtio, a 600-byte record per sync): 62 us of CPU
 and 180 us of wall time per fdatasync, against 89 us and 248 us for
 appends. The zeros left at ``close`` are cut off; a crash leaves them after
 the last record, where recovery reads them as the end of the log
-(:func:`~corosm.io.journal.format.is_padding`). :class:`FaultyFS` models
-no allocation and ignores ``reserve``.
+(:func:`~corosm.io.journal.format.is_padding`). The price: a disk about
+to fill fails a segment's writes (ENOSPC, a fail-stop) up to a mebibyte
+sooner than appends would. :class:`FaultyFS` models no allocation and
+ignores ``reserve``.
 
 FaultyFS is deterministic: no threads, no clocks, no randomness. It holds a
 lock only so that the journal's threads may share it in tests.
