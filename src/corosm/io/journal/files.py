@@ -19,20 +19,6 @@ model of what a POSIX file system promises about durability:
 * ``inject(op, errno)`` makes a later ``write``, ``fdatasync`` or
   ``fsync_dir`` fail with that errno (ENOSPC, EIO).
 
-:class:`OSFileSystem` writes a journal segment (``create(path,
-reserve=True)``) into space it filled with zeros ahead of the records, a
-mebibyte at a time. ``fdatasync`` after an append that grows a file must
-also commit its new size (on ext4, a journal commit of the file system);
-over blocks already written it flushes the data alone. Measured on this
-project's VM (ext4 on virtio, a 600-byte record per sync): 62 us of CPU
-and 180 us of wall time per fdatasync, against 89 us and 248 us for
-appends. The zeros left at ``close`` are cut off; a crash leaves them after
-the last record, where recovery reads them as the end of the log
-(:func:`~corosm.io.journal.format.is_padding`). The price: a disk about
-to fill fails a segment's writes (ENOSPC, a fail-stop) up to a mebibyte
-sooner than appends would. :class:`FaultyFS` models no allocation and
-ignores ``reserve``.
-
 FaultyFS is deterministic: no threads, no clocks, no randomness. It holds a
 lock only so that the journal's threads may share it in tests.
 """
@@ -70,14 +56,8 @@ class FileSystem(Protocol):
     def listdir(self, path: str) -> list[str]:
         """Names of the entries of directory ``path``."""
 
-    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
-        """Create (or truncate) ``path`` and open it for appending.
-
-        ``reserve``: the file will take many small appends, each synced (a
-        journal segment). A file system may then set space aside ahead of
-        the writes, as zeros that :meth:`FileHandle.close` cuts off again;
-        after a crash they remain, after the last record.
-        """
+    def create(self, path: str) -> FileHandle:
+        """Create (or truncate) ``path`` and open it for appending."""
 
     def read(self, path: str) -> bytes:
         """The whole contents of ``path``."""
@@ -112,55 +92,11 @@ class _OSFile:
     def fdatasync(self) -> None:
         # fdatasync skips metadata that is not needed to read the data back
         # (mtime), which is cheaper; file size changes are still flushed.
-        _sync(self._fd)
+        sync = getattr(os, "fdatasync", os.fsync)
+        sync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-RESERVE_BYTES = 1 << 20
-"""How far ahead of its records a reserved file is filled with zeros (see module docs)."""
-
-_ZEROS = memoryview(bytes(RESERVE_BYTES))
-_sync = getattr(os, "fdatasync", os.fsync)
-
-
-class _ReservedFile:
-    """A real file whose records overwrite zeros written ahead of them."""
-
-    __slots__ = ("_end", "_fd", "_reserved")
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._end = 0  # where the next record goes
-        self._reserved = 0  # where the zeros end
-
-    def write(self, data: bytes) -> None:
-        end = self._end + len(data)
-        if end > self._reserved:
-            self._reserve((end // RESERVE_BYTES + 1) * RESERVE_BYTES)
-        view, pos = memoryview(data), self._end
-        while view:  # pwrite may write less than asked (signals, huge buffers)
-            n = os.pwrite(self._fd, view, pos)
-            view, pos = view[n:], pos + n
-        self._end = end
-
-    def _reserve(self, target: int) -> None:
-        """Fill the file with zeros from where they end up to ``target``."""
-        pos = self._reserved
-        while pos < target:
-            pos += os.pwrite(self._fd, _ZEROS[: target - pos], pos)
-        self._reserved = target
-
-    def fdatasync(self) -> None:
-        _sync(self._fd)
-
-    def close(self) -> None:
-        try:
-            if self._reserved > self._end:
-                os.ftruncate(self._fd, self._end)
-        finally:
-            os.close(self._fd)
 
 
 class OSFileSystem:
@@ -172,11 +108,9 @@ class OSFileSystem:
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
 
-    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-        if reserve and hasattr(os, "pwrite"):  # not on Windows: appended there
-            return _ReservedFile(os.open(path, flags, 0o644))
-        return _OSFile(os.open(path, flags | os.O_APPEND, 0o644))
+    def create(self, path: str) -> FileHandle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        return _OSFile(os.open(path, flags, 0o644))
 
     def read(self, path: str) -> bytes:
         # One big read per file: replay then scans memory without syscalls.
@@ -309,7 +243,7 @@ class FaultyFS:
                 raise FileNotFoundError(errno.ENOENT, "No such directory", path)
             return [p[len(prefix) :] for p in self._names if p.startswith(prefix)]
 
-    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
+    def create(self, path: str) -> FileHandle:
         with self._lock:
             fault = self._check_fault("create", path)
             if fault:

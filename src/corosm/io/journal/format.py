@@ -253,17 +253,6 @@ def _skip_zeros(data: bytes, pos: int, stop: int) -> int:
     return pos + len(tail) - len(tail.lstrip(b"\x00"))
 
 
-def is_padding(data: bytes, offset: int) -> bool:
-    """True when ``data`` holds only zero bytes from ``offset`` to its end.
-
-    A segment written into reserved space (:mod:`~corosm.io.journal.files`)
-    that was not closed ends so: zeros after its last record, which mark
-    the end of the log, not damage (20 zero bytes are never a valid frame
-    header: the CRC of 16 zero bytes is not zero).
-    """
-    return _skip_zeros(data, offset, len(data)) == len(data)
-
-
 def classify_bad_frame(data: bytes, offset: int, lsn: int) -> FrameError | None:
     """Explain why the frame at ``offset`` (which should hold ``lsn``) is not valid.
 

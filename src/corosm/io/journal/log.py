@@ -136,7 +136,7 @@ class LogWriter:
 
     def _start_segment(self) -> None:
         self.segment_first_lsn = self.next_lsn
-        f = self.fs.create(self.segment_path, reserve=True)  # many small synced appends
+        f = self.fs.create(self.segment_path)
         self._file = f
         f.write(file_header(JOURNAL_MAGIC))
         f.fdatasync()

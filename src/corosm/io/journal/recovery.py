@@ -56,7 +56,6 @@ from corosm.io.journal.format import (
     check_header,
     classify_bad_frame,
     frame_offset,
-    is_padding,
     parse_segment_name,
     read_frames,
 )
@@ -241,20 +240,11 @@ def _cut_damage(
     path: str,
     later: list[str],
     err: FrameError,
-    data: bytes,
+    size: int,
     truncate_corrupt: bool,
-) -> Damage | None:
-    """Cut a torn tail, or corruption when allowed (else raise); report what went.
-
-    None when only zeros follow the last record: space reserved for records
-    (:mod:`~corosm.io.journal.files`) and not filled before a crash. It is
-    cut off too, and is no damage: nothing was written there.
-    """
-    lost = len(data) - err.offset
-    if is_padding(data, err.offset):
-        fs.truncate(path, err.offset)
-        log.info("journal: %s: %d bytes of zeros after the last record cut off", path, lost)
-        return None
+) -> Damage:
+    """Cut a torn tail, or corruption when allowed (else raise); report what went."""
+    lost = size - err.offset
     if err.torn and not later:  # nothing valid follows the damage: a torn write
         fs.truncate(path, err.offset)
         log.warning(
@@ -277,14 +267,6 @@ def _cut_damage(
         "segment(s) dropped", path, err.offset, reason, lost, len(later),
     )  # fmt: skip
     return Damage(path, err.offset, reason, lost, tuple(later))
-
-
-def _remove_unborn(fs: FileSystem, directory: str, path: str, size: int) -> Damage:
-    """Remove a segment that a crash left before its header was durable; report it."""
-    fs.remove(path)
-    fs.fsync_dir(directory)
-    log.warning("journal: removed %s, torn while being created", path)
-    return Damage(path, 0, "incomplete segment header", size)
 
 
 def _check_reaches_back(
@@ -354,10 +336,12 @@ def recover(
             )
         data = fs.read(path)
         read += 1
-        if (len(data) < HEADER_SIZE or is_padding(data, 0)) and not later:
-            # A crash while the segment was being created (before its header
-            # was synced, in space reserved as zeros): it holds no record.
-            torn = _remove_unborn(fs, directory, path, len(data))
+        if len(data) < HEADER_SIZE and not later:
+            # A crash while the segment was being created: it holds no record.
+            fs.remove(path)
+            fs.fsync_dir(directory)
+            torn = Damage(path, 0, "incomplete segment header", len(data))
+            log.warning("journal: removed %s, torn while being created", path)
             expected = max(expected, first)
             break
         check_header(path, data, JOURNAL_MAGIC)
@@ -373,11 +357,9 @@ def recover(
             path=path,
             later=later,
             err=err,
-            data=data,
+            size=len(data),
             truncate_corrupt=truncate_corrupt,
         )
-        if damage is None:  # zeros after the last record: the end of the segment
-            continue
         if err.torn and not later:
             torn = damage
         else:
