@@ -36,7 +36,10 @@ def _parse_all(parser: RequestParser, pieces: list[bytes]) -> tuple[list[list[by
     return got, "", parser.buffered
 
 
-_ATOMS = (b"\r\n", b"\r", b"\n", b"$", b"*", b"x", b"$1", b"*2", b"0", b"-1", b" ", b'"')
+_ATOMS = (
+    *(b"\r\n", b"\r", b"\n", b"$", b"*", b"x", b"$1", b"*2", b"0", b"-1", b" ", b'"'),
+    *(b"*0", b"*9", b"*10", b"*:", b"*/"),  # around the one-digit counts read in place
+)
 
 
 def _random_stream(rng: random.Random) -> bytes:
@@ -46,7 +49,7 @@ def _random_stream(rng: random.Random) -> bytes:
         if pick < 0.6:  # a multibulk whose arguments may hold CRLF, "$" or "*"
             args = [
                 b"".join(rng.choice(_ATOMS) for _ in range(rng.randint(0, 4)))
-                for _ in range(rng.randint(1, 4))
+                for _ in range(rng.randint(1, 4) if rng.random() < 0.8 else rng.randint(8, 12))
             ]
             if rng.random() < 0.1:  # around the fast path's 1 KiB bound
                 args.append(b"y" * rng.choice([1023, 1024, 1025, 4000]))

@@ -375,9 +375,13 @@ def _split_commands(data: bytes) -> tuple[list[list[bytes]], int]:
     start = 0
     counts, headers = _FAST_COUNTS, _BULK_HEADERS
     while start < last:
-        count = counts.get(parts[start])
-        if count is None:
-            break
+        head = parts[start]
+        # "*1" to "*9" read in place (no hashing of a new bytes); "*10" on from the table.
+        count = head[1] - 0x30 if len(head) == 2 and head[0] == 0x2A else 0  # b"*"
+        if not 0 < count < 10:
+            count = counts.get(head, 0)
+            if not count:
+                break
         stop = start + 1 + 2 * count  # the header and argument pieces of the command
         if stop > last:
             break
