@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from corosm.errors import CorruptJournal
+from corosm.errors import CorruptJournal, UsageError
 from corosm.io.journal import (
     FaultyFS,
     Journal,
@@ -28,6 +28,7 @@ from corosm.io.journal.format import (
     FRAME_SIZE,
     HEADER_SIZE,
     JOURNAL_MAGIC,
+    LSN_MASK,
     decode_snapshot,
     encode_frames,
     file_header,
@@ -56,7 +57,9 @@ def payloads(n: int, start: int = 1) -> list[bytes]:
 
 
 def segment_bytes(records: list[bytes], first_lsn: int = 1) -> bytes:
-    return file_header(JOURNAL_MAGIC) + encode_frames(records, first_lsn)
+    """A segment of ``records``, each its own batch: all acknowledged, one by one."""
+    frames = (encode_frames([r], first_lsn + i) for i, r in enumerate(records))
+    return file_header(JOURNAL_MAGIC) + b"".join(frames)
 
 
 def frame_starts(records: list[bytes]) -> list[int]:
@@ -326,9 +329,11 @@ def test_find_frame_scans_long_garbage_and_zero_runs() -> None:
         frame = encode_frames([payload], 5)
         assert find_frame(filler + frame, 0, origin=0, lsn=3) == (len(filler), 5)
     # LSNs that share no high byte (no literal to search for), and a header whose
-    # only non-zero byte before its CRC is the last of its LSN
-    frame = encode_frames([b""], 1 << 56)
-    assert find_frame(bytes(99) + frame, 0, origin=0, lsn=(1 << 56) - 1) == (99, 1 << 56)
+    # only non-zero bytes before its CRC are the batch mark and the top byte of its LSN
+    frame = encode_frames([b""], 1 << 40)
+    assert find_frame(bytes(99) + frame, 0, origin=0, lsn=(1 << 40) - 1) == (99, 1 << 40)
+    with pytest.raises(UsageError, match="LSNs end at"):
+        encode_frames([b"a", b"b"], LSN_MASK)  # the second would not fit in 48 bits
 
 
 def test_damaged_payload_of_the_last_acknowledged_record_is_cut(tmp_path: Path) -> None:

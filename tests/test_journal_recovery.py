@@ -271,3 +271,90 @@ def test_bad_options_are_explained() -> None:
 def test_empty_directory_recovers_to_initial_state(tmp_path: Path) -> None:
     rec = recover(os.fspath(tmp_path / "new"), DictMachine())
     assert rec.state == {} and rec.next_lsn == 1
+
+
+# -- reserved space: a segment written over zeros -------------------------------------
+
+
+def test_a_segment_is_written_over_zeros_ahead_and_closed_to_its_records(tmp_path: Path) -> None:
+    from corosm.io.journal.files import RESERVE_BYTES
+
+    path = str(tmp_path / "seg")
+    f = OSFileSystem().create(path, reserve=True)
+    f.write(b"a" * 100)
+    f.fdatasync()
+    assert os.path.getsize(path) == RESERVE_BYTES  # zeros ahead of the record
+    big = b"b" * (RESERVE_BYTES + 5)  # a write past the zeros reserves more
+    f.write(big)
+    assert os.path.getsize(path) == 2 * RESERVE_BYTES  # to the next whole reserve
+    with open(path, "rb") as r:
+        data = r.read()
+    assert data[: 100 + len(big)] == b"a" * 100 + big
+    assert not data[100 + len(big) :].strip(b"\x00")
+    f.close()
+    assert os.path.getsize(path) == 100 + len(big)  # the zeros left are cut off
+    plain = str(tmp_path / "plain")
+    g = OSFileSystem().create(plain)  # a snapshot, say: no reserve
+    g.write(b"x" * 10)
+    assert os.path.getsize(plain) == 10
+    g.close()
+
+
+def crashed_journal(tmp_path: Path, payloads: list[bytes]) -> Path:
+    """The segment a crash leaves after ``payloads`` were appended: copied while open."""
+    src, dst = tmp_path / "src", tmp_path / "crash"
+    dst.mkdir()
+    with Journal(str(src)) as j:
+        for p in payloads:
+            j.append(p, timeout=10)
+        for seg in src.glob("journal-*.log"):
+            (dst / seg.name).write_bytes(seg.read_bytes())
+    return only_segment(dst)
+
+
+def test_zeros_after_the_last_record_are_the_end_not_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payloads = records(20)
+    seg = crashed_journal(tmp_path, payloads)
+    file_bytes = seg.read_bytes()
+    end = len(file_bytes) - len(file_bytes.rstrip(b"\x00"))
+    assert end > 0  # the open segment ends in reserved zeros
+    with caplog.at_level(logging.WARNING, logger="corosm.journal"):
+        rec = recover(str(seg.parent), DictMachine())
+    assert rec.state == expected_state(payloads)
+    assert rec.next_lsn == 21
+    assert rec.report.torn_tail is None and rec.report.corruption_dropped is None
+    assert not caplog.records  # nothing to warn about
+    assert seg.stat().st_size == len(file_bytes) - end  # the zeros are cut off
+    with Journal(str(seg.parent), next_lsn=rec.next_lsn) as j:  # and the log goes on
+        assert j.append(b"k0=after", timeout=10) == 21
+    again = recover(str(seg.parent), DictMachine())
+    assert again.state == expected_state([*payloads, b"k0=after"])
+
+
+def test_a_record_torn_before_the_zeros_is_still_a_torn_tail(tmp_path: Path) -> None:
+    payloads = records(5)
+    seg = crashed_journal(tmp_path, payloads)
+    data = bytearray(seg.read_bytes())
+    end = len(data.rstrip(b"\x00"))
+    last_start = end - FRAME_SIZE - len(payloads[-1])
+    data[end - 3 : end] = bytes(3)  # the last record's payload only partly written
+    seg.write_bytes(bytes(data))
+    rec = recover(str(seg.parent), DictMachine())
+    assert rec.state == expected_state(payloads[:-1])
+    torn = rec.report.torn_tail
+    assert torn is not None and torn.offset == last_start
+    assert seg.stat().st_size == last_start
+
+
+def test_a_segment_of_zeros_alone_was_torn_while_being_created(tmp_path: Path) -> None:
+    payloads = records(3)
+    write_journal(tmp_path, payloads)
+    (tmp_path / segment_name(4)).write_bytes(bytes(4096))  # its header never reached the disk
+    rec = recover(str(tmp_path), DictMachine())
+    assert rec.state == expected_state(payloads)
+    assert rec.next_lsn == 4
+    torn = rec.report.torn_tail
+    assert torn is not None and torn.reason == "incomplete segment header"
+    assert not (tmp_path / segment_name(4)).exists()

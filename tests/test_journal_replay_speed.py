@@ -25,6 +25,8 @@ from corosm.io.journal.format import (
     FRAME_SIZE,
     HEADER_SIZE,
     JOURNAL_MAGIC,
+    LSN_MASK,
+    MAX_RECORD_BYTES,
     encode_frames,
     file_header,
 )
@@ -49,12 +51,14 @@ def reference_replay(data: bytes, lsn: int, skip_upto: int) -> Reference:
     while pos < len(data):
         if len(data) - pos < FRAME_SIZE:
             return Reference(applied, pos, lsn, "bad frame")
-        n, flsn, pcrc, hcrc = FRAME_HEADER.unpack_from(data, pos)
+        length, flsn, pcrc, hcrc = FRAME_HEADER.unpack_from(data, pos)
+        n = length & MAX_RECORD_BYTES  # the top bit marks a batch's last frame
         if zlib.crc32(data[pos : pos + 16]) != hcrc:
             return Reference(applied, pos, lsn, "bad frame")
         payload = data[pos + FRAME_SIZE : pos + FRAME_SIZE + n]
         if len(payload) != n or zlib.crc32(payload) != pcrc:
             return Reference(applied, pos, lsn, "bad frame")
+        flsn &= LSN_MASK  # the top 16 bits hold the frame's index in its batch
         if flsn != lsn:
             return Reference(applied, pos, lsn, "lsn mismatch")
         if flsn > skip_upto:
@@ -68,7 +72,13 @@ def check_against_reference(data: bytes, first: int = 1, skip_upto: int = 0) -> 
     want = reference_replay(data, first, skip_upto)
     state: list[bytes] = []
     scan = _replay(
-        data, lsn=first, skip_upto=skip_upto, state=state, machine=ListMachine(), path="seg"
+        data,
+        lsn=first,
+        skip_upto=skip_upto,
+        state=state,
+        machine=ListMachine(),
+        path="seg",
+        batches=True,
     )
     assert state == want.applied
     assert (scan.pos, scan.lsn, scan.applied) == (want.pos, want.lsn, len(want.applied))
@@ -121,7 +131,9 @@ def test_lsn_gap_inside_a_segment_counts_the_records_before_it() -> None:
     head = file_header(JOURNAL_MAGIC)
     data = head + encode_frames([b"a", b"b", b"c"], 1) + encode_frames([b"e"], 5)
     check_against_reference(data)
-    scan = _replay(data, lsn=1, skip_upto=0, state=[], machine=ListMachine(), path="seg")
+    scan = _replay(
+        data, lsn=1, skip_upto=0, state=[], machine=ListMachine(), path="seg", batches=True
+    )
     assert scan.applied == 3 and scan.error is not None and not scan.error.torn
 
 

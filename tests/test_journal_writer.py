@@ -52,8 +52,8 @@ class GatedFS(OSFileSystem):
         self.release = threading.Event()
         self.synced = threading.Event()
 
-    def create(self, path: str) -> FileHandle:
-        return GatedHandle(super().create(path), self)
+    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
+        return GatedHandle(super().create(path, reserve=reserve), self)
 
 
 class Recorder:

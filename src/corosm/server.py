@@ -230,7 +230,9 @@ class BlockingJournalExecutor:
     def __init__(self, directory: str, next_lsn: int, encode: Any) -> None:
         from corosm.io.journal import OSFileSystem
 
-        self._writer = LogWriter(OSFileSystem(), directory, next_lsn)
+        # Written like the journal's in "always" mode, so that the two designs
+        # differ in when they sync, not in how they write.
+        self._writer = LogWriter(OSFileSystem(), directory, next_lsn, reserve=True)
         self._encode = encode
         self._sink: CompletionSink | None = None
         self.fsyncs = 0

@@ -15,9 +15,30 @@ model of what a POSIX file system promises about durability:
   even if its data was synced.
 * ``crash()`` throws away everything not durable. ``crash(tear=k)`` keeps the
   first ``k`` unsynced bytes of the most recent write, to model a write torn
-  by power loss.
+  by power loss; ``crash(tear=k, hole=(a, n))`` loses ``n`` of them from the
+  ``a``-th on (zeros there), a write over reserved space torn out of order.
 * ``inject(op, errno)`` makes a later ``write``, ``fdatasync`` or
   ``fsync_dir`` fail with that errno (ENOSPC, EIO).
+
+:class:`OSFileSystem` writes a journal segment (``create(path,
+reserve=True)``) into space it filled with zeros ahead of the records, a
+mebibyte at a time. ``fdatasync`` after an append that grows a file must
+also commit its new size (on ext4, a second write, of the inode); over
+blocks already written it flushes the data alone. Measured on this
+project's VM (ext4 on virtio, a 600-byte record per sync): 62 us of CPU
+and 180 us of wall time per fdatasync, against 89 us and 248 us for
+appends. The zeros left at ``close`` are cut off; a crash leaves them after
+the last record, where recovery reads them as the end of the log
+(:func:`~corosm.io.journal.format.is_padding`). Over space already
+allocated, a crash during a sync can keep a later page of what it was
+syncing and lose an earlier one, a hole of zeros where an append can only
+lose a suffix: the journal reserves only where at most its last batch is
+unsynced (``fsync="always"``), and recovery tells that batch from
+corruption by the mark on each batch's last frame (format version 2). The
+other price: a disk about to fill fails a segment's writes (ENOSPC, a
+fail-stop) up to a mebibyte sooner than appends would. :class:`FaultyFS`
+ignores ``reserve``: a file is its bytes, and ``crash(hole=...)`` makes
+the out-of-order tear.
 
 FaultyFS is deterministic: no threads, no clocks, no randomness. It holds a
 lock only so that the journal's threads may share it in tests.
@@ -56,8 +77,14 @@ class FileSystem(Protocol):
     def listdir(self, path: str) -> list[str]:
         """Names of the entries of directory ``path``."""
 
-    def create(self, path: str) -> FileHandle:
-        """Create (or truncate) ``path`` and open it for appending."""
+    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
+        """Create (or truncate) ``path`` and open it for appending.
+
+        ``reserve``: the file will take many small appends, each synced (a
+        journal segment). A file system may then set space aside ahead of
+        the writes, as zeros that :meth:`FileHandle.close` cuts off again;
+        after a crash they remain, after the last record.
+        """
 
     def read(self, path: str) -> bytes:
         """The whole contents of ``path``."""
@@ -92,11 +119,55 @@ class _OSFile:
     def fdatasync(self) -> None:
         # fdatasync skips metadata that is not needed to read the data back
         # (mtime), which is cheaper; file size changes are still flushed.
-        sync = getattr(os, "fdatasync", os.fsync)
-        sync(self._fd)
+        _sync(self._fd)
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+RESERVE_BYTES = 1 << 20
+"""How far ahead of its records a reserved file is filled with zeros (see module docs)."""
+
+_ZEROS = memoryview(bytes(RESERVE_BYTES))
+_sync = getattr(os, "fdatasync", os.fsync)
+
+
+class _ReservedFile:
+    """A real file whose records overwrite zeros written ahead of them."""
+
+    __slots__ = ("_end", "_fd", "_reserved")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._end = 0  # where the next record goes
+        self._reserved = 0  # where the zeros end
+
+    def write(self, data: bytes) -> None:
+        end = self._end + len(data)
+        if end > self._reserved:
+            self._reserve((end // RESERVE_BYTES + 1) * RESERVE_BYTES)
+        view, pos = memoryview(data), self._end
+        while view:  # pwrite may write less than asked (signals, huge buffers)
+            n = os.pwrite(self._fd, view, pos)
+            view, pos = view[n:], pos + n
+        self._end = end
+
+    def _reserve(self, target: int) -> None:
+        """Fill the file with zeros from where they end up to ``target``."""
+        pos = self._reserved
+        while pos < target:
+            pos += os.pwrite(self._fd, _ZEROS[: target - pos], pos)
+        self._reserved = target
+
+    def fdatasync(self) -> None:
+        _sync(self._fd)
+
+    def close(self) -> None:
+        try:
+            if self._reserved > self._end:
+                os.ftruncate(self._fd, self._end)
+        finally:
+            os.close(self._fd)
 
 
 class OSFileSystem:
@@ -108,9 +179,11 @@ class OSFileSystem:
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
 
-    def create(self, path: str) -> FileHandle:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        return _OSFile(os.open(path, flags, 0o644))
+    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        if reserve and hasattr(os, "pwrite"):  # not on Windows: appended there
+            return _ReservedFile(os.open(path, flags, 0o644))
+        return _OSFile(os.open(path, flags | os.O_APPEND, 0o644))
 
     def read(self, path: str) -> bytes:
         # One big read per file: replay then scans memory without syscalls.
@@ -201,15 +274,22 @@ class FaultyFS:
         """
         self._faults.append(_Fault(op, err, after, times, partial))
 
-    def crash(self, tear: int = 0) -> None:
-        """Lose everything that is not durable; keep ``tear`` bytes of the last unsynced write."""
+    def crash(self, tear: int = 0, hole: tuple[int, int] = (0, 0)) -> None:
+        """Lose everything that is not durable; keep ``tear`` bytes of the last unsynced write.
+
+        ``hole=(a, n)``: of those, the ``n`` bytes from the ``a``-th on are
+        lost all the same (zeros: the write went over reserved space, and a
+        later page of it reached the disk while an earlier one did not).
+        """
         with self._lock:
             last = self._last_write
             for inode in set(self._names.values()) | set(self._durable_names.values()):
                 if last is not None and inode is last[0] and tear > 0:
                     start = len(inode.durable)
-                    kept = bytes(inode.visible[start : start + tear])
-                    inode.durable = inode.durable + kept
+                    kept = bytearray(inode.visible[start : start + tear])
+                    a, n = hole
+                    kept[a : a + n] = bytes(len(kept[a : a + n]))
+                    inode.durable = inode.durable + bytes(kept)
                 inode.visible = bytearray(inode.durable)
             self._names = dict(self._durable_names)
             self._last_write = None
@@ -243,7 +323,7 @@ class FaultyFS:
                 raise FileNotFoundError(errno.ENOENT, "No such directory", path)
             return [p[len(prefix) :] for p in self._names if p.startswith(prefix)]
 
-    def create(self, path: str) -> FileHandle:
+    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         with self._lock:
             fault = self._check_fault("create", path)
             if fault:

@@ -16,17 +16,29 @@ frame header and the payload::
 before it is trusted (otherwise a flipped bit in a length in the middle of a
 file would look like a torn tail and silently cut the log). ``payload_crc``
 covers the payload. All integers are little-endian. LSNs start at 1 and grow
-by one per record across segments.
+by one per record across segments. Version 2 says which batch (one write,
+one sync) each frame belongs to: the top bit of ``length`` (:data:`BATCH_END`)
+marks the last frame of a batch (the payload length is the other 31 bits),
+and the top 16 bits of ``lsn`` hold the frame's index in its batch, capped
+at 65535 (:data:`LSN_MASK` keeps the 48 bits of the LSN itself). Version 1
+sets neither.
 
 Telling a torn tail from corruption: damage after which no valid frame
 follows is what a crash in the middle of the last write leaves behind;
-damage followed by a valid frame is not. :func:`find_frame` is the resync
-scan that decides: the first header after the damage whose header CRC checks
-and whose LSN fits where it was found. It looks for the LSN's fixed high
-bytes with ``bytes.find`` (C speed), skips runs of zeros with ``memcmp``
-and checks only the candidates in Python: over random bytes, text or zeros
-it runs at ``memchr`` speed; binary full of small integers costs about a
-microsecond per candidate. It runs at most once per recovery.
+damage followed by a valid frame is not, unless (version 2) the damage lies
+inside one batch and every valid frame after it belongs to that batch, which
+is then the last one: a crash during that batch's sync may keep a later page
+of it and lose an earlier one where the segment was written over zeros
+reserved ahead (see :mod:`~corosm.io.journal.files`), and a batch is written
+only once the one before it is synced. The first valid frame after the
+damage says where its batch began (its LSN minus its index), so damage that
+reaches back into an earlier batch is told apart. :func:`find_frame` is the
+resync scan that decides: the first header after the damage whose header CRC
+checks and whose LSN fits where it was found. It looks for the LSN's fixed
+high bytes with ``bytes.find`` (C speed), skips runs of zeros with
+``memcmp`` and checks only the candidates in Python: over random bytes, text
+or zeros it runs at ``memchr`` speed; binary full of small integers costs
+about a microsecond per candidate. It runs at most a few times per recovery.
 
 A snapshot file is the header, ``u64 lsn | u64 length | u32 crc`` and the
 payload; ``crc`` covers the 16 bytes before it and the payload. The state it
@@ -53,8 +65,10 @@ from corosm.errors import CorruptJournal, UsageError
 
 JOURNAL_MAGIC = b"CSMJRNL\x00"
 SNAPSHOT_MAGIC = b"CSMSNAP\x00"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
+BATCHES_MARKED = 2
+"""The first version whose frames mark the end of each batch (:data:`BATCH_END`)."""
 
 FILE_HEADER = struct.Struct("<8sII")
 FRAME_HEADER = struct.Struct("<IQII")
@@ -65,7 +79,13 @@ SNAPSHOT_HEADER = struct.Struct("<QQI")
 HEADER_SIZE = FILE_HEADER.size  # 16
 FRAME_SIZE = FRAME_HEADER.size  # 20
 MAX_RECORD_BYTES = (1 << 31) - 1
-"""Largest payload a frame may carry (the length field is a u32; keep a bit spare)."""
+"""Largest payload a frame may carry: the length field's low 31 bits."""
+BATCH_END = 1 << 31
+"""Set in the length field of the last frame of a batch (version 2)."""
+LSN_MASK = (1 << 48) - 1
+"""The LSN in a frame's ``lsn`` field, and the largest LSN (version 2 keeps the top 16 bits)."""
+_INDEX_ONE = 1 << 48  # a frame's index in its batch, in the lsn field (version 2)
+_INDEX_CAP = 0xFFFF << 48  # an index from 65535 on is written as 65535
 
 CRC_RESIDUE = 0x2144DF1C
 """``crc32(m + u32le(crc32(m)))`` for every ``m``: a CRC property, used to check a frame header.
@@ -89,8 +109,8 @@ def file_header(magic: bytes) -> bytes:
     return FILE_HEADER.pack(magic, FORMAT_VERSION, 0)
 
 
-def check_header(path: str, data: bytes | memoryview, magic: bytes) -> None:
-    """Raise :class:`CorruptJournal` unless ``data`` starts with a header we can read."""
+def check_header(path: str, data: bytes | memoryview, magic: bytes) -> int:
+    """The format version of ``data``'s header; :class:`CorruptJournal` unless we can read it."""
     kind = "journal segment" if magic == JOURNAL_MAGIC else "snapshot"
     if len(data) < HEADER_SIZE:
         raise CorruptJournal(
@@ -113,25 +133,43 @@ def check_header(path: str, data: bytes | memoryview, magic: bytes) -> None:
         raise CorruptJournal(
             path, 12, f"reserved {kind} header bytes are {reserved:#010x}, must be zero"
         )
+    return int(version)
 
 
 def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
-    """Frame ``payloads`` as consecutive records starting at ``first_lsn``, in one buffer."""
+    """Frame ``payloads`` as one batch of records from ``first_lsn`` on, in one buffer.
+
+    Each frame carries its index in the batch and the last one
+    :data:`BATCH_END` (format version 2): the buffer is meant to be written
+    with one write and synced before the next batch is written.
+    """
+    if first_lsn + len(payloads) - 1 > LSN_MASK:
+        raise UsageError(f"journal LSNs end at {LSN_MASK}; this batch would go past it")
     parts: list[bytes] = []
     add = parts.extend
     crc32 = zlib.crc32
     pack_head = FRAME_HEAD16.pack  # the 16 bytes that header_crc covers
     pack_crc = _U32.pack
     lsn = first_lsn
+    index = 0  # the frame's index in the batch, where the lsn field holds it
+    n = pcrc = 0
     for payload in payloads:
         n = len(payload)
         if n > MAX_RECORD_BYTES:
             raise UsageError(
                 f"journal record of {n} bytes is larger than the maximum {MAX_RECORD_BYTES}"
             )
-        head = pack_head(n, lsn, crc32(payload))
+        pcrc = crc32(payload)
+        head = pack_head(n, lsn | index, pcrc)
         add((head, pack_crc(crc32(head)), payload))
         lsn += 1
+        if index != _INDEX_CAP:
+            index += _INDEX_ONE
+    if parts:  # the last frame ends the batch: its head again, with the mark
+        last = min(len(payloads) - 1, 0xFFFF) << 48
+        head = pack_head(n | BATCH_END, (lsn - 1) | last, pcrc)
+        parts[-3] = head
+        parts[-2] = pack_crc(crc32(head))
     return b"".join(parts)
 
 
@@ -154,15 +192,19 @@ def read_frames(data: bytes, pos: int, lsn: int, count: int, out: list[bytes]) -
     unpack = FRAME_HEAD16.unpack_from
     crc32 = zlib.crc32
     residue = CRC_RESIDUE
+    mask = MAX_RECORD_BYTES  # the length without the batch mark
+    lsn_mask = LSN_MASK  # the LSN without the index in the batch
     add = out.append
     frame_size = FRAME_SIZE
     end = len(data)
+    n: int  # typed, so that the compiled loop masks them as machine integers
+    flsn: int
     try:
         for expected in range(lsn, lsn + count):
             n, flsn, pcrc = unpack(data, pos)
             start = pos + frame_size
-            stop = start + n
-            if crc32(data[pos:start]) != residue or stop > end or flsn != expected:
+            stop = start + (n & mask)
+            if crc32(data[pos:start]) != residue or stop > end or flsn & lsn_mask != expected:
                 break
             payload = data[start:stop]
             if crc32(payload) != pcrc:
@@ -177,8 +219,13 @@ def read_frames(data: bytes, pos: int, lsn: int, count: int, out: list[bytes]) -
 def frame_offset(data: bytes, pos: int, index: int) -> int:
     """Where the frame ``index`` frames after the one at ``pos`` starts (frames already read)."""
     for _ in range(index):
-        pos += FRAME_SIZE + _U32.unpack_from(data, pos)[0]
+        pos += FRAME_SIZE + (_U32.unpack_from(data, pos)[0] & MAX_RECORD_BYTES)
     return pos
+
+
+def ends_batch(data: bytes, pos: int) -> bool:
+    """Whether the frame at ``pos`` (already read) carries :data:`BATCH_END`."""
+    return bool(_U32.unpack_from(data, pos)[0] & BATCH_END)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,28 +256,29 @@ def find_frame(data: bytes, start: int, *, origin: int, lsn: int) -> tuple[int, 
     last = end - FRAME_SIZE  # the last offset a whole header fits at
     if start > last:
         return None
-    top = min(lsn + (end - origin) // FRAME_SIZE, (1 << 64) - 1)
+    top = min(lsn + (end - origin) // FRAME_SIZE, LSN_MASK)
     low_b, top_b = _U64.pack(lsn), _U64.pack(top)
-    fixed = 8  # every plausible LSN ends (little-endian) with low_b[fixed:]
+    fixed = 6  # every plausible LSN's 6 bytes end (little-endian) with low_b[fixed:6]
     while fixed > 0 and low_b[fixed - 1] == top_b[fixed - 1]:
         fixed -= 1
-    literal = low_b[fixed:]
+    literal = low_b[fixed:6]  # the 2 bytes above hold an index (version 2)
     shift = 4 + fixed  # where the literal sits in a frame header
     unpack, crc32 = FRAME_HEADER.unpack_from, zlib.crc32
     pos = start
     while pos <= last:
         if literal:
-            hit = data.find(literal, pos + shift, last + 12)
+            hit = data.find(literal, pos + shift, last + 10)
             if hit < 0:
                 return None
             pos = hit - shift
-        _n, flsn, _pcrc, hcrc = unpack(data, pos)
+        _n, field, _pcrc, hcrc = unpack(data, pos)
+        flsn = field & LSN_MASK
         if (
             lsn <= flsn <= lsn + (pos - origin) // FRAME_SIZE
             and crc32(data[pos : pos + 16]) == hcrc
         ):
             return pos, flsn
-        if flsn == 0:  # zeros (preallocated or never written): skip the run in C
+        if field == 0:  # zeros (preallocated or never written): skip the run in C
             nonzero = _skip_zeros(data, pos + 12, last + 12)
             # a plausible LSN has a non-zero byte, so no header starts before this
             pos = nonzero - 11
@@ -253,38 +301,112 @@ def _skip_zeros(data: bytes, pos: int, stop: int) -> int:
     return pos + len(tail) - len(tail.lstrip(b"\x00"))
 
 
-def classify_bad_frame(data: bytes, offset: int, lsn: int) -> FrameError | None:
+def is_padding(data: bytes, offset: int) -> bool:
+    """True when ``data`` holds only zero bytes from ``offset`` to its end.
+
+    A segment written into reserved space (:mod:`~corosm.io.journal.files`)
+    that was not closed ends so: zeros after its last record, which mark
+    the end of the log, not damage (20 zero bytes are never a valid frame
+    header: the CRC of 16 zero bytes is not zero).
+    """
+    return _skip_zeros(data, offset, len(data)) == len(data)
+
+
+def classify_bad_frame(
+    data: bytes, offset: int, lsn: int, *, batches: bool = False
+) -> FrameError | None:
     """Explain why the frame at ``offset`` (which should hold ``lsn``) is not valid.
 
     Slow path, runs once per recovery at most. The frame is torn when no
     plausible frame follows it (:func:`find_frame`); when its own header
     checks, its length is trusted and the search starts after its payload.
-    None when both CRCs of the frame check (whatever its LSN).
+    With ``batches`` (a segment of format version 2 on, whose frames say
+    which batch they belong to) it is torn too when the first valid frame
+    after it is of the batch that holds ``lsn`` and so is every later one:
+    what a crash during the last batch's sync can leave (see the module
+    docs). None when both CRCs of the frame check (whatever its LSN).
     """
-    end = len(data)
-    if end - offset < FRAME_SIZE:
-        return FrameError(offset, f"incomplete frame header ({end - offset} bytes)", True)
-    n, flsn, pcrc, hcrc = FRAME_HEADER.unpack_from(data, offset)
-    view = memoryview(data)
-    if zlib.crc32(view[offset : offset + 16]) != hcrc:
-        reason, resume = "frame header checksum mismatch", offset + 1
-    elif offset + FRAME_SIZE + n > end:
-        reason = (
-            f"incomplete record: header says {n} payload bytes, "
-            f"file has {end - offset - FRAME_SIZE}"
-        )
-        resume = end
-    elif zlib.crc32(view[offset + FRAME_SIZE : offset + FRAME_SIZE + n]) != pcrc:
-        reason, resume = f"payload checksum mismatch (lsn {flsn})", offset + FRAME_SIZE + n
-    else:
+    damage = _damage(data, offset)
+    if damage is None:
         return None
+    reason, resume = damage
     found = find_frame(data, resume, origin=offset, lsn=lsn)
     if found is None:
         return FrameError(offset, reason, True)
     at, next_lsn = found
+    if batches:
+        first = _batch_start(data, at)
+        if first is not None and first <= lsn:  # the damage is inside that frame's batch
+            other = _other_batch(data, at, next_lsn, first)
+            if other is None:
+                return FrameError(
+                    offset,
+                    f"{reason}; the valid records after it (lsn {next_lsn} on, from byte "
+                    f"{at}) are of its own batch, the last, which began at lsn {first}: "
+                    "a crash during that batch's sync",
+                    True,
+                )
+            at, next_lsn = other
     return FrameError(
         offset, f"{reason}; a valid record (lsn {next_lsn}) follows at byte {at}", False
     )
+
+
+def _damage(data: bytes, offset: int) -> tuple[str, int] | None:
+    """Why the frame at ``offset`` is not valid and where to look for the next one; None if it is.
+
+    When the frame's header checks, its length is trusted: the search
+    resumes after its payload (a payload may hold bytes that look like a
+    frame). Its LSN is not looked at.
+    """
+    end = len(data)
+    if end - offset < FRAME_SIZE:
+        return f"incomplete frame header ({end - offset} bytes)", end
+    length, field, pcrc, hcrc = FRAME_HEADER.unpack_from(data, offset)
+    n = length & MAX_RECORD_BYTES
+    view = memoryview(data)
+    if zlib.crc32(view[offset : offset + 16]) != hcrc:
+        return "frame header checksum mismatch", offset + 1
+    if offset + FRAME_SIZE + n > end:
+        have = end - offset - FRAME_SIZE
+        return f"incomplete record: header says {n} payload bytes, file has {have}", end
+    if zlib.crc32(view[offset + FRAME_SIZE : offset + FRAME_SIZE + n]) != pcrc:
+        return f"payload checksum mismatch (lsn {field & LSN_MASK})", offset + FRAME_SIZE + n
+    return None
+
+
+def _batch_start(data: bytes, pos: int) -> int | None:
+    """The LSN that began the batch of the frame at ``pos`` (version 2); None if not known.
+
+    The frame's index in its batch is capped at 65535: from there on the
+    start is not known.
+    """
+    field = _U64.unpack_from(data, pos + 4)[0]
+    index = field >> 48
+    return None if index == 0xFFFF else (field & LSN_MASK) - index
+
+
+def _other_batch(data: bytes, pos: int, lsn: int, first: int) -> tuple[int, int] | None:
+    """``(offset, lsn)`` of the first valid frame from ``pos`` on not in the batch ``first``.
+
+    The frame at ``pos`` holds ``lsn`` (a header :func:`find_frame` found).
+    Walks the valid frames from there, across further damage (resyncing
+    with :func:`find_frame`), and returns the first one whose batch did not
+    begin at LSN ``first``: one of a later batch. None when there is none.
+    """
+    while True:
+        damage = _damage(data, pos)
+        if damage is None and FRAME_HEAD16.unpack_from(data, pos)[1] & LSN_MASK == lsn:
+            if _batch_start(data, pos) != first:
+                return pos, lsn
+            pos = frame_offset(data, pos, 1)
+            lsn += 1
+            continue
+        resume = damage[1] if damage is not None else pos + 1
+        found = find_frame(data, resume, origin=pos, lsn=lsn)
+        if found is None:
+            return None
+        pos, lsn = found
 
 
 def segment_name(first_lsn: int) -> str:

@@ -9,6 +9,14 @@ is the whole of group commit, minus the waiting. The journal thread
 (:mod:`corosm.io.journal.writer`) calls it in a loop with everything that
 queued meanwhile; the simulator can call it directly, step by step.
 
+With ``reserve`` (the journal sets it in ``fsync="always"`` mode) a segment
+is written over zeros set aside ahead of its records
+(:mod:`~corosm.io.journal.files`): then a batch's sync flushes its data, not
+the file's new size. Each batch is one write whose last frame is marked as
+the end of the batch, and in ``always`` mode it is synced before the next
+is written, so at most the last batch can be torn by a crash, in any order
+of its pages; recovery knows the shape (:mod:`~corosm.io.journal.format`).
+
 A new segment is started when the current one has grown past
 ``segment_bytes`` or when :meth:`request_rotation` was called (a snapshot
 asks for that, so that older segments can be dropped sooner). Creating a
@@ -45,13 +53,20 @@ class LogWriter:
     """Appends framed records to segment files in ``directory`` (see module docs)."""
 
     def __init__(
-        self, fs: FileSystem, directory: str, next_lsn: int, segment_bytes: int = 64 << 20
+        self,
+        fs: FileSystem,
+        directory: str,
+        next_lsn: int,
+        segment_bytes: int = 64 << 20,
+        *,
+        reserve: bool = False,
     ) -> None:
         if next_lsn < 1:
             raise ValueError(f"next_lsn must be >= 1 (LSNs start at 1), got {next_lsn}")
         self.fs = fs
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.reserve = reserve
         self.next_lsn = next_lsn
         self.segment_first_lsn = next_lsn
         self.segment_size = 0
@@ -136,7 +151,7 @@ class LogWriter:
 
     def _start_segment(self) -> None:
         self.segment_first_lsn = self.next_lsn
-        f = self.fs.create(self.segment_path)
+        f = self.fs.create(self.segment_path, reserve=self.reserve)
         self._file = f
         f.write(file_header(JOURNAL_MAGIC))
         f.fdatasync()

@@ -18,15 +18,19 @@ Theory of operation
    to ``*.damaged``, so that snapshot retention never mistakes one for the
    previous snapshot it keeps as a fallback.
 
-Damage in the last segment after which no valid frame follows is what a
-crash in the middle of a write leaves, whatever the damaged bytes are (see
-:func:`~corosm.io.journal.format.classify_bad_frame`); in ``always`` mode it
-was never acknowledged, so it is cut off and reported (logger
-``corosm.journal``). Damage followed by a valid frame, or in any segment but
-the last (a segment is synced before the next one is created, so a crash
-cannot tear it), raises :class:`CorruptJournal` naming the file and byte
-offset, unless ``truncate_corrupt=True``, which cuts the journal there,
-removes later segments and reports what was dropped.
+Zeros from the end of a batch to the end of a segment are space reserved
+for records (:mod:`~corosm.io.journal.files`) and not filled: they are cut
+off, and are no damage. Damage in the last segment after which no valid
+frame follows is what a crash in the middle of a write leaves, whatever the
+damaged bytes are; so is damage after which only frames of the same batch
+follow, the last one (see
+:func:`~corosm.io.journal.format.classify_bad_frame`). In ``always`` mode
+it was never acknowledged, so it is cut off and reported (logger
+``corosm.journal``). Damage followed by a valid frame of a later batch, or
+in any segment but the last (a segment is synced before the next one is
+created, so a crash cannot tear it), raises :class:`CorruptJournal` naming
+the file and byte offset, unless ``truncate_corrupt=True``, which cuts the
+journal there, removes later segments and reports what was dropped.
 
 The hot loops avoid per-record syscalls and objects beyond the payload: the
 file is one ``bytes``; :func:`~corosm.io.journal.format.read_frames` checks
@@ -48,14 +52,19 @@ from corosm.core.machine import Machine
 from corosm.errors import ApplyFailed, CorruptJournal, DataError
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import (
+    BATCHES_MARKED,
     FRAME_HEAD16,
+    FRAME_SIZE,
     HEADER_SIZE,
     JOURNAL_MAGIC,
+    LSN_MASK,
     TEMP_SUFFIX,
     FrameError,
     check_header,
     classify_bad_frame,
+    ends_batch,
     frame_offset,
+    is_padding,
     parse_segment_name,
     read_frames,
 )
@@ -110,6 +119,8 @@ class _Scan:
     lsn: int
     applied: int
     error: FrameError | None
+    closed: bool
+    """The last frame read ends a batch, or there was none: what follows starts afresh."""
 
 
 _CHUNK = 4096
@@ -117,7 +128,9 @@ _CHUNK = 4096
 negligible, few enough that the chunk's payloads stay in the CPU caches."""
 
 
-def _replay(data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, path: str) -> _Scan:
+def _replay(
+    data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, path: str, batches: bool
+) -> _Scan:
     """Apply the frames of one segment; stop at the end or at the first bad frame.
 
     The segment's first frame should hold ``lsn``; frames up to ``skip_upto``
@@ -125,10 +138,12 @@ def _replay(data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, 
     :data:`_CHUNK` at a time by :func:`read_frames` and each chunk is handed
     to the machine in one call (:func:`_apply_chunk`), so the per-record work
     is two tight loops; the frame that stopped reading, if any, is explained
-    by :func:`_frame_error`.
+    by :func:`_frame_error`. ``batches``: the segment's frames mark the end
+    of each batch (format version 2 on).
     """
     pos = HEADER_SIZE
     applied = 0
+    last: int | None = None  # where the last frame read starts
     while True:
         payloads: list[bytes] = []
         after = read_frames(data, pos, lsn, _CHUNK, payloads)
@@ -146,9 +161,12 @@ def _replay(data: bytes, *, lsn: int, skip_upto: int, state: Any, machine: Any, 
             )
             applied += len(payloads) - skip
         lsn += len(payloads)
+        if payloads:
+            last = after - FRAME_SIZE - len(payloads[-1])
         pos = after
         if len(payloads) < _CHUNK:
-            return _Scan(state, pos, lsn, applied, _frame_error(data, pos, lsn))
+            closed = last is None or ends_batch(data, last)
+            return _Scan(state, pos, lsn, applied, _frame_error(data, pos, lsn, batches), closed)
 
 
 def _apply_chunk(
@@ -210,13 +228,13 @@ def _record_failure(
     return failure
 
 
-def _frame_error(data: bytes, pos: int, lsn: int) -> FrameError | None:
+def _frame_error(data: bytes, pos: int, lsn: int, batches: bool) -> FrameError | None:
     """Why reading stopped at ``pos`` (where record ``lsn`` should be), or None at the end."""
     if pos == len(data):
         return None
-    error = classify_bad_frame(data, pos, lsn)
+    error = classify_bad_frame(data, pos, lsn, batches=batches)
     if error is None:  # both CRCs check: the frame holds another LSN
-        flsn = FRAME_HEAD16.unpack_from(data, pos)[1]
+        flsn = FRAME_HEAD16.unpack_from(data, pos)[1] & LSN_MASK
         error = FrameError(pos, f"record has lsn {flsn}, expected {lsn}", False)
     return error
 
@@ -240,11 +258,22 @@ def _cut_damage(
     path: str,
     later: list[str],
     err: FrameError,
-    size: int,
+    data: bytes,
+    padding: bool,
     truncate_corrupt: bool,
-) -> Damage:
-    """Cut a torn tail, or corruption when allowed (else raise); report what went."""
-    lost = size - err.offset
+) -> Damage | None:
+    """Cut a torn tail, or corruption when allowed (else raise); report what went.
+
+    None when ``padding`` (the last frame read ended a batch, or the format
+    does not say) and only zeros follow it: space reserved for records
+    (:mod:`~corosm.io.journal.files`) and not filled before a crash. It is
+    cut off too, and is no damage: nothing was written there.
+    """
+    lost = len(data) - err.offset
+    if padding and is_padding(data, err.offset):
+        fs.truncate(path, err.offset)
+        log.info("journal: %s: %d bytes of zeros after the last record cut off", path, lost)
+        return None
     if err.torn and not later:  # nothing valid follows the damage: a torn write
         fs.truncate(path, err.offset)
         log.warning(
@@ -267,6 +296,14 @@ def _cut_damage(
         "segment(s) dropped", path, err.offset, reason, lost, len(later),
     )  # fmt: skip
     return Damage(path, err.offset, reason, lost, tuple(later))
+
+
+def _remove_unborn(fs: FileSystem, directory: str, path: str, size: int) -> Damage:
+    """Remove a segment that a crash left before its header was durable; report it."""
+    fs.remove(path)
+    fs.fsync_dir(directory)
+    log.warning("journal: removed %s, torn while being created", path)
+    return Damage(path, 0, "incomplete segment header", size)
 
 
 def _check_reaches_back(
@@ -336,16 +373,22 @@ def recover(
             )
         data = fs.read(path)
         read += 1
-        if len(data) < HEADER_SIZE and not later:
-            # A crash while the segment was being created: it holds no record.
-            fs.remove(path)
-            fs.fsync_dir(directory)
-            torn = Damage(path, 0, "incomplete segment header", len(data))
-            log.warning("journal: removed %s, torn while being created", path)
+        if (len(data) < HEADER_SIZE or is_padding(data, 0)) and not later:
+            # A crash while the segment was being created (before its header
+            # was synced, in space reserved as zeros): it holds no record.
+            torn = _remove_unborn(fs, directory, path, len(data))
             expected = max(expected, first)
             break
-        check_header(path, data, JOURNAL_MAGIC)
-        scan = _replay(data, lsn=first, skip_upto=snap_lsn, state=state, machine=machine, path=path)
+        batches = check_header(path, data, JOURNAL_MAGIC) >= BATCHES_MARKED
+        scan = _replay(
+            data,
+            lsn=first,
+            skip_upto=snap_lsn,
+            state=state,
+            machine=machine,
+            path=path,
+            batches=batches,
+        )
         state, expected = scan.state, scan.lsn
         replayed += scan.applied
         err = scan.error
@@ -357,9 +400,12 @@ def recover(
             path=path,
             later=later,
             err=err,
-            size=len(data),
+            data=data,
+            padding=scan.closed or not batches,
             truncate_corrupt=truncate_corrupt,
         )
+        if damage is None:  # zeros after the last record: the end of the segment
+            continue
         if err.torn and not later:
             torn = damage
         else:

@@ -110,7 +110,7 @@ class SimJournal:
             snapshot_every_bytes=0,
         )
         self.control = JournalControl(
-            LogWriter(fs, JOURNAL_DIR, next_lsn),
+            LogWriter(fs, JOURNAL_DIR, next_lsn, reserve=True),  # as production's "always"
             options,
             self._deliver,
             now=now,
@@ -121,6 +121,8 @@ class SimJournal:
         self._sink: JournalSink | None = None
         self._busy = False
         self.last_write_size = 0  # bytes of the newest write not yet synced (for tearing)
+        #: Segments are written over reserved space: a crash may tear a batch out of order.
+        self.reserved = self.control.writer.reserve
 
     # -- what JournalExecutor needs (the production Journal's interface) ----------------
 

@@ -47,9 +47,9 @@ class CrashingFS:
     def listdir(self, path: str) -> list[str]:
         return self._fs.listdir(path)
 
-    def create(self, path: str) -> FileHandle:
+    def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         self._tick("create", path)
-        return _CrashingHandle(self, path, self._fs.create(path))
+        return _CrashingHandle(self, path, self._fs.create(path, reserve=reserve))
 
     def read(self, path: str) -> bytes:
         return self._fs.read(path)

@@ -395,11 +395,18 @@ class World:
     def _crash(self, why: str) -> None:
         journal = self.journal
         size = journal.last_write_size if journal is not None else 0
-        tear = 0
+        tear, hole = 0, (0, 0)
         if size and self.rng.random() < self.plan.tear_probability:
             tear = self.rng.randint(1, size)
-        self.trace.add(self.clock.now, "world", f"{why}: unsynced bytes lost, {tear} kept (torn)")
-        self.fs.crash(tear=tear)
+            # Over reserved space a sync may keep a later page and lose an earlier one.
+            if journal is not None and journal.reserved and self.rng.random() < 0.5:
+                start = self.rng.randrange(tear)
+                hole = (start, self.rng.randint(1, tear - start))
+        lost = f", bytes {hole[0]}..{hole[0] + hole[1] - 1} of them lost" if hole[1] else ""
+        self.trace.add(
+            self.clock.now, "world", f"{why}: unsynced bytes lost, {tear} kept (torn){lost}"
+        )
+        self.fs.crash(tear=tear, hole=hole)
         self.host = None  # first, so that the clients of cut operations park
         for op in sorted(self.pending):
             who = f"client {self.pending[op].client}"
