@@ -63,7 +63,7 @@ class JournalOptions:
     fsync: FsyncMode = "always"
     interval_ms: int = 1000
     segment_bytes: int = 64 << 20
-    max_batch_records: int = 65536
+    max_batch_records: int = 65535  # a frame's index in its batch is exact below 65535 (format.py)
     snapshot_every_records: int = 1_000_000
     snapshot_every_bytes: int = 256 << 20
 
