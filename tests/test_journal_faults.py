@@ -115,6 +115,19 @@ def test_crash_tearing_an_unsynced_batch_recovers_whole_records_only(tear: int) 
     assert (rec2.report.torn_tail is not None) == (tear % (FRAME_SIZE + 4) != 0)
 
 
+def test_a_crash_may_lose_a_stretch_of_the_torn_write_before_bytes_it_kept() -> None:
+    # What a sync over reserved zeros may leave: a later page kept, an earlier one not.
+    fs = FaultyFS()
+    fs.makedirs("/d")
+    f = fs.create("/d/x")
+    fs.fsync_dir("/d")
+    f.write(b"synced")
+    f.fdatasync()
+    f.write(b"0123456789")
+    fs.crash(tear=8, hole=(2, 3))
+    assert fs.read("/d/x") == b"synced01" + bytes(3) + b"567"
+
+
 def test_segment_name_not_made_durable_is_lost_in_a_crash() -> None:
     fs = FaultyFS()
     fs.makedirs("/d")
