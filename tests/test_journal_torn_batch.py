@@ -218,3 +218,20 @@ def test_a_batch_torn_by_a_crash_of_the_journal_in_always_mode(tmp_path: Path) -
     torn_tail = rec.report.torn_tail
     assert torn_tail is not None and torn_tail.offset == end
     assert "its own batch" in torn_tail.reason
+
+
+def test_zeros_left_after_a_rotated_segment_are_the_reserve_not_damage(tmp_path: Path) -> None:
+    # A rotation cuts the old segment's zeros without a sync: a crash may leave them.
+    first, _ = build([[b"a", b"b"], [b"c"]])
+    second = file_header(JOURNAL_MAGIC) + encode_frames([b"d", b"e"], 4)
+    (tmp_path / segment_name(1)).write_bytes(first)
+    (tmp_path / segment_name(4)).write_bytes(second)
+    rec = recover(str(tmp_path), ListMachine())
+    assert rec.state == [b"a", b"b", b"c", b"d", b"e"] and rec.next_lsn == 6
+    assert rec.report.torn_tail is None and rec.report.corruption_dropped is None
+    # but zeros after part of a batch, in a segment another follows, are damage
+    third = frames(first)[1][0]  # "b": its batch lost from there on
+    cut = first[:third] + bytes(len(first) - third)
+    (tmp_path / segment_name(1)).write_bytes(cut)
+    with pytest.raises(CorruptJournal, match="later segment"):
+        recover(str(tmp_path), ListMachine())
