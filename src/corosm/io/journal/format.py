@@ -82,10 +82,12 @@ MAX_RECORD_BYTES = (1 << 31) - 1
 """Largest payload a frame may carry: the length field's low 31 bits."""
 BATCH_END = 1 << 31
 """Set in the length field of the last frame of a batch (version 2)."""
-LSN_MASK = (1 << 48) - 1
+_INDEX_SHIFT = 48  # where a frame's index in its batch sits in the lsn field (version 2)
+_INDEX_MAX = 0xFFFF  # an index from here on is written as this: "this or more"
+LSN_MASK = (1 << _INDEX_SHIFT) - 1
 """The LSN in a frame's ``lsn`` field, and the largest LSN (version 2 keeps the top 16 bits)."""
-_INDEX_ONE = 1 << 48  # a frame's index in its batch, in the lsn field (version 2)
-_INDEX_CAP = 0xFFFF << 48  # an index from 65535 on is written as 65535
+_INDEX_ONE = 1 << _INDEX_SHIFT
+_INDEX_CAP = _INDEX_MAX << _INDEX_SHIFT
 
 CRC_RESIDUE = 0x2144DF1C
 """``crc32(m + u32le(crc32(m)))`` for every ``m``: a CRC property, used to check a frame header.
@@ -166,7 +168,7 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
         if index != _INDEX_CAP:
             index += _INDEX_ONE
     if parts:  # the last frame ends the batch: its head again, with the mark
-        last = min(len(payloads) - 1, 0xFFFF) << 48
+        last = min(len(payloads) - 1, _INDEX_MAX) << _INDEX_SHIFT
         head = pack_head(n | BATCH_END, (lsn - 1) | last, pcrc)
         parts[-3] = head
         parts[-2] = pack_crc(crc32(head))
@@ -382,8 +384,8 @@ def _batch_start(data: bytes, pos: int) -> int | None:
     start is not known.
     """
     field = _U64.unpack_from(data, pos + 4)[0]
-    index = field >> 48
-    return None if index == 0xFFFF else (field & LSN_MASK) - index
+    index = field >> _INDEX_SHIFT
+    return None if index == _INDEX_MAX else (field & LSN_MASK) - index
 
 
 def _other_batch(data: bytes, pos: int, lsn: int, first: int) -> tuple[int, int] | None:

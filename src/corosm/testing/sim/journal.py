@@ -121,8 +121,6 @@ class SimJournal:
         self._sink: JournalSink | None = None
         self._busy = False
         self.last_write_size = 0  # bytes of the newest write not yet synced (for tearing)
-        #: Segments are written over reserved space: a crash may tear a batch out of order.
-        self.reserved = self.control.writer.reserve
 
     # -- what JournalExecutor needs (the production Journal's interface) ----------------
 

@@ -399,7 +399,7 @@ class World:
         if size and self.rng.random() < self.plan.tear_probability:
             tear = self.rng.randint(1, size)
             # Over reserved space a sync may keep a later page and lose an earlier one.
-            if journal is not None and journal.reserved and self.rng.random() < 0.5:
+            if journal is not None and journal.control.writer.reserve and self.rng.random() < 0.5:
                 start = self.rng.randrange(tear)
                 hole = (start, self.rng.randint(1, tear - start))
         lost = f", bytes {hole[0]}..{hole[0] + hole[1] - 1} of them lost" if hole[1] else ""
