@@ -60,36 +60,38 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from corosm.errors import CorruptJournal, UsageError
 
-JOURNAL_MAGIC = b"CSMJRNL\x00"
-SNAPSHOT_MAGIC = b"CSMSNAP\x00"
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = frozenset({1, 2})
-BATCHES_MARKED = 2
+JOURNAL_MAGIC: Final = b"CSMJRNL\x00"
+SNAPSHOT_MAGIC: Final = b"CSMSNAP\x00"
+FORMAT_VERSION: Final = 2
+SUPPORTED_VERSIONS: Final = frozenset({1, 2})
+BATCHES_MARKED: Final = 2
 """The first version whose frames mark the end of each batch (:data:`BATCH_END`)."""
 
-FILE_HEADER = struct.Struct("<8sII")
-FRAME_HEADER = struct.Struct("<IQII")
-FRAME_HEAD16 = struct.Struct("<IQI")  # FRAME_HEADER without header_crc: length, lsn, payload_crc
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-SNAPSHOT_HEADER = struct.Struct("<QQI")
-HEADER_SIZE = FILE_HEADER.size  # 16
-FRAME_SIZE = FRAME_HEADER.size  # 20
-MAX_RECORD_BYTES = (1 << 31) - 1
+FILE_HEADER: Final = struct.Struct("<8sII")
+FRAME_HEADER: Final = struct.Struct("<IQII")
+# FRAME_HEADER without header_crc: length, lsn, payload_crc
+FRAME_HEAD16: Final = struct.Struct("<IQI")
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
+SNAPSHOT_HEADER: Final = struct.Struct("<QQI")
+HEADER_SIZE: Final = FILE_HEADER.size  # 16
+FRAME_SIZE: Final = FRAME_HEADER.size  # 20
+MAX_RECORD_BYTES: Final = (1 << 31) - 1
 """Largest payload a frame may carry: the length field's low 31 bits."""
-BATCH_END = 1 << 31
+BATCH_END: Final = 1 << 31
 """Set in the length field of the last frame of a batch (version 2)."""
-_INDEX_SHIFT = 48  # where a frame's index in its batch sits in the lsn field (version 2)
-_INDEX_MAX = 0xFFFF  # an index from here on is written as this: "this or more"
-LSN_MASK = (1 << _INDEX_SHIFT) - 1
+_INDEX_SHIFT: Final = 48  # where a frame's index in its batch sits in the lsn field (version 2)
+_INDEX_MAX: Final = 0xFFFF  # an index from here on is written as this: "this or more"
+LSN_MASK: Final = (1 << _INDEX_SHIFT) - 1
 """The LSN in a frame's ``lsn`` field, and the largest LSN (version 2 keeps the top 16 bits)."""
-_INDEX_ONE = 1 << _INDEX_SHIFT
-_INDEX_CAP = _INDEX_MAX << _INDEX_SHIFT
+_INDEX_ONE: Final = 1 << _INDEX_SHIFT
+_NEXT_FRAME: Final = _INDEX_ONE + 1  # from one frame's lsn field to the next's, below the cap
 
-CRC_RESIDUE = 0x2144DF1C
+CRC_RESIDUE: Final = 0x2144DF1C
 """``crc32(m + u32le(crc32(m)))`` for every ``m``: a CRC property, used to check a frame header.
 
 So ``crc32(frame[0:20]) == CRC_RESIDUE`` exactly when the header CRC checks
@@ -98,12 +100,12 @@ unpacking the stored CRC into an int and comparing: one step less per frame
 in the replay loop.
 """
 
-_SEGMENT_RE = re.compile(r"^journal-(\d{20})\.log$")
-_SNAPSHOT_RE = re.compile(r"^snapshot-(\d{20})\.snap$")
-TEMP_SUFFIX = ".tmp"
-DAMAGED_SUFFIX = ".damaged"
+_SEGMENT_RE: Final = re.compile(r"^journal-(\d{20})\.log$")
+_SNAPSHOT_RE: Final = re.compile(r"^snapshot-(\d{20})\.snap$")
+TEMP_SUFFIX: Final = ".tmp"
+DAMAGED_SUFFIX: Final = ".damaged"
 """Appended to the name of a snapshot that failed its checks, once recovery went past it."""
-_ZERO_BLOCK = bytes(1 << 16)
+_ZERO_BLOCK: Final = bytes(1 << 16)
 
 
 def file_header(magic: bytes) -> bytes:
@@ -145,33 +147,25 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
     :data:`BATCH_END` (format version 2): the buffer is meant to be written
     with one write and synced before the next batch is written.
     """
-    if first_lsn + len(payloads) - 1 > LSN_MASK:
+    last = len(payloads) - 1
+    if first_lsn + last > LSN_MASK:
         raise UsageError(f"journal LSNs end at {LSN_MASK}; this batch would go past it")
     parts: list[bytes] = []
-    add = parts.extend
     crc32 = zlib.crc32
     pack_head = FRAME_HEAD16.pack  # the 16 bytes that header_crc covers
     pack_crc = _U32.pack
-    lsn = first_lsn
-    index = 0  # the frame's index in the batch, where the lsn field holds it
-    n = pcrc = 0
-    for payload in payloads:
+    field = first_lsn  # the lsn field: the LSN, and the frame's index in the batch above it
+    for i, payload in enumerate(payloads):
         n = len(payload)
         if n > MAX_RECORD_BYTES:
             raise UsageError(
                 f"journal record of {n} bytes is larger than the maximum {MAX_RECORD_BYTES}"
             )
-        pcrc = crc32(payload)
-        head = pack_head(n, lsn | index, pcrc)
-        add((head, pack_crc(crc32(head)), payload))
-        lsn += 1
-        if index != _INDEX_CAP:
-            index += _INDEX_ONE
-    if parts:  # the last frame ends the batch: its head again, with the mark
-        last = min(len(payloads) - 1, _INDEX_MAX) << _INDEX_SHIFT
-        head = pack_head(n | BATCH_END, (lsn - 1) | last, pcrc)
-        parts[-3] = head
-        parts[-2] = pack_crc(crc32(head))
+        head = pack_head(n | BATCH_END if i == last else n, field, crc32(payload))
+        parts.append(head)
+        parts.append(pack_crc(crc32(head)))
+        parts.append(payload)
+        field += _NEXT_FRAME if i < _INDEX_MAX else 1
     return b"".join(parts)
 
 
