@@ -91,6 +91,13 @@ def test_a_batch_says_which_frames_are_its_own() -> None:
     assert read_frames(data, 0, 10, 99, out) == len(data) and out == [b"a", b"bb", b"ccc"]
     # an index from 65535 on is written as 65535
     big = encode_frames([b""] * 65537, 1)
+    fields = [FRAME_HEAD16.unpack_from(big, i * FRAME_SIZE)[1] for i in range(65533, 65537)]
+    assert [(f & LSN_MASK, f >> 48) for f in fields] == [
+        (65534, 65533),
+        (65535, 65534),
+        (65536, 0xFFFF),
+        (65537, 0xFFFF),
+    ]
     last = FRAME_HEAD16.unpack_from(big, len(big) - FRAME_SIZE)
     assert last == (BATCH_END, 65537 | (0xFFFF << 48), zlib.crc32(b""))
 
