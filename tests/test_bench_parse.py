@@ -125,7 +125,8 @@ def _results() -> Results:
         for name, rps in (("corosm", a), ("blocking", b), ("constant", c)):
             values = {"rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "p999_ms": 3.0, "errors": 0.0}
             res.add(Sample("durable_writes", "64 conns", 64, name, rnd, values))
-    res.add(Sample("reads", "reads alone", 0, "corosm", 0, {"p50_ms": 1.0, "p99_ms": 1.0}))
+    cpu = {"cpu_us_per_req": 12.0, "loop_us_per_req": 9.0}
+    res.add(Sample("reads", "reads alone", 0, "corosm", 0, {"p50_ms": 1.0, "p99_ms": 1.0} | cpu))
     res.add(Sample("reads", "reads + 64 writers", 64, "corosm", 0, {"p50_ms": 1, "p99_ms": 3}))
     for name, rps in (("corosm", 900.0), ("constant", 1000.0)):
         res.add(Sample("http", "reads 64 conns", 64, name, 0, {"rps": rps}))
@@ -159,6 +160,8 @@ def test_verdicts_say_met_and_missed_plainly() -> None:
         "| read p99 with 64 writers / reads alone (corosm) | 3.00x | <= 2x | **MISSED** |" in text
     )
     assert "| 64 | 800 | 100 | 1,500 |" in text
+    # every row says what a request cost the server, where it was measured
+    assert "| corosm | 1.00 | 1.00 | 1.00 | 3.00 | 3.00x | n/a | 12 (9) | n/a |" in text
     assert "![throughput](throughput.png)" in text
 
 

@@ -80,6 +80,20 @@ def test_wrk_scripts_against_a_seed_protocol_server(
         assert 0 < r.p50_us <= r.p99_us <= r.p999_us <= r.max_us
 
 
+def test_reads_under_writes_count_the_servers_cpu_per_request(
+    tmp_path: Path, require_tool: Callable[..., str]
+) -> None:
+    require_tool("wrk", apt="wrk")
+    suite, _ = _suite(tmp_path)
+    fake = Contender("fake", "checks seed bodies", (sys.executable, "-c", SEED_SERVER, "{port}"))
+    with suite.servers("smoke", [fake]) as ports:
+        reads, writes, cpu = suite._reads_under_writes(ports["fake"], suite.pids["fake"], 1)
+    assert reads.requests > 50 and writes.requests > 50
+    assert reads.errors == writes.errors == 0
+    # the server's CPU over the readers' run, per read and write answered in it
+    assert 0 < cpu["loop_us_per_req"] <= cpu["cpu_us_per_req"] < 1e6
+
+
 def test_a_contender_that_cannot_start_is_reported_with_its_output(tmp_path: Path) -> None:
     suite, said = _suite(tmp_path)
     broken = Contender("broken", "dies", (sys.executable, "-c", "print('no such option')"))

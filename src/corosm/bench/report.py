@@ -146,9 +146,13 @@ def reads_section(results: Results) -> list[str]:
             *(_num(v, ".2f") for v in loaded),
             _ratio(_read_ratio(results, name)),
             _num(writes),
+            _cpu_cell(results, "reads alone", name, "reads"),
+            _cpu_cell(results, "reads + 64 writers", name, "reads"),
         ])  # fmt: skip
     header = ["server", "alone p50 ms", "alone p99 ms", "loaded p50 ms", "loaded p99 ms"]
-    return _table([*header, "p99 loaded / alone", "writes/s meanwhile"], rows)
+    header += ["p99 loaded / alone", "writes/s meanwhile"]
+    header += ["CPU us/req (loop) alone", "CPU us/req (loop) loaded, reads and writes"]
+    return _table(header, rows)
 
 
 def http_section(results: Results) -> list[str]:

@@ -286,10 +286,15 @@ class Suite:
                 self.wrk(port, self.write_lua, 16, 1)
             for rnd in range(self.plan.rounds):
                 for name, port in ports.items():
+                    pid = self.pids[name]
+                    before = cpu_seconds(pid)
                     alone = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
-                    self._record_wrk("reads", "reads alone", 0, name, rnd=rnd, r=alone)
-                    loaded, writes = self._reads_under_writes(port, seconds)
-                    self._record_wrk("reads", "reads + 64 writers", 64, name, rnd=rnd, r=loaded)
+                    cpu = _cpu_per_request(before, cpu_seconds(pid), alone.requests - alone.errors)
+                    self._record_wrk("reads", "reads alone", 0, name, rnd=rnd, r=alone, cpu=cpu)
+                    loaded, writes, cpu = self._reads_under_writes(port, pid, seconds)
+                    self._record_wrk(
+                        "reads", "reads + 64 writers", 64, name, rnd=rnd, r=loaded, cpu=cpu
+                    )
                     self._record_wrk("reads_writers", "64 writers", 64, name, rnd=rnd, r=writes)
 
     def http(self) -> None:
@@ -314,7 +319,14 @@ class Suite:
                         cpu = _cpu_per_request(before, after, r.requests - r.errors)
                         self._record_wrk("http", case, 64, name, rnd=rnd, r=r, cpu=cpu)
 
-    def _reads_under_writes(self, port: int, seconds: int) -> tuple[WrkResult, WrkResult]:
+    def _reads_under_writes(
+        self, port: int, pid: int, seconds: int
+    ) -> tuple[WrkResult, WrkResult, dict[str, float]]:
+        """Reads timed while 64 connections write; and the server's CPU per request then.
+
+        The CPU is taken over the readers' run, and divided by every request
+        answered in it: the reads, and the writes at the writers' rate.
+        """
         threads = max(1, len(self.pin.load))
         argv = wrk_command(f"http://127.0.0.1:{port}/", self.write_lua, 64, seconds + 2, threads)
         writer = subprocess.Popen(
@@ -322,7 +334,9 @@ class Suite:
         )
         try:
             time.sleep(0.5)  # let the writers reach a steady state before reads are timed
+            before = cpu_seconds(pid)
             reads = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
+            after = cpu_seconds(pid)
             out, err = writer.communicate(timeout=seconds + 30)
         finally:
             if writer.poll() is None:
@@ -330,7 +344,9 @@ class Suite:
                 writer.wait()
         if writer.returncode != 0:
             raise UsageError(f"wrk (writers) failed: {err.strip()[:300]}")
-        return reads, parse_wrk_output(out)
+        writes = parse_wrk_output(out)
+        answered = reads.requests - reads.errors + round(writes.ok_rps * reads.seconds)
+        return reads, writes, _cpu_per_request(before, after, answered)
 
     def redis(self) -> None:
         """Scenario 4: redis-benchmark SET/GET against corosm RESP and redis-server."""
