@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corosm.errors import CorruptJournal
-from corosm.io.journal import Journal, recover
+from corosm.io.journal import Journal, JournalOptions, recover
+from corosm.io.journal.files import RESERVE_BYTES
 from corosm.io.journal.format import (
     BATCH_END,
     FILE_HEADER,
@@ -242,3 +243,15 @@ def test_zeros_left_after_a_rotated_segment_are_the_reserve_not_damage(tmp_path:
     (tmp_path / segment_name(1)).write_bytes(cut)
     with pytest.raises(CorruptJournal, match="later segment"):
         recover(str(tmp_path), ListMachine())
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
+def test_segments_are_reserved_ahead_in_always_mode_only(tmp_path: Path, fsync: str) -> None:
+    # Only where each batch is synced before the next can a crash tear the last batch alone.
+    options = JournalOptions(fsync=fsync)  # type: ignore[arg-type]
+    assert options.reserve is (fsync == "always")
+    with Journal(str(tmp_path), options=options) as j:
+        assert j.control.writer.reserve is options.reserve
+        j.append(b"x", timeout=10)
+        size = os.path.getsize(tmp_path / segment_name(1))
+        assert size == (RESERVE_BYTES if options.reserve else HEADER_SIZE + FRAME_SIZE + 1)

@@ -67,6 +67,17 @@ class JournalOptions:
     snapshot_every_records: int = 1_000_000
     snapshot_every_bytes: int = 256 << 20
 
+    @property
+    def reserve(self) -> bool:
+        """Whether segments are written over zeros reserved ahead (:mod:`~.files`).
+
+        Only in ``always`` mode, where every batch is synced before the next
+        is written: then a crash can tear only the last batch, in whatever
+        order of its pages, which recovery tells from corruption (see
+        :mod:`~.log` and :mod:`~.format`).
+        """
+        return self.fsync == "always"
+
     def __post_init__(self) -> None:
         if self.fsync not in ("always", "interval", "never"):
             raise UsageError(

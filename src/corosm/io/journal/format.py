@@ -88,6 +88,7 @@ _INDEX_SHIFT: Final = 48  # where a frame's index in its batch sits in the lsn f
 _INDEX_MAX: Final = 0xFFFF  # an index from here on is written as this: "this or more"
 LSN_MASK: Final = (1 << _INDEX_SHIFT) - 1
 """The LSN in a frame's ``lsn`` field, and the largest LSN (version 2 keeps the top 16 bits)."""
+_LSN_BYTES: Final = _INDEX_SHIFT // 8  # the low bytes of the lsn field that hold the LSN
 _INDEX_ONE: Final = 1 << _INDEX_SHIFT
 _NEXT_FRAME: Final = _INDEX_ONE + 1  # from one frame's lsn field to the next's, below the cap
 
@@ -254,16 +255,17 @@ def find_frame(data: bytes, start: int, *, origin: int, lsn: int) -> tuple[int, 
         return None
     top = min(lsn + (end - origin) // FRAME_SIZE, LSN_MASK)
     low_b, top_b = _U64.pack(lsn), _U64.pack(top)
-    fixed = 6  # every plausible LSN's 6 bytes end (little-endian) with low_b[fixed:6]
+    # every plausible LSN's bytes end (little-endian) with low_b[fixed:_LSN_BYTES]
+    fixed = _LSN_BYTES
     while fixed > 0 and low_b[fixed - 1] == top_b[fixed - 1]:
         fixed -= 1
-    literal = low_b[fixed:6]  # the 2 bytes above hold an index (version 2)
-    shift = 4 + fixed  # where the literal sits in a frame header
+    literal = low_b[fixed:_LSN_BYTES]  # the bytes above hold an index (version 2)
+    shift = 4 + fixed  # where the literal sits in a frame header (the lsn field is at 4)
     unpack, crc32 = FRAME_HEADER.unpack_from, zlib.crc32
     pos = start
     while pos <= last:
         if literal:
-            hit = data.find(literal, pos + shift, last + 10)
+            hit = data.find(literal, pos + shift, last + 4 + _LSN_BYTES)
             if hit < 0:
                 return None
             pos = hit - shift
@@ -377,7 +379,7 @@ def _batch_start(data: bytes, pos: int) -> int | None:
     The frame's index in its batch is capped at 65535: from there on the
     start is not known.
     """
-    field = _U64.unpack_from(data, pos + 4)[0]
+    field = FRAME_HEAD16.unpack_from(data, pos)[1]
     index = field >> _INDEX_SHIFT
     return None if index == _INDEX_MAX else (field & LSN_MASK) - index
 

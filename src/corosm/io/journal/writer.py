@@ -90,10 +90,10 @@ class Journal:
         self.directory = directory
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        # Reserved space only where every batch is synced before the next is
-        # written: then at most the last batch can be torn (see log.py).
-        always = self.options.fsync == "always"
-        writer = LogWriter(self.fs, directory, next_lsn, self.options.segment_bytes, reserve=always)
+        options = self.options
+        writer = LogWriter(
+            self.fs, directory, next_lsn, options.segment_bytes, reserve=options.reserve
+        )
         self.control = JournalControl(
             writer,
             self.options,

@@ -110,7 +110,7 @@ class SimJournal:
             snapshot_every_bytes=0,
         )
         self.control = JournalControl(
-            LogWriter(fs, JOURNAL_DIR, next_lsn, reserve=True),  # as production's "always"
+            LogWriter(fs, JOURNAL_DIR, next_lsn, reserve=options.reserve),
             options,
             self._deliver,
             now=now,
