@@ -170,6 +170,28 @@ def test_executor_runs_appends_and_explains_bad_requests(tmp_path: Path) -> None
     assert replay(str(tmp_path)).state == [b"a", b"b"]
 
 
+def test_a_record_that_is_not_bytes_is_refused_and_the_journal_goes_on(tmp_path: Path) -> None:
+    # It used to reach the journal thread, whose framing failed: the thread
+    # crashed and the journal refused every append after it.
+    sink = Recorder()
+    j = Journal(str(tmp_path))
+    j.start(sink)
+    assert j.append(b"first", timeout=BOUND) == 1
+    for bad in ("text", 12, None):
+        with pytest.raises(UsageError, match=f"bytes, not {type(bad).__name__}"):
+            j.append(bad, timeout=BOUND)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="bytes, not str"):
+        j.submit([(1, b"fine"), (2, "text")])  # type: ignore[list-item]
+    assert j.append(bytearray(b"array"), timeout=BOUND) == 2
+    assert j.append(memoryview(b"view"), timeout=BOUND) == 3
+    j.submit([(4, b"last")])
+    assert sink.wait_for(1) == [(4, 4, None)]
+    assert j.failure is None
+    j.close()
+    # None of the refused submit's entries was queued, not even its good one.
+    assert replay(str(tmp_path)).state == [b"first", b"array", b"view", b"last"]
+
+
 def test_close_flushes_and_syncs_what_is_queued(tmp_path: Path) -> None:
     fs = FaultyFS()
     sink = Recorder()

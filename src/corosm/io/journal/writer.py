@@ -57,6 +57,14 @@ __all__ = [
 ]
 
 
+def _check_payload(payload: object) -> None:
+    """Refuse, in the caller's thread, a record the journal thread could not write."""
+    if type(payload) is not bytes:
+        raise UsageError(f"a journal record is bytes, not {type(payload).__name__}")
+    if len(payload) > MAX_RECORD_BYTES:
+        raise UsageError(f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
+
+
 class _Waiter:
     """The token of a blocking append."""
 
@@ -154,7 +162,12 @@ class Journal:
 
     # -- appending -----------------------------------------------------------------
     def submit(self, entries: Sequence[tuple[Any, bytes]]) -> None:
-        """Queue ``(token, payload)`` pairs, in order."""
+        """Queue ``(token, payload)`` pairs, in order; each payload is ``bytes``.
+
+        Bad entries raise :class:`UsageError` here, in the caller's thread, and
+        none of ``entries`` is queued: the journal thread only sees records it
+        can write.
+        """
         self._check_entries(entries)
         if self.control.accept(entries):
             with self._cond:
@@ -164,13 +177,17 @@ class Journal:
         if self._sink is None and not all(isinstance(t, _Waiter) for t, _ in entries):
             raise UsageError("Journal.submit() needs a sink: pass one to start(), or use append()")
         for _token, payload in entries:
-            if len(payload) > MAX_RECORD_BYTES:
-                raise UsageError(
-                    f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
-                )
+            _check_payload(payload)
 
-    def append(self, payload: bytes, timeout: float | None = None) -> int:
-        """Append one record and block until it is acknowledged; return its LSN."""
+    def append(self, payload: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
+        """Append one record and block until it is acknowledged; return its LSN.
+
+        A ``bytearray`` or ``memoryview`` is copied to ``bytes`` first; anything
+        else raises :class:`UsageError`.
+        """
+        if isinstance(payload, bytearray | memoryview):
+            payload = bytes(payload)
+        _check_payload(payload)  # before the waiter is counted
         waiter = _Waiter()
         with self._lock:  # counted before the waiter can reach the journal thread
             self._waiters += 1
