@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from corosm._mypyc import mypyc_attr
 from corosm.errors import JournalClosed, JournalError, UsageError
 from corosm.io.journal.files import FileSystem
 from corosm.io.journal.log import BatchResult, LogWriter
@@ -113,6 +114,7 @@ class JournalStats:
     failure: str | None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the simulator's mutants subclass it
 class JournalControl:
     """The journal's decisions (see the module docs); ``deliver`` posts completions."""
 

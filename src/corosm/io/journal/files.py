@@ -52,6 +52,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from corosm._mypyc import mypyc_attr
+
 Op = Literal["write", "fdatasync", "fsync_dir", "create", "rename", "remove"]
 
 
@@ -170,6 +172,7 @@ class _ReservedFile:
             os.close(self._fd)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap the real file system
 class OSFileSystem:
     """The real file system."""
 
@@ -245,6 +248,7 @@ class _FaultyHandle:
         pass
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # tests watch its calls in a subclass
 class FaultyFS:
     """An in-memory file system that fails and crashes on demand (see module docs).
 

@@ -34,6 +34,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from corosm._mypyc import mypyc_attr
 from corosm.errors import JournalClosed
 from corosm.io.journal.files import FileHandle, FileSystem
 from corosm.io.journal.format import JOURNAL_MAGIC, encode_frames, file_header, segment_name
@@ -49,6 +50,7 @@ class BatchResult:
     synced: bool
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the simulator's mutants subclass it
 class LogWriter:
     """Appends framed records to segment files in ``directory`` (see module docs)."""
 

@@ -99,6 +99,8 @@ class SimJournal:
         schedule: Schedule,
         snapshot_lsn: int = 0,
         records_since_snapshot: int = 0,
+        control_class: type[JournalControl] = JournalControl,
+        log_writer_class: type[LogWriter] = LogWriter,
     ) -> None:
         self.fs = fs
         self.generation = generation
@@ -109,8 +111,8 @@ class SimJournal:
             snapshot_every_records=plan.snapshot_every_records,
             snapshot_every_bytes=0,
         )
-        self.control = JournalControl(
-            LogWriter(fs, JOURNAL_DIR, next_lsn, reserve=options.reserve),
+        self.control = control_class(
+            log_writer_class(fs, JOURNAL_DIR, next_lsn, reserve=options.reserve),
             options,
             self._deliver,
             now=now,

@@ -11,11 +11,13 @@ of one shipped class for the duration of :func:`planted`, wrapping the
 original where it can, so the bug is the smallest change that breaks one
 rule durability or ordering rests on. Production never imports this module.
 
-A journal class gets the bug on the class itself. The host is compiled in
-the compiled build, where its methods call each other directly rather than
-through the class, so a host bug goes into a subclass of
-:class:`~corosm.runtime.host.Host` instead, which the world builds while the
-bug is planted (:attr:`World.host_class <corosm.testing.sim.world.World.host_class>`).
+The bug goes into a subclass of the shipped class, which the world builds
+instead of the shipped one while the bug is planted (its ``host_class``,
+``executor_class``, ``control_class`` and ``log_writer_class``, see
+:class:`~corosm.testing.sim.world.World`): these classes are compiled in the
+compiled build, whose methods call each other directly rather than through
+the class, so a patch of the class itself would not reach them, while a
+subclass's methods do.
 
 ``corosm sim --mutant NAME --seed S --replay`` replays a seed with a mutant
 planted; :data:`MUTANTS` lists them by name.
@@ -41,7 +43,7 @@ Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 @dataclass(frozen=True, slots=True)
 class Mutant:
-    """One planted bug: ``cls.attr`` becomes ``wrap(original)`` while planted."""
+    """One planted bug: a subclass of ``cls`` whose ``attr`` is ``wrap(original)``."""
 
     name: str
     breaks: str
@@ -194,6 +196,15 @@ MUTANTS: dict[str, Mutant] = {
 }
 
 
+#: The attribute of :class:`World` that names the class it builds, by shipped class.
+_BUILT_AS: dict[type, str] = {
+    Host: "host_class",
+    JournalExecutor: "executor_class",
+    JournalControl: "control_class",
+    LogWriter: "log_writer_class",
+}
+
+
 @contextlib.contextmanager
 def planted(name: str | None) -> Iterator[Mutant | None]:
     """Plant the mutant ``name`` in the shipped code while the block runs (None: none)."""
@@ -205,16 +216,13 @@ def planted(name: str | None) -> Iterator[Mutant | None]:
         known = ", ".join(sorted(MUTANTS))
         raise UsageError(f"no mutant named {name!r}; the mutants are: {known}")
     bug = mutant.wrap(mutant.cls.__dict__[mutant.attr])
-    target: type
-    value: object
-    if issubclass(mutant.cls, Host):  # see the module docs
-        planted_host = type(f"Host_{name.replace('-', '_')}", (mutant.cls,), {mutant.attr: bug})
-        target, attr, value = World, "host_class", planted_host
-    else:
-        target, attr, value = mutant.cls, mutant.attr, bug
-    original = target.__dict__[attr]
-    setattr(target, attr, value)
+    subclass = type(
+        f"{mutant.cls.__name__}_{name.replace('-', '_')}", (mutant.cls,), {mutant.attr: bug}
+    )
+    hook = _BUILT_AS[mutant.cls]
+    original = World.__dict__[hook]
+    setattr(World, hook, subclass)
     try:
         yield mutant
     finally:
-        setattr(target, attr, original)
+        setattr(World, hook, original)

@@ -47,7 +47,9 @@ from corosm.core.machine import Machine
 from corosm.errors import UsageError
 from corosm.io.executor import Completion, CompletionSink, Executor
 from corosm.io.journal import JournalExecutor, recover
+from corosm.io.journal.control import JournalControl
 from corosm.io.journal.files import FaultyFS, FileSystem
+from corosm.io.journal.log import LogWriter
 from corosm.io.journal.recovery import Recovered
 from corosm.runtime.host import Host
 from corosm.testing.sim.clock import VirtualClock
@@ -139,9 +141,12 @@ class _Pending:
 class World:
     """One simulated run of a machine (see the module docs)."""
 
-    #: The class of the host the world builds: the shipped Host, or a
-    #: subclass of it with a bug planted (see :mod:`.mutants`).
+    #: The shipped classes the world builds: each is the shipped class, or a
+    #: subclass of it with one bug planted (see :mod:`.mutants`).
     host_class: type[Host[Any, Any, Any]] = Host
+    executor_class: type[JournalExecutor] = JournalExecutor
+    control_class: type[JournalControl] = JournalControl
+    log_writer_class: type[LogWriter] = LogWriter
 
     def __init__(
         self,
@@ -348,6 +353,8 @@ class World:
             schedule=schedule,
             snapshot_lsn=snapshot_lsn,
             records_since_snapshot=since,
+            control_class=self.control_class,
+            log_writer_class=self.log_writer_class,
         )
         self.io = SimEffects(
             generation=self.generation,
@@ -359,7 +366,9 @@ class World:
             schedule=schedule,
         )
         executors: dict[type[Effect[Any]], Executor] = {
-            Append: _Traced(JournalExecutor(self.journal, machine.encode_record), self.trace, now),
+            Append: _Traced(
+                self.executor_class(self.journal, machine.encode_record), self.trace, now
+            ),
             Effect: _Traced(self.io, self.trace, now),
         }
         kwargs = {} if state is None else {"state": state}
