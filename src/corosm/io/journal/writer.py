@@ -57,14 +57,6 @@ __all__ = [
 ]
 
 
-def _check_payload(payload: object) -> None:
-    """Refuse, in the caller's thread, a record the journal thread could not write."""
-    if type(payload) is not bytes:
-        raise UsageError(f"a journal record is bytes, not {type(payload).__name__}")
-    if len(payload) > MAX_RECORD_BYTES:
-        raise UsageError(f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
-
-
 class _Waiter:
     """The token of a blocking append."""
 
@@ -174,10 +166,16 @@ class Journal:
                 self._cond.notify()
 
     def _check_entries(self, entries: Sequence[tuple[Any, bytes]]) -> None:
+        """Refuse, in the caller's thread, records the journal thread could not write."""
         if self._sink is None and not all(isinstance(t, _Waiter) for t, _ in entries):
             raise UsageError("Journal.submit() needs a sink: pass one to start(), or use append()")
-        for _token, payload in entries:
-            _check_payload(payload)
+        for _token, payload in entries:  # inline: once per record, on the loop
+            if type(payload) is not bytes:
+                raise UsageError(f"a journal record is bytes, not {type(payload).__name__}")
+            if len(payload) > MAX_RECORD_BYTES:
+                raise UsageError(
+                    f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
+                )
 
     def append(self, payload: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
         """Append one record and block until it is acknowledged; return its LSN.
@@ -187,11 +185,12 @@ class Journal:
         """
         if isinstance(payload, bytearray | memoryview):
             payload = bytes(payload)
-        _check_payload(payload)  # before the waiter is counted
         waiter = _Waiter()
+        entries = [(waiter, payload)]
+        self._check_entries(entries)  # before the waiter is counted
         with self._lock:  # counted before the waiter can reach the journal thread
             self._waiters += 1
-        self.submit([(waiter, payload)])
+        self.submit(entries)
         if not waiter.event.wait(timeout):
             raise JournalError(f"append not acknowledged within {timeout} s")
         if waiter.error is not None:
