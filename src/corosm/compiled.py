@@ -47,7 +47,7 @@ batch's steps cost the same for one record as for fifty, so this shows most
 with few clients: compiling them took a durable write with one client from
 141k to 121k instructions, all threads (callgrind of
 ``bench/profile_http_path.py --only durable --conns 1``), and one with 64
-clients from 43.1k to 42.7k. Their classes may be subclassed in the same
+clients from 43.1k to 42.4k. Their classes may be subclassed in the same
 way as the host's, which is how the simulator plants its journal bugs. The
 journal thread's driver, ``corosm.io.journal.writer``, stays interpreted:
 its ``Journal`` is public, and mypyc's argument checks would replace the

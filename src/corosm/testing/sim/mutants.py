@@ -6,7 +6,7 @@ The simulator runs the code that ships (:class:`~corosm.runtime.host.Host`,
 :class:`~corosm.io.journal.control.JournalControl`, the
 :class:`~corosm.io.journal.log.LogWriter`, the
 :class:`~corosm.io.journal.JournalExecutor`), so a test of the simulator
-itself plants a bug *in that code*: each :class:`Mutant` replaces one method
+itself plants a bug *in that code*: each :class:`Mutant` overrides one method
 of one shipped class for the duration of :func:`planted`, wrapping the
 original where it can, so the bug is the smallest change that breaks one
 rule durability or ordering rests on. Production never imports this module.
