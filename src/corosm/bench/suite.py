@@ -268,10 +268,7 @@ class Suite:
             for conns in self.plan.connections:
                 for rnd in range(self.plan.rounds):
                     for name, port in ports.items():
-                        before = cpu_seconds(self.pids[name])
-                        r = self.wrk(port, self.write_lua, conns, self.plan.seconds)
-                        after = cpu_seconds(self.pids[name])
-                        cpu = _cpu_per_request(before, after, r.requests - r.errors)
+                        r, cpu = self._wrk_and_cpu(name, port, self.write_lua, conns)
                         self._record_wrk(
                             "durable_writes", f"{conns} conns", conns, name, rnd=rnd, r=r, cpu=cpu
                         )
@@ -286,12 +283,10 @@ class Suite:
                 self.wrk(port, self.write_lua, 16, 1)
             for rnd in range(self.plan.rounds):
                 for name, port in ports.items():
-                    pid = self.pids[name]
-                    before = cpu_seconds(pid)
-                    alone = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
-                    cpu = _cpu_per_request(before, cpu_seconds(pid), alone.requests - alone.errors)
+                    conns = self.plan.read_connections
+                    alone, cpu = self._wrk_and_cpu(name, port, self.read_lua, conns)
                     self._record_wrk("reads", "reads alone", 0, name, rnd=rnd, r=alone, cpu=cpu)
-                    loaded, writes, cpu = self._reads_under_writes(port, pid, seconds)
+                    loaded, writes, cpu = self._reads_under_writes(port, self.pids[name], seconds)
                     self._record_wrk(
                         "reads", "reads + 64 writers", 64, name, rnd=rnd, r=loaded, cpu=cpu
                     )
@@ -313,11 +308,17 @@ class Suite:
             for case, script in cases:
                 for rnd in range(self.plan.rounds):
                     for name, port in ports.items():
-                        before = cpu_seconds(self.pids[name])
-                        r = self.wrk(port, script, 64, self.plan.seconds)
-                        after = cpu_seconds(self.pids[name])
-                        cpu = _cpu_per_request(before, after, r.requests - r.errors)
+                        r, cpu = self._wrk_and_cpu(name, port, script, 64)
                         self._record_wrk("http", case, 64, name, rnd=rnd, r=r, cpu=cpu)
+
+    def _wrk_and_cpu(
+        self, name: str, port: int, script: Path, connections: int
+    ) -> tuple[WrkResult, dict[str, float]]:
+        """One wrk run against contender ``name``, and its server's CPU per answered request."""
+        pid = self.pids[name]
+        before = cpu_seconds(pid)
+        r = self.wrk(port, script, connections, self.plan.seconds)
+        return r, _cpu_per_request(before, cpu_seconds(pid), r.requests - r.errors)
 
     def _reads_under_writes(
         self, port: int, pid: int, seconds: int

@@ -88,6 +88,7 @@ _INDEX_SHIFT: Final = 48  # where a frame's index in its batch sits in the lsn f
 _INDEX_MAX: Final = 0xFFFF  # an index from here on is written as this: "this or more"
 LSN_MASK: Final = (1 << _INDEX_SHIFT) - 1
 """The LSN in a frame's ``lsn`` field, and the largest LSN (version 2 keeps the top 16 bits)."""
+_LSN_AT: Final = _U32.size  # where the lsn field starts in a frame header (after the length)
 _LSN_BYTES: Final = _INDEX_SHIFT // 8  # the low bytes of the lsn field that hold the LSN
 _INDEX_ONE: Final = 1 << _INDEX_SHIFT
 _NEXT_FRAME: Final = _INDEX_ONE + 1  # from one frame's lsn field to the next's, below the cap
@@ -260,12 +261,12 @@ def find_frame(data: bytes, start: int, *, origin: int, lsn: int) -> tuple[int, 
     while fixed > 0 and low_b[fixed - 1] == top_b[fixed - 1]:
         fixed -= 1
     literal = low_b[fixed:_LSN_BYTES]  # the bytes above hold an index (version 2)
-    shift = 4 + fixed  # where the literal sits in a frame header (the lsn field is at 4)
+    shift = _LSN_AT + fixed  # where the literal sits in a frame header
     unpack, crc32 = FRAME_HEADER.unpack_from, zlib.crc32
     pos = start
     while pos <= last:
         if literal:
-            hit = data.find(literal, pos + shift, last + 4 + _LSN_BYTES)
+            hit = data.find(literal, pos + shift, last + _LSN_AT + _LSN_BYTES)
             if hit < 0:
                 return None
             pos = hit - shift
