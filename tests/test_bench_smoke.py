@@ -22,6 +22,7 @@ from corosm.bench.memory import rss_with_keys, rss_with_suspended
 from corosm.bench.procs import Pinning, port_answers, probe
 from corosm.bench.recovery import measure
 from corosm.bench.suite import QUICK, Suite
+from corosm.bench.wrk import WrkResult
 
 SEED_SERVER = r"""
 import asyncio, re, sys
@@ -147,3 +148,20 @@ def test_cli_rejects_bad_options_clearly(capsys: pytest.CaptureFixture[str]) -> 
     assert bench_main(["--dry-run", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "contender blocking (http)" in out and "--journal-mode blocking" in out
+
+
+def test_a_pipelined_run_keeps_no_latency_figures(tmp_path: Path) -> None:
+    suite, said = _suite(tmp_path)
+    r = WrkResult(1600, 1.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # as wrk reports pipelined sends
+    suite._record_wrk("http", "reads -P 16", 64, "fake", rnd=0, r=r, latency=False)
+    timed = dataclasses.replace(r, p50_us=900.0, p99_us=2500.0, p999_us=4000.0, max_us=5000.0)
+    suite._record_wrk("http", "reads", 64, "fake", rnd=0, r=timed)
+    piped, lone = (
+        suite.results.by_round("http", case, "fake")[0] for case in ("reads -P 16", "reads")
+    )
+    assert piped == {"rps": 1600.0, "errors": 0.0}
+    assert lone["p99_ms"] == 2.5 and lone["p50_ms"] == 0.9
+    assert said == [
+        "http reads -P 16 fake: 1,600 req/s",
+        "http reads fake: 1,600 req/s, p99 2.50 ms",
+    ]

@@ -11,8 +11,10 @@ journal in one queue operation. The journal thread posts completions
 per batch, in LSN order, which is the order of submission.
 
 A record that cannot be encoded fails its own request with a
-:class:`UsageError` (cause chained) and never reaches the log. Appends are
-never cancelled: once submitted a record is, or will be, in the log.
+:class:`UsageError` (cause chained) and never reaches the log; so does one the
+journal refuses (larger than the format allows), without failing the records
+submitted beside it. Appends are never cancelled: once submitted a record is,
+or will be, in the log.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class JournalDriver(Protocol):
 
     def start(self, sink: JournalSink) -> None: ...
 
-    def submit(self, entries: Sequence[Entry]) -> None: ...
+    def submit(self, entries: Sequence[Entry]) -> None:
+        """Queue ``entries`` in order, or raise ``UsageError`` and queue none of them."""
 
     def close(self) -> None: ...
 
@@ -82,7 +85,14 @@ class JournalExecutor:
                 continue
             entries.append((request, payload))
         if entries:
-            self.journal.submit(entries)
+            try:
+                self.journal.submit(entries)
+            except UsageError:  # it queued none of them: find the ones it refuses
+                for entry in entries:
+                    try:
+                        self.journal.submit((entry,))
+                    except UsageError as exc:
+                        failed.append((entry[0], None, exc))
         if failed:
             self._sink(failed)
 
