@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from corosm.core.effects import Append
 from corosm.errors import UsageError
-from corosm.io.journal import Journal, JournalExecutor, JournalOptions, writer
+from corosm.io.journal import Journal, JournalExecutor, JournalOptions
+from corosm.io.journal.format import MAX_RECORD_BYTES
 
 
 def test_blocking_appends_and_sink_tokens_in_the_same_batches(tmp_path: Path) -> None:
@@ -78,29 +77,26 @@ def test_executor_accepts_bytes_like_and_fails_bad_encodings_alone(tmp_path: Pat
     assert "encode returned str, expected bytes" in str(error)
 
 
-def test_a_record_the_journal_refuses_fails_its_request_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The format's limit is 2 GiB; the journal's check reads it from its module.
-    monkeypatch.setattr(writer, "MAX_RECORD_BYTES", 8)
+def test_a_record_the_journal_refuses_fails_its_request_alone(tmp_path: Path) -> None:
+    huge = bytes(MAX_RECORD_BYTES + 1)  # calloc'd: its pages are never touched
+    records: list[Any] = [b"small", huge, b"fits", b"tiny"]
     done: list[tuple[int, Any, BaseException | None]] = []
     finished = threading.Event()
 
     def sink(batch: Sequence[tuple[int, Any, BaseException | None]]) -> None:
         done.extend(batch)
-        if len(done) == 4:
+        if len(done) == len(records):
             finished.set()
 
     journal = Journal(str(tmp_path), options=JournalOptions(fsync="never"))
-    executor = JournalExecutor(journal, lambda record: record)
+    executor = JournalExecutor(journal, lambda i: records[i])
     executor.start(sink)
-    records = [b"small", b"far too large", b"fits", b"tiny"]
-    executor.submit([(i, Append(record)) for i, record in enumerate(records)])
+    executor.submit([(i, Append(i)) for i in range(len(records))])
     assert finished.wait(10)
     executor.close()
     by_request = {request: (value, error) for request, value, error in done}
     assert [by_request[i][0] for i in (0, 2, 3)] == [1, 2, 3]  # the others, in order
     value, error = by_request[1]
     assert value is None and isinstance(error, UsageError)
-    assert "13 bytes exceeds 8" in str(error)
+    assert f"{MAX_RECORD_BYTES + 1} bytes exceeds {MAX_RECORD_BYTES}" in str(error)
     assert journal.failure is None  # the journal goes on

@@ -171,6 +171,21 @@ def encode_frames(payloads: Sequence[bytes], first_lsn: int) -> bytes:
     return b"".join(parts)
 
 
+def check_records(entries: Sequence[tuple[object, object]]) -> None:
+    """Raise :class:`UsageError` unless every ``(token, payload)`` holds a record the log takes.
+
+    A record is ``bytes`` of at most :data:`MAX_RECORD_BYTES`. The journals
+    call this in the appender's thread, before anything is queued, so that
+    the journal thread never meets a record it cannot frame.
+    """
+    for entry in entries:
+        payload = entry[1]
+        if type(payload) is not bytes:
+            raise UsageError(f"a journal record is bytes, not {type(payload).__name__}")
+        if len(payload) > MAX_RECORD_BYTES:
+            raise UsageError(f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
+
+
 def read_frames(data: bytes, pos: int, lsn: int, count: int, out: list[bytes]) -> int:
     """Append to ``out`` the payloads of up to ``count`` valid frames from ``pos`` on.
 

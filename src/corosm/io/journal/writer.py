@@ -42,7 +42,7 @@ from corosm.io.journal.control import (
     JournalStats,
 )
 from corosm.io.journal.files import FileSystem, OSFileSystem
-from corosm.io.journal.format import MAX_RECORD_BYTES
+from corosm.io.journal.format import check_records
 from corosm.io.journal.log import LogWriter
 
 log = logging.getLogger("corosm.journal")
@@ -169,13 +169,7 @@ class Journal:
         """Refuse, in the caller's thread, records the journal thread could not write."""
         if self._sink is None and not all(isinstance(t, _Waiter) for t, _ in entries):
             raise UsageError("Journal.submit() needs a sink: pass one to start(), or use append()")
-        for _token, payload in entries:  # inline: once per record, on the loop
-            if type(payload) is not bytes:
-                raise UsageError(f"a journal record is bytes, not {type(payload).__name__}")
-            if len(payload) > MAX_RECORD_BYTES:
-                raise UsageError(
-                    f"journal record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
-                )
+        check_records(entries)  # compiled: once per record, on the loop
 
     def append(self, payload: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
         """Append one record and block until it is acknowledged; return its LSN.

@@ -40,6 +40,7 @@ from corosm.io.journal.control import (
     JournalStats,
 )
 from corosm.io.journal.files import FaultyFS
+from corosm.io.journal.format import check_records
 from corosm.io.journal.log import BatchResult, LogWriter
 from corosm.testing.sim.faults import FaultPlan
 from corosm.testing.sim.snapshots import CrashingFS
@@ -130,6 +131,7 @@ class SimJournal:
         self._sink = sink
 
     def submit(self, entries: Sequence[Entry]) -> None:
+        check_records(entries)  # the production journal's refusal, in the same place
         if self.control.accept(entries):
             self._kick()
 
