@@ -45,32 +45,36 @@ def test_blocking_appends_and_sink_tokens_in_the_same_batches(tmp_path: Path) ->
     assert journal._waiters == 0  # every blocking appender was woken and uncounted
 
 
-def test_executor_accepts_bytes_like_and_fails_bad_encodings_alone(tmp_path: Path) -> None:
-    class Blob(bytes):
-        pass
+def _run_executor(
+    tmp_path: Path, payloads: Sequence[Any]
+) -> tuple[Journal, dict[int, tuple[Any, BaseException | None]]]:
+    """Append records 0..n-1 through a JournalExecutor whose encode returns ``payloads[i]``.
 
-    encodings: dict[str, Any] = {
-        "plain": b"p",
-        "sub": Blob(b"s"),
-        "array": bytearray(b"a"),
-        "view": memoryview(b"v"),
-        "text": "not bytes",
-    }
+    Returns the (closed) journal and each request's completion ``(lsn, error)``.
+    """
     done: list[tuple[int, Any, BaseException | None]] = []
     finished = threading.Event()
 
     def sink(batch: Sequence[tuple[int, Any, BaseException | None]]) -> None:
         done.extend(batch)
-        if len(done) == len(encodings):
+        if len(done) == len(payloads):
             finished.set()
 
     journal = Journal(str(tmp_path), options=JournalOptions(fsync="never"))
-    executor = JournalExecutor(journal, lambda name: encodings[name])
+    executor = JournalExecutor(journal, lambda i: payloads[i])
     executor.start(sink)
-    executor.submit([(i, Append(name)) for i, name in enumerate(encodings)])
+    executor.submit([(i, Append(i)) for i in range(len(payloads))])
     assert finished.wait(10)
     executor.close()
-    by_request = {request: (value, error) for request, value, error in done}
+    return journal, {request: (value, error) for request, value, error in done}
+
+
+def test_executor_accepts_bytes_like_and_fails_bad_encodings_alone(tmp_path: Path) -> None:
+    class Blob(bytes):
+        pass
+
+    payloads = [b"p", Blob(b"s"), bytearray(b"a"), memoryview(b"v"), "not bytes"]
+    _, by_request = _run_executor(tmp_path, payloads)
     assert [by_request[i][0] for i in range(4)] == [1, 2, 3, 4]  # LSNs in submission order
     value, error = by_request[4]
     assert value is None and isinstance(error, UsageError)
@@ -79,22 +83,7 @@ def test_executor_accepts_bytes_like_and_fails_bad_encodings_alone(tmp_path: Pat
 
 def test_a_record_the_journal_refuses_fails_its_request_alone(tmp_path: Path) -> None:
     huge = bytes(MAX_RECORD_BYTES + 1)  # calloc'd: its pages are never touched
-    records: list[Any] = [b"small", huge, b"fits", b"tiny"]
-    done: list[tuple[int, Any, BaseException | None]] = []
-    finished = threading.Event()
-
-    def sink(batch: Sequence[tuple[int, Any, BaseException | None]]) -> None:
-        done.extend(batch)
-        if len(done) == len(records):
-            finished.set()
-
-    journal = Journal(str(tmp_path), options=JournalOptions(fsync="never"))
-    executor = JournalExecutor(journal, lambda i: records[i])
-    executor.start(sink)
-    executor.submit([(i, Append(i)) for i in range(len(records))])
-    assert finished.wait(10)
-    executor.close()
-    by_request = {request: (value, error) for request, value, error in done}
+    journal, by_request = _run_executor(tmp_path, [b"small", huge, b"fits", b"tiny"])
     assert [by_request[i][0] for i in (0, 2, 3)] == [1, 2, 3]  # the others, in order
     value, error = by_request[1]
     assert value is None and isinstance(error, UsageError)
