@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,34 @@ def test_a_segment_of_zeros_alone_was_torn_while_being_created(tmp_path: Path) -
     torn = rec.report.torn_tail
     assert torn is not None and torn.reason == "incomplete segment header"
     assert not (tmp_path / segment_name(4)).exists()
+
+
+def test_a_long_recovery_says_how_far_it_got(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payloads = records(60)
+    write_journal(tmp_path, payloads[:20], segment_bytes=256)
+    write_snapshot(
+        OSFileSystem(), str(tmp_path), 20, DictMachine().snapshot(expected_state(payloads[:20]))
+    )
+    with Journal(str(tmp_path), next_lsn=21, options=JournalOptions(segment_bytes=256)) as j:
+        for p in payloads[20:]:
+            j.append(p, timeout=10)
+    segments = len(list(tmp_path.glob("journal-*.log")))
+    with caplog.at_level(logging.INFO, logger="corosm.journal"):
+        rec = recover(str(tmp_path), DictMachine(), progress_every=0.0)  # a line per segment
+    assert rec.state == expected_state(payloads)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("restored snapshot" in line and "(lsn 20," in line for line in said)
+    progress = [line for line in said if "record(s) so far" in line]
+    read = rec.report.segments_read
+    assert 3 <= read <= segments  # segments wholly before the snapshot are not read
+    assert len(progress) == read - 1  # every segment but the last: the summary line follows
+    shown = [
+        re.search(r"(\d+) record\(s\) so far, (\d+) of (\d+) segment", line) for line in progress
+    ]
+    figures = [tuple(int(n) for n in m.groups()) for m in shown if m is not None]
+    assert [done for _, done, _ in figures] == list(range(1, read))  # segments read, in order
+    assert {total for _, _, total in figures} == {read}
+    counts = [records for records, _, _ in figures]
+    assert counts == sorted(counts) and counts[-1] < rec.report.records_replayed == 40

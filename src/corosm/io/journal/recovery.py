@@ -335,24 +335,45 @@ def _check_reaches_back(
     )
 
 
+def _restore(
+    fs: FileSystem, directory: str, machine: Machine[S, Any, Any], damaged: list[CorruptJournal]
+) -> tuple[str | None, int, S]:
+    """The newest snapshot that checks out, restored, as ``(path, lsn, state)``; or none."""
+    t0 = time.perf_counter()
+    snap = load_newest_snapshot(fs, directory, damaged=damaged)
+    if snap is None:
+        return None, 0, machine.initial_state()
+    path, lsn, payload = snap
+    state = machine.restore(payload)
+    log.info(
+        "journal: restored snapshot %s (lsn %d, %d bytes) in %.3f s",
+        path, lsn, len(payload), time.perf_counter() - t0,
+    )  # fmt: skip
+    return path, lsn, state
+
+
+#: Seconds between two progress lines of a long replay (logger ``corosm.journal``).
+PROGRESS_EVERY = 5.0
+
+
 def recover(
     directory: str,
     machine: Machine[S, Any, Any],
     *,
     fs: FileSystem | None = None,
     truncate_corrupt: bool = False,
+    progress_every: float = PROGRESS_EVERY,
 ) -> Recovered[S]:
-    """Rebuild ``machine``'s state from ``directory`` (see module docs)."""
+    """Rebuild ``machine``'s state from ``directory`` (see module docs).
+
+    It logs what it reads: the snapshot it restored, then, while segments are
+    left and at most every ``progress_every`` seconds, the records replayed so far.
+    """
     t0 = time.perf_counter()
     fs = fs or OSFileSystem()
     names = _list_and_clean(fs, directory)
     damaged: list[CorruptJournal] = []
-    snap = load_newest_snapshot(fs, directory, damaged=damaged)
-    if snap is None:
-        snap_path, snap_lsn, state = None, 0, machine.initial_state()
-    else:
-        snap_path, snap_lsn, payload = snap
-        state = machine.restore(payload)
+    snap_path, snap_lsn, state = _restore(fs, directory, machine, damaged)
 
     segments = sorted((f, n) for n in names if (f := parse_segment_name(n)) is not None)
     # Segments wholly before the snapshot need not be read: start at the last
@@ -361,6 +382,7 @@ def recover(
     _check_reaches_back(damaged, segments, start, snap_lsn)
     expected = snap_lsn + 1
     replayed = read = 0
+    shown = time.perf_counter()  # when a progress line was last logged
     torn: Damage | None = None
     dropped: Damage | None = None
     for i in range(start, len(segments)):
@@ -393,6 +415,12 @@ def recover(
         replayed += scan.applied
         err = scan.error
         if err is None:
+            if later and (now := time.perf_counter()) - shown >= progress_every:
+                shown = now
+                log.info(
+                    "journal: replaying %s: %d record(s) so far, %d of %d segment(s) read, %.1f s",
+                    directory, replayed, i + 1 - start, len(segments) - start, now - t0,
+                )  # fmt: skip
             continue
         damage = _cut_damage(
             fs,
