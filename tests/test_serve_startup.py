@@ -10,6 +10,7 @@ server whose ``run`` raises ENOSPC.
 from __future__ import annotations
 
 import errno
+import gc
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from corosm import server
 from corosm.frontends import cli
 from corosm.io.journal.format import FRAME_SIZE, HEADER_SIZE
 from serverproc import ServerProcess
@@ -193,3 +195,22 @@ def test_sigusr1_prints_every_threads_stack_and_the_server_goes_on(tmp_path: Pat
         assert b"server.py" in stacks, stacks
         assert server.request("POST", "/", b'Write "x" 1') == (200, b"Ok")
         assert server.request("POST", "/", b'Read "x"') == (200, b"Result (Just 1)")
+
+
+def test_corosm_serve_collects_cyclic_garbage_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    # run() in-process up to the hand-over to the event loop, which is replaced.
+    seen: list[tuple[int, int, int]] = []
+
+    def the_loop(main: Any) -> None:
+        seen.append(gc.get_threshold())
+        main.close()  # the serve() coroutine, never started
+
+    monkeypatch.setattr(server, "run_on_uvloop", the_loop)
+    monkeypatch.setattr(server.faulthandler, "register", lambda *args, **kwargs: None)
+    before = gc.get_threshold()
+    try:
+        assert server.run(server.ServerConfig(log_level="warning")) == 0
+    finally:
+        gc.set_threshold(*before)
+    assert seen == [(server.GC_YOUNG_THRESHOLD, before[1], before[2])]
+    assert before[0] < server.GC_YOUNG_THRESHOLD  # less often than the default
