@@ -61,6 +61,7 @@ __all__ = [
     "Reply",
     "RequestParser",
     "SimpleString",
+    "encode_bulk",
     "encode_command",
     "encode_reply",
     "parse_reply",
@@ -479,13 +480,25 @@ NULL_ARRAY: Final = b"*-1\r\n"
 NULL_RESP3: Final = b"_\r\n"
 
 
+#: ``b"$3\r\n"`` for each length up to 1 KiB: a short bulk string's header is one lookup.
+_BULK_LINES: Final = tuple(b"$%d\r\n" % n for n in range(1025))
+
+
+def encode_bulk(data: bytes) -> bytes:
+    """One bulk string: ``$<length>``, CRLF, ``data``, CRLF."""
+    size = len(data)
+    if size < len(_BULK_LINES):
+        return _BULK_LINES[size] + data + b"\r\n"
+    return b"$%d\r\n%b\r\n" % (size, data)
+
+
 def encode_reply(reply: Reply, resp3: bool = False) -> bytes:
     """Encode one reply value as RESP2 bytes (RESP3 when ``resp3``, after ``HELLO 3``).
 
     The two differ only where our replies use it: null (``$-1`` / ``_``) and maps.
     """
     if isinstance(reply, bytes):
-        return b"$%d\r\n%b\r\n" % (len(reply), reply)
+        return encode_bulk(reply)
     if reply is None:
         return NULL_RESP3 if resp3 else NULL_BULK
     if isinstance(reply, bool):  # bool is an int; refuse it rather than send ":1"
@@ -518,7 +531,7 @@ def encode_command(*args: bytes | str | int) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        parts.append(encode_bulk(data))
     return b"".join(parts)
 
 

@@ -40,6 +40,7 @@ from corosm.frontends.resp.protocol import (
     ErrorReply,
     Reply,
     SimpleString,
+    encode_bulk,
     encode_reply,
 )
 
@@ -91,10 +92,7 @@ def encode_answers(input: Input, output: object, count: int, resp3: bool = False
         value = output.value
         if value is None:
             return NULL_RESP3 if resp3 else NULL_BULK
-        size = len(value)
-        if size < _KEPT_HEADERS:
-            return _BULK_HEADERS[size] + value + _CRLF
-        return b"$%d\r\n%b\r\n" % (size, value)
+        return encode_bulk(value)
     if type(output) is Ok:
         return OK * count
     if type(output) is Values and count > 1:
@@ -102,20 +100,6 @@ def encode_answers(input: Input, output: object, count: int, resp3: bool = False
     return encode_reply(reply_for(input, output), resp3) * count
 
 
-#: ``b"$3\r\n"`` for each length up to 1 KiB: a bulk reply's header is one lookup.
-_KEPT_HEADERS: Final = 1025
-_BULK_HEADERS: Final = tuple(b"$%d\r\n" % n for n in range(_KEPT_HEADERS))
-_CRLF: Final = b"\r\n"
-
-
 def _bulks(values: tuple[bytes | None, ...], null: bytes) -> bytes:
-    """One bulk reply per value (``null`` for None), joined."""
-    parts: list[bytes] = []
-    for value in values:
-        if value is None:
-            parts.append(null)
-        elif len(value) < _KEPT_HEADERS:
-            parts += (_BULK_HEADERS[len(value)], value, _CRLF)
-        else:
-            parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
-    return b"".join(parts)
+    """One bulk string per value (``null`` for None), joined."""
+    return b"".join([null if value is None else encode_bulk(value) for value in values])
