@@ -135,6 +135,7 @@ class Stepper(Generic[S, I, O]):
         self._log = machine.log if plain else None
         self._logged = machine.logged
         self._apply = machine.apply
+        self._read = machine.read
         self._actions: list[Action] = []
         # Started effects not yet completed: request -> its future, or the task
         # of an input taken by Machine.log (see _append_logged).
@@ -254,7 +255,7 @@ class Stepper(Generic[S, I, O]):
             raise Stopped("the runtime is not running")
         self.inputs_received += 1
         try:
-            output = self.machine.read(self.state, input)
+            output = self._read(self.state, input)
         except CorosmError:
             self.inputs_failed += 1
             raise
