@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corosm.apps.kv import fastinputs
+from corosm.apps.kv.basics import need_key
 from corosm.apps.kv.inputs import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
@@ -18,7 +18,6 @@ from corosm.apps.kv.inputs import (
     ReadMany,
     Write,
     WriteMany,
-    _need_key,
     _need_pair,
 )
 from corosm.apps.kv.machine import KVMachine
@@ -36,7 +35,7 @@ from corosm.apps.kv.records import (
     encode_record,
 )
 from corosm.apps.kv.state import KVState, apply_payloads, apply_record
-from corosm.errors import DataError, UsageError
+from corosm.errors import DataError, LimitExceeded, UsageError
 
 
 @given(st.binary(max_size=30), st.binary(max_size=30))
@@ -153,11 +152,11 @@ def _outcome(build: Callable[[], object]) -> str:
 
 @given(st.lists(_ITEMS, max_size=6))
 def test_many_keys_are_checked_as_each_key_alone(keys: list[Any]) -> None:
-    """ReadMany's inline test refuses what _need_key refuses, with its message."""
+    """ReadMany's inline test refuses what need_key refuses, with its message."""
 
     def one_by_one() -> None:
         for key in keys:
-            _need_key("each of ReadMany.keys", key)
+            need_key("each of ReadMany.keys", key)
 
     assert _outcome(lambda: ReadMany(tuple(keys))) == _outcome(one_by_one)
 
@@ -186,37 +185,42 @@ def test_many_pairs_are_checked_as_each_pair_alone(pairs: list[Any]) -> None:
     assert _outcome(lambda: WriteMany(tuple(pairs))) == _outcome(one_by_one)
 
 
-def _built_or_raised(build: Callable[[], Any]) -> tuple[str, Any]:
-    try:
-        return "built", build()
-    except UsageError as exc:
-        return type(exc).__name__, str(exc)
-
-
 _SIZES = st.sampled_from([0, 1, 2, MAX_KEY_BYTES, MAX_KEY_BYTES + 1])
 
 
 @given(_SIZES, st.sampled_from([0, 1, MAX_VALUE_BYTES, MAX_VALUE_BYTES + 1]))
-def test_fast_inputs_are_the_constructors(key_size: int, value_size: int) -> None:
-    """fastinputs.read/write build what Read/Write build, or raise what they raise."""
+def test_read_and_write_build_within_the_limits_and_refuse_outside(
+    key_size: int, value_size: int
+) -> None:
+    """Compiled or not, Read and Write check the limits and build frozen values."""
     key, value = b"k" * key_size, b"v" * value_size
-    assert _built_or_raised(lambda: fastinputs.read(key)) == _built_or_raised(lambda: Read(key))
-    fast = _built_or_raised(lambda: fastinputs.write(key, value))
-    assert fast == _built_or_raised(lambda: Write(key, value))
-    if fast[0] == "built":
-        built = fast[1]
-        assert type(built) is Write and (built.key, built.value) == (key, value)
-        assert hash(built) == hash(Write(key, value))
-        with pytest.raises(AttributeError):  # still frozen
-            built.key = b"other"  # type: ignore[misc]
+    key_fits = 0 < key_size <= MAX_KEY_BYTES
+    if not key_fits:
+        with pytest.raises(LimitExceeded, match="key"):
+            Read(key)
+        with pytest.raises(LimitExceeded, match="key"):
+            Write(key, value)
+        return
+    read = Read(key)
+    assert type(read) is Read and read.key == key and read == Read(key)
+    assert hash(read) == hash(Read(key))
+    if value_size > MAX_VALUE_BYTES:
+        with pytest.raises(LimitExceeded, match="value"):
+            Write(key, value)
+        return
+    write = Write(key, value)
+    assert type(write) is Write and (write.key, write.value) == (key, value)
+    assert write == Write(key, value) and hash(write) == hash(Write(key, value))
+    with pytest.raises(AttributeError):  # still frozen
+        write.key = b"other"  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("bad", ["k", bytearray(b"k"), memoryview(b"k"), 1])
-def test_fast_inputs_build_nothing_from_what_is_not_bytes(bad: Any) -> None:
-    """Not bytes: the constructor's UsageError (compiled, mypyc's TypeError at the call)."""
-    with pytest.raises((UsageError, TypeError)):
-        fastinputs.read(bad)
-    with pytest.raises((UsageError, TypeError)):
-        fastinputs.write(b"k", bad)
-    with pytest.raises((UsageError, TypeError)):
-        fastinputs.write(bad, b"v")
+def test_read_and_write_refuse_what_is_not_bytes_naming_the_field(bad: Any) -> None:
+    """A UsageError that names the field, in the compiled build too (not mypyc's TypeError)."""
+    with pytest.raises(UsageError, match=r"Read\.key must be bytes"):
+        Read(bad)
+    with pytest.raises(UsageError, match=r"Write\.value must be bytes"):
+        Write(b"k", bad)
+    with pytest.raises(UsageError, match=r"Write\.key must be bytes"):
+        Write(bad, b"v")

@@ -24,13 +24,14 @@ behaviour. Left out on purpose, and why:
   time, are in ``corosm.apps.kv.state``, which is compiled, and so is the
   machine's ``read``. The compiled stepper builds the one effect of every
   logged write, an ``Append``, without its interpreted ``__init__``;
-* the input types: mypyc's own argument checks would replace their clear
-  ``UsageError``s (a key that is not bytes) with bare ``TypeError``s. The
-  front ends build the two inputs of nearly every request through
-  ``corosm.apps.kv.fastinputs``, compiled, which checks the same limits.
-  The output and record types are compiled: nothing outside the machine
-  builds them, and each says how pickle rebuilds it (see
-  :mod:`corosm.core.fields`).
+* the input types but two: their constructors take typed parameters, and
+  mypyc's own argument checks would replace their clear ``UsageError``s (a
+  key that is not bytes) with bare ``TypeError``s. The two that nearly every
+  request builds, ``Read`` and ``Write``, are compiled in
+  ``corosm.apps.kv.basics``, whose constructors take ``object`` and check
+  it themselves. The output and record types are compiled too: nothing
+  outside the machine builds them. Each compiled value says how pickle
+  rebuilds it (see :mod:`corosm.core.fields`).
 
 ``corosm.runtime.runtime`` is compiled, so in the compiled build
 :class:`~corosm.runtime.Runtime` cannot be subclassed; it is configured (its
@@ -70,7 +71,7 @@ from pathlib import Path
 
 #: The modules mypyc compiles, by import name.
 MODULES: tuple[str, ...] = (
-    "corosm.apps.kv.fastinputs",
+    "corosm.apps.kv.basics",
     "corosm.apps.kv.outputs",
     "corosm.apps.kv.records",
     "corosm.apps.kv.seed",

@@ -15,18 +15,18 @@ still frozen, and compare, hash, pickle, ``replace`` and match as before.
 Compiled code is the exception: there ``object.__setattr__(self, name,
 value)`` itself is the cheap way (mypyc calls it directly; a slot setter is a
 method-wrapper called with an argument tuple), about 500 instructions less a
-field. So the compiled classes of that list (``Put``, ``Value``) set their
-fields that way, and so do the compiled builders of the interpreted ones
-(:mod:`corosm.apps.kv.fastinputs` for ``Read`` and ``Write``, the stepper
-for ``Append``), on an instance made with ``object.__new__``.
+field. So the compiled classes of that list (``Read`` and ``Write`` in
+:mod:`corosm.apps.kv.basics`, ``Put``, ``Value``) set their fields that way,
+and so does the compiled stepper when it builds the interpreted ``Append``,
+on an instance made with ``object.__new__``.
 
-The key-value outputs and records are also compiled (``corosm.compiled``),
-and pickle cannot rebuild a compiled value its default way: a compiled
-class's ``__new__`` runs ``__init__``, and the ``__setstate__`` that would
-follow meets the frozen ``__setattr__``. Each of those classes says how it is
-rebuilt instead, with a ``__reduce__`` that returns :func:`by_constructor`:
-its constructor, called with its fields in order. The pure build pickles them
-the same way.
+The key-value outputs and records, ``Read`` and ``Write`` are compiled
+(``corosm.compiled``), and pickle cannot rebuild a compiled value its
+default way: a compiled class's ``__new__`` runs ``__init__``, and the
+``__setstate__`` that would follow meets the frozen ``__setattr__``. Each of
+those classes says how it is rebuilt instead, with a ``__reduce__`` that
+returns :func:`by_constructor`: its constructor, called with its fields in
+order. The pure build pickles them the same way.
 """
 
 from __future__ import annotations

@@ -6,13 +6,16 @@ these. Constructors check their arguments, so a front end that builds a bad
 input gets a :class:`~corosm.errors.UsageError` naming the field and what was
 expected, instead of a machine that fails later in ``apply``.
 
-The store's size limits live here and nowhere else: every key must have 1 to
+The store's size limits hold for every input: every key must have 1 to
 :data:`MAX_KEY_BYTES` bytes and every value at most :data:`MAX_VALUE_BYTES`,
 whichever protocol built the input. A constructor given anything else raises
 :class:`~corosm.errors.LimitExceeded` (a ``UsageError`` that says which part
 and the limit), which each front end maps to its own reply. A value that only
 *grows* past the limit (APPEND) is refused by the machine instead, in
-``apply``; see :mod:`corosm.apps.kv.machine`.
+``apply``; see :mod:`corosm.apps.kv.machine`. The limits, their checks and the
+two inputs nearly every request builds, :class:`Read` and :class:`Write`, are
+defined in :mod:`corosm.apps.kv.basics` (compiled in the compiled build) and
+exported from here with the rest.
 
 The seed's protocol needs only :class:`Write`, :class:`Read` and
 :class:`Reset`; REST adds :class:`Delete`; the rest serves the Redis commands
@@ -25,36 +28,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from corosm.apps.kv.basics import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    Read,
+    Write,
+    need_key,
+    need_value,
+)
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN
-from corosm.core.fields import slot_setter
-from corosm.errors import LimitExceeded, UsageError
+from corosm.errors import UsageError
 
-#: The largest key and value any front end may store (one table in docs/limits.md).
-#: A key also has at least one byte.
-MAX_KEY_BYTES: Final = 1024
-MAX_VALUE_BYTES: Final = 1 << 20
-
-
-def _not_bytes(what: str, value: object) -> UsageError:
-    return UsageError(f"{what} must be bytes, not {type(value).__name__} ({value!r:.60})")
-
-
-def _need_key(what: str, key: object) -> None:
-    """``key`` is bytes with 1 to MAX_KEY_BYTES bytes (one call: it is on every input's path)."""
-    if type(key) is not bytes:
-        raise _not_bytes(what, key)
-    if not 0 < len(key) <= MAX_KEY_BYTES:
-        raise LimitExceeded("key", len(key), MAX_KEY_BYTES)
-
-
-def _need_value(what: str, value: object) -> None:
-    """``value`` is bytes with at most MAX_VALUE_BYTES bytes."""
-    if type(value) is not bytes:
-        raise _not_bytes(what, value)
-    if len(value) > MAX_VALUE_BYTES:
-        raise LimitExceeded("value", len(value), MAX_VALUE_BYTES)
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
+    "AppendBytes",
+    "Delete",
+    "DeleteMany",
+    "Exists",
+    "IncrBy",
+    "Input",
+    "Read",
+    "ReadMany",
+    "Reset",
+    "SetIf",
+    "Size",
+    "StrLen",
+    "Write",
+    "WriteMany",
+]
 
 
 def _need_keys(what: str, keys: object) -> tuple[bytes, ...]:
@@ -62,52 +66,15 @@ def _need_keys(what: str, keys: object) -> tuple[bytes, ...]:
         raise UsageError(f"{what} must be a sequence of bytes keys, not {keys!r:.60}")
     result = tuple(keys)
     for key in result:
-        # _need_key's test, inline: a call per key was most of what MGET's input cost.
+        # need_key's test, inline: a call per key was most of what MGET's input cost.
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            _need_key(f"each of {what}", key)  # raises, saying why
+            need_key(f"each of {what}", key)  # raises, saying why
     return result
 
 
 def _freeze(obj: Any, name: str, value: object) -> None:
     # Frozen dataclasses allow this in __post_init__ only; used to store tuples.
     object.__setattr__(obj, name, value)
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Write:
-    """Store ``value`` under ``key`` (seed ``Write``, REST PUT, plain Redis SET)."""
-
-    key: bytes
-    value: bytes
-
-    def __init__(self, key: bytes, value: bytes) -> None:
-        # Built for every write: the checks inline, the fields set by slot (see corosm.core.fields).
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            _need_key("Write.key", key)
-        if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
-            _need_value("Write.value", value)
-        _set_write_key(self, key)
-        _set_write_value(self, value)
-
-
-_set_write_key = slot_setter(Write, "key")
-_set_write_value = slot_setter(Write, "value")
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class Read:
-    """The value under ``key``, or None (seed ``Read``, REST GET, Redis GET)."""
-
-    key: bytes
-
-    def __init__(self, key: bytes) -> None:
-        # Built for every read: the check inline, the field set by slot (see corosm.core.fields).
-        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            _need_key("Read.key", key)
-        _set_read_key(self, key)
-
-
-_set_read_key = slot_setter(Read, "key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +84,7 @@ class Delete:
     key: bytes
 
     def __post_init__(self) -> None:
-        _need_key("Delete.key", self.key)
+        need_key("Delete.key", self.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +116,8 @@ def _need_pair(pair: object) -> None:
     """``pair`` is a ``(key, value)`` tuple of a good key and a good value."""
     if not isinstance(pair, tuple) or len(pair) != 2:
         raise UsageError(f"WriteMany.pairs: each item must be a (key, value) tuple: {pair!r:.60}")
-    _need_key("WriteMany key", pair[0])
-    _need_value("WriteMany value", pair[1])
+    need_key("WriteMany key", pair[0])
+    need_value("WriteMany value", pair[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +165,8 @@ class SetIf:
     return_old: bool = False
 
     def __post_init__(self) -> None:
-        _need_key("SetIf.key", self.key)
-        _need_value("SetIf.value", self.value)
+        need_key("SetIf.key", self.key)
+        need_value("SetIf.value", self.value)
         if self.nx and self.xx:
             raise UsageError("SetIf: nx and xx exclude each other (SET takes NX or XX, not both)")
 
@@ -216,7 +183,7 @@ class IncrBy:
     delta: int
 
     def __post_init__(self) -> None:
-        _need_key("IncrBy.key", self.key)
+        need_key("IncrBy.key", self.key)
         if type(self.delta) is not int or not INT64_MIN <= self.delta <= INT64_MAX:
             raise UsageError(f"IncrBy.delta must be a 64-bit signed int, not {self.delta!r:.60}")
 
@@ -229,8 +196,8 @@ class AppendBytes:
     value: bytes
 
     def __post_init__(self) -> None:
-        _need_key("AppendBytes.key", self.key)
-        _need_value("AppendBytes.value", self.value)
+        need_key("AppendBytes.key", self.key)
+        need_value("AppendBytes.value", self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +207,7 @@ class StrLen:
     key: bytes
 
     def __post_init__(self) -> None:
-        _need_key("StrLen.key", self.key)
+        need_key("StrLen.key", self.key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,6 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from corosm.apps.kv import fastinputs
 from corosm.apps.kv.inputs import Read, Write
 from corosm.apps.kv.outputs import Ok, Value
 from corosm.apps.kv.records import INT64_MAX, INT64_MIN, parse_int64
@@ -208,15 +207,14 @@ def _shown_request(body: bytes) -> Write | Read | None:
     ``Write "k" (-5)``, single spaces, a key of printable ASCII with no
     escape, a canonical value of at most 18 digits. Slices and a few tests
     cost about half of what the regular expression's match object and the
-    value's round trip through ``int`` and ``str`` cost, and the input is
-    built by :mod:`~corosm.apps.kv.fastinputs`. None sends the body on to the
-    general paths.
+    value's round trip through ``int`` and ``str`` cost. None sends the body
+    on to the general paths.
     """
     if body[:6] == b'Read "':
         if len(body) > 6 and body[-1] == 0x22:  # '"'
             key = body[6:-1]
             if _plain_key(key):
-                return fastinputs.read(key)
+                return Read(key)
         return None
     if body[:7] == b'Write "':
         end = body.find(b'" ', 7)
@@ -224,11 +222,11 @@ def _shown_request(body: bytes) -> Write | Read | None:
             key, number = body[7:end], body[end + 2 :]
             if _plain_key(key):
                 if _plain_digits(number):
-                    return fastinputs.write(key, number)
+                    return Write(key, number)
                 if number[:2] == b"(-" and number[-1:] == b")":
                     digits = number[2:-1]
                     if _plain_digits(digits) and digits != b"0":  # show prints 0, never (-0)
-                        return fastinputs.write(key, b"-" + digits)
+                        return Write(key, b"-" + digits)
     return None
 
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 from typing import ClassVar, Final
 from urllib.parse import unquote_to_bytes
 
-from corosm.apps.kv import fastinputs
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
 from corosm.apps.kv.outputs import Count, Ok, SetOutcome, Value
 from corosm.apps.kv.seed import (
@@ -158,7 +157,7 @@ class KvHttpApp(MachineHttpApp):
         input: Input
         try:  # the inputs check the key and value limits
             if kind == "kv_get":
-                input = fastinputs.read(key)
+                input = Read(key)
             elif kind == "kv_delete":
                 input = Delete(key)
             else:

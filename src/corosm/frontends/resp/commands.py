@@ -37,7 +37,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from corosm.apps.kv import fastinputs
 from corosm.apps.kv import inputs as kv
 from corosm.apps.kv.records import INT64_MIN, parse_int64
 from corosm.errors import UsageError
@@ -174,11 +173,9 @@ def run_input(run: list[list[bytes]]) -> kv.Input:
     raises for a bad key or value: the caller then dispatches each command alone.
     """
     if len(run[0]) == 2:  # GET key
-        return (
-            fastinputs.read(run[0][1]) if len(run) == 1 else kv.ReadMany(tuple([a[1] for a in run]))
-        )
+        return kv.Read(run[0][1]) if len(run) == 1 else kv.ReadMany(tuple([a[1] for a in run]))
     if len(run) == 1:
-        return fastinputs.write(run[0][1], run[0][2])
+        return kv.Write(run[0][1], run[0][2])
     return kv.WriteMany(tuple([(a[1], a[2]) for a in run]))
 
 
@@ -365,7 +362,7 @@ def _one_line(text: str) -> str:
 
 
 def _get(args: list[bytes], session: Session) -> Outcome:
-    return fastinputs.read(args[1])
+    return kv.Read(args[1])
 
 
 def _mget(args: list[bytes], session: Session) -> Outcome:
@@ -391,7 +388,7 @@ def _set(args: list[bytes], session: Session) -> Outcome:
             return Local(SYNTAX_ERROR)
     if not condition and not get:
         # The plain SET: a Put record, no outcome to shape.
-        return fastinputs.write(args[1], args[2])
+        return kv.Write(args[1], args[2])
     return kv.SetIf(args[1], args[2], condition == b"NX", condition == b"XX", get)
 
 
