@@ -179,7 +179,11 @@ def _plain_digits(data: bytes) -> bool:
     Canonical as in :func:`~corosm.apps.kv.records.parse_int64`: no sign, no
     leading zero. These are the numbers whose bytes ``show`` prints unchanged.
     """
-    return len(data) <= 18 and data.isdigit() and (data[0] != 0x30 or len(data) == 1)
+    n = len(data)
+    if not 0 < n <= 18 or (data[0] == 0x30 and n > 1):
+        return False
+    # Compiled, a loop over at most 18 bytes: cheaper than calling isdigit.
+    return all(0x30 <= byte <= 0x39 for byte in data)
 
 
 # -- read ----------------------------------------------------------------------------
