@@ -89,6 +89,8 @@ _FAST_MAX_BULK: Final = 1024
 _FAST_COUNTS: Final = {b"*%d" % n: n for n in range(1, _FAST_MAX_ARGS + 1)}
 #: ``_BULK_HEADERS[3] == b"$3"``, up to the fast path's bound.
 _BULK_HEADERS: Final = tuple(b"$%d" % n for n in range(_FAST_MAX_BULK + 1))
+#: The same headers with their CRLF, for :func:`encode_bulk`: one lookup a short reply.
+_BULK_LINES: Final = tuple(header + b"\r\n" for header in _BULK_HEADERS)
 
 
 class ProtocolError(ValueError):
@@ -480,14 +482,10 @@ NULL_ARRAY: Final = b"*-1\r\n"
 NULL_RESP3: Final = b"_\r\n"
 
 
-#: ``b"$3\r\n"`` for each length up to 1 KiB: a short bulk string's header is one lookup.
-_BULK_LINES: Final = tuple(b"$%d\r\n" % n for n in range(1025))
-
-
 def encode_bulk(data: bytes) -> bytes:
     """One bulk string: ``$<length>``, CRLF, ``data``, CRLF."""
     size = len(data)
-    if size < len(_BULK_LINES):
+    if size <= _FAST_MAX_BULK:
         return _BULK_LINES[size] + data + b"\r\n"
     return b"$%d\r\n%b\r\n" % (size, data)
 
