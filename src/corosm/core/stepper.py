@@ -71,6 +71,7 @@ from corosm.core.events import (
     ReplyError,
     StartIO,
 )
+from corosm.core.fields import slot_setter
 from corosm.core.futures import Future
 from corosm.core.machine import Keys, Machine, Policy
 from corosm.core.traps import WAIT_ALL, Wait
@@ -93,6 +94,9 @@ T = TypeVar("T")
 
 _EXCLUSIVE_KEY: Final = ("corosm", "exclusive")
 _new: Final = object.__new__  # looked up once: compiled, the call is then direct
+# The slot's own setter: half the cost of object.__setattr__, which looks the
+# method up by name and parses its three arguments on every call.
+_set_record: Final = slot_setter(Append, "record")
 # Enum members as module constants: in Python 3.11 ``Policy.INTERLEAVE`` goes
 # through the enum metaclass's ``__getattr__`` hook, ~900 instructions a lookup.
 _INTERLEAVE: Final = Policy.INTERLEAVE
@@ -208,9 +212,11 @@ class Stepper(Generic[S, I, O]):
     def complete(self, request: int, value: Any = None, error: BaseException | None = None) -> None:
         """Request ``request`` finished (the event ``IOCompleted``)."""
         self.completions += 1
-        future = self._futures.pop(request, None)
+        futures = self._futures
+        future = futures.get(request)  # compiled, get and del are direct; pop is not
         if future is None:
             return  # cancelled earlier, or not ours: a late completion is ignored
+        del futures[request]
         if isinstance(future, _Task):  # an input taken by Machine.log: apply, then answer
             self._answer_logged(future, value, error)
             return
@@ -411,7 +417,7 @@ class Stepper(Generic[S, I, O]):
             return False
         # Append(record), without its interpreted __init__ (one frame per write).
         task.append = effect = _new(Append)
-        object.__setattr__(effect, "record", record)
+        _set_record(effect, record)
         self._futures[self._start_io(effect)] = task
         self.suspended += 1
         self._suspended.add(task)
