@@ -83,6 +83,7 @@ MODULES: tuple[str, ...] = (
     "corosm.frontends.http.machineapp",
     "corosm.frontends.http.messages",
     "corosm.frontends.http.protocol",
+    "corosm.frontends.ordering",
     "corosm.frontends.resp.commands",
     "corosm.frontends.resp.protocol",
     "corosm.frontends.resp.replies",

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import enum
 from collections.abc import Hashable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:
     from corosm.core.context import Context
@@ -134,15 +134,37 @@ class Machine(Generic[S, I, O]):
 
     #: How inputs interleave while handlers are suspended.
     policy: Policy = Policy.INTERLEAVE
+    #: True when :meth:`order` depends on the input's type alone (a table by
+    #: type): the front ends then ask it once per type and remember. See
+    #: :meth:`orders_by_type` for which ``order`` it speaks for.
+    order_by_type: ClassVar[bool] = False
 
     def order(self, input: I) -> Order:
         """How ``input`` orders against the same connection's earlier inputs.
 
         The default, ``Order.WRITE``, is always safe; declaring reads
         ``READ`` and log-decided writes ``LOGGED`` lets pipelined inputs on
-        one connection overlap.
+        one connection overlap. A machine whose answer depends on the
+        input's type alone says so with ``order_by_type = True``.
         """
         return Order.WRITE
+
+    def orders_by_type(self) -> bool:
+        """True when :attr:`order_by_type` holds for the :meth:`order` this machine runs.
+
+        The nearest class (along the MRO) that sets ``order_by_type`` or
+        defines ``order`` decides: its flag if it sets one, else False. So a
+        subclass that overrides ``order`` without declaring again is asked
+        for every input, and one that only sets the flag speaks for the
+        ``order`` it inherits.
+        """
+        for cls in type(self).__mro__:
+            attrs = vars(cls)
+            if "order_by_type" in attrs:
+                return bool(attrs["order_by_type"])
+            if "order" in attrs:
+                return False
+        return False
 
     def read(self, state: S, input: I) -> O:
         """Answer a ``READ`` input from ``state`` at once: no I/O, no change. Optional.

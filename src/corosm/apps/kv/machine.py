@@ -118,6 +118,7 @@ class KVMachine(Machine[KVState, Input, Output]):
     """The durable key-value store as a coroutine state machine (see module docs)."""
 
     policy = Policy.INTERLEAVE
+    order_by_type = True  # order() is the ORDER table's
 
     def initial_state(self) -> KVState:
         return KVState()

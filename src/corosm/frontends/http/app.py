@@ -38,13 +38,13 @@ wrong and what was expected.
 
 Read-your-writes per connection is the generic app's, following
 :meth:`corosm.core.Machine.order`; the key-value machine declares its order
-by input type (its ``ORDER`` table), so the app asks once per type
-(``order_by_type``) and keeps no table of its own.
+by input type (its ``ORDER`` table, ``order_by_type``), so the app asks once
+per type.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from corosm.apps.kv.inputs import Delete, Input, Read, Reset, SetIf
@@ -89,8 +89,6 @@ _ROUTES: Final = (
 
 class KvHttpApp(MachineHttpApp):
     """The key-value routes; call it with a Request (see the module docs)."""
-
-    order_by_type: ClassVar[bool] = True  # the key-value machine's ORDER table
 
     def __init__(
         self,

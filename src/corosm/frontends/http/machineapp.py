@@ -33,10 +33,10 @@ with one line (never a traceback). Every error body is text, one line per
 problem.
 
 Read-your-writes per connection (:class:`_Session`) follows the machine's own
-declaration, :meth:`corosm.core.Machine.order`. The generic app asks it for
-every input; an app whose machine declares its order by input type alone
-(``order_by_type = True``, as the key-value machine's ``ORDER`` table does)
-asks once per type. The app keeps no table of its own.
+declaration, :meth:`corosm.core.Machine.order`, asked through
+:class:`~corosm.frontends.ordering.Orders`: for every input, or once per
+input type when the machine declares ``order_by_type`` (as the key-value
+machine's ``ORDER`` table does).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, Final, Protocol
 
 from corosm.core import Machine, Order
 from corosm.errors import (
@@ -67,6 +67,7 @@ from corosm.frontends.http.messages import (
 )
 from corosm.frontends.http.metrics import render_metrics
 from corosm.frontends.jsoncodec import InvalidJson, MachineCodec, OutputMismatch
+from corosm.frontends.ordering import Orders
 
 log: Final = logging.getLogger("corosm.http")
 
@@ -118,9 +119,6 @@ class MachineHttpApp(Submitter):
     ``POST /``; a subclass with routes of its own may leave it out.
     """
 
-    #: True when the machine's ``order()`` depends on the input's type alone.
-    order_by_type: ClassVar[bool] = False
-
     def __init__(
         self,
         runtime: MachineRuntime,
@@ -130,10 +128,7 @@ class MachineHttpApp(Submitter):
     ) -> None:
         self.runtime = runtime
         self.codec = codec
-        self._machine_order: Callable[[Any], Order] = runtime.machine.order
-        # Machine.order per input type, when it depends on the type alone: the
-        # dict costs a quarter of the call. Stays empty otherwise.
-        self._orders: dict[type, Order] = {}
+        self.orders = Orders(runtime.machine)
         # Reads answered in the call (Runtime.reader), when the runtime has them.
         self._read: Callable[[Any], Any] | None = getattr(runtime, "reader", None)
         self.http_stats = http_stats or HttpStats()
@@ -152,13 +147,6 @@ class MachineHttpApp(Submitter):
             for kind, tally in self._tallies.items()
             for status, n in tally.counts()
         }
-
-    def order(self, input: Any) -> Order:
-        """How ``input`` orders on its connection, as the runtime's machine declares it."""
-        order = self._machine_order(input)
-        if self.order_by_type:
-            self._orders[type(input)] = order
-        return order
 
     # -- routing ------------------------------------------------------------
 
@@ -246,7 +234,7 @@ class MachineHttpApp(Submitter):
     def submit(self, kind: str, input: Any) -> Response | Later:
         """Submit ``input`` with no connection order: its reply, or the Later for it."""
         try:
-            order = self._orders.get(type(input)) or self.order(input)
+            order = self.orders.of(input)
             if order is _READ and self._read is not None:
                 return self._read_reply(kind, input)
             reply = _Reply(self._finish[kind])
@@ -398,7 +386,7 @@ class _Session(Submitter):
     def submit(self, kind: str, input: Any) -> Response | Later:
         app = self._app
         try:
-            order = app._orders.get(type(input)) or app.order(input)  # inlined: the hot path
+            order = app.orders.of(input)
         except Exception as exc:  # a machine's order() that raises fails this input alone
             return app._failed(kind, exc)
         if self._held or (self._writes and order is not _LOGGED):

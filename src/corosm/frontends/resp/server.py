@@ -35,11 +35,13 @@ journal batch of 16 costs one drain and one write.
 
 Within one connection a read never overtakes an earlier write. The machine
 declares, once, how each input orders (``runtime.machine.order(input)``, see
-:class:`corosm.core.Order`): a ``LOGGED`` input may be submitted while the
-connection's earlier writes still wait for their fsync; any other input waits
-until they are answered, and a ``WRITE`` (a delete) is waited for like a
-``LOGGED`` one. Commands that must wait are *held*, unsubmitted, in a second
-queue (with any local replies behind them, to keep the order).
+:class:`corosm.core.Order`; asked once per input type where the machine
+allows, see :class:`~corosm.frontends.ordering.Orders`): a ``LOGGED`` input may
+be submitted while the connection's earlier writes still wait for their fsync;
+any other input waits until they are answered, and a ``WRITE`` (a delete) is
+waited for like a ``LOGGED`` one. Commands that must wait are *held*,
+unsubmitted, in a second queue (with any local replies behind them, to keep
+the order).
 
 A connection's life, as states and the events that move it::
 
@@ -99,6 +101,7 @@ from corosm.errors import (
     UsageError,
 )
 from corosm.frontends.deadline import rearm
+from corosm.frontends.ordering import OrderDeclaring, Orders
 from corosm.frontends.resp.commands import (
     GET_NAMES,
     SET_NAMES,
@@ -131,12 +134,6 @@ _READ: Final = Order.READ
 
 #: The runtime's reply channel: ``callback(output, None)`` or ``callback(None, error)``.
 ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
-
-
-class OrderDeclaring(Protocol):
-    """The part of a :class:`corosm.core.Machine` the RESP server asks."""
-
-    def order(self, input: Any, /) -> Order: ...
 
 
 class RuntimeLike(Protocol):
@@ -192,6 +189,7 @@ class _Shared:
         # Reads answered in the call, when the runtime has them (fakes and the
         # sharded client do not): asked once, as the HTTP app does.
         self.reader: Reader | None = getattr(runtime, "reader", None)
+        self.orders = Orders(runtime.machine)
         self.limits = limits
         self.allow_reset = allow_reset
         # The clock and timers: the running loop, or a test's fake.
@@ -312,7 +310,7 @@ class RespServerProtocol(asyncio.Protocol):
         self._loop = shared.loop
         self._submit_callback = shared.runtime.submit_callback
         self._read = shared.reader
-        self._order = shared.runtime.machine.order
+        self._orders = shared.orders
         self._parser = RequestParser(
             max_bulk_len=limits.max_bulk_len,
             max_args=limits.max_args,
@@ -459,7 +457,7 @@ class RespServerProtocol(asyncio.Protocol):
     def _route(self, input: kv.Input, count: int) -> None:
         """Answer, submit or hold ``input``, which answers ``count`` commands."""
         resp3 = self._session.protocol == 3
-        order = self._order(input)
+        order = self._orders.of(input)
         if self._held or (self._writes_inflight and order is not _LOGGED):
             self._held.append((input, resp3, order, count))  # read-your-writes: see the module docs
             self._owed += count
