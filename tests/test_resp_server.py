@@ -182,6 +182,22 @@ async def test_a_completion_batch_is_one_write() -> None:
     ]
 
 
+@in_loop
+async def test_the_only_reply_owed_is_written_in_its_callback() -> None:
+    """Nothing to batch it with: no call_soon and loop pass before the write."""
+    rt = FakeRuntime(asyncio.get_running_loop())
+    proto, transport = connect(rt)
+    proto.data_received(encode_command("SET", "a", "1"))
+    rt.answer(0, OK)
+    assert transport.writes == [b"+OK\r\n"]  # before any loop pass
+    proto.data_received(_set_or_incr(0) + _set_or_incr(1))
+    rt.answer(1, OK)
+    rt.answer(2, IntValue(1))
+    assert transport.writes == [b"+OK\r\n"]  # two owed: batched for the drain after the turn
+    await settle()
+    assert transport.writes == [b"+OK\r\n", b"+OK\r\n:1\r\n"]
+
+
 def _set_or_incr(i: int) -> bytes:
     """SET for even ``i``, INCR for odd: LOGGED commands that never form a run."""
     if i % 2 == 0:

@@ -29,9 +29,10 @@ behind it. :meth:`RespServerProtocol._drain` writes ``_ready``, then takes
 slots from the front while they are answered, all with one
 ``transport.write``. It runs at the end of each ``data_received`` (so a read
 of sixteen ``GET`` costs one write) and once per *completion batch*: a slot's
-callback only stores its reply's bytes, and when it is the front slot it
-schedules one drain (``call_soon``), which runs after the runtime's turn, so a
-journal batch of 16 costs one drain and one write.
+callback stores its reply's bytes and, when it is the front slot, drains: at
+once when it is the only slot (nothing to batch it with), else by scheduling
+one drain (``call_soon``), which runs after the runtime's turn, so a journal
+batch of 16 pipelined replies costs one drain and one write.
 
 Within one connection a read never overtakes an earlier write. The machine
 declares, once, how each input orders (``runtime.machine.order(input)``, see
@@ -270,9 +271,16 @@ class _Slot:
             if error is None
             else error_reply_for(error) * self.count
         )
-        slots = self.conn._slots
+        conn = self.conn
+        slots = conn._slots
         if slots and slots[0] is self:  # the rest cannot leave before the front anyway
-            self.conn._drain_soon()
+            if len(slots) == 1 and not conn._drain_scheduled:
+                # The only reply owed (no pipelining): nothing to batch it with,
+                # so write now rather than pay for a call_soon and a loop pass
+                # (as the HTTP connection's _Slot.fill does).
+                conn._drain()
+            else:
+                conn._drain_soon()
 
 
 def _encode(input: kv.Input, output: Any, resp3: bool, count: int) -> bytes:
@@ -307,6 +315,7 @@ class RespServerProtocol(asyncio.Protocol):
     def __init__(self, shared: _Shared) -> None:
         self._shared = shared
         self._limits = limits = shared.limits
+        self._max_pending = limits.max_pending  # an int read on every drain
         self._loop = shared.loop
         self._submit_callback = shared.runtime.submit_callback
         self._read = shared.reader
@@ -567,7 +576,7 @@ class RespServerProtocol(asyncio.Protocol):
                 self._finish()
             return
         # Nothing paused and room left, the usual case: nothing to pause or resume.
-        if self._paused_reading or self._paused_writing or self._owed >= self._limits.max_pending:
+        if self._paused_reading or self._paused_writing or self._owed >= self._max_pending:
             self._update_reading()
 
     def _update_reading(self) -> None:
