@@ -1,4 +1,4 @@
-"""The RESP fast paths: the parser's one-split pass and reads answered in the pass.
+"""The RESP fast paths: the parser's one-pass split and reads answered in the pass.
 
 The parser's fast path must take exactly what the careful path takes, so a
 seeded fuzz compares the two on the same streams cut at random places. The
@@ -39,6 +39,9 @@ def _parse_all(parser: RequestParser, pieces: list[bytes]) -> tuple[list[list[by
 _ATOMS = (
     *(b"\r\n", b"\r", b"\n", b"$", b"*", b"x", b"$1", b"*2", b"0", b"-1", b" ", b'"'),
     *(b"*0", b"*9", b"*10", b"*:", b"*/"),  # around the one-digit counts read in place
+    # Headers the fast path leaves to the careful one: leading zeros, too many
+    # digits, over its bounds of 64 arguments and 1 KiB.
+    *(b"$01", b"*01", b"$00", b"$00001", b"*64", b"*65", b"$1025"),
 )
 
 

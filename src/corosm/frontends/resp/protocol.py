@@ -15,15 +15,15 @@ Two request forms exist, as in Redis:
 
 A read that starts at a command boundary and carries whole small commands
 (what client libraries and redis-benchmark send, pipelined or not) takes the
-fast path, :func:`_split_commands`: one ``bytes.split`` on CRLF cuts the whole
-read into headers and arguments in C, and each command is checked by comparing
-its ``$<len>`` headers with the lengths of the pieces that follow them (an
-argument that holds a CRLF splits into a piece shorter than its header says,
-so it is never mistaken; that command and the rest of the read go to the
-careful path). A command costs a dictionary lookup, and an argument a length,
-a tuple index and a comparison of two short byte strings; nothing is copied
-twice. (A plain loop: a GET took 0.9 us pure and 0.45 us compiled, against
-1.5 and 1.2 us for slices compared with a ``map`` of the headers.)
+fast path, :func:`_split_commands`: one pass that reads each ``*<n>`` and
+``$<len>`` header's digits in place and slices out each argument by its
+length, checking the CRLF after it. Only the arguments are copied, once;
+compiled, the digits cost a few comparisons each. It replaced one
+``bytes.split`` on CRLF, whose header pieces were each a new object to make
+and free (a ``SET`` made eight objects for its three arguments): compiled, a
+``SET`` costs 5% fewer instructions end to end and a ``GET`` 11% fewer. The
+pure build pays for the loop in the interpreter: parsing a ``SET`` went from
+1.2 to 2.8 us there.
 
 The careful path handles everything else: inline commands, big arguments,
 commands cut across reads. It keeps its position inside a half-arrived
@@ -85,12 +85,9 @@ _MAX_NUMBER_LEN: Final = 20
 # each. Anything bigger is rare and takes the careful path, which checks limits.
 _FAST_MAX_ARGS: Final = 64
 _FAST_MAX_BULK: Final = 1024
-#: ``b"*3"`` -> 3: the multibulk headers the fast path takes.
-_FAST_COUNTS: Final = {b"*%d" % n: n for n in range(1, _FAST_MAX_ARGS + 1)}
-#: ``_BULK_HEADERS[3] == b"$3"``, up to the fast path's bound.
-_BULK_HEADERS: Final = tuple(b"$%d" % n for n in range(_FAST_MAX_BULK + 1))
-#: The same headers with their CRLF, for :func:`encode_bulk`: one lookup a short reply.
-_BULK_LINES: Final = tuple(header + b"\r\n" for header in _BULK_HEADERS)
+#: ``_BULK_LINES[3] == b"$3\r\n"``, up to the fast path's bound, for
+#: :func:`encode_bulk`: one lookup a short reply.
+_BULK_LINES: Final = tuple(b"$%d\r\n" % n for n in range(_FAST_MAX_BULK + 1))
 
 
 class ProtocolError(ValueError):
@@ -372,38 +369,55 @@ def _split_commands(data: bytes) -> tuple[list[list[bytes]], int]:
     Stops at the first thing it does not take (see the module docs); the
     careful path goes on from there.
     """
-    parts = data.split(b"\r\n")
-    last = len(parts) - 1  # parts[last] has no CRLF after it: never a whole piece
     commands: list[list[bytes]] = []
-    start = 0
-    counts, headers = _FAST_COUNTS, _BULK_HEADERS
-    while start < last:
-        head = parts[start]
-        # "*1" to "*9" read in place (no hashing of a new bytes); "*10" on from the table.
-        count = head[1] - 0x30 if len(head) == 2 and head[0] == 0x2A else 0  # b"*"
-        if not 0 < count < 10:
-            count = counts.get(head, 0)
-            if not count:
-                break
-        stop = start + 1 + 2 * count  # the header and argument pieces of the command
-        if stop > last:
+    size = len(data)
+    done = 0  # the end of the last whole command taken
+    while done < size and data[done] == 0x2A:  # b"*"
+        count, pos = _header_number(data, done + 1, size)
+        if not 0 < count <= _FAST_MAX_ARGS:
             break
         args: list[bytes] = []
-        i = start + 1
-        while i < stop:
-            arg = parts[i + 1]
-            n = len(arg)
-            if n > _FAST_MAX_BULK or parts[i] != headers[n]:
-                break  # too big for the fast path, or its header says otherwise
-            args.append(arg)
-            i += 2
-        if i < stop:
+        while count:
+            if pos >= size or data[pos] != 0x24:  # b"$"
+                break
+            n, pos = _header_number(data, pos + 1, size)
+            stop = pos + n
+            # A CRLF after the n bytes, where the header says the argument ends.
+            if not 0 <= n <= _FAST_MAX_BULK or stop + 2 > size or data[stop] != 0x0D:
+                break
+            if data[stop + 1] != 0x0A:
+                break
+            args.append(data[pos:stop])
+            pos = stop + 2
+            count -= 1
+        if count:
             break
         commands.append(args)
-        start = stop
-    if start == last:
-        return commands, len(data) - len(parts[last])
-    return commands, sum(map(len, parts[:start])) + 2 * start
+        done = pos
+    return commands, done
+
+
+def _header_number(data: bytes, pos: int, size: int) -> tuple[int, int]:
+    """The number of a ``*<n>`` or ``$<n>`` header whose digits start at ``pos``, and its end.
+
+    The end is just past the header's CRLF. The number is -1 when the line is
+    not canonical decimal digits (no sign, no leading zero, at most four)
+    ending in CRLF: the careful path decides what such a line is.
+    """
+    n = 0
+    i = pos
+    while i < size and i - pos <= 4:
+        byte = data[i]
+        if 0x30 <= byte <= 0x39:  # a digit
+            n = n * 10 + byte - 0x30
+            i += 1
+            continue
+        if byte != 0x0D or i == pos or i + 1 >= size or data[i + 1] != 0x0A:
+            return -1, pos
+        if data[pos] == 0x30 and i - pos > 1:  # "03": not canonical
+            return -1, pos
+        return n, i + 2
+    return -1, pos
 
 
 _BLANKS: Final = b" \t\r\n\v\f"
