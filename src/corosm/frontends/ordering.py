@@ -5,9 +5,8 @@ ask the machine's :meth:`~corosm.core.Machine.order` for every input they
 submit. When the machine declares that the answer depends on the input's
 type alone (``order_by_type = True``, as the key-value machine's ``ORDER``
 table does; see :meth:`~corosm.core.Machine.orders_by_type`), :class:`Orders`
-asks once per type and remembers: a lookup by
-type in place of a call into the machine, which is interpreted Python in
-every build.
+asks once per type and remembers: a lookup by type in place of a call into
+the machine, which is interpreted Python in every build.
 """
 
 from __future__ import annotations
