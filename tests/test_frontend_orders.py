@@ -18,11 +18,9 @@ from corosm.apps.kv.inputs import Delete, Input, Read, Write
 from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK
 from corosm.core import Machine, Order
-from corosm.frontends.http import Request
-from corosm.frontends.http.app import KvHttpApp
 from corosm.frontends.ordering import Orders
 from corosm.frontends.resp.protocol import encode_command
-from test_http_app import FakeRuntime as HttpFakeRuntime
+from test_http_hardening import submitted_in_stages
 from test_resp_server import FakeRuntime as RespFakeRuntime
 from test_resp_server import connect, in_loop, settle
 
@@ -101,18 +99,10 @@ def test_orders_asks_the_machine_once_per_type_only_when_declared(by_type: bool)
 
 def test_http_session_asks_a_key_dependent_order_for_every_write() -> None:
     """Write "a" is LOGGED and goes at once; Write "slow" is WRITE and must wait for it."""
-    rt = HttpFakeRuntime()
-    rt.machine = SlowKeysWait()
-    rt.hold = True
-    session = KvHttpApp(rt).connection_handler()
-    for body in (b'Write "a" 1', b'Write "slow" 2', b'Read "a"'):
-        session(Request(b"POST", b"/", (), body, True))
-    stages = []
-    while rt.held:
-        stages.append([i.key for _, i in rt.held])
-        rt.release()
+    bodies = (b'Write "a" 1', b'Write "slow" 2', b'Read "a"')
+    stages = submitted_in_stages(SlowKeysWait(), bodies)
     # Remembered by type, the second write would have gone with the first.
-    assert stages == [[b"a"], [b"slow"], [b"a"]]
+    assert [[i.key for i in stage] for stage in stages] == [[b"a"], [b"slow"], [b"a"]]
 
 
 @in_loop

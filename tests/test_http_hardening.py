@@ -327,19 +327,30 @@ class EveryInputWaits(KVMachine):
         return Order.WRITE
 
 
+def submitted_in_stages(machine: KVMachine, bodies: tuple[bytes, ...]) -> list[list[Input]]:
+    """The inputs one connection's seed ``bodies`` submit, stage by stage.
+
+    Each stage is what the session has submitted when the runtime answers
+    none of it yet; the runtime then answers them all, which lets the next
+    stage go.
+    """
+    rt = FakeRuntime()
+    rt.machine = machine
+    rt.hold = True
+    session = KvHttpApp(rt).connection_handler()
+    for body in bodies:
+        session(Request(b"POST", b"/", (), body, True))
+    stages = []
+    while rt.held:
+        stages.append([i for _, i in rt.held])
+        rt.release()
+    return stages
+
+
 def test_session_ordering_comes_from_the_machine() -> None:
     def writes_submitted_at_once(machine: KVMachine) -> list[list[type]]:
-        rt = FakeRuntime()
-        rt.machine = machine
-        rt.hold = True
-        session = KvHttpApp(rt).connection_handler()
-        for body in (b'Write "a" 1', b'Write "b" 2', b'Read "a"'):
-            session(Request(b"POST", b"/", (), body, True))
-        stages = []
-        while rt.held:
-            stages.append([type(i) for _, i in rt.held])
-            rt.release()
-        return stages
+        bodies = (b'Write "a" 1', b'Write "b" 2', b'Read "a"')
+        return [[type(i) for i in stage] for stage in submitted_in_stages(machine, bodies)]
 
     # KV: writes are LOGGED (both go at once); the read waits for them.
     assert writes_submitted_at_once(KVMachine()) == [[Write, Write], [Read]]
