@@ -43,10 +43,13 @@ class Append(Effect[None]):
 
     def __init__(self, record: Any) -> None:
         # Built for every write: the field set by slot (see corosm.core.fields).
-        _set_record(self, record)
+        set_append_record(self, record)
 
 
-_set_record = slot_setter(Append, "record")
+#: ``set_append_record(effect, record)``: the slot's own setter. The stepper
+#: uses it too, to build a logged write's ``Append`` without this interpreted
+#: ``__init__``.
+set_append_record = slot_setter(Append, "record")
 
 
 @dataclass(frozen=True, slots=True)

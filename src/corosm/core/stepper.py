@@ -59,7 +59,7 @@ from types import CoroutineType
 from typing import Any, Final, Generic, TypeVar, cast
 
 from corosm.core.context import Context
-from corosm.core.effects import Append, Effect
+from corosm.core.effects import Append, Effect, set_append_record
 from corosm.core.events import (
     Action,
     CancelIO,
@@ -71,7 +71,6 @@ from corosm.core.events import (
     ReplyError,
     StartIO,
 )
-from corosm.core.fields import slot_setter
 from corosm.core.futures import Future
 from corosm.core.machine import Keys, Machine, Policy
 from corosm.core.traps import WAIT_ALL, Wait
@@ -94,9 +93,9 @@ T = TypeVar("T")
 
 _EXCLUSIVE_KEY: Final = ("corosm", "exclusive")
 _new: Final = object.__new__  # looked up once: compiled, the call is then direct
-# The slot's own setter: half the cost of object.__setattr__, which looks the
-# method up by name and parses its three arguments on every call.
-_set_record: Final = slot_setter(Append, "record")
+# The slot's own setter (half the cost of object.__setattr__, which looks the
+# method up by name and parses three arguments each call), looked up once.
+_set_record: Final = set_append_record
 # Enum members as module constants: in Python 3.11 ``Policy.INTERLEAVE`` goes
 # through the enum metaclass's ``__getattr__`` hook, ~900 instructions a lookup.
 _INTERLEAVE: Final = Policy.INTERLEAVE
