@@ -37,7 +37,6 @@ returns True: the driver runs another turn soon, after polling its sockets.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
 
@@ -128,7 +127,9 @@ class Host(Generic[S, I, O]):
         self.max_queue = max_queue
         self.max_inflight = max_inflight
         self.turn_completions = turn_completions
-        self.inbox: deque[tuple[ClientId, I]] = deque()
+        # A list, not a deque: compiled, its append and indexing are direct
+        # calls; admission takes the inputs it stepped with one del.
+        self.inbox: list[tuple[ClientId, I]] = []
         self._backlog: list[Completion] = []  # completions left for later turns
         self._sink: CompletionSink | None = None
         self._in_turn = False
@@ -195,7 +196,7 @@ class Host(Generic[S, I, O]):
         """Fail every input that is running, waiting for its key or still queued."""
         self.stepper.close(error)
         self._dispatch_actions()
-        inbox, self.inbox = self.inbox, deque()
+        inbox, self.inbox = self.inbox, []
         for client, _ in inbox:
             self._reply(client, None, error)
 
@@ -274,15 +275,20 @@ class Host(Generic[S, I, O]):
 
     def _admit_inputs(self) -> None:
         inbox, step = self.inbox, self.stepper.input
-        # An input adds at most one to ``inflight`` (it suspends or waits for
-        # its key), so ``room`` inputs can go in before the bound is looked at again.
-        while inbox:
-            room = self.max_inflight - self.inflight
-            if room <= 0:
-                return
-            for _ in range(min(room, len(inbox))):
-                client, input = inbox.popleft()
-                step(client, input)
+        taken = 0  # inputs at the front of the inbox already stepped
+        try:
+            # An input adds at most one to ``inflight`` (it suspends or waits for
+            # its key), so ``room`` inputs can go in before the bound is looked at again.
+            while taken < len(inbox):
+                room = self.max_inflight - self.inflight
+                if room <= 0:
+                    return
+                for _ in range(min(room, len(inbox) - taken)):
+                    client, input = inbox[taken]
+                    taken += 1  # taken even if stepping it raises, as a pop would be
+                    step(client, input)
+        finally:
+            del inbox[:taken]
 
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}
