@@ -469,3 +469,35 @@ def test_stop_timeout_fails_suspended_inputs_with_stopped() -> None:
             await asyncio.wait_for(future, 1.0)
 
     run(main())
+
+
+def test_admission_takes_inputs_out_of_the_inbox_before_it_steps_them() -> None:
+    """While a batch is stepped, the inbox (``queued``, ``offer``'s bound) holds only the rest.
+
+    A batch is as many inputs as ``max_inflight`` leaves room for: two here.
+    """
+    from corosm.runtime.host import Host
+
+    seen: list[int] = []
+    replies: list[Any] = []
+
+    class Peek(Machine[None, int, int]):
+        def initial_state(self) -> None:
+            return None
+
+        async def handle(self, ctx: Context[None], input: int) -> int:
+            seen.append(host.queued)  # runs inside the step, before any await
+            return input
+
+    host: Host[None, int, int] = Host(
+        Peek(),
+        executors={},
+        reply=lambda client, out, err: replies.append((client, out, err)),
+        max_inflight=2,
+    )
+    for i in range(3):
+        host.offer(i, i * 10)
+    host.turn()
+    assert seen == [1, 1, 0]  # inputs 0 and 1 out first, then 2
+    assert replies == [(0, 0, None), (1, 10, None), (2, 20, None)]
+    assert host.queued == 0

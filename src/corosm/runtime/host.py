@@ -127,8 +127,8 @@ class Host(Generic[S, I, O]):
         self.max_queue = max_queue
         self.max_inflight = max_inflight
         self.turn_completions = turn_completions
-        # A list, not a deque: compiled, its append and indexing are direct
-        # calls; admission takes the inputs it stepped with one del.
+        # A list, not a deque: compiled, its append and slicing are direct
+        # calls; admission takes each batch it steps with one del.
         self.inbox: list[tuple[ClientId, I]] = []
         self._backlog: list[Completion] = []  # completions left for later turns
         self._sink: CompletionSink | None = None
@@ -275,20 +275,22 @@ class Host(Generic[S, I, O]):
 
     def _admit_inputs(self) -> None:
         inbox, step = self.inbox, self.stepper.input
-        taken = 0  # inputs at the front of the inbox already stepped
-        try:
-            # An input adds at most one to ``inflight`` (it suspends or waits for
-            # its key), so ``room`` inputs can go in before the bound is looked at again.
-            while taken < len(inbox):
-                room = self.max_inflight - self.inflight
-                if room <= 0:
-                    return
-                for _ in range(min(room, len(inbox) - taken)):
-                    client, input = inbox[taken]
-                    taken += 1  # taken even if stepping it raises, as a pop would be
+        # An input adds at most one to ``inflight`` (it suspends or waits for
+        # its key), so ``room`` inputs can go in before the bound is looked at again.
+        while inbox:
+            room = self.max_inflight - self.inflight
+            if room <= 0:
+                return
+            # Out of the inbox before they step: ``queued`` and ``offer``'s bound
+            # never count an input already admitted.
+            batch = inbox[:room]
+            del inbox[:room]
+            for i, (client, input) in enumerate(batch):
+                try:
                     step(client, input)
-        finally:
-            del inbox[:taken]
+                except BaseException:
+                    inbox[0:0] = batch[i + 1 :]  # not admitted: back at the front, in order
+                    raise
 
     def _dispatch_actions(self) -> None:
         batches: dict[int, tuple[Executor, list[tuple[int, Effect[Any]]]]] = {}

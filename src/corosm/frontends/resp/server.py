@@ -589,7 +589,7 @@ class RespServerProtocol(asyncio.Protocol):
         if transport is None or self._state is not _OPEN:
             return
         owed = self._owed
-        limit = self._limits.max_pending
+        limit = self._max_pending
         busy = self._paused_writing or owed >= limit
         if busy and not self._paused_reading:
             self._paused_reading = True
