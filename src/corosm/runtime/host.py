@@ -267,14 +267,14 @@ class Host(Generic[S, I, O]):
             completions = completions[:chunk]
         elif backlog:
             self._backlog = []
-        complete = self.stepper.complete
+        stepper = self.stepper  # compiled: a native call, not a bound method's
         for request, value, error in completions:
-            complete(request, value, error)
+            stepper.complete(request, value, error)
         self.completions_delivered += len(completions)
         return not self._backlog
 
     def _admit_inputs(self) -> None:
-        inbox, step = self.inbox, self.stepper.input
+        inbox, stepper = self.inbox, self.stepper  # compiled: stepper.input is a native call
         # An input adds at most one to ``inflight`` (it suspends or waits for
         # its key), so ``room`` inputs can go in before the bound is looked at again.
         while inbox:
@@ -287,7 +287,7 @@ class Host(Generic[S, I, O]):
             del inbox[:room]
             for i, (client, input) in enumerate(batch):
                 try:
-                    step(client, input)
+                    stepper.input(client, input)
                 except BaseException:
                     inbox[0:0] = batch[i + 1 :]  # not admitted: back at the front, in order
                     raise

@@ -112,20 +112,34 @@ class Deferred:
     finish: Callable[[asyncio.Future[Any]], Response]
 
 
+class ReplyWaiter:
+    """What waits for a :class:`Later`: the server's place for the reply.
+
+    A class, not a callable: compiled, :meth:`Later.resolve`'s call of
+    :meth:`fill` is a native one, and no bound method is made per reply.
+    """
+
+    __slots__ = ()
+
+    def fill(self, resp: Response) -> None:
+        """Take the Response that ``resolve`` was given."""
+        raise NotImplementedError
+
+
 class Later:
     """A reply still to come, resolved by a direct call: no asyncio future, no loop pass.
 
     The producer calls :meth:`resolve` once (later calls are ignored). The
-    server sets ``waiter`` when it queues the reply and is called back with
-    the Response from inside ``resolve``; if ``resolve`` came first, the
-    server finds the Response in ``resp``.
+    server sets ``waiter`` when it queues the reply, and ``resolve`` hands
+    the Response to its :meth:`~ReplyWaiter.fill`; if ``resolve`` came first,
+    the server finds the Response in ``resp``.
     """
 
     # No __slots__: mypyc compiles this class (see corosm.compiled), and refuses them.
 
     def __init__(self) -> None:
         self.resp: Response | None = None
-        self.waiter: Callable[[Response], None] | None = None
+        self.waiter: ReplyWaiter | None = None
 
     def resolve(self, resp: Response) -> None:
         """Give the reply (the first call wins)."""
@@ -135,7 +149,7 @@ class Later:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
-            waiter(resp)
+            waiter.fill(resp)
 
 
 Reply: TypeAlias = "Response | Deferred | Later | asyncio.Future[Response]"

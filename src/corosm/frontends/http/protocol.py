@@ -61,6 +61,7 @@ from corosm.frontends.http.messages import (
     HttpStats,
     Later,
     Limits,
+    ReplyWaiter,
     Request,
     Response,
     encode_response,
@@ -85,7 +86,7 @@ class _StopParsing(Exception):
     """Raised from a parser callback when no further message may be read."""
 
 
-class _Slot:
+class _Slot(ReplyWaiter):
     """A place in the reply queue, and the done-callback of the future that fills it."""
 
     __slots__ = ("conn", "conn_header", "dead", "deadline", "finish", "head_only", "resp")
@@ -373,7 +374,7 @@ class HttpConnection(asyncio.Protocol):
                 self._enqueue_ready(reply.resp, conn_header, head_only)
                 return
             slot = self._wait_for_reply(conn_header, head_only)
-            reply.waiter = slot.fill
+            reply.waiter = slot
             return
         if isinstance(reply, Deferred):
             fut, finish = reply.future, reply.finish
