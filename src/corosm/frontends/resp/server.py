@@ -401,7 +401,7 @@ class RespServerProtocol(asyncio.Protocol):
                 self._track_unfinished(bool(commands), now)
             else:  # the common case: every command of the read was complete
                 self._partial_since = None
-        self._drain()
+        self._drain(now)
 
     def eof_received(self) -> bool | None:
         # The client sent everything it will send (maybe only a half-close:
@@ -544,8 +544,12 @@ class RespServerProtocol(asyncio.Protocol):
         self._drain_scheduled = False
         self._drain()
 
-    def _drain(self) -> None:
-        """Write ``_ready`` and every answered reply at the front of the queue, in one write."""
+    def _drain(self, now: float | None = None) -> None:
+        """Write ``_ready`` and every answered reply at the front of the queue, in one write.
+
+        Writing the last reply owed restarts the idle clock: at ``now``, the
+        loop's time if the caller has just read it, else read here.
+        """
         transport = self._transport
         if transport is None:
             return
@@ -575,7 +579,7 @@ class RespServerProtocol(asyncio.Protocol):
             self._ready = []
             transport.write(out[0] if len(out) == 1 else b"".join(out))
             if not slots:
-                self._last_activity = self._loop.time()
+                self._last_activity = self._loop.time() if now is None else now
         if self._state is not _OPEN:
             if not slots and not self._held:
                 self._finish()
