@@ -117,3 +117,29 @@ async def test_resp_connection_asks_a_key_dependent_order_for_every_write() -> N
     rt.answer(0, OK)
     await settle()
     assert [i.key for i, _ in rt.pending] == [b"a", b"slow"]
+
+
+class OrderFails(KVMachine):
+    """order() raises for one key: a machine's bug, met by one input."""
+
+    def order(self, input: Input) -> Order:
+        if isinstance(input, Write) and input.key == b"boom":
+            raise RuntimeError("order() is broken")
+        return super().order(input)
+
+
+@in_loop
+async def test_resp_fails_the_input_whose_order_raises_and_answers_the_rest() -> None:
+    rt = RespFakeRuntime(asyncio.get_running_loop())
+    rt.machine = OrderFails()
+    proto, transport = connect(rt)
+    # PING between the SETs: a run of SETs would be one WriteMany.
+    proto.data_received(
+        encode_command("SET", "boom", "1") + b"PING\r\n" + encode_command("SET", "a", "2")
+    )
+    assert [i.key for i, _ in rt.pending] == [b"a"]  # only the input order() could place
+    rt.answer(0, OK)
+    await settle()
+    replies = b"".join(transport.writes)
+    assert replies == b"-ERR internal error (please report it): RuntimeError\r\n+PONG\r\n+OK\r\n"
+    assert not transport.closed

@@ -468,7 +468,13 @@ class RespServerProtocol(asyncio.Protocol):
     def _route(self, input: kv.Input, count: int) -> None:
         """Answer, submit or hold ``input``, which answers ``count`` commands."""
         resp3 = self._session.protocol == 3
-        order = self._orders.of(input)
+        try:
+            order = self._orders.of(input)
+        except Exception as exc:  # a machine's order() that raises fails this input alone
+            if not isinstance(exc, CorosmError):
+                log.error("the machine's order() raised", exc_info=exc)
+            self._push(error_reply_for(exc) * count)
+            return
         if self._held or (self._writes_inflight and order is not _LOGGED):
             self._held.append((input, resp3, order, count))  # read-your-writes: see the module docs
             self._owed += count
