@@ -132,7 +132,7 @@ def _cpu_cell(results: Results, case: str, name: str, scenario: str = "durable_w
 
 
 def reads_section(results: Results) -> list[str]:
-    """Scenario 2: read latency alone and under 64 durable writers."""
+    """Scenario 2: read latency alone and under 64 durable writers (constant: the reference)."""
     rows = []
     for name in results.contenders("reads"):
         alone = [results.median("reads", "reads alone", name, k) for k in ("p50_ms", "p99_ms")]

@@ -10,7 +10,10 @@ well under fifteen). :class:`Suite` runs the scenarios in order and records
 2. ``durable_writes``: corosm, blocking and constant-Ok servers all start
    at once (an idle server costs nothing), then for each connection count
    the load alternates between them round by round (A B C A B C ...).
-3. ``reads``: read latency alone and while 64 connections write durably.
+3. ``reads``: read latency alone and while 64 connections write durably;
+   the constant-``Ok`` stack takes the same load, as the reference for what
+   one core beside 64 busy connections (and two load generators on one
+   core) gives a server that does no work.
    ``http``: seed reads at 64 connections, and reads and writes pipelined
    16 deep, against the constant-``Ok`` stack (the HTTP layer's own limit).
 4. ``redis``: redis-benchmark against corosm's RESP port and redis-server.
@@ -276,11 +279,16 @@ class Suite:
                         )
 
     def reads(self) -> None:
-        """Scenario 2: read latency alone, and while 64 connections write durably."""
+        """Scenario 2: read latency alone, and while 64 connections write durably.
+
+        The constant-Ok stack takes the same load (its writes answered Ok, no
+        journal): the tail the layout alone gives, beside corosm's.
+        """
         if not self._tools_installed("reads", "wrk"):
             return
         seconds = self.plan.seconds
-        with self.servers("reads", (cont.corosm_durable(), cont.corosm_blocking())) as ports:
+        field = (cont.corosm_durable(), cont.corosm_blocking(), cont.corosm_constant())
+        with self.servers("reads", field) as ports:
             for port in ports.values():  # some keys to read
                 self.wrk(port, self.write_lua, 16, 1)
             for rnd in range(self.plan.rounds):
