@@ -127,9 +127,6 @@ class MachineHttpApp(Submitter):
         http_stats: HttpStats | None = None,
     ) -> None:
         self.runtime = runtime
-        # Bound once: compiled, a method looked up by name on every write costs
-        # more than the bound call (the Redis front end holds it the same way).
-        self._submit_callback = runtime.submit_callback
         self.codec = codec
         self.orders = Orders(runtime.machine)
         # Reads answered in the call (Runtime.reader), when the runtime has them.
@@ -241,7 +238,7 @@ class MachineHttpApp(Submitter):
             if order is _READ and self._read is not None:
                 return self._read_reply(kind, input)
             reply = _Reply(self._finish[kind])
-            self._submit_callback(input, reply.done, now=order is _READ)
+            self.runtime.submit_callback(input, reply.done, now=order is _READ)
         except Exception as exc:  # Overloaded, Stopped, or a bug: answered, never raised
             return self._failed(kind, exc)
         return reply
@@ -411,7 +408,7 @@ class _Session(Submitter):
             # Runtime.reader) rather than queued behind other clients' writes.
             read = self._app._read
             if read is None:
-                self._app._submit_callback(input, reply.done, now=True)
+                self._app.runtime.submit_callback(input, reply.done, now=True)
                 return
             try:
                 output = read(input)
@@ -424,7 +421,7 @@ class _Session(Submitter):
         self._writes += 1
         reply.session = self
         try:
-            self._app._submit_callback(input, reply.done)
+            self._app.runtime.submit_callback(input, reply.done)
         except Exception:
             self._writes -= 1
             reply.session = None
