@@ -51,14 +51,17 @@ class ServerProcess:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
             if ready:
-                line = self.proc.stdout.readline()
-                self.output += line
-                match = _SERVING.search(line)
+                # read1, not readline: readline would leave the lines after the
+                # first in the reader's buffer, where select() cannot see them.
+                chunk = self.proc.stdout.read1(65536)
+                self.output += chunk
+                # Only complete lines: a port cut in half must not match.
+                match = _SERVING.search(self.output, 0, self.output.rfind(b"\n") + 1)
                 if match:
                     self.port = int(match.group(1))
                     self.resp_port = int(match.group(2)) if match.group(2) else None
                     return self
-                if not line:
+                if not chunk:
                     break
             if self.proc.poll() is not None:
                 break
