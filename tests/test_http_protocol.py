@@ -259,13 +259,107 @@ def test_header_line_that_never_ends_is_bounded() -> None:
     serve(body, Limits(max_header_bytes=1024))
 
 
+def test_trailer_line_that_never_ends_is_bounded() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        head = b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head + b"2\r\nhi\r\n0\r\nX-Trailer: ")
+        # 512 KiB of one trailer line, which no callback sees: the bound is
+        # the limit and 64 KiB after the read in which the body ended.
+        for _ in range(64):
+            writer.write(b"t" * 8192)
+        resp = await read_response(reader)
+        assert resp.status == 431
+        assert b"trailer" in resp.body and b"at most 1024 allowed" in resp.body
+        assert await read_until_closed(reader) == b""
+        assert rec.seen == []
+
+    serve(body, Limits(max_header_bytes=1024))
+
+
+def test_a_long_chunked_body_is_not_taken_for_an_endless_line() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(40):  # 320 KiB of body, far over the line bound, in 8 KiB chunks
+            writer.write(b"2000\r\n" + b"c" * 8192 + b"\r\n")
+        writer.write(b"0\r\nX-Trailer: fine\r\n\r\n")
+        resp = await read_response(reader)
+        assert (resp.status, resp.body) == (200, b"c" * 8192 * 40)
+
+    serve(body, Limits(max_header_bytes=1024, max_body_bytes=1 << 20))
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"])
+def test_a_request_with_a_body_that_asks_to_upgrade_is_refused_not_run_without_it(
+    framing: bytes,
+) -> None:
+    # The parser skips the body of a request that asks to switch protocols:
+    # run, a PUT would store an empty value and answer 200.
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        data = b"hello" if framing.startswith(b"Content") else b"5\r\nhello\r\n0\r\n\r\n"
+        upgrade = b"Connection: Upgrade\r\nUpgrade: h2c\r\n"
+        writer.write(b"PUT /echo HTTP/1.1\r\nHost: t\r\n" + upgrade + framing + b"\r\n" + data)
+        resp = await read_response(reader)
+        assert resp.status == 400 and b"does not switch protocols" in resp.body
+        assert await read_until_closed(reader) == b""
+        assert rec.seen == []
+
+    serve(body)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        resp = await read_response(reader)
+        assert (resp.status, resp.body) == (200, b"hello")
+        # The same connection goes on; a request without a body gets no 100.
+        writer.write(get(b"/ok", b"Expect: 100-continue\r\n"))
+        assert (await read_response(reader)).body == b"Ok"
+
+    serve(body)
+
+
+def test_expect_with_a_body_over_the_limit_gets_413_and_no_100() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(b"PUT /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+        resp = await read_response(reader)  # a 100 first would not parse as a reply
+        assert resp.status == 413
+        assert await read_until_closed(reader) == b""
+
+    serve(body, Limits(max_body_bytes=1000))
+
+
+def test_an_unknown_expectation_gets_417() -> None:
+    async def body(server: HttpServer, rec: Recorder) -> None:
+        reader, writer = await connect(server)
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        resp = await read_response(reader)
+        assert resp.status == 417
+        assert b"something-else" in resp.body and b"100-continue" in resp.body
+        assert await read_until_closed(reader) == b""
+        assert rec.seen == []
+
+    serve(body)
+
+
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
-        (b"GARBAGE\r\n\r\n", b"malformed request"),
+        (b"GARBAGE\r\n\r\n", b"malformed request: expected an upper-case method"),
         (b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"malformed request"),
-        (b"GET / HTTP/9.9\r\n\r\n", b"malformed request"),
-        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"malformed request"),
+        (b"GET / HTTP/9.9\r\n\r\n", b"malformed request: unsupported HTTP version"),
+        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"malformed request: expected header"),
+        (b"GET /a b HTTP/1.1\r\n\r\n", b"malformed request: expected the version"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"malformed request: an HTTP/2"),
     ],
 )
 def test_malformed_request_gets_400_with_reason_then_close(raw: bytes, fragment: bytes) -> None:

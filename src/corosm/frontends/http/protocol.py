@@ -20,11 +20,18 @@ the end of ``data_received`` and once per loop iteration after completions
 (``call_soon``), so a burst of pipelined replies costs one syscall.
 
 Limits answer with a clear text body and then close: a head over
-``max_header_bytes`` or with more than ``max_headers`` fields -> 431, a body over
+``max_header_bytes`` or with more than ``max_headers`` fields -> 431 (and so
+does a chunk header or trailer line longer than that), a body over
 ``max_body_bytes`` -> 413, anything the parser rejects -> 400, a request whose
 bytes do not all arrive within ``request_timeout`` -> 408. A reply that takes
 longer than ``response_timeout`` answers 503; when it comes later it is
 dropped, as is a reply whose client has gone.
+
+No protocol switch: a request asking for one (``Upgrade``, ``CONNECT``) is
+answered and the connection then closes; with a body, which the parser
+would skip, it is refused (400). ``Expect: 100-continue`` gets ``100
+Continue`` before its body (see ``_expect_or_upgrade``); another expectation
+gets 417.
 
 Time: one ``loop.call_at`` timer per connection, re-armed lazily. It fires at
 the earliest of (partial request deadline, head-of-queue reply deadline, idle
@@ -71,6 +78,7 @@ from corosm.frontends.http.messages import (
 log: Final = logging.getLogger("corosm.http")
 
 _LINGER: Final = 2.0  # seconds to keep discarding input after our FIN
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Reject(Exception):
@@ -186,7 +194,10 @@ class HttpConnection(asyncio.Protocol):
         self._in_message = False
         self._message_started = 0.0
         self._head_done = False
-        self._head_seen = 0  # raw bytes fed while the head was incomplete (safety net)
+        # Raw bytes fed since the parser last showed progress (the head's end,
+        # a piece of body, the message's end): what it may be holding inside
+        # one unfinished line of the head, a chunk header or a trailer.
+        self._unparsed = 0
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -245,8 +256,7 @@ class HttpConnection(asyncio.Protocol):
             return  # after Connection: close, an error or while lingering: discarded
         self._now = now = self._loop.time()
         self._last_activity = now
-        if not self._head_done:
-            self._head_seen += len(data)
+        self._unparsed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -265,10 +275,13 @@ class HttpConnection(asyncio.Protocol):
             if not self._closing:  # "data after Connection: close" is not an error
                 self._reject(400, f"malformed request: {_parser_message(exc)}")
         # The precise count happens in the callbacks; this bounds what the
-        # parser may buffer inside one unfinished header line.
-        overlong = self._head_seen > self.limits.max_header_bytes + 65536
-        if overlong and not self._closing and not self._head_done and self._in_message:
-            self._reject(431, self._head_limit_message(self._head_seen))
+        # parser may buffer inside one unfinished line (a header, a chunk
+        # header, a trailer), which no callback sees until the line ends: to
+        # the limit, plus 64 KiB, plus the part of one read after the last
+        # progress it made (counting restarts there).
+        overlong = self._unparsed > self.limits.max_header_bytes + 65536
+        if overlong and not self._closing and self._in_message:
+            self._reject(431, self._line_limit_message(self._unparsed))
         if self._in_message:
             self._arm(self._message_started + self.limits.request_timeout)
         pending = self._pending
@@ -320,15 +333,58 @@ class HttpConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._head_done = True
-        self._head_seen = 0
+        self._unparsed = 0
         self._method = self._parser.get_method()
+        rare = False
         for name, value in self._headers:
             if name == b"content-length":
                 length = int(value) if value.isdigit() else -1  # the parser checked it
                 if length > self.limits.max_body_bytes:
                     raise _Reject(413, self._body_limit_message(length))
+            elif name == b"expect" or name == b"upgrade":  # noqa: PLR1714 (a set would hash)
+                rare = True
+        if rare:
+            self._expect_or_upgrade()
+
+    def _expect_or_upgrade(self) -> None:
+        """A head that asks to switch protocols, or states an expectation.
+
+        No protocol switch is made: a request asking for one is answered, and
+        then the connection closes (the parser takes what follows for the
+        other protocol). The parser skips the body of such a request, so one
+        with a body is refused (400) rather than run without it.
+
+        ``Expect: 100-continue`` is answered with ``100 Continue`` when the
+        request has a body to come and no earlier reply is still owed (an
+        interim reply may not overtake them; the client then sends its body
+        after its own wait, as RFC 9110 allows). Any other expectation: 417.
+        """
+        has_body, expect = False, b""
+        for name, value in self._headers:
+            if name == b"content-length":
+                has_body = has_body or value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+            elif name == b"expect":
+                expect = value
+        parser = self._parser
+        if has_body and parser.should_upgrade():
+            raise _Reject(
+                400,
+                "this server speaks HTTP/1.1 only and does not switch protocols, and "
+                "a request that asks to (Upgrade, CONNECT) is read without its body; "
+                "send it without 'Connection: upgrade'",
+            )
+        if not expect or parser.get_http_version() == "1.0":  # 1.0: Expect is ignored
+            return
+        if expect.strip().lower() != b"100-continue":
+            shown = expect.decode("latin-1")[:100]
+            raise _Reject(417, f"cannot meet 'Expect: {shown}': only '100-continue' is known")
+        if has_body and not self._pending:
+            self._out.append(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body_bytes:
             raise _Reject(413, self._body_limit_message(self._body_bytes))
@@ -336,7 +392,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
-        self._head_seen = 0
+        self._unparsed = 0
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -587,10 +643,34 @@ class HttpConnection(asyncio.Protocol):
             f"at most {self.limits.max_header_bytes} allowed"
         )
 
+    def _line_limit_message(self, size: int) -> str:
+        if not self._head_done:
+            return self._head_limit_message(size)
+        return (
+            f"a line of the chunked body (a chunk header or a trailer) is too long: "
+            f"over {size} bytes, at most {self.limits.max_header_bytes} allowed"
+        )
+
     def _body_limit_message(self, size: int) -> str:
         return f"request body too large: {size} bytes, at most {self.limits.max_body_bytes} allowed"
 
 
+# The parser's own words, where they would not tell a client what to send.
+_PARSER_HINTS: Final[dict[str, str]] = {
+    "Pause on PRI/Upgrade": "an HTTP/2 connection preface; this server speaks HTTP/1.1 only",
+    "Expected HTTP/, RTSP/ or ICE/": (
+        "expected the version (HTTP/1.1 or HTTP/1.0) after the target; "
+        "a space inside the target is sent as %20"
+    ),
+    "Invalid method encountered": (
+        "expected an upper-case method such as GET, POST, PUT or DELETE "
+        "(TLS on this plain-HTTP port looks like this too)"
+    ),
+    "Invalid HTTP version": "unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0",
+    "Invalid header token": "expected header lines of the form 'Name: value'",
+}
+
+
 def _parser_message(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text[:200]
+    return _PARSER_HINTS.get(text, text)[:200]
