@@ -87,6 +87,9 @@ def test_inline_quoting(line: bytes, expected: list[bytes]) -> None:
         (b"x" * 70_000, "ERR Protocol error: too big inline request"),
         (b"*" + b"1" * 70_000, "ERR Protocol error: too big mbulk count string"),
         (b"*1\r\n$" + b"1" * 30, "ERR Protocol error: too big bulk count string"),
+        # Not Redis's: it waits for a CR that never comes; we say what is wrong.
+        (b"*1\n$4\nPING\n", "ERR Protocol error: expected CRLF after the multibulk count, got LF"),
+        (b"*1\r\n$4\nPING\n", "ERR Protocol error: expected CRLF after the bulk length, got LF"),
     ],
 )
 def test_garbage_raises_protocol_error_in_redis_wording(stream: bytes, message: str) -> None:

@@ -267,6 +267,8 @@ class RequestParser:
                 if nl < 0:
                     if end - pos > self.max_inline_len:
                         raise ProtocolError("too big mbulk count string")
+                    if buf.find(b"\n", pos) >= 0:  # no CRLF anywhere: this line has a bare LF
+                        raise ProtocolError("expected CRLF after the multibulk count, got LF")
                     return pos
                 count = _parse_length(buf[pos + 1 : nl], "multibulk")
                 if count > self.max_args:
@@ -342,6 +344,8 @@ class RequestParser:
                 if nl < 0:
                     if end - pos > _MAX_NUMBER_LEN + 2:  # "$", digits, "\r"
                         raise ProtocolError("too big bulk count string")
+                    if buf.find(b"\n", pos) >= 0:  # no CRLF anywhere: this line has a bare LF
+                        raise ProtocolError("expected CRLF after the bulk length, got LF")
                     return pos
                 size = _parse_length(buf[pos + 1 : nl], "bulk")
                 if size < 0 or size > self.max_bulk_len:
