@@ -160,6 +160,9 @@ def test_errors_name_the_field_and_what_was_expected() -> None:
     assert problems(codec, "{") == (
         "the body is not JSON: EOF while parsing an object at line 1 column 1",
     )
+    for lone in ('"\\ud800"', '"\\udc00"'):  # half a surrogate pair: the rule is named
+        (problem,) = problems(codec, '{"type": "Order", "customer": ' + lone + "}")
+        assert problem.startswith("the body is not JSON: ") and "surrogate pair" in problem
 
 
 def test_post_init_refusals_are_input_errors() -> None:

@@ -422,6 +422,12 @@ _EXPECTED = {
 }
 
 
+_SURROGATES = (
+    "expected a \\u escape from \\ud800 to \\udbff to be followed by one "
+    "from \\udc00 to \\udfff (a surrogate pair), and neither alone"
+)
+
+
 def format_errors(errors: Iterable[Mapping[str, Any]]) -> list[str]:
     """One short line per pydantic error: the field path, what was expected, what came."""
     lines = [_error_line(error) for error in errors]
@@ -436,7 +442,10 @@ def _error_line(error: Mapping[str, Any]) -> str:
     path = _path(error["loc"])
     value = error.get("input")
     if kind == "json_invalid":
-        return f"the body is not JSON: {error.get('ctx', {}).get('error', error['msg'])}"
+        reason = str(error.get("ctx", {}).get("error", error["msg"]))
+        if "hex escape" in reason:  # the parser names a surrogate's fault, not the rule
+            reason += f"; {_SURROGATES}"
+        return f"the body is not JSON: {reason}"
     if kind == "missing":
         return f"{path}: missing"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
