@@ -17,7 +17,7 @@ from typing import Any
 from corosm.core import Context, IOCompleted, Machine, Reply, StartIO, Stepper
 from corosm.core.events import InputArrived
 from corosm.io.executor import Completion
-from corosm.io.journal import Journal, JournalExecutor, JournalOptions, open_journal
+from corosm.io.journal import Journal, JournalExecutor, JournalOptions, Recovered, open_journal
 
 BOUND = 10.0
 
@@ -81,14 +81,21 @@ def test_recovery_rebuilds_the_live_state(tmp_path: Path) -> None:
     inputs = [(f"k{i % 5}", i) for i in range(120)]
     live, replies = run(str(tmp_path), inputs)
     assert len(replies) == 120
-    rec = open_journal(str(tmp_path), KV())[1]
+    rec = recovered(str(tmp_path))
     assert rec.state == live
     assert rec.report.snapshot_lsn > 0  # a snapshot was taken along the way
     assert rec.report.records_replayed < 120
     # the store continues where it left off
     live2, _ = run(str(tmp_path), [("k0", 1000)])
     assert live2["k0"] == live["k0"] + 1000
-    assert open_journal(str(tmp_path), KV())[1].state == live2
+    assert recovered(str(tmp_path)).state == live2
+
+
+def recovered(directory: str) -> Recovered[dict[str, int]]:
+    """What a restart would recover, with the journal closed again (it holds the directory)."""
+    journal, rec = open_journal(directory, KV())
+    journal.close()
+    return rec
 
 
 def test_unstarted_journal_object_is_reusable_by_open_journal(tmp_path: Path) -> None:

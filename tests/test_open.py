@@ -103,3 +103,19 @@ def test_open_blocking_for_scripts(tmp_path: Path) -> None:
         assert host.stats()["appends_applied"] == 3
     with corosm.open_blocking(Tally(), tmp_path) as host:
         assert host.submit(("read", "z")) == 3
+
+
+def test_a_data_directory_is_held_by_one_open_at_a_time(tmp_path: Path) -> None:
+    # Two journals in one directory overwrote each other's segments: both
+    # acknowledged writes, and a restart kept one side's alone.
+    async def main() -> int:
+        async with corosm.open(Tally(), tmp_path) as host:
+            await host.submit(("incr", "x"))
+            with pytest.raises(corosm.DataDirInUse, match="another journal in this process"):
+                async with corosm.open(Tally(), tmp_path):
+                    pass
+            await host.submit(("incr", "x"))  # the holder goes on, unharmed
+        async with corosm.open(Tally(), tmp_path) as host:  # closed: free again
+            return await host.submit(("read", "x"))
+
+    assert asyncio.run(main()) == 2

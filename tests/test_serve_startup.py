@@ -85,6 +85,24 @@ def test_port_in_use_at_the_default_log_level_ends_with_the_reason(
     assert "address already in use" in done.stderr.splitlines()[-1]
 
 
+def test_a_data_dir_another_server_holds_is_refused(tmp_path: Path) -> None:
+    # Two servers on one journal overwrote each other's acknowledged writes.
+    data = tmp_path / "data"
+    with ServerProcess(data) as first:
+        assert first.request("PUT", "/kv/k", b"first")[0] == 201
+        assert first.proc is not None
+        line = the_one_line(serve(data, "--port", "0"))
+        assert line == (
+            f"corosm: cannot start: data directory {str(data)!r} is in use by process "
+            f"{first.proc.pid}: one journal at a time may hold it; stop that one first, "
+            "or use another data directory"
+        )
+        assert first.request("GET", "/kv/k") == (200, b"first")  # the holder goes on
+        first.kill()  # kill -9: the lock dies with it
+    with ServerProcess(data) as second:
+        assert second.request("GET", "/kv/k") == (200, b"first")
+
+
 def test_data_dir_under_a_regular_file(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

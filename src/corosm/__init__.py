@@ -22,6 +22,7 @@ from corosm.core import (
 from corosm.errors import (
     CorosmError,
     CorruptJournal,
+    DataDirInUse,
     DataError,
     EffectCancelled,
     EffectError,
@@ -45,6 +46,7 @@ __all__ = [
     "Context",
     "CorosmError",
     "CorruptJournal",
+    "DataDirInUse",
     "DataError",
     "DurableOptions",
     "Effect",

@@ -18,8 +18,9 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     ├── HandlerError                an exception escaped a handler; that input alone failed
     ├── ClientError                 a call through corosm.client failed (its own tree
     │                               is drawn in corosm/client/errors.py)
-    ├── DataError                   stored data is invalid
+    ├── DataError                   stored data is invalid, or cannot be used now
     │   ├── CorruptJournal          a bad record in a journal or snapshot (file, offset)
+    │   ├── DataDirInUse            another open journal holds the data directory
     │   └── ApplyFailed             the machine's apply() raised on a journaled record:
     │                               the journal is intact, the live state parted from it
     └── InternalError               a bug in corosm itself; please report it
@@ -122,6 +123,26 @@ class HandlerError(CorosmError):
 
 class DataError(CorosmError):
     """Stored data (a journal, a snapshot) is not valid."""
+
+
+class DataDirInUse(DataError):
+    """Another open journal (another process, or another runtime in this one) holds the directory.
+
+    Two journals in one directory would overwrite each other's records, so
+    the second open is refused. ``pid`` is the holder's, as it wrote it in
+    the directory's ``LOCK`` file (None if unknown).
+    """
+
+    def __init__(self, directory: str, pid: int | None, *, this_process: bool = False) -> None:
+        holder = "another process" if pid is None else f"process {pid}"
+        if this_process:
+            holder = "another journal in this process"
+        super().__init__(
+            f"data directory {directory!r} is in use by {holder}: one journal at a time "
+            "may hold it; stop that one first, or use another data directory"
+        )
+        self.directory = directory
+        self.pid = pid
 
 
 class CorruptJournal(DataError):

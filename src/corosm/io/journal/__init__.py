@@ -16,8 +16,8 @@ Modules: :mod:`.format` (bytes on disk), :mod:`.files` (file-system protocol,
 ``OSFileSystem``, ``FaultyFS``), :mod:`.log` (``LogWriter``, one batch's write and
 sync), :mod:`.control` (``JournalControl``, the journal's decisions, thread-free),
 :mod:`.writer` (``Journal``, the thread that drives them), :mod:`.snapshot`,
-:mod:`.recovery`, :mod:`.executor`. The format is described in
-``docs/journal-format.md``.
+:mod:`.recovery`, :mod:`.executor`, :mod:`.lock` (one journal per directory).
+The format is described in ``docs/journal-format.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from corosm.io.journal.control import (
 )
 from corosm.io.journal.executor import JournalExecutor
 from corosm.io.journal.files import FaultyFS, FileHandle, FileSystem, OSFileSystem
+from corosm.io.journal.lock import DirLock
 from corosm.io.journal.log import BatchResult, LogWriter
 from corosm.io.journal.recovery import Damage, Recovered, RecoveryReport, recover
 from corosm.io.journal.snapshot import write_snapshot
@@ -51,22 +52,36 @@ def open_journal(
     fs: FileSystem | None = None,
     truncate_corrupt: bool = False,
 ) -> tuple[Journal, Recovered[S]]:
-    """Recover ``directory`` and return a journal (not yet started) that continues it."""
-    rec = recover(directory, machine, fs=fs, truncate_corrupt=truncate_corrupt)
-    journal = Journal(
-        directory,
-        next_lsn=rec.next_lsn,
-        options=options,
-        fs=fs,
-        records_since_snapshot=rec.report.records_replayed,
-        snapshot_lsn=rec.report.snapshot_lsn,
-    )
+    """Recover ``directory`` and return a journal (not yet started) that continues it.
+
+    On the real file system the directory is locked first (:mod:`.lock`):
+    a directory another open journal holds raises
+    :class:`~corosm.errors.DataDirInUse` before anything is read, and the
+    journal keeps the lock until it is closed.
+    """
+    lock = DirLock.acquire(directory) if fs is None or isinstance(fs, OSFileSystem) else None
+    try:
+        rec = recover(directory, machine, fs=fs, truncate_corrupt=truncate_corrupt)
+        journal = Journal(
+            directory,
+            next_lsn=rec.next_lsn,
+            options=options,
+            fs=fs,
+            records_since_snapshot=rec.report.records_replayed,
+            snapshot_lsn=rec.report.snapshot_lsn,
+            lock=lock,
+        )
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     return journal, rec
 
 
 __all__ = [
     "BatchResult",
     "Damage",
+    "DirLock",
     "FaultyFS",
     "FileHandle",
     "FileSystem",

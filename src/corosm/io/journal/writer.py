@@ -43,6 +43,7 @@ from corosm.io.journal.control import (
 )
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import check_records
+from corosm.io.journal.lock import DirLock
 from corosm.io.journal.log import LogWriter
 
 log = logging.getLogger("corosm.journal")
@@ -84,8 +85,10 @@ class Journal:
         fs: FileSystem | None = None,
         records_since_snapshot: int = 0,
         snapshot_lsn: int = 0,
+        lock: DirLock | None = None,
     ) -> None:
         self.options = options or JournalOptions()
+        self._dir_lock = lock  # released by close(), once nothing can write any more
         self.fs: FileSystem = fs or OSFileSystem()
         self.directory = directory
         self._lock = threading.Lock()
@@ -127,7 +130,13 @@ class Journal:
             self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.wait_snapshot(timeout)
+        snapshot_done = self.wait_snapshot(timeout)
+        # A thread still writing keeps the directory locked (until process exit).
+        if self._dir_lock is not None and snapshot_done and not self._writing():
+            self._dir_lock.release()
+
+    def _writing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> Journal:
         if self._thread is None:
