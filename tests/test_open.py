@@ -119,3 +119,33 @@ def test_a_data_directory_is_held_by_one_open_at_a_time(tmp_path: Path) -> None:
             return await host.submit(("read", "x"))
 
     assert asyncio.run(main()) == 2
+
+
+class UncopyableTally(Tally):
+    def copy_state(self, state: dict[str, int]) -> dict[str, int]:
+        raise RuntimeError("this state cannot be copied")
+
+
+def test_a_copy_state_that_raises_fails_the_snapshot_not_the_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It escaped the host's turn: writes already journaled were never answered.
+    async def main() -> list[int]:
+        async with corosm.open(UncopyableTally(), tmp_path, snapshot_every=1) as host:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(host.submit(("incr", "x")) for _ in range(50))), 10
+            )
+            assert host.health() is None
+            return sorted(results)
+
+    assert asyncio.run(main()) == list(range(1, 51))
+    assert "UncopyableTally.copy_state() raised RuntimeError: this state cannot be copied" in (
+        caplog.text
+    )
+    assert not list(tmp_path.glob("snapshot-*.snap"))
+
+    async def reopen() -> int:
+        async with corosm.open(Tally(), tmp_path) as host:
+            return await host.submit(("read", "x"))
+
+    assert asyncio.run(reopen()) == 50

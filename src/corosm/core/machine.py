@@ -281,6 +281,8 @@ class Machine(Generic[S, I, O]):
         Called on the loop thread when a snapshot starts, so it must be cheap;
         :meth:`snapshot` then serialises the copy on a background thread. The
         default is a shallow ``copy.copy``, right for a dict of immutable values.
+        If it raises, that snapshot fails as one whose :meth:`snapshot` raised:
+        logged, tried again when the next one is due; inputs are not affected.
         """
         return copy.copy(state)
 

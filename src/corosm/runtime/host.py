@@ -36,6 +36,7 @@ returns True: the driver runs another turn soon, after polling its sockets.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar
@@ -343,8 +344,15 @@ class Host(Generic[S, I, O]):
         if type(lsn) is not int:
             return
         machine = self.machine
-        frozen = machine.copy_state(self.stepper.state)
-        if snapshots.start_snapshot(lsn, lambda: machine.snapshot(frozen)):
+        try:
+            frozen = machine.copy_state(self.stepper.state)
+        except Exception as exc:
+            # Started all the same, to fail as a snapshot() that raised does:
+            # logged by the journal, due again later, and no turn cut short.
+            produce = _raising(exc, f"{type(machine).__name__}.copy_state()")
+        else:
+            produce = functools.partial(machine.snapshot, frozen)
+        if snapshots.start_snapshot(lsn, produce):
             log.info("snapshot started at lsn %d", lsn)
 
     # -- helpers ---------------------------------------------------------------------
@@ -372,6 +380,15 @@ class Host(Generic[S, I, O]):
         if self._sink is None:
             raise UsageError("Host.start() was not called")
         self._sink(completions)
+
+
+def _raising(error: Exception, where: str) -> Callable[[], bytes]:
+    """A snapshot producer that fails with ``error``, raised earlier by ``where``."""
+
+    def produce() -> bytes:
+        raise UsageError(f"{where} raised {type(error).__name__}: {error}") from error
+
+    return produce
 
 
 def _lsn_of(failure: ApplyFailed | None) -> float:
