@@ -536,6 +536,31 @@ def test_timeout_with_a_bad_future_starts_nothing(fn_machine: Any) -> None:
     assert isinstance(reply, Reply) and "'not a future'" in reply.output
 
 
+def test_generator_exit_raised_by_a_handler_fails_only_that_input(fn_machine: Any) -> None:
+    # It escaped the turn: that input was never answered, not even at stop().
+    async def handler(ctx: Context[Any], inp: Any) -> Any:
+        if inp == "exit":
+            raise GeneratorExit
+        return inp
+
+    stepper = Stepper(fn_machine(handler))
+    failure, reply = stepper.feed(InputArrived("a", "exit"), InputArrived("b", "ok"))
+    assert isinstance(failure, ReplyError) and failure.client == "a"
+    assert reply == Reply("b", "ok")
+
+
+@pytest.mark.parametrize("policy", ["exclusive", None, 2])
+def test_a_policy_that_is_not_a_policy_is_refused_up_front(fn_machine: Any, policy: Any) -> None:
+    # Anything but INTERLEAVE or EXCLUSIVE was taken for PER_KEY: every input
+    # then failed for want of a key() the machine never meant to need.
+    async def handler(ctx: Context[Any], inp: Any) -> Any:
+        return inp
+
+    machine = fn_machine(handler, policy=policy)
+    with pytest.raises(UsageError, match=r"\.policy must be a corosm\.Policy .*got"):
+        Stepper(machine)
+
+
 def test_cancelled_error_escaping_a_handler_fails_only_that_input(fn_machine: Any) -> None:
     async def handler(ctx: Context[Any], inp: Any) -> Any:
         await ctx.call(blocking)

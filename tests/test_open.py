@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def test_there_is_no_way_to_start_on_another_state(tmp_path: Path) -> None:
         async with corosm.open(Tally(), tmp_path, state={"x": 3}):
             pass
 
-    with pytest.raises(TypeError, match="state"):
+    with pytest.raises(UsageError, match="unknown option 'state'"):
         asyncio.run(main())
 
 
@@ -149,3 +150,31 @@ def test_a_copy_state_that_raises_fails_the_snapshot_not_the_writes(
             return await host.submit(("read", "x"))
 
     assert asyncio.run(reopen()) == 50
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_inflight": 1.5}, "max_inflight must be an int, got 1.5"),
+        ({"max_queue": "10"}, "max_queue must be an int, got '10'"),
+        ({"truncate_corrupt": "no"}, "truncate_corrupt must be True or False, got 'no'"),
+        ({"bogus": 1}, "unknown option 'bogus'; expected one of fsync, "),
+    ],
+)
+def test_options_of_the_wrong_name_or_type_are_refused_before_anything_opens(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    # A float limit failed every turn (no input answered); "no" read as true
+    # for truncate_corrupt, which cuts the journal.
+    async def main() -> None:
+        async with corosm.open(Tally(), tmp_path / "data", **options):
+            pass
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        asyncio.run(main())
+    with (
+        pytest.raises(UsageError, match=re.escape(message)),
+        corosm.open_blocking(Tally(), tmp_path / "data", **options),
+    ):
+        pass
+    assert not (tmp_path / "data").exists()

@@ -132,6 +132,11 @@ class Stepper(Generic[S, I, O]):
         self.state: S = machine.initial_state() if state is NO_STATE else state
         self.ctx: Context[S] = Context(self)
         self._policy = machine.policy
+        if not isinstance(self._policy, Policy):
+            raise UsageError(
+                f"{type(machine).__name__}.policy must be a corosm.Policy (INTERLEAVE, "
+                f"EXCLUSIVE or PER_KEY), got {self._policy!r}"
+            )
         # Inputs that only append one record skip the handler (see Machine.log),
         # under INTERLEAVE: no key can be busy, so nothing else could wait.
         plain = machine.supports_log() and machine.policy is Policy.INTERLEAVE
@@ -463,7 +468,7 @@ class Stepper(Generic[S, I, O]):
                 self._fail(task.client, exc)
                 return True
             except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
                 # e.g. asyncio.CancelledError: still this input's failure alone
                 self._fail(task.client, exc)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -99,6 +100,34 @@ class DurableOptions:
     max_queue: int = DEFAULT_MAX_QUEUE
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     truncate_corrupt: bool = False
+
+    def __post_init__(self) -> None:
+        # The types only (ranges are checked where each is used): a string
+        # "no" for truncate_corrupt would read as true and cut the journal.
+        for f in dataclasses.fields(self):
+            value, wanted = getattr(self, f.name), _OPTION_TYPES.get(f.name)
+            if wanted is not None and type(value) is not wanted:
+                raise UsageError(f"{f.name} must be {_TYPE_NAMES[wanted]}, got {value!r}")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> DurableOptions:
+        """The options passed to :func:`open` by name; an unknown name is a UsageError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise UsageError(f"unknown option {unknown[0]!r}; expected one of {', '.join(names)}")
+        return cls(**options)
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "fsync_interval_ms": int,
+    "snapshot_every": int,
+    "snapshot_every_bytes": int,
+    "max_queue": int,
+    "max_inflight": int,
+    "truncate_corrupt": bool,
+}
+_TYPE_NAMES = {int: "an int", bool: "True or False"}
 
 
 def durable_runtime(
@@ -180,7 +209,7 @@ async def open(
     host.submit(input)``, ``host.stats()``, ``host.health()``,
     ``host.recovery`` (what recovery found).
     """
-    durable = DurableOptions(**options)
+    durable = DurableOptions.of(options)
     runtime: Runtime[S, I, O] = await start_durable(machine, data_dir, durable, executors=executors)
     try:
         yield runtime
@@ -226,7 +255,7 @@ def open_blocking(
     **options: Any,
 ) -> Iterator[BlockingHost[S, I, O]]:
     """:func:`open` for scripts: ``host.submit(input)`` blocks until the output is ready."""
-    durable = DurableOptions(**options)  # a bad name fails here, before a thread starts
+    durable = DurableOptions.of(options)  # a bad name fails here, before a thread starts
     loop = loop_factory()()
     thread = threading.Thread(target=loop.run_forever, name="corosm-loop", daemon=True)
     thread.start()

@@ -111,8 +111,11 @@ class Host(Generic[S, I, O]):
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         turn_completions: int = DEFAULT_TURN_COMPLETIONS,
     ) -> None:
-        if max_queue < 1 or max_inflight < 1 or turn_completions < 1:
-            raise UsageError("max_queue, max_inflight and turn_completions must be at least 1")
+        limits = {"max_queue": max_queue, "max_inflight": max_inflight}
+        limits["turn_completions"] = turn_completions
+        for name, value in limits.items():
+            if type(value) is not int or value < 1:  # a float would fail every turn
+                raise UsageError(f"{name} must be an int of at least 1, got {value!r}")
         self.machine = machine
         self.stepper: Stepper[S, I, O] = Stepper(machine, state)
         self._routes: dict[type[Effect[Any]], Executor] = dict(executors)
