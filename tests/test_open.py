@@ -178,3 +178,32 @@ def test_options_of_the_wrong_name_or_type_are_refused_before_anything_opens(
     ):
         pass
     assert not (tmp_path / "data").exists()
+
+
+class RenamedTally(Tally):
+    """A new version whose restore() cannot read the snapshots the old one wrote."""
+
+    def restore(self, data: bytes) -> dict[str, int]:
+        return dict(json.loads(data)["counts"])
+
+
+def test_a_restore_that_raises_names_the_snapshot_and_changes_nothing(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with corosm.open(Tally(), tmp_path, snapshot_every=5) as host:
+            for _ in range(12):
+                await host.submit(("incr", "z"))
+
+    asyncio.run(write())
+    snapshot = sorted(tmp_path.glob("snapshot-*.snap"))[-1]  # the newest is read first
+
+    async def reopen(machine: Tally) -> int:
+        async with corosm.open(machine, tmp_path) as host:
+            return await host.submit(("read", "z"))
+
+    with pytest.raises(corosm.DataError) as info:
+        asyncio.run(reopen(RenamedTally()))
+    message = str(info.value)
+    assert message.startswith("RenamedTally.restore() raised KeyError: 'counts' on snapshot ")
+    assert str(snapshot) in message and "fix restore()" in message
+    assert isinstance(info.value.__cause__, KeyError)
+    assert asyncio.run(reopen(Tally())) == 12  # nothing was changed

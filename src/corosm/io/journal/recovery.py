@@ -344,7 +344,15 @@ def _restore(
     if snap is None:
         return None, 0, machine.initial_state()
     path, lsn, payload = snap
-    state = machine.restore(payload)
+    try:
+        state = machine.restore(payload)
+    except Exception as exc:
+        name = type(machine).__name__
+        raise DataError(
+            f"{name}.restore() raised {type(exc).__name__}: {exc} on snapshot {path} (lsn {lsn}), "
+            "which passed its checksums, so it holds what snapshot() wrote: fix restore() (it "
+            "must read every version snapshot() has written) and restart; nothing was changed"
+        ) from exc
     log.info(
         "journal: restored snapshot %s (lsn %d, %d bytes) in %.3f s",
         path, lsn, len(payload), time.perf_counter() - t0,
