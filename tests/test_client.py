@@ -10,9 +10,11 @@ received, so the tests check the exact bytes the client sends. ``tests/test_cli.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -41,6 +43,7 @@ from corosm.client import (
     protocol,
     seedcodec,
 )
+from corosm.client.http11 import MAX_BODY
 from corosm.client.seedcodec import encode_haskell_string, parse_seed_reply
 
 # --- a fake server ------------------------------------------------------------------
@@ -166,6 +169,87 @@ class FakeKV:
 def fake() -> Iterator[FakeKV]:
     with FakeKV() as server:
         yield server
+
+
+class RawServer:
+    """A server over bare sockets that answers each request with ``respond(conn, stop)``.
+
+    For replies that ``http.server`` will not send: a Content-Length no body
+    follows, a reply trickled out a byte at a time. ``respond`` should return
+    when ``stop`` is set; leaving the ``with`` block sets it and joins every thread.
+    """
+
+    def __init__(self, respond: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.respond = respond
+        self.stop = threading.Event()
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.02)  # how often the accept loop looks at `stop`
+        self.port: int = self.listener.getsockname()[1]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)  # a client that neither reads nor closes cannot hang the test run
+        with conn:
+            try:
+                while not self.stop.is_set() and read_request(conn):
+                    self.respond(conn, self.stop)
+            except OSError:
+                pass  # the client closed on us: these tests are about clients giving up
+
+    def __enter__(self) -> RawServer:
+        self.threads[0].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in list(self.threads):
+            thread.join(5)
+        self.listener.close()
+
+
+def read_request(conn: socket.socket) -> bool:
+    """Read one request, head and Content-Length body; False when the client closed instead."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    missing = (int(length[1]) if length else 0) - len(body)
+    while missing > 0:
+        chunk = conn.recv(missing)
+        if not chunk:
+            return False
+        missing -= len(chunk)
+    return True
+
+
+def send_reply(conn: socket.socket, framing: str, parts: list[bytes]) -> None:
+    """A 200 reply with the body ``parts``, framed by ``chunked`` coding or by closing."""
+    if framing == "chunked":
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in parts:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        conn.sendall(b"0\r\n\r\n")
+    else:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for part in parts:
+            conn.sendall(part)
+        conn.shutdown(socket.SHUT_WR)
 
 
 def free_port() -> int:
@@ -366,6 +450,59 @@ def test_a_silent_server_times_out(fake: FakeKV) -> None:
         Client(port=fake.port, timeout=0.3) as kv,
     ):
         kv.read("x")
+
+
+def test_a_huge_content_length_is_refused_unread() -> None:
+    def lie(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\nOk")
+
+    with RawServer(lie) as server, Client(port=server.port) as kv:
+        for _ in range(2):
+            with pytest.raises(ProtocolError, match=r"^the reply body exceeds 67108864 bytes$"):
+                kv.read("x")
+        assert server.connections == 2  # the out-of-step connection was not reused
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_a_body_without_content_length_is_read_whole(framing: str) -> None:
+    with (
+        RawServer(lambda conn, stop: send_reply(conn, framing, [b"\x00v", b"alue"])) as server,
+        Client(port=server.port) as kv,
+    ):
+        assert kv.get("k") == b"\x00value"
+        assert kv.get("k") == b"\x00value"
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_a_body_without_content_length_stops_at_the_cap(framing: str) -> None:
+    mebibyte = b"x" * (1 << 20)
+    parts = [mebibyte] * (MAX_BODY // len(mebibyte) + 1)
+    with (
+        RawServer(lambda conn, stop: send_reply(conn, framing, parts)) as server,
+        Client(port=server.port) as kv,
+        pytest.raises(ProtocolError, match=r"^the reply body exceeds 67108864 bytes$"),
+    ):
+        kv.get("k")
+
+
+def test_the_timeout_bounds_the_whole_call_not_each_read() -> None:
+    # One byte every 0.2 s: each read waits 0.2 s, the whole reply would take over 12 s.
+    reply = b"HTTP/1.1 200 OK\r\nX-Padding: " + b"." * 30 + b"\r\nContent-Length: 2\r\n\r\nOk"
+    assert len(reply) * 0.2 > 12
+
+    def dribble(conn: socket.socket, stop: threading.Event) -> None:
+        for byte in reply:
+            conn.sendall(bytes([byte]))
+            if stop.wait(0.2):
+                return
+
+    with RawServer(dribble) as server, Client(port=server.port, timeout=1) as kv:
+        started = time.monotonic()
+        with pytest.raises(
+            ConnectionLost, match=rf"^no reply from 127\.0\.0\.1:{server.port} within 1 s$"
+        ):
+            kv.write("x", 1)
+        assert time.monotonic() - started < 6  # generous: the bound is 1 s, the dribble 12 s
 
 
 # --- the asyncio client -------------------------------------------------------------

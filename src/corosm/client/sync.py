@@ -12,6 +12,14 @@ deletes and resets remove), so a repeat cannot do harm. ``submit`` is not (a
 machine's input may be a deposit): it is never sent twice; before it goes
 out on a reused connection, a connection the server has closed is replaced.
 
+``timeout`` means what it means for :class:`~corosm.client.AsyncClient`: it
+bounds connecting, and then each call as a whole, from sending its request to
+reading its reply's last byte (not each socket read: a server that sends a
+byte at a time cannot stretch a call past it). A reply body over
+:data:`~corosm.client.http11.MAX_BODY` bytes is refused with
+:class:`ProtocolError`, unread when its Content-Length announces it. Either
+way the connection is closed, since its byte stream is out of step.
+
 A ``Client`` is not thread-safe: use one per thread.
 """
 
@@ -20,8 +28,9 @@ from __future__ import annotations
 import http.client
 import select
 import socket
+import time
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from corosm.client import protocol
 from corosm.client._transport import (
@@ -32,7 +41,11 @@ from corosm.client._transport import (
     unreachable,
 )
 from corosm.client.errors import ConnectionLost, ProtocolError
+from corosm.client.http11 import MAX_BODY
 from corosm.client.protocol import Call, HttpRequest, HttpResponse
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 T = TypeVar("T")
 
@@ -42,7 +55,12 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class Client:
-    """A blocking client for a corosm server: key-value (seed protocol, REST) or any machine."""
+    """A blocking client for a corosm server: key-value (seed protocol, REST) or any machine.
+
+    ``timeout`` (seconds, or None to wait forever) bounds connecting, and then
+    each call from its request's first byte to its reply's last; past it the
+    call raises :class:`ServerUnreachable` or :class:`ConnectionLost`.
+    """
 
     def __init__(
         self,
@@ -54,7 +72,7 @@ class Client:
         self.host = host
         self.port = port
         self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Connection | None = None
 
     # --- the seed protocol ----------------------------------------------------------
 
@@ -161,9 +179,12 @@ class Client:
                 raise ConnectionLost(
                     f"connection to {self.host}:{self.port} failed: {exc}"
                 ) from exc
+            except BaseException:  # ProtocolError, KeyboardInterrupt: the stream is out of step
+                self.close()
+                raise
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def _connect(self, check_open: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+    def _connect(self, check_open: bool = False) -> tuple[_Connection, bool]:
         """The open connection and whether it served a request before.
 
         ``check_open`` first drops a kept-alive connection that the server
@@ -173,7 +194,7 @@ class Client:
             if not (check_open and _closed_by_peer(self._conn.sock)):
                 return self._conn, True
             self.close()
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = _Connection(self.host, self.port, timeout=self.timeout)
         try:
             conn.connect()
             # A request is one send(); no reason to let Nagle hold back the next one.
@@ -184,17 +205,86 @@ class Client:
         self._conn = conn
         return conn, False
 
-    def _exchange(self, conn: http.client.HTTPConnection, request: HttpRequest) -> HttpResponse:
+    def _exchange(self, conn: _Connection, request: HttpRequest) -> HttpResponse:
         headers = {"Content-Length": str(len(request.body))}
         if request.content_type is not None:
             headers["Content-Type"] = request.content_type
+        conn.start_call()
         conn.request(request.method, request.path, body=request.body, headers=headers)
         with conn.getresponse() as response:
-            body = response.read()
+            body = _read_body(response)
             headers_seen = tuple((name.lower(), value) for name, value in response.getheaders())
             if response.will_close:
                 self.close()
             return HttpResponse(response.status, headers_seen, body)
+
+
+class _DeadlineSocket(socket.socket):
+    """A socket whose sends and receives all give up at ``deadline`` (``time.monotonic()``).
+
+    A socket's timeout bounds each blocking call, and ``http.client`` reads a
+    reply with one ``recv_into`` per arrival of bytes, so a server sending a
+    byte at a time restarts it with every byte. Setting the timeout to the
+    time left before each call makes it one bound for them all. With
+    ``deadline`` None, each call waits as the socket's timeout says.
+    """
+
+    deadline: float | None = None
+
+    @classmethod
+    def adopt(cls, plain: socket.socket) -> _DeadlineSocket:
+        """Take over the connection of ``plain``, which is left detached."""
+        timeout = plain.gettimeout()
+        sock = cls(fileno=plain.detach())
+        sock.settimeout(timeout)  # also puts the descriptor back in the matching blocking mode
+        return sock
+
+    def _wait_no_later_than_deadline(self) -> None:
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.settimeout(left)
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        self._wait_no_later_than_deadline()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        self._wait_no_later_than_deadline()
+        super().sendall(data, flags)
+
+
+class _Connection(http.client.HTTPConnection):
+    """An ``HTTPConnection`` whose ``timeout`` bounds each call as a whole.
+
+    As in ``HTTPConnection``, ``timeout`` bounds the connect; then each
+    :meth:`start_call` gives the request and its reply ``timeout`` seconds in
+    all, however the server spreads out the bytes.
+    """
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = _DeadlineSocket.adopt(self.sock)
+
+    def start_call(self) -> None:
+        """Start the clock for the request about to be sent and its reply."""
+        sock = self.sock
+        assert isinstance(sock, _DeadlineSocket), "start_call() needs a connected connection"
+        sock.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+
+
+def _read_body(response: http.client.HTTPResponse) -> bytes:
+    """The reply's body, refused when longer than MAX_BODY (unread, if it says so upfront)."""
+    if response.length is not None:  # Content-Length
+        if response.length > MAX_BODY:
+            raise ProtocolError(f"the reply body exceeds {MAX_BODY} bytes")
+        return response.read()  # not read(n): only read() raises IncompleteRead on a short body
+    body = response.read(MAX_BODY + 1)  # chunked, or until the server closes
+    if len(body) > MAX_BODY:
+        raise ProtocolError(f"the reply body exceeds {MAX_BODY} bytes")
+    return body
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:
