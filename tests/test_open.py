@@ -207,3 +207,14 @@ def test_a_restore_that_raises_names_the_snapshot_and_changes_nothing(tmp_path: 
     assert str(snapshot) in message and "fix restore()" in message
     assert isinstance(info.value.__cause__, KeyError)
     assert asyncio.run(reopen(Tally())) == 12  # nothing was changed
+
+
+def test_a_stopped_runtime_says_it_cannot_start_again(tmp_path: Path) -> None:
+    # It said "Journal.start() was called twice", naming a part the caller never touched.
+    async def main() -> None:
+        async with corosm.open(Tally(), tmp_path) as host:
+            await host.submit(("incr", "x"))
+        with pytest.raises(UsageError, match="a stopped Runtime cannot start again"):
+            await host.start()
+
+    asyncio.run(main())

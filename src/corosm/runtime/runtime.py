@@ -129,6 +129,7 @@ class Runtime(Generic[S, I, O]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn_scheduled = False
         self._running = False
+        self._stopped = False  # stop() ran: its executors are closed for good
         self._space = asyncio.Event()
         self._idle = asyncio.Event()
 
@@ -138,6 +139,11 @@ class Runtime(Generic[S, I, O]):
         """Start the executors and begin accepting inputs."""
         if self._loop is not None:
             raise UsageError("Runtime.start() called twice")
+        if self._stopped:
+            raise UsageError(
+                "a stopped Runtime cannot start again: make a new one (with corosm.open, "
+                "open the data directory again)"
+            )
         self._loop = asyncio.get_running_loop()
         self.host.start(self._post)
         self._running = True
@@ -151,6 +157,7 @@ class Runtime(Generic[S, I, O]):
         """
         if self._loop is None:
             return
+        self._stopped = True
         self._running = False
         self.stepper.reads_stopped = True
         if not self._is_idle():
