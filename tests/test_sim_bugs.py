@@ -221,3 +221,25 @@ def test_interleave_policy_on_read_modify_write_is_caught() -> None:
 
 def test_per_key_policy_fixes_the_counter() -> None:
     assert run_campaign(dataclasses.replace(COUNTER, machine_factory=PerKeyCounter), BUDGET).ok
+
+
+class NotAsyncCounter(PerKeyCounter):
+    """Every input fails: ``handle`` is not an ``async def``."""
+
+    def handle(self, ctx: Context[dict[str, int]], input: Incr) -> int:  # type: ignore[override]
+        return 0
+
+
+def test_a_campaign_shows_the_operations_answered_with_an_error() -> None:
+    # An error is an unknown outcome to the checker, so a machine whose every
+    # input fails still passes: the summary has to show what it saw.
+    broken = run_campaign(dataclasses.replace(COUNTER, machine_factory=NotAsyncCounter), range(3))
+    assert broken.ok and broken.operations > 0
+    assert broken.errors == {"UsageError": broken.operations}
+    line = (
+        f"answered with an error (outcome unknown to the checker): UsageError {broken.operations}"
+    )
+    assert line in broken.summary()
+    healthy = run_campaign(dataclasses.replace(COUNTER, machine_factory=PerKeyCounter), range(3))
+    assert healthy.ok and healthy.errors == {}
+    assert "answered with an error" not in healthy.summary()

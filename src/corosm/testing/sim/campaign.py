@@ -18,6 +18,7 @@ are independent, so a failure is reproduced by its seed alone.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -120,6 +121,10 @@ class CampaignResult:
     operations: int
     crashes: int
     failure: SeedFailure | None
+    #: Operations answered with an error, by the error's class name. Their
+    #: outcome counts as unknown to the checker, so a machine whose every
+    #: input fails still passes: the summary shows them.
+    errors: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +134,9 @@ class CampaignResult:
         head = f"{self.seeds_run} seeds, {self.operations} operations, {self.crashes} crashes: " + (
             "all linearizable, no acknowledged write lost" if self.ok else "FAILED"
         )
+        if self.errors:
+            counts = ", ".join(f"{name} {n}" for name, n in sorted(self.errors.items()))
+            head += f"\nanswered with an error (outcome unknown to the checker): {counts}"
         return head if self.failure is None else head + "\n" + self.failure.report()
 
 
@@ -186,16 +194,19 @@ def run_campaign(
 ) -> CampaignResult:
     """Run ``spec`` for each seed; stop at the first failure. ``progress`` sees each seed."""
     done = operations = crashes = 0
+    errors: Counter[str] = Counter()
     for seed in seeds:
         result = run_seed(spec, seed)
         done += 1
         operations += result.run.stats.get("operations", 0)
         crashes += result.run.stats.get("crashes", 0)
+        errors.update(result.run.errors)
         if result.violation is not None:
-            return CampaignResult(done, operations, crashes, failure_of(spec, result))
+            failure = failure_of(spec, result)
+            return CampaignResult(done, operations, crashes, failure, dict(errors))
         if progress is not None:
-            progress(seed, CampaignResult(done, operations, crashes, None))
-    return CampaignResult(done, operations, crashes, None)
+            progress(seed, CampaignResult(done, operations, crashes, None, dict(errors)))
+    return CampaignResult(done, operations, crashes, None, dict(errors))
 
 
 def failure_of(spec: SimSpec, result: SeedResult) -> SeedFailure:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -129,6 +130,8 @@ class RunResult:
     epochs: list[Epoch]
     error: str | None = None  # the world itself could not go on (recovery failed, ...)
     stats: dict[str, int] = field(default_factory=dict)
+    #: How many operations were answered with an error, by the error's class name.
+    errors: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -174,6 +177,7 @@ class World:
         self.parked: list[int] = []  # clients waiting for the process to come back
         self.next_op = 0
         self.crashes = 0
+        self.answered_errors: Counter[str] = Counter()
         self.events = 0
         self.error: str | None = None
         self._completed: list[Completion] = []
@@ -195,7 +199,7 @@ class World:
         end = f"end: {self.events} events, {self.crashes} crashes"
         self.trace.add(self.clock.now, "world", end)
         stats = {"events": self.events, "crashes": self.crashes, "operations": self.next_op}
-        return RunResult(self.trace, self.epochs, self.error, stats)
+        return RunResult(self.trace, self.epochs, self.error, stats, dict(self.answered_errors))
 
     def _loop(self) -> None:
         for client in range(self.plan.clients):
@@ -326,6 +330,7 @@ class World:
         if error is None:
             self._end(op, self.clock.now, output, "")
         else:
+            self.answered_errors[type(error).__name__] += 1
             self._end(op, None, None, show_error(error))
 
     # -- the host and its executors -----------------------------------------------------
