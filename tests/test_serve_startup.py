@@ -9,6 +9,7 @@ server whose ``run`` raises ENOSPC.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import gc
 import socket
@@ -22,8 +23,10 @@ from typing import Any
 import pytest
 
 from corosm import server
+from corosm.apps.kv.machine import KVMachine
 from corosm.frontends import cli
 from corosm.io.journal.format import FRAME_SIZE, HEADER_SIZE
+from corosm.shards import open_local
 from serverproc import ServerProcess
 
 
@@ -101,6 +104,22 @@ def test_a_data_dir_another_server_holds_is_refused(tmp_path: Path) -> None:
         first.kill()  # kill -9: the lock dies with it
     with ServerProcess(data) as second:
         assert second.request("GET", "/kv/k") == (200, b"first")
+
+
+def test_a_directory_of_shards_is_not_served_as_one_journal(tmp_path: Path) -> None:
+    # It was: an empty store, whose acknowledged writes the shards never saw.
+    data = tmp_path / "data"
+
+    async def make_shards() -> None:
+        async with open_local(KVMachine(), data, shards=2):
+            pass
+
+    asyncio.run(make_shards())
+    line = the_one_line(serve(data, "--port", "0"))
+    assert line == (
+        f"corosm: cannot start: {data} holds 2 shards (shards.json): serve it with --ray --shards 2"
+    )
+    assert not list(data.glob("journal-*.log")) and not (data / "LOCK").exists()
 
 
 def test_data_dir_under_a_regular_file(tmp_path: Path) -> None:

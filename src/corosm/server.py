@@ -117,13 +117,30 @@ class Server:
         codec = None if isinstance(machine, KVMachine) else self._check_machine(machine)
         if config.ray is not None:
             self.runtime = await self._start_shards(machine)
-        elif config.journal_mode == "blocking":
-            self.runtime = await self._start_blocking(machine)
         else:
-            self.runtime = await start_durable(
-                machine, config.data_dir, self._durable_options(), fs=self._fs
-            )
+            self._refuse_shards()
+            if config.journal_mode == "blocking":
+                self.runtime = await self._start_blocking(machine)
+            else:
+                self.runtime = await start_durable(
+                    machine, config.data_dir, self._durable_options(), fs=self._fs
+                )
         await self._start_frontends(codec)
+
+    def _refuse_shards(self) -> None:
+        """One journal in a directory of shards would hide their data, and its writes from them."""
+        from corosm.shards.errors import ShardLayoutMismatch
+        from corosm.shards.manifest import MANIFEST, read_layout
+
+        directory = os.fspath(self.config.data_dir)
+        if not os.path.exists(os.path.join(directory, MANIFEST)):
+            return  # the usual case; and an unusable directory is for recovery to report
+        layout = read_layout(directory)
+        if layout is not None:
+            raise ShardLayoutMismatch(
+                f"{directory} holds {layout.shards} shards ({MANIFEST}): "
+                f"serve it with --ray --shards {layout.shards}"
+            )
 
     def _check_machine(self, machine: Machine[Any, Any, Any]) -> MachineCodec:
         """The JSON codec of a machine other than the key-value one (fails on a bad type)."""
