@@ -153,3 +153,19 @@ def test_copy_state_prefers_the_machine_method() -> None:
 def test_snapshot_name_orders_by_lsn() -> None:
     names = [snapshot_name(n) for n in (9, 10, 100)]
     assert sorted(names) == names
+
+
+def test_recovery_removes_its_own_temp_files_and_no_one_elses(tmp_path: Path) -> None:
+    # Any *.tmp went: a data directory pointed at a folder with other files in
+    # it (or '.') lost them to recovery.
+    ours = tmp_path / "snapshot-00000000000000000003.snap.tmp"
+    ours.write_bytes(b"half a snapshot")
+    theirs = [tmp_path / "notes.tmp", tmp_path / "snapshot-3.snap.tmp"]
+    for path in theirs:
+        path.write_text("not the journal's")
+    (tmp_path / "build.tmp").mkdir()
+    rec = recover(str(tmp_path), CountMachine())  # type: ignore[arg-type]
+    assert rec.next_lsn == 1
+    assert not ours.exists()
+    assert all(path.read_text() == "not the journal's" for path in theirs)
+    assert (tmp_path / "build.tmp").is_dir()

@@ -66,6 +66,7 @@ from corosm.io.journal.format import (
     frame_offset,
     is_padding,
     parse_segment_name,
+    parse_snapshot_name,
     read_frames,
 )
 from corosm.io.journal.snapshot import load_newest_snapshot, set_aside
@@ -240,15 +241,24 @@ def _frame_error(data: bytes, pos: int, lsn: int, batches: bool) -> FrameError |
 
 
 def _list_and_clean(fs: FileSystem, directory: str) -> list[str]:
-    """Names in ``directory`` (created if missing), after removing leftover temp files."""
+    """Names in ``directory`` (created if missing), after removing leftover temp files.
+
+    Only the journal's own (a snapshot's ``snapshot-<LSN>.snap.tmp``): the
+    directory may hold other files, which are not recovery's to delete.
+    """
     fs.makedirs(directory)
     names = fs.listdir(directory)
-    temps = [n for n in names if n.endswith(TEMP_SUFFIX)]
+    temps = [n for n in names if _is_snapshot_temp(n)]
     for name in temps:
         fs.remove(os.path.join(directory, name))
     if temps:
         fs.fsync_dir(directory)
-    return [n for n in names if not n.endswith(TEMP_SUFFIX)]
+    return [n for n in names if n not in temps]
+
+
+def _is_snapshot_temp(name: str) -> bool:
+    stem = name.removesuffix(TEMP_SUFFIX)
+    return stem != name and parse_snapshot_name(stem) is not None
 
 
 def _cut_damage(
