@@ -248,6 +248,29 @@ def test_serve_refuses_a_data_dir_that_is_a_file(
     assert server.configs == []
 
 
+def test_serve_refuses_an_empty_data_dir(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Path("") is "." : an unset variable put the journal in the current directory.
+    server = RecordingServer()
+    monkeypatch.setattr(cli, "_import_server", lambda: server)
+    code, _, err = run(capsys, "serve", "--data-dir", "")
+    assert code == 2
+    assert "--data-dir: expected a directory path, got an empty one" in err
+    assert server.configs == []
+
+
+def test_serve_leaves_a_data_dir_it_cannot_examine_to_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Path.exists() raised (a name over 255 bytes), a traceback before any check.
+    server = RecordingServer()
+    monkeypatch.setattr(cli, "_import_server", lambda: server)
+    path = tmp_path / ("x" * 300)
+    code, _, _ = run(capsys, "serve", "--data-dir", str(path))
+    assert code == 0 and [c.data_dir for c in server.configs] == [path]
+
+
 # --- extensions ---------------------------------------------------------------------
 
 PLUGIN = """

@@ -185,6 +185,13 @@ def listen_port(text: str) -> int:
     return port_number(text, allow_zero=True)
 
 
+def directory_path(text: str) -> Path:
+    """An argparse type: a directory's path, not empty (``Path("")`` would mean ``.``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty one")
+    return Path(text)
+
+
 def int64(text: str) -> int:
     """An argparse type: a signed 64-bit integer in decimal."""
     try:
@@ -288,7 +295,7 @@ def _add_serve(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=directory_path,
         default=Path("corosm-data"),
         help="journal and snapshots (./%(default)s)",
     )
@@ -365,7 +372,9 @@ def _add_serve(subparsers: Any) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    if data_dir.exists() and not data_dir.is_dir():
+    # os.path's tests, not Path's: a name too long or a parent we may not
+    # enter is for the server's start to report, as a reason in one line.
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise UsageError(f"--data-dir {str(data_dir)!r} exists and is not a directory")
     if not args.host.strip():
         raise UsageError("--host must not be empty")
