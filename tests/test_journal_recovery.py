@@ -267,6 +267,9 @@ def test_bad_options_are_explained() -> None:
         JournalOptions(fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="segment_bytes must be a positive int"):
         JournalOptions(segment_bytes=0)
+    # Longer, and the journal thread's wait overflowed: every later write failed.
+    with pytest.raises(UsageError, match=r"interval_ms must be at most 86400000 \(a day\)"):
+        JournalOptions(fsync="interval", interval_ms=10_000_000_000_000)
 
 
 def test_empty_directory_recovers_to_initial_state(tmp_path: Path) -> None:

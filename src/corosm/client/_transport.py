@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 from corosm.client.errors import InvalidRequest, ServerUnreachable
 
@@ -18,11 +19,17 @@ def check_address(host: str, port: int, timeout: float | None) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidRequest(f"port must be an int in 1..65535, got {port!r}")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= _MAX_TIMEOUT  # also refuses nan; inf would overflow a wait
     ):
         raise InvalidRequest(
-            f"timeout must be a positive number of seconds or None, got {timeout!r}"
+            f"timeout must be a number of seconds above 0 and at most {_MAX_TIMEOUT:.0f}, "
+            f"or None, got {timeout!r}"
         )
+
+
+_MAX_TIMEOUT = threading.TIMEOUT_MAX  # the longest a socket or a lock may wait
 
 
 def host_header(host: str, port: int) -> str:

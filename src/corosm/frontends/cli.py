@@ -238,6 +238,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def interval_ms(text: str) -> int:
+    """An argparse type: an fsync interval in milliseconds, 1 up to a day."""
+    from corosm.io.journal.control import MAX_INTERVAL_MS  # only serve pays for the import
+
+    value = positive_int(text)
+    if value > MAX_INTERVAL_MS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_INTERVAL_MS} (a day), got {text}")
+    return value
+
+
 def server_address(args: argparse.Namespace) -> tuple[str, int]:
     """Host and port from ``--host``/``--port``, else ``--url`` or $COROSM_URL, else defaults.
 
@@ -308,7 +318,7 @@ def _add_serve(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--fsync-interval-ms",
-        type=positive_int,
+        type=interval_ms,
         default=1000,
         help="for --fsync interval (%(default)s)",
     )

@@ -40,7 +40,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from corosm._mypyc import mypyc_attr
 from corosm.errors import JournalClosed, JournalError, UsageError
@@ -55,6 +55,10 @@ JournalCompletion = tuple[Any, int | None, BaseException | None]
 JournalSink = Callable[[Sequence[JournalCompletion]], None]
 Entry = tuple[Any, bytes]
 """``(token, payload)``: the token comes back in the completion."""
+
+
+MAX_INTERVAL_MS: Final = 86_400_000
+"""The longest ``fsync="interval"`` period: a day (far longer overflows a thread's wait)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,11 @@ class JournalOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"JournalOptions.{name} must be a positive int, got {value!r}")
+        if self.interval_ms > MAX_INTERVAL_MS:  # longer, and the thread's wait overflows
+            raise UsageError(
+                f"JournalOptions.interval_ms must be at most {MAX_INTERVAL_MS} (a day), "
+                f"got {self.interval_ms}"
+            )
         for name in ("snapshot_every_records", "snapshot_every_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
