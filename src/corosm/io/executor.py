@@ -8,7 +8,8 @@ woken once per batch. The sink is thread-safe.
 
 Lifecycle: ``start(sink)`` once, then any number of ``submit`` and ``cancel``
 calls from the loop thread, then ``close()``, which finishes (or fails) what
-was submitted and joins any threads.
+was submitted and joins any threads (except one still running a call that
+cannot be interrupted: see :mod:`corosm.io.threads`).
 """
 
 from __future__ import annotations

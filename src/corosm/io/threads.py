@@ -4,17 +4,34 @@ Each ``Call(fn, args)`` runs on a thread of a bounded pool. Completions are
 posted to the sink one by one, but the runtime's sink wakes the loop only when
 its inbox goes from empty to non-empty, so a burst of finished calls crosses
 to the loop thread once.
+
+Closing never waits for a call that is still running: a running Python
+function cannot be interrupted, and one that never returns would hang
+``Runtime.stop`` (and every ``async with`` exit built on it) for good. So
+``close`` cancels the queued calls, joins the worker threads only when no call
+is left running, and otherwise logs one warning naming the calls it abandons
+and leaves their threads to finish on their own; their completions are
+dropped. Such a thread still holds up interpreter exit until its call returns:
+``concurrent.futures`` workers are not daemon threads, and an exit hook joins
+them whatever ``shutdown(wait=False)`` was told.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from corosm.core.effects import Call, Effect
 from corosm.errors import UsageError
 from corosm.io.executor import CompletionSink
+
+log: Final = logging.getLogger("corosm.runtime")
+
+# Request -> (its future, the function it runs). Worker threads remove their own
+# entry when the call is done; each single dict operation is atomic under the GIL.
+_Running = dict[int, tuple["concurrent.futures.Future[Any]", Callable[..., Any]]]
 
 
 class ThreadPoolCallExecutor:
@@ -24,7 +41,7 @@ class ThreadPoolCallExecutor:
         self._max_workers = max_workers
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._sink: CompletionSink | None = None
-        self._running: dict[int, concurrent.futures.Future[Any]] = {}
+        self._running: _Running = {}
 
     def start(self, sink: CompletionSink) -> None:
         self._sink = sink
@@ -41,28 +58,57 @@ class ThreadPoolCallExecutor:
                 sink([(request, None, UsageError(f"{effect!r} is not a Call effect"))])
                 continue
             future = pool.submit(effect.fn, *effect.args)
-            self._running[request] = future
+            self._running[request] = (future, effect.fn)
             future.add_done_callback(_poster(request, sink, self._running))
 
     def cancel(self, request: int) -> None:
-        future = self._running.pop(request, None)
-        if future is not None:
-            future.cancel()
+        entry = self._running.get(request)
+        if entry is not None:
+            # A call that has not started is cancelled (its done callback forgets
+            # it); one that has keeps its entry until it returns, so that close()
+            # still knows it is running. Its late completion is ignored upstream.
+            entry[0].cancel()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Cancel queued calls and release the pool without waiting for running ones.
+
+        The worker threads are joined when no call is running. Calls still
+        running are named in one warning and abandoned: their threads finish
+        on their own and their completions are dropped.
+        """
+        pool = self._pool
+        if pool is None:
+            return
+        self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)  # nothing queued will start now
+        running, self._running = self._running, {}
+        abandoned = [fn for future, fn in running.copy().values() if not future.done()]
+        running.clear()  # a late completion finds no entry and is dropped
+        if not abandoned:
+            pool.shutdown(wait=True)  # only idle threads are left: join them
+            return
+        log.warning(
+            "closing with %d call(s) still running: %s; their worker threads are left "
+            "to finish on their own (a running Python function cannot be interrupted)",
+            len(abandoned),
+            ", ".join(_name(fn) for fn in abandoned),
+        )
 
 
-def _poster(
-    request: int, sink: CompletionSink, running: dict[int, concurrent.futures.Future[Any]]
-) -> Any:
+def _poster(request: int, sink: CompletionSink, running: _Running) -> Any:
     def post(future: concurrent.futures.Future[Any]) -> None:
-        running.pop(request, None)
-        if future.cancelled():
-            return  # the stepper already forgot the request
+        if running.pop(request, None) is None or future.cancelled():
+            return  # abandoned by close(), or cancelled before it ran
         error = future.exception()
         sink([(request, None if error is not None else future.result(), error)])
 
     return post
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    """``module.Qualified.name`` of a function, or its repr (a partial, a callable object)."""
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{qualname}" if isinstance(module, str) else qualname
