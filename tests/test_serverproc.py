@@ -10,37 +10,34 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from serverproc import ServerProcess
 
+BEHIND_OTHER_LINES = (  # in one write: readline() left it in the reader's buffer
+    "sys.stdout.write('a warning\\nanother\\n"
+    "corosm: serving HTTP on 127.0.0.1:40463, RESP on 127.0.0.1:40464 (data x)\\n')\n"
+    "sys.stdout.flush()"
+)
+SPLIT_INSIDE_THE_PORT = (  # half a port must not be taken for a port
+    "sys.stdout.write('corosm: serving HTTP on 127.0.0.1:40'); sys.stdout.flush()\n"
+    "time.sleep(0.3)\n"
+    "sys.stdout.write('463 (data x)\\n'); sys.stdout.flush()"
+)
 
-def _child(script: str) -> tuple[str, ...]:
-    """A command whose ``serve ...`` arguments are ignored and that runs ``script``."""
-    return (sys.executable, "-c", f"import sys, time\n{script}\ntime.sleep(60)")
 
-
-def test_the_serving_line_behind_other_lines_in_one_write_is_found(tmp_path: Path) -> None:
-    script = (
-        "sys.stdout.write('a warning\\nanother\\n"
-        "corosm: serving HTTP on 127.0.0.1:40463, RESP on 127.0.0.1:40464 (data x)\\n')\n"
-        "sys.stdout.flush()"
-    )
-    server = ServerProcess(tmp_path, command=_child(script))
+@pytest.mark.parametrize(
+    ("script", "ports"),
+    [(BEHIND_OTHER_LINES, (40463, 40464)), (SPLIT_INSIDE_THE_PORT, (40463, None))],
+)
+def test_the_serving_line_is_found_however_it_arrives(
+    tmp_path: Path, script: str, ports: tuple[int, int | None]
+) -> None:
+    # The child ignores the "serve ..." arguments it is given, and waits to be killed.
+    command = (sys.executable, "-c", f"import sys, time\n{script}\ntime.sleep(60)")
+    server = ServerProcess(tmp_path, command=command)
     try:
         server.start(timeout=10)
-        assert (server.port, server.resp_port) == (40463, 40464)
-    finally:
-        server.close()
-
-
-def test_a_serving_line_split_inside_its_port_is_read_whole(tmp_path: Path) -> None:
-    script = (
-        "sys.stdout.write('corosm: serving HTTP on 127.0.0.1:40'); sys.stdout.flush()\n"
-        "time.sleep(0.3)\n"
-        "sys.stdout.write('463 (data x)\\n'); sys.stdout.flush()"
-    )
-    server = ServerProcess(tmp_path, command=_child(script))
-    try:
-        server.start(timeout=10)
-        assert (server.port, server.resp_port) == (40463, None)
+        assert (server.port, server.resp_port) == ports
     finally:
         server.close()
