@@ -573,3 +573,14 @@ def test_cancelled_error_escaping_a_handler_fails_only_that_input(fn_machine: An
     [failure] = stepper.feed(IOCompleted(1))
     assert isinstance(failure, ReplyError) and failure.client == "a"
     assert stepper.feed(IOCompleted(2)) == [Reply("b", "ok")]
+
+
+def test_an_initial_state_that_raises_says_whose_it_was(fn_machine: Any) -> None:
+    async def handler(ctx: Context[Any], inp: Any) -> Any:
+        return inp
+
+    def initial() -> Any:
+        raise KeyError("config")
+
+    with pytest.raises(UsageError, match=r"FnMachine\.initial_state\(\) raised KeyError: 'config'"):
+        Stepper(fn_machine(handler, initial=initial))

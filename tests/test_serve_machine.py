@@ -339,6 +339,18 @@ def test_a_machine_that_cannot_be_imported(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # refused before touching the disk
 
 
+def test_a_machine_module_that_exits_or_a_machine_that_cannot_start(tmp_path: Path) -> None:
+    # sys.exit(3) on import exited 3 with no word (3 means "no answer"); an
+    # initial_state() that raised printed a traceback.
+    line = one_line(serve(tmp_path, "--machine", "tests.machines.exits:Any"))
+    assert line == (
+        "corosm: --machine tests.machines.exits:Any: "
+        "importing 'tests.machines.exits' raised SystemExit: 3"
+    )
+    line = one_line(serve(tmp_path, "--machine", "tests.machines.ledger:BrokenStart"))
+    assert line == ("corosm: BrokenStart.initial_state() raised RuntimeError: no opening balances")
+
+
 def test_a_machine_without_types(tmp_path: Path) -> None:
     line = one_line(serve(tmp_path, "--machine", "tests.machines.ledger:Untyped"))
     assert "Untyped does not declare its types" in line

@@ -345,7 +345,7 @@ def load_machine(spec: str) -> Machine[Any, Any, Any]:
             f"or set PYTHONPATH to that folder (PYTHONPATH=path/to/project corosm serve "
             f"--machine {spec})"
         ) from exc
-    except Exception as exc:  # the module itself is broken: say where, in one line
+    except (Exception, SystemExit) as exc:  # the module is broken (or exits): say so, in one line
         raise UsageError(
             f"--machine {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
         ) from exc

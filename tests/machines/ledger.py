@@ -143,3 +143,10 @@ class Untyped(Machine):  # type: ignore[type-arg]
 
     def initial_state(self) -> dict[str, int]:
         return {}
+
+
+class BrokenStart(Ledger):
+    """A ledger whose ``initial_state`` raises: ``corosm serve`` says so in one line."""
+
+    def initial_state(self) -> Balances:
+        raise RuntimeError("no opening balances")

@@ -41,6 +41,8 @@ import enum
 from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from corosm.errors import UsageError
+
 if TYPE_CHECKING:
     from corosm.core.context import Context
 
@@ -301,3 +303,18 @@ class Machine(Generic[S, I, O]):
         """True when the subclass defines :meth:`snapshot` and :meth:`restore`."""
         cls = type(self)
         return cls.snapshot is not Machine.snapshot and cls.restore is not Machine.restore
+
+
+def fresh_state(machine: Machine[S, Any, Any]) -> S:
+    """``machine.initial_state()``; if it raises, a :class:`UsageError` that says whose.
+
+    Where a host starts with no snapshot (a new stepper, recovery of a data
+    directory without one): the machine's own error alone would not say
+    which method failed, nor keep a server's start to one line.
+    """
+    try:
+        return machine.initial_state()
+    except Exception as exc:
+        raise UsageError(
+            f"{type(machine).__name__}.initial_state() raised {type(exc).__name__}: {exc}"
+        ) from exc

@@ -72,7 +72,7 @@ from corosm.core.events import (
     StartIO,
 )
 from corosm.core.futures import Future
-from corosm.core.machine import Keys, Machine, Policy
+from corosm.core.machine import Keys, Machine, Policy, fresh_state
 from corosm.core.traps import WAIT_ALL, Wait
 from corosm.errors import (
     ApplyFailed,
@@ -129,7 +129,7 @@ class Stepper(Generic[S, I, O]):
 
     def __init__(self, machine: Machine[S, I, O], state: S = NO_STATE) -> None:
         self.machine = machine
-        self.state: S = machine.initial_state() if state is NO_STATE else state
+        self.state: S = fresh_state(machine) if state is NO_STATE else state
         self.ctx: Context[S] = Context(self)
         self._policy = machine.policy
         if not isinstance(self._policy, Policy):

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from operator import length_hint
 from typing import Any, Generic, TypeVar
 
-from corosm.core.machine import Machine
+from corosm.core.machine import Machine, fresh_state
 from corosm.errors import ApplyFailed, CorruptJournal, DataError
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import (
@@ -352,7 +352,7 @@ def _restore(
     t0 = time.perf_counter()
     snap = load_newest_snapshot(fs, directory, damaged=damaged)
     if snap is None:
-        return None, 0, machine.initial_state()
+        return None, 0, fresh_state(machine)
     path, lsn, payload = snap
     try:
         state = machine.restore(payload)
