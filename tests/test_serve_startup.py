@@ -142,6 +142,21 @@ def test_corrupt_journal_names_file_and_offset(corrupt_journal: tuple[Path, Path
     assert "--truncate-corrupt" in line  # the way out, named
 
 
+def test_damage_the_option_cannot_cut_gets_no_hint_to_use_it(
+    corrupt_journal: tuple[Path, Path],
+) -> None:
+    # A segment of a format version this code does not read: --truncate-corrupt
+    # refuses it just the same, so naming it as the way out misled.
+    data, segment = corrupt_journal
+    raw = bytearray(segment.read_bytes())
+    raw[8] = 3  # the version field of the file header
+    segment.write_bytes(bytes(raw))
+    for extra in ([], ["--truncate-corrupt"]):
+        line = the_one_line(serve(data, "--port", "0", *extra))
+        assert line.startswith("corosm: cannot start: ") and str(segment) in line
+        assert "--truncate-corrupt" not in line
+
+
 @pytest.mark.parametrize("failure", ["port", "data_dir", "journal"])
 def test_debug_log_level_shows_the_traceback(
     failure: str, tmp_path: Path, taken_port: int, request: pytest.FixtureRequest

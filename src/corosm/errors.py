@@ -149,13 +149,16 @@ class CorruptJournal(DataError):
     """A record fails its checksum or framing at a known place.
 
     ``path`` names the file and ``offset`` the byte offset of the bad record.
+    ``cuttable``: recovery with ``truncate_corrupt`` would cut the journal
+    there (and drop what follows) rather than refuse again.
     """
 
-    def __init__(self, path: str, offset: int, reason: str) -> None:
+    def __init__(self, path: str, offset: int, reason: str, *, cuttable: bool = False) -> None:
         super().__init__(f"{path}: corrupt record at byte offset {offset}: {reason}")
         self.path = path
         self.offset = offset
         self.reason = reason
+        self.cuttable = cuttable
 
 
 class ApplyFailed(DataError):

@@ -431,7 +431,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _startup_problem(exc: Exception, args: argparse.Namespace) -> str:
     """What stopped ``serve``, in one line, with what the operator can do about it."""
     if isinstance(exc, CorruptJournal):
-        if args.truncate_corrupt:
+        if args.truncate_corrupt or not exc.cuttable:  # the option would not help
             return str(exc)
         return f"{exc} (--truncate-corrupt cuts the journal there, losing the records after it)"
     if not isinstance(exc, OSError):

@@ -295,7 +295,7 @@ def _cut_damage(
     if err.torn:  # nothing valid follows in this file, but later segments exist
         reason += f"; {len(later)} later segment(s) follow, so this is not a torn write"
     if not truncate_corrupt:
-        raise CorruptJournal(path, err.offset, reason)
+        raise CorruptJournal(path, err.offset, reason, cuttable=True)
     fs.truncate(path, err.offset)
     for name in later:
         fs.remove(os.path.join(directory, name))
