@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from corosm.core import Call, Context, Machine
-from corosm.errors import Stopped
+from corosm.errors import Stopped, UsageError
 from corosm.io.executor import Completion
 from corosm.io.threads import ThreadPoolCallExecutor
 from corosm.runtime import Runtime, run
@@ -135,3 +135,14 @@ def test_close_after_the_calls_finished_joins_the_workers_and_warns_of_nothing(
     assert sorted(posted) == [(i, 3, None) for i in range(4)]
     assert not [t for t in threading.enumerate() if t.name.startswith("corosm-call")]
     assert abandon_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_a_pool_without_threads_is_refused_when_built(threads: int) -> None:
+    # Runtime(call_threads=0) got the pool's ValueError, naming max_workers.
+    with pytest.raises(
+        UsageError, match=f"call threads must be an int of at least 1, got {threads}"
+    ):
+        Runtime(Calls(), call_threads=threads)
+    with pytest.raises(UsageError, match=r"got 2\.5"):
+        ThreadPoolCallExecutor(2.5)  # type: ignore[arg-type]

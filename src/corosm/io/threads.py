@@ -38,6 +38,8 @@ class ThreadPoolCallExecutor:
     """Runs ``Call`` effects on up to ``max_workers`` threads."""
 
     def __init__(self, max_workers: int = 16) -> None:
+        if type(max_workers) is not int or max_workers < 1:
+            raise UsageError(f"call threads must be an int of at least 1, got {max_workers!r}")
         self._max_workers = max_workers
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._sink: CompletionSink | None = None
