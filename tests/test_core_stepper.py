@@ -584,3 +584,23 @@ def test_an_initial_state_that_raises_says_whose_it_was(fn_machine: Any) -> None
 
     with pytest.raises(UsageError, match=r"FnMachine\.initial_state\(\) raised KeyError: 'config'"):
         Stepper(fn_machine(handler, initial=initial))
+
+
+def test_a_ctx_kept_after_its_handler_returned_starts_nothing(fn_machine: Any) -> None:
+    # It journaled and applied the record all the same, outside any input.
+    kept: list[Context[Any]] = []
+
+    async def handler(ctx: Context[Any], inp: Any) -> Any:
+        kept.append(ctx)
+        return inp
+
+    stepper = Stepper(fn_machine(handler))
+    assert stepper.feed(InputArrived("a", "x")) == [Reply("a", "x")]
+    (ctx,) = kept
+    with pytest.raises(UsageError, match="ctx started Append outside a running handler"):
+        ctx.start_append(b"record")
+    with pytest.raises(UsageError, match="ctx started Call outside a running handler"):
+        ctx.start_call(print)
+    with pytest.raises(UsageError, match=r"ctx\.state was set outside a running handler"):
+        ctx.state = {"forged": 1}
+    assert stepper.take_actions() == [] and stepper.state == {}

@@ -48,6 +48,8 @@ class Context(Generic[S]):
 
     @state.setter
     def state(self, value: S) -> None:
+        if not self._stepper._in_handler:  # the state would part from the journal
+            raise UsageError("ctx.state was set outside a running handler")
         self._stepper.state = value
 
     # -- start without suspending: each returns a future --------------------------

@@ -131,6 +131,7 @@ class Stepper(Generic[S, I, O]):
         self.machine = machine
         self.state: S = fresh_state(machine) if state is NO_STATE else state
         self.ctx: Context[S] = Context(self)
+        self._in_handler = False  # True while a handler's code runs (ctx may start effects)
         self._policy = machine.policy
         if not isinstance(self._policy, Policy):
             raise UsageError(
@@ -287,6 +288,12 @@ class Stepper(Generic[S, I, O]):
 
     def start_effect(self, effect: Effect[T]) -> Future[T]:
         """Begin ``effect``: emit ``StartIO`` and return its future."""
+        if not self._in_handler:
+            raise UsageError(
+                f"ctx started {type(effect).__name__} outside a running handler: a handler's "
+                "ctx works only while a handler runs (do not keep it for later, or use it "
+                "from other code)"
+            )
         request = self._start_io(effect)
         future: Future[T] = Future(request, effect)
         self._futures[request] = future
@@ -458,6 +465,7 @@ class Stepper(Generic[S, I, O]):
         assert coro is not None, "a task is stepped only once its handler started"
         throw: BaseException | None = None
         while True:
+            self._in_handler = True
             try:
                 trap = coro.send(None) if throw is None else coro.throw(throw)
             except StopIteration as stop:
@@ -473,6 +481,8 @@ class Stepper(Generic[S, I, O]):
                 # e.g. asyncio.CancelledError: still this input's failure alone
                 self._fail(task.client, exc)
                 return True
+            finally:
+                self._in_handler = False
             throw = None
             if type(trap) is not Wait:
                 throw = _foreign_await(trap)
