@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -120,6 +123,31 @@ def test_a_directory_of_shards_is_not_served_as_one_journal(tmp_path: Path) -> N
         f"corosm: cannot start: {data} holds 2 shards (shards.json): serve it with --ray --shards 2"
     )
     assert not list(data.glob("journal-*.log")) and not (data / "LOCK").exists()
+
+
+def test_a_signal_while_the_server_starts_stops_it_before_it_serves(tmp_path: Path) -> None:
+    # Ctrl-C during a long recovery was lost: the server went on to serve.
+    gate = tmp_path / "gate"  # see tests/machines/ledger.py:SlowStart
+    os.mkfifo(gate)
+    os.mkfifo(f"{gate}.entered")
+    entered = os.open(f"{gate}.entered", os.O_RDONLY | os.O_NONBLOCK)
+    command = [sys.executable, "-m", "corosm", "serve", "--port", "0"]
+    command += ["--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
+    command += ["--machine", "tests.machines.ledger:SlowStart"]
+    env = {**os.environ, "COROSM_TEST_GATE": str(gate)}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        try:
+            assert select.select([entered], [], [], 60)[0], "recovery never began"
+            assert os.read(entered, 1) == b"1"
+            proc.send_signal(signal.SIGINT)  # while recovery runs
+            os.close(os.open(gate, os.O_WRONLY))  # then let it finish
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.close(entered)
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert b"serving HTTP" not in out
+    assert b"stopped while starting: not serving" in err
 
 
 def test_data_dir_under_a_regular_file(tmp_path: Path) -> None:

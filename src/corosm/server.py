@@ -294,14 +294,23 @@ def _constant_ok(request: Request) -> Response:
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
-    """Run a server until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
-    server = Server(config)
-    await server.start()
+    """Run a server until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None).
+
+    The signals are caught from the start: one that comes while the server
+    starts (recovery runs on a thread and cannot be cut short) stops it as
+    soon as the start is done, before it serves anything.
+    """
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    server = Server(config)
+    await server.start()
+    if stop.is_set():
+        log.warning("stopped while starting: not serving")
+        await server.stop()
+        return
     resp = f", RESP on {config.host}:{server.resp_port}" if server.resp_port else ""
     machine = f"machine {config.machine}, " if config.machine else ""
     print(

@@ -15,6 +15,8 @@ journals, so no other input may run in between. Reads declare
 from __future__ import annotations
 
 import json
+import os
+import select
 from dataclasses import dataclass
 
 from corosm import Context, Machine, Order, Policy
@@ -150,3 +152,23 @@ class BrokenStart(Ledger):
 
     def initial_state(self) -> Balances:
         raise RuntimeError("no opening balances")
+
+
+class SlowStart(Ledger):
+    """A ledger whose start waits for the test, through two FIFOs it made.
+
+    ``initial_state`` (run by recovery, on a thread) opens ``$COROSM_TEST_GATE``
+    to read, says so on ``$COROSM_TEST_GATE.entered``, and waits (60 s at
+    most) until the test closes the gate's other end.
+    """
+
+    def initial_state(self) -> Balances:
+        gate = os.environ["COROSM_TEST_GATE"]
+        fd = os.open(gate, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            with open(f"{gate}.entered", "wb") as entered:
+                entered.write(b"1")
+            select.select([fd], [], [], 60)
+        finally:
+            os.close(fd)
+        return super().initial_state()
