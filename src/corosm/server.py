@@ -300,13 +300,14 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     starts (recovery runs on a thread and cannot be cut short) stops it as
     soon as the start is done, before it serves anything.
     """
+    catch = stop is None
     if stop is None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        _stop_on_signals(stop)
     server = Server(config)
     await server.start()
+    if catch:
+        _stop_on_signals(stop)  # again: Ray's init (--ray) puts in a SIGTERM handler of its own
     if stop.is_set():
         log.warning("stopped while starting: not serving")
         await server.stop()
@@ -322,6 +323,13 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     await stop.wait()
     log.info("stopping: finishing in-flight requests and flushing the journal")
     await server.stop()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a graceful stop), in place of any other handler."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
 
 
 def load_machine(spec: str) -> Machine[Any, Any, Any]:
