@@ -20,6 +20,18 @@ from pathlib import Path
 _SERVING = re.compile(rb"serving HTTP on [^:]+:(\d+)(?:, RESP on [^:]+:(\d+))?")
 
 
+def serving_ports(output: bytes) -> tuple[int, int | None] | None:
+    """The HTTP (and RESP) port of the serving line in ``output``, once that line is whole.
+
+    Only complete lines count: a read may end inside the port, and half a
+    port must not be taken for one.
+    """
+    match = _SERVING.search(output, 0, output.rfind(b"\n") + 1)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2)) if match.group(2) else None
+
+
 class ServerProcess:
     """A ``python -m corosm serve`` child on 127.0.0.1 with its data in ``data_dir``."""
 
@@ -55,11 +67,9 @@ class ServerProcess:
                 # first in the reader's buffer, where select() cannot see them.
                 chunk = self.proc.stdout.read1(65536)
                 self.output += chunk
-                # Only complete lines: a port cut in half must not match.
-                match = _SERVING.search(self.output, 0, self.output.rfind(b"\n") + 1)
-                if match:
-                    self.port = int(match.group(1))
-                    self.resp_port = int(match.group(2)) if match.group(2) else None
+                ports = serving_ports(self.output)
+                if ports is not None:
+                    self.port, self.resp_port = ports
                     return self
                 if not chunk:
                     break

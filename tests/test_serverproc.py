@@ -1,8 +1,7 @@
 """The test harness that starts servers finds the serving line however it arrives.
 
-A stand-in child prints what a real ``corosm serve`` might: other lines first
-(Ray's warnings), then the serving line, in one write or split mid-port. The
-harness must return with the port the line names, not wait out its timeout.
+A real ``corosm serve`` may print other lines first (Ray's warnings), in the
+same write as the serving line; and a read may end inside the line.
 """
 
 from __future__ import annotations
@@ -10,34 +9,36 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
+from serverproc import ServerProcess, serving_ports
 
-from serverproc import ServerProcess
+SERVING = b"corosm: serving HTTP on 127.0.0.1:40463, RESP on 127.0.0.1:40464 (data x)\n"
 
-BEHIND_OTHER_LINES = (  # in one write: readline() left it in the reader's buffer
-    "sys.stdout.write('a warning\\nanother\\n"
-    "corosm: serving HTTP on 127.0.0.1:40463, RESP on 127.0.0.1:40464 (data x)\\n')\n"
-    "sys.stdout.flush()"
-)
-SPLIT_INSIDE_THE_PORT = (  # half a port must not be taken for a port
-    "sys.stdout.write('corosm: serving HTTP on 127.0.0.1:40'); sys.stdout.flush()\n"
-    "time.sleep(0.3)\n"
-    "sys.stdout.write('463 (data x)\\n'); sys.stdout.flush()"
-)
+# A stand-in for the server: it ignores the "serve ..." arguments, writes its
+# lines in one write, and stays (as a server does: its exit would wake
+# select()) until close() kills it.
+CHILD = """
+import signal, sys
+sys.stdout.buffer.write(b"a warning\\nanother\\n" + SERVING)
+sys.stdout.flush()
+signal.pause()
+"""
 
 
-@pytest.mark.parametrize(
-    ("script", "ports"),
-    [(BEHIND_OTHER_LINES, (40463, 40464)), (SPLIT_INSIDE_THE_PORT, (40463, None))],
-)
-def test_the_serving_line_is_found_however_it_arrives(
-    tmp_path: Path, script: str, ports: tuple[int, int | None]
-) -> None:
-    # The child ignores the "serve ..." arguments it is given, and waits to be killed.
-    command = (sys.executable, "-c", f"import sys, time\n{script}\ntime.sleep(60)")
-    server = ServerProcess(tmp_path, command=command)
+def test_the_serving_line_behind_other_lines_in_one_write_is_found(tmp_path: Path) -> None:
+    # readline() left it in the reader's buffer, where select() could not see
+    # it: the harness waited out its timeout on a server that had started.
+    script = f"SERVING = {SERVING!r}\n{CHILD}"
+    server = ServerProcess(tmp_path, command=(sys.executable, "-c", script))
     try:
         server.start(timeout=10)
-        assert (server.port, server.resp_port) == ports
+        assert (server.port, server.resp_port) == (40463, 40464)
     finally:
         server.close()
+
+
+def test_only_a_whole_serving_line_names_the_ports() -> None:
+    assert serving_ports(b"warning\n" + SERVING) == (40463, 40464)
+    assert serving_ports(b"corosm: serving HTTP on 127.0.0.1:40463 (data x)\n") == (40463, None)
+    assert serving_ports(SERVING[:38]) is None  # cut inside the first port
+    assert serving_ports(SERVING[:-1]) is None  # the line has not ended yet
+    assert serving_ports(b"a warning\n") is None

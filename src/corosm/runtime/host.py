@@ -111,9 +111,8 @@ class Host(Generic[S, I, O]):
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
         turn_completions: int = DEFAULT_TURN_COMPLETIONS,
     ) -> None:
-        limits = {"max_queue": max_queue, "max_inflight": max_inflight}
-        limits["turn_completions"] = turn_completions
-        for name, value in limits.items():
+        limits = ("max_queue", max_queue), ("max_inflight", max_inflight)
+        for name, value in (*limits, ("turn_completions", turn_completions)):
             if type(value) is not int or value < 1:  # a float would fail every turn
                 raise UsageError(f"{name} must be an int of at least 1, got {value!r}")
         self.machine = machine

@@ -131,12 +131,10 @@ class Journal:
         if self._thread is not None:
             self._thread.join(timeout)
         snapshot_done = self.wait_snapshot(timeout)
+        writing = self._thread is not None and self._thread.is_alive()
         # A thread still writing keeps the directory locked (until process exit).
-        if self._dir_lock is not None and snapshot_done and not self._writing():
+        if self._dir_lock is not None and snapshot_done and not writing:
             self._dir_lock.release()
-
-    def _writing(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def __enter__(self) -> Journal:
         if self._thread is None:
