@@ -305,3 +305,87 @@ def test_history_recorder_from_threads() -> None:
     bad = history[reads[-1]]
     history[reads[-1]] = op(bad.client, R(), 12345, bad.call, bad.ret)
     assert not check(history)
+
+
+def _bad(value: object) -> Any:
+    """``value`` typed Any: a wrong-typed argument that type checkers let through."""
+    return value
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"history": None}, "history must be a sequence of Operation values, got None"),
+        ({"history": 3}, "history must be a sequence of Operation values, got 3"),
+        ({"model_step": None}, "model_step must be a function, got None"),
+        ({"partition": 3}, "partition must be None or a function, got 3"),
+        ({"max_steps": 0}, "max_steps must be None (no limit) or an int >= 1, got 0"),
+        ({"max_steps": -1}, "max_steps must be None (no limit) or an int >= 1, got -1"),
+        ({"max_steps": "5"}, "max_steps must be None (no limit) or an int >= 1, got '5'"),
+        ({"max_steps": True}, "max_steps must be None (no limit) or an int >= 1, got True"),
+    ],
+)
+def test_bad_arguments_to_the_checker_are_named(arguments: dict[str, Any], message: str) -> None:
+    call: dict[str, Any] = {
+        "history": [op(1, W(1), "ok", 0, 1)],
+        "model_step": register,
+        "initial_state": 0,
+    }
+    with pytest.raises(UsageError) as info:
+        check_linearizable(**(call | arguments))
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("call", "ret", "words"),
+    [
+        ("0", 1, ["the call time of", "must be a finite number, got '0'"]),
+        (None, 1, ["the call time of", "must be a finite number, got None"]),
+        (float("nan"), 1, ["the call time of", "must be a finite number, got nan"]),
+        (True, 1, ["the call time of", "must be a finite number, got True"]),
+        (0, "1", ["the return time of", "must be a number (inf: never returned), got '1'"]),
+        (0, float("nan"), ["the return time of", "got nan"]),
+    ],
+)
+def test_operation_times_must_be_numbers(call: object, ret: object, words: list[str]) -> None:
+    with pytest.raises(UsageError) as info:
+        check([Operation(1, W(1), "ok", _bad(call), _bad(ret))])
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_times_that_were_always_fine_still_are() -> None:
+    assert check([op(1, W(1), "ok", 0, 1), op(2, R(), 1, 1.5)])  # ints, floats, ret = inf
+    assert check([op(1, W(1), UNKNOWN, 0, _bad("ignored: the outcome is unknown"))])
+    assert check_linearizable([op(1, W(1), "ok", 0, 1)], register, 0, max_steps=None)
+
+
+def test_a_model_that_breaks_the_contract_is_named() -> None:
+    history = [op(1, W(1), "ok", 0, 1)]
+    with pytest.raises(UsageError, match=r"model_step must return an \(output, next_state\) pair"):
+        check_linearizable(history, lambda state, input: 3, 0)
+    with pytest.raises(UsageError, match="model states must be hashable") as info:
+        check_linearizable(history, lambda state, input: ("ok", [state]), 0)
+    assert "[0]" in str(info.value)
+    with pytest.raises(UsageError, match=r"partition\(input\) must return a hashable key or None"):
+        check_linearizable(history, register, 0, lambda input: [input])
+
+
+def test_a_history_given_as_a_generator_is_checked_whole() -> None:
+    # Before, the argument check consumed the generator and the search saw no
+    # operations: any history passed.
+    bad = [op(1, W(1), "ok", 0, 1), op(2, R(), 2, 2, 3)]
+    assert not check_linearizable((o for o in bad), register, 0)
+
+
+def test_recorder_checks_its_clock_and_tokens() -> None:
+    with pytest.raises(UsageError, match=r"HistoryRecorder\(clock=...\) must be a function"):
+        HistoryRecorder(_bad(0.0))
+    recorder: HistoryRecorder[Any, Any] = HistoryRecorder()
+    token = recorder.call(1, R())
+    with pytest.raises(UsageError, match=r"token must be a value that call\(\) returned, got 5"):
+        recorder.ret(token + 5, 0)
+    with pytest.raises(UsageError, match="got -1"):
+        recorder.unknown(-1)
+    recorder.ret(token, 0)
+    assert recorder.history()[0].output == 0

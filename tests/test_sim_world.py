@@ -158,7 +158,7 @@ def test_client_timeout_makes_the_outcome_unknown_not_wrong() -> None:
     ("field", "value", "expected"),
     [
         ("clients", 0, "an int >= 1"),
-        ("crash_probability", 1.5, "a probability between 0 and 1"),
+        ("crash_probability", 1.5, "a number in [0, 1]"),
         ("io_latency", (0.2, 0.1), "0 <= low <= high"),
         ("client_timeout", float("nan"), "a positive number"),
     ],

@@ -42,11 +42,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from corosm.errors import UsageError
+from corosm.testing._args import is_int, is_number, need, need_callable
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -126,6 +127,7 @@ class HistoryRecorder(Generic[I, O]):
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        need_callable("HistoryRecorder(clock=...)", clock)
         self._clock = clock
         self._lock = threading.Lock()
         self._calls: list[tuple[Hashable, I, float]] = []
@@ -138,11 +140,17 @@ class HistoryRecorder(Generic[I, O]):
 
     def ret(self, token: int, output: O) -> None:
         with self._lock:
+            self._need_token(token)
             self._returns[token] = (output, self._clock())
 
     def unknown(self, token: int) -> None:
         with self._lock:
+            self._need_token(token)
             self._returns[token] = (UNKNOWN, math.inf)
+
+    def _need_token(self, token: int) -> None:
+        ok = is_int(token) and 0 <= token < len(self._calls)
+        need(ok, "a HistoryRecorder token", token, "a value that call() returned")
 
     def history(self) -> list[Operation[I, O]]:
         with self._lock:
@@ -168,11 +176,15 @@ def check_linearizable(
     linearizable, with many operations in flight at once on one key, may need
     it. Partitioning per key keeps the number in flight per search small.
     """
+    ok = isinstance(history, Iterable) and not isinstance(history, str | bytes)
+    need(ok, "history", history, "a sequence of Operation values")
+    history = list(history)
     for op in history:
-        if not isinstance(op, Operation):
-            raise UsageError(f"a history holds Operation values, not {op!r:.80}")
-        if not op.unknown and not op.call <= op.ret:
-            raise UsageError(f"operation returned before it was called: {op.describe()}")
+        _need_operation(op)
+    need_callable("model_step", model_step)
+    need_callable("partition", partition, optional=True)
+    positive = max_steps is None or (is_int(max_steps) and max_steps >= 1)
+    need(positive, "max_steps", max_steps, "None (no limit) or an int >= 1")
     groups = _partition(history, partition)
     for key, ops in groups.items():
         result = _Search(ops, model_step, initial_state, max_steps).run()
@@ -189,6 +201,18 @@ def check_linearizable(
     return LinearizabilityResult(True)
 
 
+def _need_operation(op: object) -> None:
+    if not isinstance(op, Operation):
+        raise UsageError(f"a history holds Operation values, not {op!r:.80}")
+    need(is_number(op.call), f"the call time of {op!r:.80}", op.call, "a finite number")
+    if op.unknown:
+        return
+    returned = op.ret == math.inf or is_number(op.ret)
+    need(returned, f"the return time of {op!r:.80}", op.ret, "a number (inf: never returned)")
+    if not op.call <= op.ret:
+        raise UsageError(f"operation returned before it was called: {op.describe()}")
+
+
 def _partition(
     history: Sequence[Operation[I, O]], partition: Callable[[I], Hashable | None] | None
 ) -> dict[Hashable | None, list[Operation[I, O]]]:
@@ -199,7 +223,13 @@ def _partition(
         key = partition(op.input)
         if key is None:
             return {None: list(history)}  # a multi-key operation: check the whole history
-        groups.setdefault(key, []).append(op)
+        try:
+            groups.setdefault(key, []).append(op)
+        except TypeError:
+            raise UsageError(
+                f"partition(input) must return a hashable key or None, got {key!r:.80} "
+                f"for the input {op.input!r:.80}"
+            ) from None
     return groups
 
 
@@ -284,12 +314,25 @@ class _Search(Generic[I, O, S]):
                 if budget == 0:
                     return self._gave_up(len(path))
                 op = ops[op_of[e]]
-                output, new_state = step(state, op.input)
+                result = step(state, op.input)
+                try:
+                    output, new_state = result
+                except (TypeError, ValueError):
+                    raise UsageError(
+                        "model_step must return an (output, next_state) pair, got "
+                        f"{result!r:.80} for the input {op.input!r:.80}"
+                    ) from None
                 if not op.unknown and output != op.output:
                     continue
                 config = (linearized | (1 << op_of[e]), new_state)
-                if config in seen:
-                    continue
+                try:
+                    if config in seen:
+                        continue
+                except TypeError:
+                    raise UsageError(
+                        "model states must be hashable (tuples, frozensets, frozen "
+                        f"dataclasses); model_step gave {new_state!r:.80} for {op.input!r:.80}"
+                    ) from None
                 seen.add(config)
                 path.append((e, state))
                 state, linearized = new_state, config[0]

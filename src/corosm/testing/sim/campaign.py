@@ -20,11 +20,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from corosm.core.effects import Effect
+from corosm.errors import UsageError
 from corosm.io.journal import recover
+from corosm.testing._args import is_int, need, need_callable, need_instance, need_int
 from corosm.testing.sim.check import (
     DEFAULT_BUDGET,
     CheckBudgetExceeded,
@@ -33,9 +35,9 @@ from corosm.testing.sim.check import (
     Violation,
     check_epochs,
 )
-from corosm.testing.sim.executors import EffectSim
+from corosm.testing.sim.executors import EffectSim, need_effects
 from corosm.testing.sim.faults import FaultPlan
-from corosm.testing.sim.mutants import planted
+from corosm.testing.sim.mutants import MUTANTS, planted
 from corosm.testing.sim.world import (
     MachineFactory,
     RecoverFn,
@@ -68,6 +70,21 @@ class SimSpec:
     mutant: str | None = None
     name: str | None = None
     check_budget: int = DEFAULT_BUDGET
+
+    def __post_init__(self) -> None:
+        for name in ("machine_factory", "model_init", "model_step", "workload", "recover"):
+            need_callable(f"SimSpec.{name}", getattr(self, name))
+        for name in ("observe", "partition"):
+            need_callable(f"SimSpec.{name}", getattr(self, name), optional=True)
+        need_instance("SimSpec.faults", self.faults, FaultPlan)
+        need_effects("SimSpec.effects", self.effects)
+        mutant, target = self.mutant, self.name
+        named = ", ".join(sorted(MUTANTS))
+        known = isinstance(mutant, str) and mutant in MUTANTS
+        need(mutant is None or known, "SimSpec.mutant", mutant, f"None or one of: {named}")
+        importable = isinstance(target, str) and all(target.partition(":")[::2])
+        need(target is None or importable, "SimSpec.name", target, "None or 'module:attribute'")
+        need_int("SimSpec.check_budget", self.check_budget, 1)
 
     def replay_command(self, seed: int) -> str:
         """The command that replays ``seed`` and prints its whole trace."""
@@ -142,11 +159,15 @@ class CampaignResult:
 
 def run_seed(spec: SimSpec, seed: int) -> SeedResult:
     """Run ``spec`` with ``seed`` and check the history; the same seed, the same result."""
+    need(is_int(seed), "seed", seed, "an int")
     return run_with(spec, random.Random(seed), seed)
 
 
 def run_with(spec: SimSpec, rng: random.Random, seed: int = -1) -> SeedResult:
     """Run ``spec`` drawing every choice from ``rng`` (e.g. Hypothesis's), and check it."""
+    need_instance("spec", spec, SimSpec)
+    need_instance("rng", rng, random.Random)
+    need(is_int(seed), "seed", seed, "an int")
     world = World(
         spec.machine_factory,
         spec.workload,
@@ -181,6 +202,10 @@ def simulate(
     **options: Any,
 ) -> CampaignResult:
     """Run every seed until one fails; ``options`` are the other :class:`SimSpec` fields."""
+    for name in options:
+        if name not in _OPTIONS:
+            known = ", ".join(_OPTIONS)
+            raise UsageError(f"simulate() has no option {name!r}; the options are: {known}")
     spec = SimSpec(machine_factory, model_init, model_step, workload, **options)
     if faults is not None:
         spec = replace(spec, faults=faults)
@@ -193,6 +218,10 @@ def run_campaign(
     progress: Callable[[int, CampaignResult], None] | None = None,
 ) -> CampaignResult:
     """Run ``spec`` for each seed; stop at the first failure. ``progress`` sees each seed."""
+    need_instance("spec", spec, SimSpec)
+    iterable = isinstance(seeds, Iterable) and not isinstance(seeds, str | bytes)
+    need(iterable, "seeds", seeds, "an iterable of ints, e.g. range(1000)")
+    need_callable("progress", progress, optional=True)
     done = operations = crashes = 0
     errors: Counter[str] = Counter()
     for seed in seeds:
@@ -207,6 +236,11 @@ def run_campaign(
         if progress is not None:
             progress(seed, CampaignResult(done, operations, crashes, None, dict(errors)))
     return CampaignResult(done, operations, crashes, None, dict(errors))
+
+
+_NAMED = ("machine_factory", "model_init", "model_step", "workload", "faults")
+_OPTIONS = [f.name for f in fields(SimSpec) if f.name not in _NAMED]
+"""The keyword arguments of :func:`simulate` that it passes to :class:`SimSpec` as they are."""
 
 
 def failure_of(spec: SimSpec, result: SeedResult) -> SeedFailure:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corosm.errors import UsageError
+from corosm.testing._args import need, need_callable, need_int
 from corosm.testing.linearizability import UNKNOWN, check_linearizable
 from corosm.testing.linearizability import Operation as LinOp
 from corosm.testing.sim.history import Epoch, Operation
@@ -85,6 +86,11 @@ def check_epochs(
     partition: Partition | None = None,
 ) -> Violation | None:
     """Check a whole run; None when every epoch is linearizable and every recovery sound."""
+    ok = isinstance(epochs, Sequence) and all(isinstance(e, Epoch) for e in epochs)
+    need(ok, "epochs", epochs, "a sequence of Epoch")
+    need_callable("model_init", model_init)
+    _need_model(model_step, budget)
+    need_callable("partition", partition, optional=True)
     starts: set[Hashable] = {_hashable(model_init(), "model_init()")}
     for epoch in epochs:
         observed = epoch.crashed and epoch.recovered is not None
@@ -205,6 +211,9 @@ def end_states(
     linearization: it collects every end state (see the module docs for why
     this is needed only without ``observe``, and what it costs).
     """
+    ok = isinstance(operations, Sequence) and all(isinstance(op, Operation) for op in operations)
+    need(ok, "operations", operations, "a sequence of corosm.testing.sim.Operation")
+    _need_model(model_step, budget)
     step = _checked(model_step)
     ops = sorted(operations, key=lambda op: (op.called, op.id))
     calls = [op.called for op in ops]
@@ -213,7 +222,7 @@ def end_states(
     memo: dict[tuple[Hashable, int], tuple[Any, Hashable]] = {}
     results: set[Hashable] = set()
     seen: set[tuple[int, Hashable]] = set()
-    stack: list[tuple[int, Hashable]] = [(0, s) for s in starts]
+    stack: list[tuple[int, Hashable]] = [(0, _hashable(s, "starts")) for s in starts]
     while stack:
         config = stack.pop()
         if config in seen:
@@ -237,6 +246,11 @@ def end_states(
                 continue
             stack.append((mask | 1 << i, out[1]))
     return results
+
+
+def _need_model(model_step: ModelStep, budget: int) -> None:
+    need_callable("model_step", model_step)
+    need_int("budget", budget, 1)
 
 
 def _ops(epoch: Epoch) -> str:

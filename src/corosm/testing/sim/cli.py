@@ -20,6 +20,7 @@ import time
 from dataclasses import replace
 from typing import Any, TextIO
 
+from corosm.errors import UsageError
 from corosm.testing.sim.campaign import CampaignResult, SimSpec, run_campaign, run_seed
 from corosm.testing.sim.mutants import MUTANTS
 
@@ -56,15 +57,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
-        spec = load_spec(args.machine)
-    except ValueError as exc:
+        return _run(args, out, err)
+    except UsageError as exc:  # a bad --machine, or a spec or model that cannot run
         print(f"corosm sim: {exc}", file=err)
         return 2
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    spec = load_spec(args.machine)
     if getattr(args, "mutant", None) is not None:
         spec = replace(spec, mutant=args.mutant)
     if args.seeds < 1:
-        print(f"corosm sim: --seeds must be at least 1, not {args.seeds}", file=err)
-        return 2
+        raise UsageError(f"--seeds must be at least 1, not {args.seeds}")
     if args.replay:
         result = run_seed(spec, args.seed)
         out.write(result.trace)
@@ -78,25 +82,31 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     step = max(1, total // 100)
 
     def progress(seed: int, so_far: CampaignResult) -> None:
-        assert err is not None
         if so_far.seeds_run % step == 0 or so_far.seeds_run == total:
             rate = so_far.seeds_run / max(time.monotonic() - started, 1e-9)
             bar = "#" * (30 * so_far.seeds_run // total)
             err.write(f"\r[{bar:<30}] {so_far.seeds_run}/{total} seeds  {rate:,.0f}/s ")
             err.flush()
 
-    campaign = run_campaign(spec, range(args.seed, args.seed + total), progress)
-    err.write("\n")
+    try:
+        campaign = run_campaign(spec, range(args.seed, args.seed + total), progress)
+    finally:
+        err.write("\n")  # end the progress line, also before an error's message
     elapsed = time.monotonic() - started
     print(f"{campaign.summary()}\n({elapsed:.1f} s, {args.machine})", file=out)
     return 0 if campaign.ok else 1
 
 
 def load_spec(target: str) -> SimSpec:
-    """Import ``module:attribute``; accept a SimSpec or a function that returns one."""
+    """Import ``module:attribute``; accept a SimSpec or a function that returns one.
+
+    Raises :class:`UsageError` saying what was wrong: not ``module:attribute``,
+    a module that cannot be imported (or raised while importing), no such
+    attribute, a function that raised, or something other than a SimSpec.
+    """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(
+        raise UsageError(
             f"--machine must be module:attribute (e.g. {DEFAULT_SPEC}), not {target!r}"
         )
     try:
@@ -104,23 +114,35 @@ def load_spec(target: str) -> SimSpec:
             sys.path.insert(0, os.getcwd())  # ./bank.py, as `corosm serve --machine` finds it
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(
+        raise UsageError(
             f"cannot import module {module_name!r} (from --machine {target}): {exc}. "
             f"Python looked in the current directory {os.getcwd()!r} and on sys.path; run from "
             "the folder that holds the module, or add that folder to PYTHONPATH "
             f"(e.g. PYTHONPATH=path/to/project corosm sim --machine {target})"
         ) from exc
+    except Exception as exc:  # the module itself is broken: a syntax error, a bad SimSpec...
+        raise UsageError(
+            f"importing module {module_name!r} (from --machine {target}) raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     try:
         obj: Any = getattr(module, attr)
     except AttributeError as exc:
-        raise ValueError(
+        raise UsageError(
             f"module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute "
             f"{attr!r}; expected a SimSpec or a function returning one"
         ) from exc
     if not isinstance(obj, SimSpec) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise UsageError(
+                f"{target} is callable, so it was called to get a SimSpec, and it raised "
+                f"{type(exc).__name__}: {exc}; expected a SimSpec or a function of no "
+                "arguments returning one"
+            ) from exc
     if not isinstance(obj, SimSpec):
-        raise ValueError(f"{target} is {type(obj).__name__}; expected a corosm SimSpec")
+        raise UsageError(f"{target} is {type(obj).__name__}; expected a corosm SimSpec")
     return obj if obj.name is not None else replace(obj, name=target)
 
 

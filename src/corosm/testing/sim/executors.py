@@ -30,10 +30,23 @@ from typing import Any
 from corosm.core.effects import Call, Effect, Sleep
 from corosm.errors import UsageError
 from corosm.io.executor import CompletionSink
+from corosm.testing._args import need
 from corosm.testing.sim.trace import Trace, short, show_error
 
 EffectSim = Callable[[Effect[Any], random.Random], Any]
 """Simulates an effect: returns its result or raises its error."""
+
+
+def need_effects(what: str, effects: object) -> None:
+    """Check that ``effects`` is None or ``{EffectClass: fn(effect, rng)}``."""
+    ok = effects is None or (
+        isinstance(effects, Mapping)
+        and all(
+            isinstance(cls, type) and issubclass(cls, Effect) and callable(fn)
+            for cls, fn in effects.items()
+        )
+    )
+    need(ok, what, effects, "None or a mapping {EffectClass: fn(effect, rng)}")
 
 
 @dataclass(frozen=True, slots=True)

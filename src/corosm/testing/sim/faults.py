@@ -22,12 +22,14 @@ event).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 
 from corosm.errors import UsageError
+from corosm.testing._args import need_int, need_probability, need_range, need_seconds
 
 Range = tuple[float, float]
+
+_MAY_BE_ZERO = ("max_crashes", "snapshot_every_records")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,8 @@ class FaultPlan:
     Times are virtual seconds. Probabilities are per event handled by the
     world (``crash``), per journal batch (the I/O errors) or per snapshot step
     (``snapshot_crash``). ``snapshot_every_records=0`` never snapshots.
+    Every field is checked when the plan is built (a ``UsageError`` says
+    which one, and what it must be).
     """
 
     clients: int = 3
@@ -61,23 +65,15 @@ class FaultPlan:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_probability"):
-                _need(0.0 <= value <= 1.0, f.name, value, "a probability between 0 and 1")
-            elif isinstance(value, tuple):
-                ok = (
-                    len(value) == 2
-                    and all(isinstance(v, int | float) and math.isfinite(v) for v in value)
-                    and 0.0 <= value[0] <= value[1]
-                )
-                _need(ok, f.name, value, "a (low, high) pair of seconds with 0 <= low <= high")
-            elif f.name in ("client_timeout", "restart_delay"):
-                ok = isinstance(value, int | float) and math.isfinite(value) and value > 0
-                _need(ok, f.name, value, "a positive number of seconds")
+            what, value = f"FaultPlan.{f.name}", getattr(self, f.name)
+            if isinstance(f.default, tuple):
+                need_range(what, value)
+            elif f.name.endswith("_probability"):
+                need_probability(what, value)
+            elif isinstance(f.default, float):
+                need_seconds(what, value)
             else:
-                least = 0 if f.name in ("max_crashes", "snapshot_every_records") else 1
-                ok = type(value) is int and value >= least
-                _need(ok, f.name, value, f"an int >= {least}")
+                need_int(what, value, 0 if f.name in _MAY_BE_ZERO else 1)
 
     @classmethod
     def calm(cls, **overrides: object) -> FaultPlan:
@@ -85,6 +81,10 @@ class FaultPlan:
         names = [f.name for f in fields(cls) if f.name.endswith("_probability")]
         quiet: dict[str, object] = dict.fromkeys(names, 0.0)
         quiet["max_crashes"] = 0
+        known = [f.name for f in fields(cls)]
+        for name in overrides:
+            if name not in known:
+                raise UsageError(f"FaultPlan has no field {name!r}; it has: {', '.join(known)}")
         quiet.update(overrides)
         return cls(**quiet)  # type: ignore[arg-type]
 
@@ -97,8 +97,3 @@ class FaultPlan:
             if getattr(self, f.name) != getattr(default, f.name)
         ]
         return ", ".join(changed)
-
-
-def _need(ok: bool, name: str, value: object, expected: str) -> None:
-    if not ok:
-        raise UsageError(f"FaultPlan.{name} is {value!r}; expected {expected}")

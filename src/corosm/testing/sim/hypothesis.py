@@ -23,19 +23,25 @@ from dataclasses import replace
 from hypothesis import reject
 from hypothesis import strategies as st
 
+from corosm.testing._args import need, need_instance, need_int
 from corosm.testing.sim.campaign import SimSpec, failure_of, run_with
 from corosm.testing.sim.faults import FaultPlan
 
 
-@st.composite
 def fault_plans(
-    draw: st.DrawFn,
-    *,
-    max_clients: int = 4,
-    max_ops_per_client: int = 8,
-    faults: bool = True,
-) -> FaultPlan:
+    *, max_clients: int = 4, max_ops_per_client: int = 8, faults: bool = True
+) -> st.SearchStrategy[FaultPlan]:
     """Fault plans from calm to hostile; shrinks toward one client, few ops, no faults."""
+    need_int("fault_plans(max_clients=...)", max_clients, 1)
+    need_int("fault_plans(max_ops_per_client=...)", max_ops_per_client, 1)
+    need(isinstance(faults, bool), "fault_plans(faults=...)", faults, "True or False")
+    return _fault_plans(max_clients, max_ops_per_client, faults)
+
+
+@st.composite
+def _fault_plans(
+    draw: st.DrawFn, max_clients: int, max_ops_per_client: int, faults: bool
+) -> FaultPlan:
     probability = st.sampled_from([0.0, 0.005, 0.02, 0.1]) if faults else st.just(0.0)
     return FaultPlan(
         clients=draw(st.integers(1, max_clients)),
@@ -53,11 +59,14 @@ def fault_plans(
 
 def schedules(spec: SimSpec) -> st.SearchStrategy[tuple[random.Random, FaultPlan]]:
     """Pairs of (Hypothesis-controlled random generator, fault plan) for ``spec``."""
+    need_instance("spec", spec, SimSpec)
     return st.tuples(st.randoms(use_true_random=False), fault_plans())
 
 
 def assert_linearizable(spec: SimSpec, rng: random.Random, plan: FaultPlan | None = None) -> None:
     """Run ``spec`` with choices from ``rng``; raise AssertionError with the report if it fails."""
+    need_instance("spec", spec, SimSpec)
+    need_instance("plan", plan, FaultPlan, optional=True)
     if plan is not None:
         spec = replace(spec, faults=plan)
     result = run_with(spec, rng)

@@ -53,8 +53,9 @@ from corosm.io.journal.files import FaultyFS, FileSystem
 from corosm.io.journal.log import LogWriter
 from corosm.io.journal.recovery import Recovered
 from corosm.runtime.host import Host
+from corosm.testing._args import need_callable, need_instance
 from corosm.testing.sim.clock import VirtualClock
-from corosm.testing.sim.executors import EffectSim, IODone, SimEffects
+from corosm.testing.sim.executors import EffectSim, IODone, SimEffects, need_effects
 from corosm.testing.sim.faults import FaultPlan
 from corosm.testing.sim.history import Epoch, Operation
 from corosm.testing.sim.journal import (
@@ -162,6 +163,13 @@ class World:
         effects: Mapping[type[Effect[Any]], EffectSim] | None = None,
         recover: RecoverFn = recover,
     ) -> None:
+        need_callable("World(machine_factory=...)", machine_factory)
+        need_callable("World(workload=...)", workload)
+        need_instance("World(rng=...)", rng, random.Random)
+        need_instance("World(plan=...)", plan, FaultPlan, optional=True)
+        need_callable("World(observe=...)", observe, optional=True)
+        need_effects("World(effects=...)", effects)
+        need_callable("World(recover=...)", recover)
         self.factory, self.workload, self.rng = machine_factory, workload, rng
         self.plan = plan if plan is not None else FaultPlan()
         self.observe, self.effects = observe, dict(effects or {})
