@@ -1,16 +1,29 @@
-"""Failures with FaultyFS: a failed write or fsync fails its batch, then fail-stop; crashes."""
+"""Failures with FaultyFS: a failed write or fsync fails its batch, then fail-stop; crashes.
+
+And on real files, a disk too small for a segment's reserve: its ENOSPC says so.
+"""
 
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corosm.errors import JournalClosed, JournalError
-from corosm.io.journal import FaultyFS, Journal, JournalCompletion, JournalOptions
+from corosm.io.journal import (
+    FaultyFS,
+    Journal,
+    JournalCompletion,
+    JournalOptions,
+    LogWriter,
+    OSFileSystem,
+)
+from corosm.io.journal.files import RESERVE_BYTES
 from corosm.io.journal.format import FRAME_SIZE, HEADER_SIZE, segment_name
 from corosm.io.journal.recovery import Recovered
 from journal_helpers import replay as replay_dir
@@ -173,3 +186,62 @@ def test_injected_fault_counts_down_before_firing() -> None:
         f.write(b"3")
     f.write(b"4")
     assert fs.read("/d/x") == b"124"
+
+
+# --- real files: a disk with less room than the segment's reserve ---------------------
+
+
+def disk_with_room(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """``os.pwrite`` as on a disk where a file has ``room`` bytes: a short write, then ENOSPC.
+
+    A small file system cannot be mounted by a test; this is what one does to
+    the reserve's ``pwrite`` of zeros (the real file system's, not FaultyFS's,
+    which reserves nothing).
+    """
+    real = os.pwrite
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        if offset >= room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, memoryview(data)[: room - offset], offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+
+
+def test_a_reserve_the_disk_has_no_room_for_says_it_was_a_reserve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A disk with 1.5 MiB free refused a 100 kB append with a bare ENOSPC.
+    writer = LogWriter(OSFileSystem(), str(tmp_path), 1, reserve=True)
+    disk_with_room(monkeypatch, RESERVE_BYTES + RESERVE_BYTES // 2)
+    writer.open()
+    with pytest.raises(OSError) as info:
+        for _ in range(20):
+            writer.flush_batch([bytes(100_000)])
+    err = info.value
+    assert err.errno == errno.ENOSPC and err.filename == writer.segment_path
+    strerror = str(err.strerror)
+    assert strerror.startswith("No space left on device: ")
+    assert f"the journal reserves {RESERVE_BYTES} bytes ahead of its records" in strerror
+    assert f"asked for {RESERVE_BYTES} bytes at offset {RESERVE_BYTES}" in strerror
+    assert f"found room for {RESERVE_BYTES // 2}" in strerror
+    with pytest.raises(JournalClosed, match="the journal reserves"):  # fail-stop, and why
+        writer.flush_batch([b"later"])
+    writer.close(sync=False)
+    assert os.path.getsize(writer.segment_path) == writer.segment_size  # the zeros are cut
+
+
+def test_a_segment_that_cannot_start_is_closed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It kept its descriptor and the 600 KiB of zeros it did write, filling the disk.
+    writer = LogWriter(OSFileSystem(), str(tmp_path), 1, reserve=True)
+    disk_with_room(monkeypatch, 600 << 10)
+    with pytest.raises(OSError) as info:
+        writer.open()
+    assert os.path.getsize(writer.segment_path) == 0
+    assert f"asked for {RESERVE_BYTES} bytes at offset 0, found room for {600 << 10}" in str(
+        info.value
+    )
+    monkeypatch.undo()
+    assert replay_dir(str(tmp_path)).next_lsn == 1  # recovery drops the unborn segment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -74,3 +75,20 @@ def test_the_in_memory_file_system_takes_no_lock() -> None:
     first.close()
     second.close()
     assert LOCK_NAME not in fs.listdir("/data")
+
+
+def test_a_lock_whose_pid_cannot_be_written_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk failed the pid's write with an OSError naming no file, and the
+    # descriptor holding the flock was kept: every later open got DataDirInUse.
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError) as info:
+        DirLock.acquire(str(tmp_path))
+    monkeypatch.undo()
+    DirLock.acquire(str(tmp_path)).release()
+    assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(tmp_path / LOCK_NAME)

@@ -1,10 +1,12 @@
 """``corosm serve`` that cannot start: one line on stderr saying why, exit 4, no traceback.
 
 Each failure is real: a port another socket holds, a data directory under a
-regular file (unusable even by root), and a journal with a flipped byte in a
-record before its tail. ``--log-level debug`` shows the traceback as well. A
-full disk cannot be made on demand, so that one is checked in-process with a
-server whose ``run`` raises ENOSPC.
+regular file (unusable even by root) or a symbolic link to nowhere, and a
+journal with a flipped byte in a record before its tail. ``--log-level
+debug`` shows the traceback as well. A disk too small for a segment's
+reserve is one whose ``os.pwrite`` runs out of room; a full disk cannot be
+made on demand, so that one is checked in-process with a server whose
+``run`` raises ENOSPC.
 """
 
 from __future__ import annotations
@@ -150,15 +152,64 @@ def test_a_signal_while_the_server_starts_stops_it_before_it_serves(tmp_path: Pa
     assert b"stopped while starting: not serving" in err
 
 
+EXPECTED = "a data directory must be a directory, or a path where one can be created"
+
+
 def test_data_dir_under_a_regular_file(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     data = blocker / "data"
     line = the_one_line(serve(data, "--port", "0"))
-    assert (
-        line
-        == f"corosm: cannot start: data directory {str(data)!r}: Not a directory: {str(data)!r}"
+    assert line == (
+        f"corosm: cannot start: data directory {str(data)!r} cannot be created: "
+        f"{str(blocker)!r} is a file, not a directory; {EXPECTED}"
     )
+    assert blocker.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize(
+    ("target", "what"),
+    [
+        ("unmounted-disk", "is a symbolic link to 'unmounted-disk', which does not exist"),
+        ("data", "is a symbolic link that loops (Too many levels of symbolic links)"),
+    ],
+    ids=["dangling", "loop"],
+)
+def test_data_dir_that_is_a_broken_symbolic_link(tmp_path: Path, target: str, what: str) -> None:
+    # Both said only "File exists", naming the link.
+    data = tmp_path / "data"
+    data.symlink_to(target)
+    line = the_one_line(serve(data, "--port", "0"))
+    assert line == f"corosm: cannot start: data directory {str(data)!r} {what}; {EXPECTED}"
+
+
+SMALL_DISK = """
+import errno, os, sys
+ROOM, real = int(sys.argv[1]), os.pwrite
+def pwrite(fd, data, offset):  # a disk with ROOM bytes free, for the one file that grows
+    if offset >= ROOM:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd, memoryview(data)[: ROOM - offset], offset)
+os.pwrite = pwrite
+from corosm.frontends.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_disk_too_small_for_the_segment_reserve_says_so(tmp_path: Path) -> None:
+    # 600 KiB free gave "No space left on device", and the operator wondered how.
+    data = tmp_path / "data"
+    argv = [sys.executable, "-c", SMALL_DISK, str(600 << 10), "serve", "--port", "0"]
+    argv += ["--data-dir", str(data), "--log-level", "warning"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    segment = str(data / "journal-00000000000000000001.log")
+    assert the_one_line(done) == (
+        f"corosm: cannot start: data directory {str(data)!r}: No space left on device: "
+        "the journal reserves 1048576 bytes ahead of its records in each segment "
+        f"(fsync='always'): asked for 1048576 bytes at offset 0, found room for {600 << 10}: "
+        f"{segment!r}"
+    )
+    assert os.path.getsize(segment) == 0  # the zeros it could write are not left behind
 
 
 def test_corrupt_journal_names_file_and_offset(corrupt_journal: tuple[Path, Path]) -> None:

@@ -382,10 +382,14 @@ def _add_serve(subparsers: Any) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    # os.path's tests, not Path's: a name too long or a parent we may not
-    # enter is for the server's start to report, as a reason in one line.
+    # os.path's tests, not Path's: a name too long, a parent we may not enter
+    # or that is a file, a dangling symbolic link are for the server's start
+    # to report (the journal's open, corosm.io.journal.lock), in one line.
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise UsageError(f"--data-dir {str(data_dir)!r} exists and is not a directory")
+        raise UsageError(
+            f"--data-dir {str(data_dir)!r} exists and is not a directory; a data directory "
+            "must be a directory, or a path where one can be created"
+        )
     if not args.host.strip():
         raise UsageError("--host must not be empty")
     if args.resp_port is not None and args.resp_port == args.port != 0:

@@ -67,15 +67,20 @@ def recover(
     fs: FileSystem | None = None,
     truncate_corrupt: bool = False,
 ) -> tuple[Journal, Recovered[S]]:
-    """Recover ``data_dir`` (blocking); return the unstarted journal that continues it."""
-    directory = os.fspath(data_dir)
+    """Recover ``data_dir`` (blocking); return the unstarted journal that continues it.
+
+    A path that cannot be a data directory is refused here, before anything
+    is read, with a :class:`~corosm.errors.UsageError` or
+    :class:`~corosm.errors.DataError` that says why
+    (:func:`~corosm.io.journal.open_journal`).
+    """
     journal, recovered = open_journal(
-        directory, machine, options=options, fs=fs, truncate_corrupt=truncate_corrupt
+        data_dir, machine, options=options, fs=fs, truncate_corrupt=truncate_corrupt
     )
     report = recovered.report
     log.info(
         "recovered %s: snapshot at lsn %d, %d records replayed in %.3f s",
-        directory,
+        journal.directory,
         report.snapshot_lsn,
         report.records_replayed,
         report.seconds,
@@ -156,14 +161,20 @@ def durable_runtime(
     )
     routes: dict[type[Effect[Any]], Executor] = dict(executors or {})
     routes[Append] = JournalExecutor(journal, machine.encode_record)
-    runtime: Runtime[S, I, O] = Runtime(
-        machine,
-        state=recovered.state,
-        executors=routes,
-        snapshots=journal,
-        max_queue=options.max_queue,
-        max_inflight=options.max_inflight,
-    )
+    try:
+        runtime: Runtime[S, I, O] = Runtime(
+            machine,
+            state=recovered.state,
+            executors=routes,
+            snapshots=journal,
+            max_queue=options.max_queue,
+            max_inflight=options.max_inflight,
+        )
+    except BaseException:
+        # A bound the runtime refuses (max_queue=0): the directory was
+        # locked for nothing, and would stay so for the life of the process.
+        journal.close()
+        raise
     runtime.recovery = recovered.report
     return runtime
 
@@ -186,7 +197,13 @@ async def start_durable(
         durable_runtime, machine, data_dir, options, executors=executors, fs=fs
     )
     runtime: Runtime[S, I, O] = await loop.run_in_executor(None, build)
-    await runtime.start()
+    try:
+        await runtime.start()
+    except BaseException:
+        # The journal could not start its segment (a full disk): close what
+        # opened, or the directory stays locked until the process exits.
+        await runtime.stop()
+        raise
     return runtime
 
 

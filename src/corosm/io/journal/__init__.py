@@ -22,6 +22,7 @@ The format is described in ``docs/journal-format.md``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
 from corosm.core.machine import Machine
@@ -35,7 +36,7 @@ from corosm.io.journal.control import (
 )
 from corosm.io.journal.executor import JournalExecutor
 from corosm.io.journal.files import FaultyFS, FileHandle, FileSystem, OSFileSystem
-from corosm.io.journal.lock import DirLock
+from corosm.io.journal.lock import DirLock, directory_path
 from corosm.io.journal.log import BatchResult, LogWriter
 from corosm.io.journal.recovery import Damage, Recovered, RecoveryReport, recover
 from corosm.io.journal.snapshot import write_snapshot
@@ -45,7 +46,7 @@ S = TypeVar("S")
 
 
 def open_journal(
-    directory: str,
+    directory: str | os.PathLike[str],
     machine: Machine[S, Any, Any],
     *,
     options: JournalOptions | None = None,
@@ -58,7 +59,14 @@ def open_journal(
     a directory another open journal holds raises
     :class:`~corosm.errors.DataDirInUse` before anything is read, and the
     journal keeps the lock until it is closed.
+
+    This is where every data directory is opened (``corosm.open``, ``corosm
+    serve``, a shard): a path that names no directory (empty, not a path) is
+    a :class:`~corosm.errors.UsageError`, one the disk will not let be a
+    data directory (a file, a dangling symbolic link, no write permission)
+    a :class:`~corosm.errors.DataError` saying what was expected (:mod:`.lock`).
     """
+    directory = directory_path(directory)
     lock = DirLock.acquire(directory) if fs is None or isinstance(fs, OSFileSystem) else None
     try:
         rec = recover(directory, machine, fs=fs, truncate_corrupt=truncate_corrupt)

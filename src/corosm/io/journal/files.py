@@ -36,7 +36,8 @@ lose a suffix: the journal reserves only where at most its last batch is
 unsynced (``fsync="always"``), and recovery tells that batch from
 corruption by the mark on each batch's last frame (format version 2). The
 other price: a disk about to fill fails a segment's writes (ENOSPC, a
-fail-stop) up to a mebibyte sooner than appends would. :class:`FaultyFS`
+fail-stop) up to a mebibyte sooner than appends would; that error names
+the segment and says that a reserve of how many bytes failed. :class:`FaultyFS`
 ignores ``reserve``: a file is its bytes, and ``crash(hole=...)`` makes
 the out-of-order tear.
 
@@ -137,10 +138,11 @@ _sync = getattr(os, "fdatasync", os.fsync)
 class _ReservedFile:
     """A real file whose records overwrite zeros written ahead of them."""
 
-    __slots__ = ("_end", "_fd", "_reserved")
+    __slots__ = ("_end", "_fd", "_path", "_reserved")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
+        self._path = path  # for the error of a reserve that does not fit
         self._end = 0  # where the next record goes
         self._reserved = 0  # where the zeros end
 
@@ -156,9 +158,15 @@ class _ReservedFile:
 
     def _reserve(self, target: int) -> None:
         """Fill the file with zeros from where they end up to ``target``."""
-        pos = self._reserved
-        while pos < target:
-            pos += os.pwrite(self._fd, _ZEROS[: target - pos], pos)
+        start = pos = self._reserved
+        try:
+            while pos < target:
+                pos += os.pwrite(self._fd, _ZEROS[: target - pos], pos)
+        except OSError as exc:
+            self._reserved = pos  # close() cuts what was written
+            if exc.errno not in _NO_ROOM:
+                raise
+            raise OSError(exc.errno, _no_room(exc, start, target, pos), self._path) from exc
         self._reserved = target
 
     def fdatasync(self) -> None:
@@ -170,6 +178,21 @@ class _ReservedFile:
                 os.ftruncate(self._fd, self._end)
         finally:
             os.close(self._fd)
+
+
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _no_room(exc: OSError, start: int, target: int, pos: int) -> str:
+    """The error of a reserve the disk has no room for: it says a reserve is what failed.
+
+    Without it, a disk with hundreds of KiB free refusing a small write puzzles.
+    """
+    return (
+        f"{exc.strerror}: the journal reserves {RESERVE_BYTES} bytes ahead of its records in "
+        f"each segment (fsync='always'): asked for {target - start} bytes at offset {start}, "
+        f"found room for {pos - start}"
+    )
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap the real file system
@@ -185,7 +208,7 @@ class OSFileSystem:
     def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
         if reserve and hasattr(os, "pwrite"):  # not on Windows: appended there
-            return _ReservedFile(os.open(path, flags, 0o644))
+            return _ReservedFile(os.open(path, flags, 0o644), path)
         return _OSFile(os.open(path, flags | os.O_APPEND, 0o644))
 
     def read(self, path: str) -> bytes:

@@ -1,4 +1,21 @@
-"""One journal per data directory: an exclusive lock held while a journal is open.
+"""Opening a data directory: its path checked, the directory made, and one journal's lock.
+
+A data directory's path is the caller's to give and the disk's to honour, so
+opening one refuses with an error that says what was wrong and what was
+expected, never with a bare ``FileExistsError``:
+
+* a path that names no directory at all (empty, not a ``str`` or
+  ``os.PathLike[str]``, a NUL in it) is a :class:`~corosm.errors.UsageError`
+  (:func:`directory_path`);
+* a path the disk will not let be a data directory (a file there or in the
+  way of its parents, a dangling or looping symbolic link, no permission to
+  write, a read-only file system, a name too long) is a
+  :class:`~corosm.errors.DataError` (:func:`make_directory`), the
+  ``OSError`` chained as its cause. Only the failure is examined: opening a
+  good directory costs one ``makedirs``, as before.
+
+A disk that is full or failing (ENOSPC, EIO) stays an ``OSError`` naming
+its file: it is no fault of the path.
 
 Two journals appending to one directory overwrite each other's segments, and
 both acknowledge writes that the other then destroys. So opening a journal
@@ -17,14 +34,18 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 
-from corosm.errors import DataDirInUse
+from corosm.errors import DataDirInUse, DataError, UsageError
 
 if sys.platform != "win32":
     import fcntl
 
 LOCK_NAME = "LOCK"
+
+EXPECTED = "a data directory must be a directory, or a path where one can be created"
+WRITABLE = "the journal needs a directory it may create and write files in"
 
 
 class DirLock:
@@ -38,12 +59,22 @@ class DirLock:
 
     @classmethod
     def acquire(cls, directory: str) -> DirLock:
-        """Lock ``directory`` (created if missing), or raise :class:`DataDirInUse`."""
-        os.makedirs(directory, exist_ok=True)
+        """Lock ``directory`` (created if missing), or raise :class:`DataDirInUse`.
+
+        A directory that cannot be made or written is a :class:`DataError`
+        saying why (module docs).
+        """
+        make_directory(directory)
         path = os.path.join(directory, LOCK_NAME)
         if sys.platform == "win32":  # pragma: no cover - no flock there
             return cls(path, None)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            problem = _cannot_write(directory, exc)
+            if problem is None:
+                raise
+            raise DataError(problem) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -52,8 +83,12 @@ class DirLock:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             raise DataDirInUse(directory, holder, this_process=holder == os.getpid()) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: let the lock go, and name the file
+            os.close(fd)
+            raise OSError(exc.errno, exc.strerror, path) from exc
         return cls(path, fd)
 
     def release(self) -> None:
@@ -61,6 +96,123 @@ class DirLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the last descriptor drops the flock
+
+
+def directory_path(data_dir: object) -> str:
+    """``data_dir`` as a ``str``, or a :class:`UsageError` if it cannot name a directory.
+
+    Empty is refused rather than read as the current directory (an unset
+    variable would put the journal wherever the process happens to run).
+    """
+    path = os.fspath(data_dir) if isinstance(data_dir, (str, os.PathLike)) else None
+    if not isinstance(path, str):
+        got = f"{type(data_dir).__name__} {data_dir!r:.80}"
+        raise UsageError(f"a data directory must be a str or os.PathLike[str] path, got {got}")
+    if not path:
+        raise UsageError("the data directory's path is empty: give one ('.' for the current one)")
+    if "\0" in path:
+        raise UsageError(f"the data directory's path {path!r:.200} holds a NUL character")
+    return path
+
+
+def make_directory(directory: str) -> None:
+    """Create ``directory`` and its parents if missing; a :class:`DataError` if it cannot be one."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        problem = _cannot_make(directory, exc)
+        if problem is None:
+            raise
+        raise DataError(problem) from exc
+
+
+def _cannot_make(directory: str, exc: OSError) -> str | None:
+    """Why ``makedirs(directory)`` failed, for the operator; None for a disk fault."""
+    where = f"data directory {directory!r}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{where} cannot be created or entered: {exc.strerror} on {exc.filename!r}; {WRITABLE}"
+        )
+    if exc.errno == errno.EROFS:
+        return (
+            f"{where} cannot be created: {exc.filename!r} is on a read-only file system; {WRITABLE}"
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{where}: a name in the path is too long for its file system ({exc.strerror})"
+    if exc.errno not in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
+        return None
+    try:
+        blocker, what = _in_the_way(directory)
+    except OSError:  # it changed meanwhile (a link removed): say what the system said
+        blocker, what = None, ""
+    if blocker is None:  # nothing to name: the system's word
+        return f"{where} cannot be created: {exc.strerror}; {EXPECTED}"
+    if blocker == directory.rstrip(os.sep):
+        return f"{where} is {what}; {EXPECTED}"
+    return f"{where} cannot be created: {blocker!r} is {what}, not a directory; {EXPECTED}"
+
+
+def _in_the_way(directory: str) -> tuple[str | None, str]:
+    """The nearest of ``directory`` and its parents that exists but is no directory, and what it is.
+
+    Walks up from the directory itself (called only after ``makedirs``
+    failed); stops, naming nothing, at the first real directory.
+    """
+    path = directory.rstrip(os.sep) or directory
+    while True:
+        what = _what_is(path)
+        if what is not None:
+            return (path, what) if what else (None, "")
+        parent = os.path.dirname(path)
+        if parent in ("", path):
+            return None, ""
+        path = parent
+
+
+def _what_is(path: str) -> str | None:
+    """What ``path`` is, if not a directory; "" for a directory; None if nothing is there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # missing, or a parent is no directory or loops: look further up
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.stat(path).st_mode
+        except FileNotFoundError:
+            return f"a symbolic link to {os.readlink(path)!r}, which does not exist"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"a symbolic link that loops ({exc.strerror})"
+            return f"a symbolic link that cannot be followed ({exc.strerror})"
+        return "" if stat.S_ISDIR(target) else f"a symbolic link to {_kind(target)}"
+    return "" if stat.S_ISDIR(mode) else _kind(mode)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a directory"
+
+
+def _cannot_write(directory: str, exc: OSError) -> str | None:
+    """Why the lock file cannot be opened, for the operator; None for a disk fault."""
+    where = f"data directory {directory!r}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{where} is not writable: {exc.strerror} creating {LOCK_NAME!r} in it; {WRITABLE}"
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system; {WRITABLE}"
+    if exc.errno == errno.EISDIR:
+        return (
+            f"{where} holds a directory named {LOCK_NAME!r}, the name of corosm's lock file: "
+            "move it away"
+        )
+    return None
 
 
 def _read_holder(fd: int) -> int | None:

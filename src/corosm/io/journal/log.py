@@ -25,11 +25,15 @@ acknowledged in a fresh segment cannot lose its file name in a crash.
 
 Any OSError leaves the writer *broken*: the state of the file after a failed
 write or fsync is unknown (after a failed fsync the page cache may already
-have dropped the dirty pages), so it refuses further work.
+have dropped the dirty pages), so it refuses further work. A segment that
+could not even be started (:meth:`LogWriter.open`: a disk with no room for
+its reserve) holds no record, so it is closed at once, its zeros cut, rather
+than left for a close that a failed start never reaches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +92,7 @@ class LogWriter:
             self._start_segment()
         except OSError as exc:
             self.broken = exc
+            self._discard()  # nothing to sync: cut the reserved zeros, free the descriptor
             raise
 
     def request_rotation(self) -> None:
@@ -135,6 +140,13 @@ class LogWriter:
             self._file = None
 
     # -- internals -------------------------------------------------------------------
+    def _discard(self) -> None:
+        """Close the segment without a sync, ignoring a second failure (the first is raised)."""
+        f, self._file = self._file, None
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+
     def _guard(self) -> None:
         if self.broken is not None:
             raise JournalClosed(f"journal writer failed earlier: {self.broken}") from self.broken
