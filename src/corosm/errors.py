@@ -18,7 +18,7 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     ├── HandlerError                an exception escaped a handler; that input alone failed
     ├── ClientError                 a call through corosm.client failed (its own tree
     │                               is drawn in corosm/client/errors.py)
-    ├── DataError                   stored data is invalid, or cannot be used now
+    ├── DataError                   stored data, or its directory, cannot be used
     │   ├── CorruptJournal          a bad record in a journal or snapshot (file, offset)
     │   ├── DataDirInUse            another open journal holds the data directory
     │   └── ApplyFailed             the machine's apply() raised on a journaled record:
@@ -122,7 +122,11 @@ class HandlerError(CorosmError):
 
 
 class DataError(CorosmError):
-    """Stored data (a journal, a snapshot) is not valid."""
+    """Stored data (a journal, a snapshot) is not valid, or its data directory cannot be used.
+
+    The latter: a path the disk will not let be a data directory (a file, a
+    dangling symbolic link, no permission), with the ``OSError`` as the cause.
+    """
 
 
 class DataDirInUse(DataError):
