@@ -458,7 +458,10 @@ def test_a_huge_content_length_is_refused_unread() -> None:
 
     with RawServer(lie) as server, Client(port=server.port) as kv:
         for _ in range(2):
-            with pytest.raises(ProtocolError, match=r"^the reply body exceeds 67108864 bytes$"):
+            with pytest.raises(
+                ProtocolError,
+                match=r"^the reply body exceeds the client's limit of 67108864 bytes$",
+            ):
                 kv.read("x")
         assert server.connections == 2  # the out-of-step connection was not reused
 
@@ -480,7 +483,9 @@ def test_a_body_without_content_length_stops_at_the_cap(framing: str) -> None:
     with (
         RawServer(lambda conn, stop: send_reply(conn, framing, parts)) as server,
         Client(port=server.port) as kv,
-        pytest.raises(ProtocolError, match=r"^the reply body exceeds 67108864 bytes$"),
+        pytest.raises(
+            ProtocolError, match=r"^the reply body exceeds the client's limit of 67108864 bytes$"
+        ),
     ):
         kv.get("k")
 

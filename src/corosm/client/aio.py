@@ -30,10 +30,11 @@ from corosm.client._transport import (
     DEFAULT_TIMEOUT,
     check_address,
     host_header,
+    lost,
     unreachable,
 )
 from corosm.client.errors import ConnectionLost
-from corosm.client.http11 import EmptyReply, encode_request, read_response
+from corosm.client.http11 import READ_SIZE, EmptyReply, ReplyReader, encode_request
 from corosm.client.protocol import Call, HttpRequest, HttpResponse
 
 T = TypeVar("T")
@@ -46,11 +47,12 @@ class _Retry(Exception):
 class _Connection:
     """One TCP connection and the bookkeeping of the calls pipelined on it."""
 
-    __slots__ = ("broken", "last_turn", "reader", "retry_safe", "writer", "written")
+    __slots__ = ("broken", "last_turn", "reader", "replies", "retry_safe", "writer", "written")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.replies = ReplyReader()  # parses what `reader` gives; keeps the next replies' bytes
         self.last_turn: asyncio.Future[None] | None = None
         self.written = 0  # requests written so far
         self.broken = False
@@ -168,16 +170,9 @@ class AsyncClient:
             try:
                 return await self._exchange(conn, data)
             except _Retry:
-                if not request.idempotent:
-                    raise ConnectionLost(
-                        f"{self.host}:{self.port} closed the connection before replying; "
-                        "the input may or may not have been applied"
-                    ) from None
-                if attempt == 0:
+                if request.idempotent and attempt == 0:
                     continue
-                raise ConnectionLost(
-                    f"{self.host}:{self.port} closed the connection twice before replying"
-                ) from None
+                raise lost(self.host, self.port, EmptyReply(), self.timeout) from None
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     async def _connection(self) -> _Connection:
@@ -216,22 +211,15 @@ class AsyncClient:
                         f"the connection to {self.host}:{self.port} broke while this request"
                         " waited for its reply"
                     )
-                response, must_close = await read_response(conn.reader)
+                response, must_close = await _read_reply(conn)
         except EmptyReply:
             conn.break_off(retry_safe=True)
             if position == 0:  # a fresh connection closed at once: not a stale keep-alive
-                raise ConnectionLost(
-                    f"{self.host}:{self.port} closed the connection without replying"
-                ) from None
+                raise lost(self.host, self.port, EmptyReply(), self.timeout) from None
             raise _Retry from None
-        except TimeoutError as exc:
+        except OSError as exc:  # TimeoutError included
             conn.break_off(retry_safe=False)
-            raise ConnectionLost(
-                f"no reply from {self.host}:{self.port} within {self.timeout} s"
-            ) from exc
-        except OSError as exc:
-            conn.break_off(retry_safe=False)
-            raise ConnectionLost(f"connection to {self.host}:{self.port} failed: {exc}") from exc
+            raise lost(self.host, self.port, exc, self.timeout) from exc
         except BaseException:  # ProtocolError, cancellation: the stream is out of step
             conn.break_off(retry_safe=False)
             raise
@@ -240,3 +228,11 @@ class AsyncClient:
         if must_close:
             conn.break_off(retry_safe=True)
         return response
+
+
+async def _read_reply(conn: _Connection) -> tuple[HttpResponse, bool]:
+    """The next reply on ``conn``: read until its :class:`ReplyReader` has a whole one."""
+    replies = conn.replies
+    while (reply := replies.next_reply()) is None:
+        replies.feed(await conn.reader.read(READ_SIZE))
+    return reply

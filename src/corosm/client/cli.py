@@ -15,12 +15,16 @@ Output, chosen for shell use:
 * ``write``, ``reset``, ``put`` and ``delete`` print nothing on success;
   ``put`` exits 0 whether it created or replaced, ``delete`` exits 1 when the
   key was absent.
+* A reader that leaves early (``corosm kv metrics | head -1``) ends the command
+  quietly with 141, the status of a process that SIGPIPE ended, as ``cat``'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -95,9 +99,17 @@ def _common_options() -> argparse.ArgumentParser:
         "--url", default=None, help=f"server as http://HOST:PORT (default: ${ENV_URL})"
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for a reply (%(default)s)"
+        "--timeout", type=_seconds, default=10.0, help="seconds to wait for a reply (%(default)s)"
     )
     return common
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a number; the client says which are too small or too large."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
 
 
 def _missing_command(parser: argparse.ArgumentParser) -> int:
@@ -118,11 +130,26 @@ def _run(command: Command, args: argparse.Namespace) -> int:
         return _fail(exc, EXIT_UNREACHABLE)
     except ClientError as exc:  # ServerFailed, ProtocolError
         return _fail(exc, EXIT_SERVER_FAILED)
+    except BrokenPipeError:  # from stdout: the client turns its own into ConnectionLost
+        return _reader_left()
 
 
 def _fail(exc: Exception, code: int) -> int:
     print(f"corosm: {exc}", file=sys.stderr)
     return code
+
+
+def _reader_left() -> int:
+    """Whoever read our output has gone (``corosm kv get k | head -c1``): stop as cat does.
+
+    That is, silently, with the status of a process that SIGPIPE ended. What
+    stdout still buffers goes to /dev/null: flushed at exit, it would fail again.
+    """
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a descriptor
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _key_bytes(key: str) -> bytes:

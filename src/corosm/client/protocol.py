@@ -19,6 +19,7 @@ Endpoints used (see the server's README):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -92,7 +93,7 @@ def _retry_after(response: HttpResponse) -> float | None:
         seconds = float(value)
     except ValueError:
         return None  # an HTTP-date: rare, and "later" is all a caller needs then
-    return seconds if seconds >= 0 else None
+    return seconds if 0 <= seconds < math.inf else None  # not nan, not a wait for ever
 
 
 def raise_for_error(response: HttpResponse) -> None:
@@ -111,8 +112,9 @@ def raise_for_error(response: HttpResponse) -> None:
 def _expect_status(response: HttpResponse, *allowed: int) -> None:
     raise_for_error(response)
     if response.status not in allowed:
+        expected = " or ".join(map(str, allowed))
         raise ProtocolError(
-            f"unexpected status {response.status} for this request (expected {allowed})"
+            f"unexpected status {response.status} for this request: expected {expected}"
         )
 
 
@@ -161,7 +163,12 @@ def reset_call() -> Call[None]:
 def key_path(key: bytes | str) -> str:
     """``/kv/`` and the key percent-encoded (every byte outside A-Z a-z 0-9 -._~)."""
     if isinstance(key, str):
-        raw = key.encode("utf-8")
+        try:
+            raw = key.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from undecodable argv
+            raise InvalidRequest(
+                f"key {key!r} cannot be encoded as UTF-8 ({exc.reason}): pass its bytes instead"
+            ) from None
     elif isinstance(key, bytes | bytearray | memoryview):
         raw = bytes(key)
     else:
@@ -233,18 +240,24 @@ def submit_call(input: Any, output_type: Any = None) -> Call[Any]:
         codec = None if output_type is None else codec_for(output_type)
     except (TypeError, ValueError, UsageError) as exc:
         raise InvalidRequest(f"cannot send this input as JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidRequest(
+            "cannot send this input as JSON: it is nested too deeply or contains itself"
+        ) from None
 
     def interpret(response: HttpResponse) -> Any:
         _expect_status(response, 200)
-        if codec is None:
-            try:
-                return json.loads(response.body)
-            except ValueError as exc:
-                raise ProtocolError(f"the reply is not JSON: {exc}") from None
         try:
-            return codec.decode(response.body)
-        except UsageError as exc:
-            raise ProtocolError(f"the reply does not fit {codec.where}: {exc}") from None
+            return json.loads(response.body) if codec is None else codec.decode(response.body)
+        except UsageError as exc:  # raised by codec.decode alone
+            where = codec.where if codec is not None else "the output type"
+            raise ProtocolError(f"the reply does not fit {where}: {exc}") from None
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ProtocolError(f"the reply is not JSON: {exc}") from None
+        except RecursionError:
+            raise ProtocolError(
+                "the reply is not JSON this client can read: nested too deeply"
+            ) from None
 
     request = HttpRequest("POST", "/", body, "application/json", idempotent=False)
     return Call(request, interpret)

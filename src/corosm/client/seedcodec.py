@@ -98,4 +98,11 @@ def parse_seed_reply(body: bytes) -> SeedReply:
             " or 'Result Nothing'"
         )
     digits = next(group for group in match.groups() if group is not None)
-    return SeedResult(int(digits))
+    # Bound the digits before int(): it refuses more than 4300 of them with a bare ValueError.
+    value = int(digits) if len(digits.lstrip(b"-0")) <= 19 else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        shown = digits[:40].decode("ascii") + ("..." if len(digits) > 40 else "")
+        raise ProtocolError(
+            f"the seed reply's value {shown} is outside the 64-bit range {INT64_MIN}..{INT64_MAX}"
+        )
+    return SeedResult(value)

@@ -1,9 +1,13 @@
-"""The blocking client: one keep-alive ``http.client`` connection, reused.
+"""The blocking client: one keep-alive TCP connection, reused.
 
 Each method builds its :class:`~corosm.client.protocol.Call` and hands the
-request to :meth:`Client._send`, which owns the connection. Connect errors and
-errors after sending are told apart, because only the former guarantee that the
-server saw nothing (:class:`ServerUnreachable` vs :class:`ConnectionLost`).
+request to :meth:`Client._send`, which owns the connection: it writes the
+request (:func:`~corosm.client.http11.encode_request`) and feeds what it reads
+to the connection's :class:`~corosm.client.http11.ReplyReader`, the same
+reply parser the asyncio client uses, so both refuse a bad reply alike.
+Connect errors and errors after sending are told apart, because only the
+former guarantee that the server saw nothing (:class:`ServerUnreachable` vs
+:class:`ConnectionLost`).
 
 A server may close an idle keep-alive connection at any time. When a request on
 a *reused* connection fails before any byte of a reply arrived, it is sent once
@@ -17,20 +21,19 @@ bounds connecting, and then each call as a whole, from sending its request to
 reading its reply's last byte (not each socket read: a server that sends a
 byte at a time cannot stretch a call past it). A reply body over
 :data:`~corosm.client.http11.MAX_BODY` bytes is refused with
-:class:`ProtocolError`, unread when its Content-Length announces it. Either
-way the connection is closed, since its byte stream is out of step.
+:class:`ProtocolError`, unread when its Content-Length announces it. After any
+error the connection is closed, since its byte stream is out of step.
 
 A ``Client`` is not thread-safe: use one per thread.
 """
 
 from __future__ import annotations
 
-import http.client
 import select
 import socket
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from corosm.client import protocol
 from corosm.client._transport import (
@@ -38,20 +41,18 @@ from corosm.client._transport import (
     DEFAULT_PORT,
     DEFAULT_TIMEOUT,
     check_address,
+    host_header,
+    lost,
     unreachable,
 )
-from corosm.client.errors import ConnectionLost, ProtocolError
-from corosm.client.http11 import MAX_BODY
+from corosm.client.http11 import READ_SIZE, EmptyReply, ReplyReader, encode_request
 from corosm.client.protocol import Call, HttpRequest, HttpResponse
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
 
 T = TypeVar("T")
 
 # Failures that mean "the server closed this connection before reading our
 # request": safe to retry once on a fresh connection.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_STALE = (EmptyReply, BrokenPipeError, ConnectionResetError)
 
 
 class Client:
@@ -72,6 +73,7 @@ class Client:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self._host_header = host_header(host, port)
         self._conn: _Connection | None = None
 
     # --- the seed protocol ----------------------------------------------------------
@@ -153,32 +155,19 @@ class Client:
         return call.interpret(self._send(call.request))
 
     def _send(self, request: HttpRequest) -> HttpResponse:
+        data = encode_request(request, self._host_header)
         for attempt in range(2):
             conn, reused = self._connect(check_open=not request.idempotent)
             try:
-                return self._exchange(conn, request)
+                return self._exchange(conn, data)
             except _STALE as exc:
                 self.close()
                 if reused and attempt == 0 and request.idempotent:
                     continue
-                raise ConnectionLost(
-                    f"{self.host}:{self.port} closed the connection before replying ({exc})"
-                ) from exc
-            except TimeoutError as exc:
+                raise lost(self.host, self.port, exc, self.timeout) from exc
+            except OSError as exc:  # TimeoutError included
                 self.close()
-                raise ConnectionLost(
-                    f"no reply from {self.host}:{self.port} within {self.timeout} s"
-                ) from exc
-            except http.client.HTTPException as exc:
-                self.close()
-                raise ProtocolError(
-                    f"invalid HTTP reply from {self.host}:{self.port}: {exc!r}"
-                ) from exc
-            except OSError as exc:
-                self.close()
-                raise ConnectionLost(
-                    f"connection to {self.host}:{self.port} failed: {exc}"
-                ) from exc
+                raise lost(self.host, self.port, exc, self.timeout) from exc
             except BaseException:  # ProtocolError, KeyboardInterrupt: the stream is out of step
                 self.close()
                 raise
@@ -190,101 +179,65 @@ class Client:
         ``check_open`` first drops a kept-alive connection that the server
         has closed meanwhile, for a request that must not be sent twice.
         """
-        if self._conn is not None and self._conn.sock is not None:
+        if self._conn is not None:
             if not (check_open and _closed_by_peer(self._conn.sock)):
                 return self._conn, True
             self.close()
-        conn = _Connection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.connect()
-            # A request is one send(); no reason to let Nagle hold back the next one.
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((self.host, self.port), self.timeout)
         except OSError as exc:
-            conn.close()
             raise unreachable(self.host, self.port, exc, self.timeout) from exc
-        self._conn = conn
-        return conn, False
+        try:
+            # A request is one send(); no reason to let Nagle hold back the next one.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            sock.close()
+            raise unreachable(self.host, self.port, exc, self.timeout) from exc
+        self._conn = _Connection(sock)
+        return self._conn, False
 
-    def _exchange(self, conn: _Connection, request: HttpRequest) -> HttpResponse:
-        headers = {"Content-Length": str(len(request.body))}
-        if request.content_type is not None:
-            headers["Content-Type"] = request.content_type
-        conn.start_call()
-        conn.request(request.method, request.path, body=request.body, headers=headers)
-        with conn.getresponse() as response:
-            body = _read_body(response)
-            headers_seen = tuple((name.lower(), value) for name, value in response.getheaders())
-            if response.will_close:
-                self.close()
-            return HttpResponse(response.status, headers_seen, body)
+    def _exchange(self, conn: _Connection, data: bytes) -> HttpResponse:
+        """Send one request and read its reply, all within ``timeout``."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        sock, replies = conn.sock, conn.replies
+        _wait_no_later_than(sock, deadline)
+        sock.sendall(data)
+        while (reply := replies.next_reply()) is None:
+            _wait_no_later_than(sock, deadline)
+            replies.feed(sock.recv(READ_SIZE))
+        response, must_close = reply
+        if must_close or replies.buffered:  # bytes nobody asked for: the stream is out of step
+            self.close()
+        return response
 
 
-class _DeadlineSocket(socket.socket):
-    """A socket whose sends and receives all give up at ``deadline`` (``time.monotonic()``).
+class _Connection:
+    """One keep-alive connection: its socket and the replies read from it."""
 
-    A socket's timeout bounds each blocking call, and ``http.client`` reads a
-    reply with one ``recv_into`` per arrival of bytes, so a server sending a
-    byte at a time restarts it with every byte. Setting the timeout to the
-    time left before each call makes it one bound for them all. With
-    ``deadline`` None, each call waits as the socket's timeout says.
+    __slots__ = ("replies", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.replies = ReplyReader()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _wait_no_later_than(sock: socket.socket, deadline: float | None) -> None:
+    """Let the socket's next blocking call wait until ``deadline`` (``time.monotonic()``).
+
+    A socket's timeout bounds each call, and a reply may take many reads (a
+    server sending a byte at a time restarts a per-read timeout with each
+    byte); setting it to the time left before each call makes it one bound
+    for them all. With ``deadline`` None, the socket blocks as it was made to.
     """
-
-    deadline: float | None = None
-
-    @classmethod
-    def adopt(cls, plain: socket.socket) -> _DeadlineSocket:
-        """Take over the connection of ``plain``, which is left detached."""
-        timeout = plain.gettimeout()
-        sock = cls(fileno=plain.detach())
-        sock.settimeout(timeout)  # also puts the descriptor back in the matching blocking mode
-        return sock
-
-    def _wait_no_later_than_deadline(self) -> None:
-        if self.deadline is None:
-            return
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("timed out")
-        self.settimeout(left)
-
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
-        self._wait_no_later_than_deadline()
-        return super().recv_into(buffer, nbytes, flags)
-
-    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
-        self._wait_no_later_than_deadline()
-        super().sendall(data, flags)
-
-
-class _Connection(http.client.HTTPConnection):
-    """An ``HTTPConnection`` whose ``timeout`` bounds each call as a whole.
-
-    As in ``HTTPConnection``, ``timeout`` bounds the connect; then each
-    :meth:`start_call` gives the request and its reply ``timeout`` seconds in
-    all, however the server spreads out the bytes.
-    """
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = _DeadlineSocket.adopt(self.sock)
-
-    def start_call(self) -> None:
-        """Start the clock for the request about to be sent and its reply."""
-        sock = self.sock
-        assert isinstance(sock, _DeadlineSocket), "start_call() needs a connected connection"
-        sock.deadline = None if self.timeout is None else time.monotonic() + self.timeout
-
-
-def _read_body(response: http.client.HTTPResponse) -> bytes:
-    """The reply's body, refused when longer than MAX_BODY (unread, if it says so upfront)."""
-    if response.length is not None:  # Content-Length
-        if response.length > MAX_BODY:
-            raise ProtocolError(f"the reply body exceeds {MAX_BODY} bytes")
-        return response.read()  # not read(n): only read() raises IncompleteRead on a short body
-    body = response.read(MAX_BODY + 1)  # chunked, or until the server closes
-    if len(body) > MAX_BODY:
-        raise ProtocolError(f"the reply body exceeds {MAX_BODY} bytes")
-    return body
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    sock.settimeout(left)
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:
