@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -31,6 +32,7 @@ from corosm.shards import (
     OutcomeUnknown,
     ShardedClient,
     ShardFailed,
+    ShardLayoutMismatch,
     ShardUnavailable,
     shard_dir,
     shard_of,
@@ -214,14 +216,39 @@ def test_a_corrupt_shard_is_reported_and_not_retried(sray: Any, tmp_path: Path) 
     run(go())
 
 
-def test_another_shard_count_fails_every_shard_with_the_reason(sray: Any, tmp_path: Path) -> None:
+def test_another_shard_count_is_refused_before_a_shard_starts(sray: Any, tmp_path: Path) -> None:
     async def go(shards: int) -> None:
         async with opened(sray, tmp_path, shards) as kv:
             await kv.submit(Write(b"x", b"1"))
 
     run(go(2))
-    with pytest.raises(ShardFailed, match=r"holds 2 shard.*not 3"):
+    # The manifest is on this node: read here, before any actor (on another node, each
+    # shard's own check fails it with ShardFailed and the same reason).
+    with pytest.raises(ShardLayoutMismatch, match=r"holds 2 shard.*not 3"):
         run(go(3))
+
+
+def test_a_shard_directory_lost_since_the_last_start_is_refused_not_made_empty(
+    sray: Any, tmp_path: Path
+) -> None:
+    keys = keys_on(1, 2, 5)
+
+    async def write() -> None:
+        async with opened(sray, tmp_path, 2, fsync="never") as kv:
+            for key in keys:
+                assert await kv.submit(Write(key, b"v")) == OK
+
+    run(write())
+    shutil.rmtree(shard_dir(tmp_path, 1))
+
+    async def reopen() -> None:
+        async with opened(sray, tmp_path, 2) as kv:  # create=True, as serve --ray passes
+            with pytest.raises(ShardFailed, match=r"shard 1: cannot start: .*data is not here"):
+                await kv.submit(Read(keys[0]))
+            assert await kv.submit(Write(keys_on(0, 2, 1)[0], b"v")) == OK  # shard 0 serves
+
+    run(reopen())
+    assert not Path(shard_dir(tmp_path, 1)).exists()
 
 
 def test_one_callers_inputs_on_a_key_keep_their_order_across_calls(

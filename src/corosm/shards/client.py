@@ -41,15 +41,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from corosm.core.machine import Machine
-from corosm.errors import Overloaded, Stopped
+from corosm.errors import Overloaded, Stopped, UsageError
 from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed, ShardUnavailable
 from corosm.shards.host import BatchHeader, BatchReply, Hello
 from corosm.shards.routing import Router
@@ -63,6 +64,7 @@ ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
 Reply: TypeAlias = "asyncio.Future[Any] | ReplyCallback"
 
 
+@runtime_checkable
 class Transport(Protocol):
     """How a client reaches its shards (Ray actors, or hosts in this process)."""
 
@@ -96,6 +98,21 @@ class Limits:
     max_batch: int = 1024
     max_queue: int = 100_000
     hello_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        # A zero (or a float) would leave inputs queued for ever: nothing would send them.
+        for name in ("window", "max_batch", "max_queue"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise UsageError(f"Limits.{name} must be an int of at least 1, not {value!r:.60}")
+        check_seconds("Limits.hello_timeout", self.hello_timeout)
+
+
+def check_seconds(name: str, value: object) -> float:
+    """``value`` if it is a bound in seconds (a finite number above 0), else a UsageError."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
+        return value
+    raise UsageError(f"{name} must be a finite number of seconds above 0, not {value!r:.60}")
 
 
 class LinkState(enum.Enum):
@@ -337,6 +354,13 @@ class ShardedClient(Generic[I, O]):
     ) -> None:
         self.machine = machine
         self.router: Router[I] = Router(machine, shards)
+        if not isinstance(transport, Transport):
+            raise UsageError(
+                f"transport must have the methods of corosm.shards.Transport (hello, run, "
+                f"health, stats, close), not {transport!r:.60}"
+            )
+        if limits is not None and not isinstance(limits, Limits):
+            raise UsageError(f"limits must be a corosm.shards.Limits or None, not {limits!r:.60}")
         self.transport = transport
         self.limits = limits or Limits()
         self.caller = uuid.uuid4().hex
@@ -365,7 +389,7 @@ class ShardedClient(Generic[I, O]):
 
     async def stop(self, timeout: float = 30.0) -> None:
         """:meth:`close`, under the name :class:`~corosm.runtime.Runtime` uses (for servers)."""
-        await asyncio.wait_for(self.close(), timeout + 30.0)
+        await asyncio.wait_for(self.close(), check_seconds("timeout", timeout) + 30.0)
 
     async def __aenter__(self) -> ShardedClient[I, O]:
         await self.connect()
@@ -444,6 +468,7 @@ class ShardedClient(Generic[I, O]):
 
     async def check_health(self, timeout: float = 10.0) -> dict[int, str | None]:
         """Ask every shard itself (bounded): None for a healthy one, else why not."""
+        check_seconds("timeout", timeout)
 
         async def one(link: ShardLink) -> str | None:
             if link.state is LinkState.FAILED:

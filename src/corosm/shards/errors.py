@@ -10,7 +10,8 @@
     │       └── UnshardableKey      a key of a type the stable hash does not encode
     ├── DataError
     │   └── ShardLayoutMismatch     the data directory holds another layout (shard count,
-    │                               hash) than the one asked for, or none where one must be
+    │                               hash) than the one asked for, none where one must be,
+    │                               a damaged manifest or marker, or a shard that is missing
     └── ShardError                  a shard did not give an answer
         ├── OutcomeUnknown          the call was lost with the shard's process: the input
         │                           may or may not have run (do not blindly retry a write)
@@ -62,7 +63,11 @@ class UnshardableKey(ShardingError):
 
 
 class ShardLayoutMismatch(DataError):
-    """The data directory's shard layout is not the one asked for (see the message)."""
+    """The data directory's shard layout is not the one asked for, or is damaged (see the message).
+
+    The message names the file or directory and what was wrong; nothing was
+    opened or created.
+    """
 
 
 class ShardError(CorosmError):

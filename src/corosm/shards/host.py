@@ -38,11 +38,18 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from corosm.core.machine import Machine
+from corosm.errors import UsageError
 from corosm.runtime.durable import DurableOptions, durable_runtime
 from corosm.runtime.runtime import Runtime
-from corosm.shards.manifest import Layout, check_layout, check_shard
+from corosm.shards.manifest import (
+    Layout,
+    check_create,
+    check_layout,
+    check_shard,
+    shard_dir,
+)
 from corosm.shards.order import CallerGate, Sequencer, Ticket
-from corosm.shards.routing import keys_of
+from corosm.shards.routing import check_machine, keys_of
 
 S = TypeVar("S")
 I = TypeVar("I")
@@ -60,6 +67,18 @@ class ShardSpec(Generic[S, I, O]):
     options: DurableOptions = field(default_factory=DurableOptions)
     #: May a missing shard directory be made (a new store)? See :mod:`.manifest`.
     create: bool = True
+
+    def __post_init__(self) -> None:
+        check_machine(self.machine)
+        shard_dir(self.data_dir, self.index)  # the directory's and the index's types
+        if not isinstance(self.layout, Layout) or not self.index < self.layout.shards:
+            raise UsageError(
+                f"ShardSpec: layout must be a Layout that has a shard {self.index}, "
+                f"not {self.layout!r:.60}"
+            )
+        if not isinstance(self.options, DurableOptions):
+            raise UsageError(f"ShardSpec: options must be DurableOptions, not {self.options!r:.60}")
+        check_create(self.create)
 
 
 @dataclass(frozen=True, slots=True)

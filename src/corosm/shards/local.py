@@ -30,7 +30,7 @@ from corosm.runtime.durable import DurableOptions
 from corosm.shards.client import Limits, ShardedClient
 from corosm.shards.errors import ShardFailed
 from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
-from corosm.shards.manifest import Layout, check_layout
+from corosm.shards.manifest import Layout, check_store, data_path
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -72,23 +72,28 @@ async def start_local(
     """Recover ``shards`` shards of ``data_dir`` here and return a connected client.
 
     ``options`` are :class:`~corosm.runtime.durable.DurableOptions`
-    (``corosm.open``'s: ``fsync``, ``snapshot_every``, ...). A directory laid
-    out for another shard count raises :class:`ShardLayoutMismatch`; a shard
-    that cannot recover raises :class:`ShardFailed` naming it, with the cause
-    chained. The caller closes the client (which stops the hosts).
+    (``corosm.open``'s: ``fsync``, ``snapshot_every``, ...). A bad argument
+    raises :class:`~corosm.errors.UsageError` before the disk is touched. A
+    directory laid out for another shard count, with a damaged manifest, or
+    missing a shard directory raises :class:`ShardLayoutMismatch`
+    (:func:`~corosm.shards.manifest.check_store`); a shard that cannot
+    recover raises :class:`ShardFailed` naming it, with the cause chained.
+    The caller closes the client (which stops the hosts).
     """
-    layout = check_layout(data_dir, Layout(shards), create=create)  # a clear error first
-    host_options = DurableOptions(**options)
-    loop = asyncio.get_running_loop()
     hosts: list[ShardHost[Any, I, O]] = []
+    # The client first: it checks the machine, the count and the limits before any disk work.
+    client: ShardedClient[I, O] = ShardedClient(machine, LocalTransport(hosts), shards, limits)
+    host_options = DurableOptions.of(options)
+    directory = data_path(data_dir)
+    layout = check_store(directory, Layout(shards), create=create)  # a clear error first
+    loop = asyncio.get_running_loop()
     try:
         for index in range(shards):
-            spec = ShardSpec(machine, os.fspath(data_dir), index, layout, host_options, create)
+            spec = ShardSpec(machine, directory, index, layout, host_options, create=False)
             try:
                 hosts.append(await loop.run_in_executor(None, ShardHost.recover, spec))
             except Exception as exc:
                 raise ShardFailed(index, f"cannot start: {exc}") from exc
-        client: ShardedClient[I, O] = ShardedClient(machine, LocalTransport(hosts), shards, limits)
         await client.connect()
     except BaseException:
         await asyncio.gather(*(host.stop() for host in hosts))

@@ -56,13 +56,13 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from corosm.core.machine import Machine
-from corosm.errors import CorosmError
+from corosm.errors import CorosmError, UsageError
 from corosm.runtime.durable import DurableOptions
 from corosm.shards.client import Limits, ShardedClient
 from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed
 from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
-from corosm.shards.manifest import Layout
-from corosm.shards.routing import stable_hash
+from corosm.shards.manifest import Layout, check_create, data_path, is_created
+from corosm.shards.routing import check_shard_count, stable_hash
 
 I = TypeVar("I")
 O = TypeVar("O")
@@ -211,13 +211,30 @@ def _cause(exc: RayActorError) -> str:
 
 def shard_nodes(shards: int, nodes: Sequence[str] | None = None) -> list[str]:
     """The node ID each shard is pinned to: ``nodes`` (or the alive nodes) round-robin."""
-    if nodes is None:
+    if nodes is not None:
+        nodes = _check_nodes(nodes)
+    else:
         alive = [n for n in ray.nodes() if n.get("Alive")]
         alive.sort(key=lambda n: (n.get("NodeManagerAddress", ""), n["NodeID"]))
         nodes = [n["NodeID"] for n in alive]
-    if not nodes:
-        raise ShardError(0, "no alive Ray node to place shards on")
-    return [nodes[i % len(nodes)] for i in range(shards)]
+        if not nodes:
+            raise ShardError(0, "no alive Ray node to place shards on")
+    return [nodes[i % len(nodes)] for i in range(check_shard_count(shards))]
+
+
+def _check_nodes(nodes: object) -> Sequence[str]:
+    """``nodes`` if it is a non-empty sequence of Ray node IDs, else a UsageError."""
+    if (
+        isinstance(nodes, str)
+        or not isinstance(nodes, Sequence)
+        or not nodes
+        or not all(isinstance(n, str) and n for n in nodes)
+    ):
+        raise UsageError(
+            f"nodes must be None (the alive nodes) or a non-empty list of Ray node IDs (str), "
+            f"not {nodes!r:.80}"
+        )
+    return nodes
 
 
 async def start(
@@ -247,22 +264,33 @@ async def start(
     ``nodes`` pins shard i to ``nodes[i % len(nodes)]`` (default: the alive
     nodes, by address). ``detached`` actors outlive this process, and
     closing the client leaves them running. ``create=False`` refuses to
-    create missing shards. ``options`` are the hosts' (``fsync``,
-    ``snapshot_every``, ...).
+    create missing shards; so does a manifest of the store found at
+    ``data_dir`` here (the store exists: a missing shard is lost data, not a
+    new shard). ``options`` are the hosts' (``fsync``, ``snapshot_every``,
+    ...). A bad argument raises a UsageError before Ray is started.
 
     The client is returned even when some shards cannot start: those are
     reported by ``health()`` and their inputs fail with :class:`ShardFailed`.
     When no shard can start, the first one's error is raised.
     """
+    # Every argument is checked before Ray starts. The client comes first: it checks the
+    # machine, the count and the limits; its transport gets the actors once they exist.
+    transport = RayTransport([], kill_on_close=not detached)
+    client: ShardedClient[I, O] = ShardedClient(machine, transport, shards, limits)
+    directory = os.path.abspath(data_path(data_dir))
+    layout = Layout(shards)
+    host_options = DurableOptions.of(options)
+    # A store whose manifest is here already is reopened: a shard directory missing on its
+    # node is then refused, not made empty (see corosm.shards.manifest).
+    reopening = is_created(directory, layout)  # another layout here is refused at once
+    create = check_create(create) and not reopening
+    if nodes is not None:
+        _check_nodes(nodes)
     if not ray.is_initialized():
         ray.init(address=address, namespace=namespace, log_to_driver=True)
-    directory = os.path.abspath(data_dir)
     if name is None:
         name = f"corosm-{stable_hash(directory) >> 32:08x}"
-    layout = Layout(shards)
-    host_options = DurableOptions(**options)
     placed = shard_nodes(shards, nodes)
-    actors = []
     for index, node in enumerate(placed):
         spec = ShardSpec(machine, directory, index, layout, host_options, create)
         actor = RemoteShard.options(
@@ -276,9 +304,7 @@ async def start(
             num_cpus=num_cpus,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
         ).remote(spec)
-        actors.append(actor)
-    transport = RayTransport(actors, kill_on_close=not detached)
-    client: ShardedClient[I, O] = ShardedClient(machine, transport, shards, limits)
+        transport.actors.append(actor)
     await client.connect()
     try:
         _check_hellos(client, layout, directory)

@@ -12,19 +12,27 @@ piece)`` pairs, under the same keys ``key(input)`` returns, and
 
 :func:`reshard`, with every shard of the source stopped:
 
-1. recovers each source shard (snapshot + journal, through ``apply``), one
-   at a time, and deals its pairs out by the new count;
-2. writes each new shard as a marker and one snapshot at LSN 0 (so it
-   needs ``snapshot``/``restore``) with no journal;
+1. locks every source directory (the ``LOCK`` a journal takes: a shard
+   still running refuses the re-shard with :class:`DataDirInUse`, and none
+   can start until it is over), then recovers each source shard (snapshot +
+   journal, through ``apply``), one at a time, and deals its pairs out by
+   the new count;
+2. writes each new shard as one snapshot at LSN 0 (so it needs
+   ``snapshot``/``restore``) with no journal, then its marker;
 3. writes the new manifest last: a target without one is an unfinished
    re-shard, and opening it is refused.
 
 The source is left as it was (recovery may cut a torn tail, as any start
-would). What it needs: the machine's split hooks and snapshots, the shards
-stopped, every source shard's directory reachable from where it runs (on a
-cluster, gather them first), and memory for the whole data set at once
-(every pair is held until the new snapshots are written). An unsharded
-``corosm.open`` directory is a valid source (one shard).
+would). A re-shard that fails removes what it wrote, so it can simply run
+again; one that was killed leaves an unfinished target, which a new run
+refuses by name (delete it first). What it needs: the machine's split hooks
+and snapshots, the shards stopped, every source shard's directory reachable
+from where it runs (on a cluster, gather them first), and memory for the
+whole data set at once (every pair is held until the new snapshots are
+written). An unsharded ``corosm.open`` directory is a valid source (one
+shard); one shard's directory alone is not (the other shards' keys would be
+missing), nor is a directory without corosm data. The same count as the
+source's makes a compacted copy.
 
     python -m corosm.shards reshard --machine corosm.apps.kv.machine:KVMachine OLD NEW --shards 8
 """
@@ -32,8 +40,9 @@ cluster, gather them first), and memory for the whole data set at once
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Hashable, Iterable, Sequence
@@ -42,17 +51,28 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from corosm.core.machine import Machine
 from corosm.errors import CorosmError, UsageError
-from corosm.io.journal import OSFileSystem, recover, write_snapshot
+from corosm.io.journal import DirLock, OSFileSystem, recover, write_snapshot
+from corosm.shards.errors import ShardLayoutMismatch
 from corosm.shards.manifest import (
+    MANIFEST,
+    MARKER,
     Layout,
     check_shard,
+    data_path,
+    holds_journal,
+    holds_shard_dirs,
     read_layout,
     shard_dir,
     write_layout,
+    write_marker,
 )
-from corosm.shards.routing import shard_of
+from corosm.shards.routing import check_machine, shard_of
 
 S = TypeVar("S")
+
+#: Exit codes of the command line: done, the data or the disk failed it, a usage error,
+#: interrupted (SIGINT: the shell's convention).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @runtime_checkable
@@ -87,31 +107,22 @@ def reshard(
 ) -> ReshardReport:
     """Copy ``source``'s state into ``target`` laid out as ``shards`` shards (module docs)."""
     t0 = time.perf_counter()
-    if not isinstance(machine, Splittable):
-        raise UsageError(
-            f"{type(machine).__name__} cannot be re-sharded: it must define state_items() and "
-            "state_from_items() (corosm.shards.reshard.Splittable) to say which key owns what"
-        )
-    if not machine.supports_snapshots():
-        raise UsageError(f"{type(machine).__name__} cannot be re-sharded without snapshot()")
-    target_dir = os.fspath(target)
-    if os.path.exists(target_dir) and os.listdir(target_dir):
-        raise UsageError(f"{target_dir} is not empty: re-shard into a new directory")
-    buckets: list[list[tuple[Hashable, Any]]] = [[] for _ in range(shards)]
-    replayed = 0
-    sources = _source_dirs(os.fspath(source))
-    for directory in sources:
-        recovered = recover(directory, machine)
-        replayed += recovered.report.records_replayed
-        for key, piece in machine.state_items(recovered.state):
-            buckets[shard_of(key, shards)].append((key, piece))
     layout = Layout(shards)
-    fs = OSFileSystem()
-    for index, bucket in enumerate(buckets):
-        directory = check_shard(target_dir, index, layout, create=True)
-        payload = machine.snapshot(machine.state_from_items(bucket))
-        write_snapshot(fs, directory, 0, payload)
-    write_layout(target_dir, layout)
+    split = _splittable(machine)
+    source_dir, target_dir = data_path(source, "source"), data_path(target, "target")
+    _check_target(target_dir)
+    sources = _source_dirs(source_dir)
+    with contextlib.ExitStack() as locks:
+        for directory in sources:  # before anything is read; held until the copy is whole
+            locks.callback(DirLock.acquire(directory).release)
+        buckets: list[list[tuple[Hashable, Any]]] = [[] for _ in range(shards)]
+        replayed = 0
+        for directory in sources:
+            recovered = recover(directory, machine)
+            replayed += recovered.report.records_replayed
+            for key, piece in split.state_items(recovered.state):
+                buckets[shard_of(key, shards)].append((key, piece))
+        _write_target(machine, split, target_dir, layout, buckets)
     return ReshardReport(
         len(sources),
         shards,
@@ -121,29 +132,97 @@ def reshard(
     )
 
 
-def _source_dirs(source: str) -> list[str]:
-    layout = read_layout(source)
-    if layout is None:
-        if not os.path.isdir(source):
-            raise UsageError(f"{source} does not exist")
-        return [source]  # an unsharded corosm.open directory
-    for index in range(layout.shards):
-        check_shard(source, index, layout, create=False)
-    return [shard_dir(source, i) for i in range(layout.shards)]
-
-
-def load_machine(spec: str) -> Machine[Any, Any, Any]:
-    """``pkg.mod:Class`` -> an instance of that machine class."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
+def _splittable(machine: Machine[Any, Any, Any]) -> Splittable:
+    """``machine``, if it can be re-sharded (else a UsageError saying what it lacks)."""
+    check_machine(machine)
+    if not isinstance(machine, Splittable):
         raise UsageError(
-            f"--machine takes MODULE:CLASS, e.g. corosm.apps.kv.machine:KVMachine; got {spec!r}"
+            f"{type(machine).__name__} cannot be re-sharded: it must define state_items() and "
+            "state_from_items() (corosm.shards.reshard.Splittable) to say which key owns what"
         )
-    cls = getattr(importlib.import_module(module_name), name)
-    machine = cls()
-    if not isinstance(machine, Machine):
-        raise UsageError(f"{spec} is not a corosm.Machine subclass")
+    if not machine.supports_snapshots():
+        raise UsageError(f"{type(machine).__name__} cannot be re-sharded without snapshot()")
     return machine
+
+
+def _check_target(target: str) -> None:
+    """The target must be new: missing, or an empty directory."""
+    if not os.path.exists(target):
+        return
+    if not os.path.isdir(target):
+        raise UsageError(f"target {target} is not a directory: re-shard into a new directory")
+    names = os.listdir(target)
+    if not names:
+        return
+    if MANIFEST in names:
+        what = f"it holds a sharded store ({MANIFEST}): re-shard into a new directory"
+    elif holds_shard_dirs(target):
+        what = (
+            f"it holds an unfinished re-shard (shard directories but no {MANIFEST}): delete "
+            "it, then run again"
+        )
+    else:
+        what = "re-shard into a new directory"
+    raise UsageError(f"target {target} is not empty: {what}")
+
+
+def _source_dirs(source: str) -> list[str]:
+    """The directories to read: every shard of a sharded store, or one unsharded host's."""
+    layout = read_layout(source)
+    if layout is not None:
+        for index in range(layout.shards):
+            check_shard(source, index, layout, create=False)
+        return [shard_dir(source, i) for i in range(layout.shards)]
+    if not os.path.isdir(source):
+        raise UsageError(f"source {source} does not exist (or is not a directory)")
+    if os.path.exists(os.path.join(source, MARKER)):
+        raise UsageError(
+            f"source {source} is one shard of a store ({MARKER}): re-shard the store's "
+            f"directory, {os.path.dirname(os.path.abspath(source))}, or the other shards' "
+            "keys would be missing"
+        )
+    if holds_shard_dirs(source):
+        raise ShardLayoutMismatch(
+            f"source {source} holds shard directories but no {MANIFEST}: an unfinished "
+            "re-shard or a damaged store, not one to read"
+        )
+    if not holds_journal(source):
+        raise UsageError(
+            f"source {source} holds no corosm data (no {MANIFEST}, journal or snapshot): "
+            "nothing to re-shard"
+        )
+    return [source]  # an unsharded corosm.open directory
+
+
+def _write_target(
+    machine: Machine[Any, Any, Any],
+    split: Splittable,
+    target: str,
+    layout: Layout,
+    buckets: list[list[tuple[Hashable, Any]]],
+) -> None:
+    """Write the new shards, then the manifest; on any failure remove what was written."""
+    made_target = not os.path.exists(target)
+    made: list[str] = []
+    fs = OSFileSystem()
+    try:
+        for index, bucket in enumerate(buckets):
+            directory = shard_dir(target, index)
+            os.makedirs(directory)  # the target was empty: nobody else's
+            made.append(directory)
+            write_snapshot(fs, directory, 0, machine.snapshot(split.state_from_items(bucket)))
+            # The marker after the snapshot: a marker alone says "a new shard, nothing in it".
+            write_marker(target, index, layout)
+        write_layout(target, layout)
+    except BaseException:
+        for directory in made:
+            shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(target, MANIFEST))
+        if made_target:
+            with contextlib.suppress(OSError):
+                os.rmdir(target)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,22 +231,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m corosm.shards reshard",
         description="Copy a (sharded or unsharded) corosm data directory into a new one "
         "with another shard count. Stop every shard first.",
+        epilog="exit codes: 0 done; 1 the source's data, a source in use or the disk failed "
+        "it (what it wrote is removed: run it again once that is fixed); 2 a usage error "
+        "(bad arguments, a source that is not a store, a target that is not empty); 130 "
+        "interrupted (what it wrote is removed)",
     )
     parser.add_argument("--machine", required=True, help="MODULE:CLASS of a Splittable machine")
     parser.add_argument("source", help="the data directory to read (left unchanged)")
     parser.add_argument("target", help="a new, empty directory to write")
     parser.add_argument("--shards", type=int, required=True, help="the new shard count")
     args = parser.parse_args(argv)
+    from corosm.server import load_machine  # the CLI's one machine loader (and its messages)
+
     try:
-        if args.shards < 1:
-            raise UsageError(f"--shards must be at least 1, got {args.shards}")
         report = reshard(load_machine(args.machine), args.source, args.target, args.shards)
-    except (CorosmError, ImportError, AttributeError) as exc:
+    except UsageError as exc:
         print(f"reshard: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (CorosmError, OSError) as exc:
+        print(f"reshard: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("reshard: interrupted; what it wrote is removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(
         f"re-sharded {report.source_shards} shard(s) into {report.target_shards} in "
         f"{report.seconds:.2f} s ({report.records_replayed} journal records replayed); "
         f"items per shard: {list(report.items)}"
     )
-    return 0
+    return EXIT_OK

@@ -42,7 +42,7 @@ from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
 from corosm.core.machine import Keys, Machine
-from corosm.errors import UsageError
+from corosm.errors import CorosmError, HandlerError, UsageError
 from corosm.shards.errors import CrossShardInput, UnkeyedInput, UnshardableKey
 
 I = TypeVar("I")
@@ -92,7 +92,31 @@ def stable_hash(key: Hashable) -> int:
 
 def shard_of(key: Hashable, shards: int) -> int:
     """The shard, in ``range(shards)``, that holds ``key``."""
-    return stable_hash(key) % shards
+    return stable_hash(key) % check_shard_count(shards)
+
+
+def check_shard_count(shards: object) -> int:
+    """``shards`` if it is a shard count (a positive int), else a :class:`UsageError`.
+
+    The one check of a count given by a caller; a count read from a file is
+    checked through it too (:mod:`.manifest`), and reported as bad data.
+    """
+    if type(shards) is not int or shards < 1:
+        raise UsageError(
+            f"the shard count must be a positive int, not {shards!r} ({type(shards).__name__})"
+        )
+    return shards
+
+
+def check_machine(machine: object) -> Machine[Any, Any, Any]:
+    """``machine`` if it is a corosm :class:`Machine` instance, else a :class:`UsageError`."""
+    if not isinstance(machine, Machine):
+        what = "the class itself" if isinstance(machine, type) else type(machine).__name__
+        raise UsageError(
+            f"machine must be an instance of a corosm Machine subclass, not {machine!r:.60} "
+            f"({what})"
+        )
+    return machine
 
 
 def keys_of(machine: Machine[Any, I, Any], input: I) -> tuple[Hashable, ...]:
@@ -114,31 +138,40 @@ class Router(Generic[I]):
     """Routes inputs of ``machine`` over ``shards`` shards (see the module docs)."""
 
     def __init__(self, machine: Machine[Any, I, Any], shards: int) -> None:
-        if not has_key_function(machine):
+        if not has_key_function(check_machine(machine)):
             raise UsageError(
                 f"{type(machine).__name__} defines no key(): a machine runs as shards only "
                 "when key(input) names what each input touches"
             )
-        if type(shards) is not int or shards < 1:
-            raise UsageError(f"the shard count must be a positive int, not {shards!r}")
         self.machine = machine
-        self.shards = shards
+        self.shards = check_shard_count(shards)
 
     def shard_for(self, input: I) -> int:
-        """The one shard ``input`` belongs to; raises a :class:`ShardingError` otherwise."""
-        keys = keys_of(self.machine, input)
+        """The one shard ``input`` belongs to; raises a :class:`ShardingError` otherwise.
+
+        A ``key()`` that raises fails the input as it does on one host: a
+        corosm error as it is, any other as a :class:`~corosm.errors.HandlerError`
+        naming it, the cause chained.
+        """
+        try:
+            keys = keys_of(self.machine, input)
+        except CorosmError:
+            raise
+        except Exception as exc:
+            name = type(self.machine).__name__
+            raise HandlerError(f"{name}.key() raised {type(exc).__name__}: {exc}") from exc
         if not keys:
             raise UnkeyedInput(
                 f"{input!r:.80} has no key (key() returned None): it would need every "
                 f"shard of {self.shards}, and a sharded machine runs an input on one shard"
             )
-        n = self.shards
-        first = shard_of(keys[0], n)
+        n = self.shards  # checked once, here: the request path skips shard_of's check
+        first = stable_hash(keys[0]) % n
         if len(keys) == 1 or n == 1:
             return first
         spread: dict[int, list[object]] = {}
         for key in keys:
-            spread.setdefault(shard_of(key, n), []).append(key)
+            spread.setdefault(stable_hash(key) % n, []).append(key)
         if len(spread) > 1:
             raise CrossShardInput(input, spread)
         return first
