@@ -33,7 +33,7 @@ Exit codes (shared by every subcommand; see :data:`EXIT_CODES_HELP`):
 server unhealthy); 2 usage error (bad arguments, or the server rejected the
 request as invalid); 3 no answer from the server (not running, connection lost,
 timeout, 503 overloaded/stopping); 4 the server failed (5xx, invalid reply), or
-``serve`` could not start.
+``serve`` could not start; 141 (``kv``) the reader of the output left early.
 Messages go to stderr, one line each, prefixed ``corosm:``.
 """
 
@@ -67,7 +67,8 @@ EXIT_CODES_HELP = """exit codes:
   2  usage error: bad arguments, or the server rejected the request (4xx)
   3  no answer: server not running, connection lost, timeout, or 503 (busy/stopping)
   4  the server failed: 5xx other than 503, a reply the client cannot read,
-     or serve could not start (port in use, data directory, corrupt journal)"""
+     or serve could not start (port in use, data directory, corrupt journal)
+  141 kv: whoever read the output left early (piped into head, say), as for cat"""
 
 ENV_URL = "COROSM_URL"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -171,11 +172,8 @@ def _module_exists(name: str) -> bool:
 def port_number(text: str, *, allow_zero: bool = False) -> int:
     """An argparse type: a TCP port (0 too when ``allow_zero``: the OS picks one)."""
     low = 0 if allow_zero else 1
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not low <= port <= 65535:
+    port = whole_number(text)
+    if port is None or not low <= port <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number {low}..65535, got {text!r}")
     return port
 
@@ -192,26 +190,34 @@ def directory_path(text: str) -> Path:
     return Path(text)
 
 
+def whole_number(text: str) -> int | None:
+    """The int ``text`` spells in plain decimal (ASCII digits, a leading minus), else None.
+
+    ``int()`` would also take ``" 5"``, ``"1_000"``, ``"+5"`` and other
+    scripts' digits; an argument is taken as typed, or refused.
+    """
+    digits = text[1:] if text[:1] == "-" else text
+    if not (digits.isdigit() and digits.isascii()) or len(digits) > 4000:  # int()'s own cap
+        return None
+    return int(text, 10)
+
+
 def int64(text: str) -> int:
     """An argparse type: a signed 64-bit integer in decimal."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a decimal integer, got {text!r}") from None
+    value = whole_number(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a decimal integer, got {text!r:.80}")
     if not INT64_MIN <= value <= INT64_MAX:
         raise argparse.ArgumentTypeError(
-            f"{text} is outside the 64-bit range {INT64_MIN}..{INT64_MAX}"
+            f"{text:.80} is outside the 64-bit range {INT64_MIN}..{INT64_MAX}"
         )
     return value
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = -1
-    if value < 0:
+    value = whole_number(text)
+    if value is None or value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
@@ -229,11 +235,8 @@ def positive_float(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = 0
-    if value < 1:
+    value = whole_number(text)
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
@@ -259,21 +262,24 @@ def server_address(args: argparse.Namespace) -> tuple[str, int]:
     host, port = "127.0.0.1", 8080
     if url is not None:
         host, port = _parse_url(url, source)
-    return (args.host or host, args.port or port)
+    # Given but empty is not "not given": the client refuses an empty host by name.
+    return (host if args.host is None else args.host, port if args.port is None else args.port)
 
 
 def _parse_url(url: str, source: str) -> tuple[str, int]:
     expected = "expected http://HOST[:PORT], e.g. http://127.0.0.1:8080"
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        raise UsageError(f"{source}={url!r} has a bad port: {expected}") from None
+    except ValueError as exc:  # an unclosed IPv6 bracket, a port that is not a number
+        raise UsageError(f"{source}={url!r} does not parse ({exc}): {expected}") from None
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
         raise UsageError(f"{source}={url!r} is not a server address: {expected}")
     if parts.query or parts.fragment or parts.username:
         raise UsageError(f"{source}={url!r} is not a server address: {expected}")
-    return parts.hostname, port or 80
+    if port == 0:
+        raise UsageError(f"{source}={url!r} has port 0, which no server listens on: {expected}")
+    return parts.hostname, 80 if port is None else port
 
 
 # --- serve --------------------------------------------------------------------------
