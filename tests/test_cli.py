@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from corosm.errors import InternalError
 from corosm.frontends import cli
 from corosm.frontends.cli import main
 from test_client import FakeKV, free_port
@@ -280,6 +281,50 @@ def test_serve_leaves_a_data_dir_it_cannot_examine_to_the_server(
     path = tmp_path / ("x" * 300)
     code, _, _ = run(capsys, "serve", "--data-dir", str(path))
     assert code == 0 and [c.data_dir for c in server.configs] == [path]
+
+
+class FailingServer(RecordingServer):
+    """A server whose start fails with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def run(self, config: SimpleNamespace) -> int:
+        raise self.error
+
+
+def test_serve_that_cannot_start_its_shards_says_why_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --ray with every shard's journal corrupt: ShardFailed (neither a DataError nor an
+    # OSError) escaped as a traceback and exit 1.
+    from corosm.shards.errors import ShardFailed
+
+    failure = ShardFailed(0, "cannot start: CorruptJournal: bad magic")
+    monkeypatch.setattr(cli, "_import_server", lambda: FailingServer(failure))
+    code, out, err = run(capsys, "serve", "--data-dir", str(tmp_path))
+    assert (code, out) == (4, "")
+    assert err == "corosm: cannot start: shard 0: cannot start: CorruptJournal: bad magic\n"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (InternalError("a bug"), InternalError),
+        (ZeroDivisionError("a bug"), ZeroDivisionError),
+    ],
+)
+def test_serve_keeps_the_traceback_of_a_bug(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    kind: type[Exception],
+) -> None:
+    monkeypatch.setattr(cli, "_import_server", lambda: FailingServer(error))
+    with pytest.raises(kind):
+        main(["serve", "--data-dir", str(tmp_path)])
 
 
 # --- extensions ---------------------------------------------------------------------

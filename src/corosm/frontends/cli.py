@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from corosm.errors import CorruptJournal, DataError, EffectError, UsageError
+from corosm.errors import CorosmError, CorruptJournal, InternalError, UsageError
 
 EXIT_OK = 0
 EXIT_NO = 1
@@ -428,10 +428,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     config = server.ServerConfig(**fields)
     try:
         return int(server.run(config))
-    except (OSError, DataError, EffectError) as exc:
-        # The operator's problems (port taken, disk full, corrupt journal) get one
-        # line; the traceback is for --log-level debug. Anything else is a bug in
-        # corosm and keeps its traceback.
+    except (UsageError, InternalError):
+        raise  # exit 2 with its message (main), or a bug in corosm: its traceback
+    except (OSError, CorosmError) as exc:
+        # The operator's problems (port taken, disk full, corrupt journal, every
+        # shard failed) get one line; the traceback is for --log-level debug.
+        # Anything else is a bug and keeps its traceback.
         if args.log_level == "debug":
             traceback.print_exception(exc, file=sys.stderr)
         _say(f"cannot start: {_startup_problem(exc, args)}")
