@@ -442,6 +442,9 @@ def test_reshard_refuses_a_source_that_is_not_a_whole_store(tmp_path: Path, stor
     ("change", "answer"),
     [
         ({"--machine": "json:loads"}, (2, "--machine json:loads: loads() raised TypeError")),
+        # The loader's advice names this command, not corosm serve.
+        ({"--machine": "json:loads"}, (2, "(python -m corosm.shards reshard creates the machine")),
+        ({"--machine": "nowhere:M"}, (2, "run python -m corosm.shards reshard from the folder")),
         ({"--shards": "0"}, (2, "shard count must be a positive int, not 0")),
         ({"target": "/proc/no/such"}, (1, "No such file or directory")),
     ],

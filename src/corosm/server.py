@@ -332,12 +332,13 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def load_machine(spec: str) -> Machine[Any, Any, Any]:
+def load_machine(spec: str, command: str = "corosm serve") -> Machine[Any, Any, Any]:
     """The machine ``package.module:Name`` names: a Machine subclass, instance or factory.
 
     The current directory is searched first (as ``python -m`` does), so
     ``corosm serve --machine bank:Bank`` finds ``./bank.py``. Every failure
-    is a :class:`UsageError` of one line naming what was tried.
+    is a :class:`UsageError` of one line naming what was tried; its advice
+    names ``command``, the command whose ``--machine`` this is.
     """
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
@@ -358,9 +359,9 @@ def load_machine(spec: str) -> Machine[Any, Any, Any]:
             ) from exc
         raise UsageError(
             f"--machine {spec}: cannot import {module_name!r} (no module named {missing!r} in "
-            f"{os.getcwd()!r} or on sys.path); run corosm serve from the folder that holds it, "
-            f"or set PYTHONPATH to that folder (PYTHONPATH=path/to/project corosm serve "
-            f"--machine {spec})"
+            f"{os.getcwd()!r} or on sys.path); run {command} from the folder that holds it, "
+            f"or set PYTHONPATH to that folder (PYTHONPATH=path/to/project {command} "
+            f"--machine {spec} ...)"
         ) from exc
     except (Exception, SystemExit) as exc:  # the module is broken (or exits): say so, in one line
         raise UsageError(
@@ -375,10 +376,10 @@ def load_machine(spec: str) -> Machine[Any, Any, Any]:
                 f"--machine {spec}: {module_name!r} ({getattr(module, '__file__', '?')}) has no "
                 f"{attribute!r}; expected a Machine subclass"
             ) from None
-    return _as_machine(spec, found)
+    return _as_machine(spec, found, command)
 
 
-def _as_machine(spec: str, found: Any) -> Machine[Any, Any, Any]:
+def _as_machine(spec: str, found: Any, command: str) -> Machine[Any, Any, Any]:
     if isinstance(found, Machine):
         return found
     if not callable(found):
@@ -388,7 +389,7 @@ def _as_machine(spec: str, found: Any) -> Machine[Any, Any, Any]:
     except Exception as exc:
         raise UsageError(
             f"--machine {spec}: {spec.partition(':')[2]}() raised {type(exc).__name__}: {exc} "
-            "(the server creates the machine with no arguments)"
+            f"({command} creates the machine with no arguments)"
         ) from exc
     if not isinstance(machine, Machine):
         raise UsageError(

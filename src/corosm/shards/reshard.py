@@ -74,6 +74,8 @@ S = TypeVar("S")
 #: interrupted (SIGINT: the shell's convention).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+PROG = "python -m corosm.shards reshard"
+
 
 @runtime_checkable
 class Splittable(Protocol):
@@ -228,7 +230,7 @@ def _write_target(
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m corosm.shards reshard``: see the module docs."""
     parser = argparse.ArgumentParser(
-        prog="python -m corosm.shards reshard",
+        prog=PROG,
         description="Copy a (sharded or unsharded) corosm data directory into a new one "
         "with another shard count. Stop every shard first.",
         epilog="exit codes: 0 done; 1 the source's data, a source in use or the disk failed "
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from corosm.server import load_machine  # the CLI's one machine loader (and its messages)
 
     try:
-        report = reshard(load_machine(args.machine), args.source, args.target, args.shards)
+        report = reshard(load_machine(args.machine, PROG), args.source, args.target, args.shards)
     except UsageError as exc:
         print(f"reshard: {exc}", file=sys.stderr)
         return EXIT_USAGE
