@@ -2,7 +2,7 @@
 
 A handler is written as straight-line code (``await ctx.append(record)``) but
 suspends at every I/O request while one event loop keeps feeding other inputs
-to the machine. See README.md for a tour and DESIGN notes in docs/.
+to the machine. See README.md for a tour and docs/semantics.md for the contract.
 """
 
 from corosm.core import (

@@ -95,7 +95,9 @@ class DurableOptions:
     The one place they are spelled out: :func:`open` and :func:`open_blocking`
     take them as keywords, the server builds them from its configuration, and
     a shard's spec carries them to the process that runs the shard (plain
-    values, so they pickle). ``snapshot_every`` counts records (0: never).
+    values, so they pickle). A snapshot is due after ``snapshot_every``
+    records or ``snapshot_every_bytes`` bytes of journal, whichever comes
+    first; 0 turns that rule off (both 0: never).
     """
 
     fsync: FsyncMode = "always"
@@ -219,8 +221,9 @@ async def open(
 
     Options (all keyword): those of :class:`DurableOptions` (``fsync``:
     ``"always"``, ``"interval"``, ``"never"``; ``fsync_interval_ms``,
-    ``snapshot_every`` (records; 0 = never), ``snapshot_every_bytes``,
-    ``max_queue``, ``max_inflight``, ``truncate_corrupt``), and
+    ``snapshot_every`` (records) and ``snapshot_every_bytes`` (a snapshot
+    when either is reached; 0 turns that rule off), ``max_queue``,
+    ``max_inflight``, ``truncate_corrupt``), and
     ``executors`` (for effects other than ``Append``).
     Yields the started :class:`~corosm.runtime.Runtime`: ``await
     host.submit(input)``, ``host.stats()``, ``host.health()``,
