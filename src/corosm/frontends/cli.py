@@ -339,7 +339,8 @@ def _add_serve(subparsers: Any) -> None:
         type=non_negative_int,
         default=1_000_000,
         metavar="RECORDS",
-        help="write a snapshot after this many journal records; 0 = never (%(default)s)",
+        help="write a snapshot after this many journal records, or 256 MiB of journal, "
+        "whichever comes first; 0 = the byte rule alone (%(default)s)",
     )
     parser.add_argument(
         "--max-queue",

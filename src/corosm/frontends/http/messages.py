@@ -200,7 +200,7 @@ class HttpStats:
     connections_opened: int = 0
     connections_open: int = 0
     requests: int = 0
-    rejected: dict[int, int] = field(default_factory=dict)  # 400/408/413/431 by status
+    rejected: dict[int, int] = field(default_factory=dict)  # 400/408/413/417/431/500 by status
     response_timeouts: int = 0
     late_replies_dropped: int = 0
     handler_crashes: int = 0

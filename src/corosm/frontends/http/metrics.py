@@ -79,7 +79,8 @@ def render_metrics(
         lines,
         "corosm_http_rejected_total",
         "counter",
-        "Requests refused by the HTTP layer (400 malformed, 408 slow, 413 body, 431 head).",
+        "Requests refused by the HTTP layer (400 malformed, 408 slow, 413 body, 417 expectation, "
+        "431 head, 500 a failure while parsing).",
     )
     for status, count in sorted(http.rejected.items()):
         lines.append(f'corosm_http_rejected_total{{status="{status}"}} {count}')

@@ -211,6 +211,7 @@ class HttpConnection(asyncio.Protocol):
         self._flush_scheduled = False
         # Connection state.
         self._closing = False  # no more requests are read; close after the last reply
+        self._switching = False  # the request being read asks to switch protocols
         self._draining = False  # graceful shutdown asked
         self._lost = False
         self._reading_paused = False
@@ -368,13 +369,15 @@ class HttpConnection(asyncio.Protocol):
             elif name == b"expect":
                 expect = value
         parser = self._parser
-        if has_body and parser.should_upgrade():
-            raise _Reject(
-                400,
-                "this server speaks HTTP/1.1 only and does not switch protocols, and "
-                "a request that asks to (Upgrade, CONNECT) is read without its body; "
-                "send it without 'Connection: upgrade'",
-            )
+        if parser.should_upgrade():
+            if has_body:
+                raise _Reject(
+                    400,
+                    "this server speaks HTTP/1.1 only and does not switch protocols, and "
+                    "a request that asks to (Upgrade, CONNECT) is read without its body; "
+                    "send it without 'Connection: upgrade'",
+                )
+            self._switching = True  # its reply ends the connection, and says so
         if not expect or parser.get_http_version() == "1.0":  # 1.0: Expect is ignored
             return
         if expect.strip().lower() != b"100-continue":
@@ -394,7 +397,7 @@ class HttpConnection(asyncio.Protocol):
         self._in_message = False
         self._unparsed = 0
         parser = self._parser
-        keep_alive = parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive() and not self._switching
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Request(self._method, self._url, tuple(self._headers), body, keep_alive)
         self._head_done = False

@@ -101,7 +101,8 @@ class JournalOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise UsageError(
-                    f"JournalOptions.{name} must be an int >= 0 (0 = never), got {value!r}"
+                    f"JournalOptions.{name} must be an int >= 0 (0 turns this rule off), "
+                    f"got {value!r}"
                 )
 
 
