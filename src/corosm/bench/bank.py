@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import corosm
 from corosm.bench.contenders import Contender
-from corosm.bench.procs import ContenderUnavailable, cpu_seconds, free_port, need_tool, running
+from corosm.bench.procs import (
+    ContenderUnavailable,
+    cpu_seconds,
+    free_port,
+    need_tool,
+    start_server,
+)
 from corosm.bench.results import Results, Sample, pairwise_ratio
 
 # The shared Lua (thread numbers, the JSON summary line that parse_wrk_output reads).
@@ -161,20 +166,22 @@ def _servers(suite: Suite, root: Path) -> Iterator[list[_Server]]:
             port, data = free_port(), suite.work / f"{SCENARIO}-{name}"
             data.mkdir(parents=True, exist_ok=True)
             argv = suite.pin.wrap_server(c.command(port, data))
-            one = contextlib.ExitStack()
+
+            def fund(port: int = port, argv: list[str] = argv) -> None:
+                try:
+                    asyncio.run(_fund(port))
+                except (corosm.CorosmError, OSError) as exc:
+                    raise ContenderUnavailable(
+                        f"funding the accounts failed: {exc} (command: {shlex.join(argv)})"
+                    ) from exc
+
+            log = suite.work / f"{SCENARIO}-{name}.log"
             try:
-                proc = one.enter_context(
-                    running(argv, [port], suite.work / f"{SCENARIO}-{name}.log")
-                )
-                asyncio.run(_fund(port))
-            except (ContenderUnavailable, corosm.CorosmError, OSError) as exc:
-                one.close()
-                suite.results.unavailable[f"{SCENARIO}/{name}"] = (
-                    f"{exc} (command: {shlex.join(argv)})"
-                )
+                proc = start_server(stack, argv, [port], log, fund)
+            except ContenderUnavailable as exc:
+                suite.results.unavailable[f"{SCENARIO}/{name}"] = str(exc)
                 suite.say(f"{SCENARIO}: {name} unavailable: {exc}")
                 continue
-            stack.enter_context(one)
             started.append(_Server(name, port, proc.pid))  # taskset and env exec: same pid
         yield started
 
@@ -207,7 +214,7 @@ def _measure(suite: Suite, server: _Server, *, accounts: int, rnd: int, run: int
     before = cpu_seconds(pid)
     try:
         r = suite.wrk(port, script, CONNECTIONS, suite.plan.seconds)
-    except (corosm.CorosmError, subprocess.TimeoutExpired) as exc:
+    except corosm.CorosmError as exc:  # wrk failed or overran its time: noted, next run
         suite.results.notes.append(f"{SCENARIO} {name} {accounts} accounts: {exc}")
         return
     after = cpu_seconds(pid)

@@ -9,6 +9,18 @@ accepts a connection (or the process dies, and then say why, with its
 stderr), run the load, stop it with SIGINT (a clean shutdown, so a profiler
 wrapped around it writes its output), then SIGKILL if it lingers.
 
+Every child the suite starts (servers, wrk, redis-benchmark, the workers of
+the fresh-process scenarios) goes through :func:`child`, the one place that
+starts and stops processes: each runs in a process group of its own, with
+stdin from ``/dev/null``, and leaving the ``with`` block, however it is left
+(the end of a run, an exception, Ctrl-C), stops the whole group and waits
+for its leader, so no helper a child forked outlives the bench.
+:func:`stop_signals_interrupt` makes SIGTERM and SIGHUP raise
+:class:`Interrupted` (a ``KeyboardInterrupt``) as Ctrl-C does, so that a
+bench stopped by ``kill`` stops its children too instead of orphaning them.
+A wait is never open-ended: a server that does not listen in time, a tool
+that runs past its time, are stopped and named with their last output lines.
+
 On a machine with two or more cores, servers run on the first core and the
 load generator on the others (``taskset``), so they do not steal each
 other's CPU; on one core nothing is pinned.
@@ -23,14 +35,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import IO
 
 from corosm.bench.hostinfo import usable_cores
 from corosm.errors import CorosmError
@@ -38,6 +54,58 @@ from corosm.errors import CorosmError
 
 class ContenderUnavailable(CorosmError):
     """A contender could not be started (missing tool, unknown option, crash at start)."""
+
+
+class ToolFailed(CorosmError):
+    """A load generator or a worker process failed, or ran past its time (command named)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the bench's main thread as SIGINT raises KeyboardInterrupt.
+
+    So every ``finally`` runs and stops the children, as it does for Ctrl-C.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def signal_name(exc: KeyboardInterrupt) -> str:
+    """The signal behind ``exc``: SIGTERM or SIGHUP for :class:`Interrupted`, else SIGINT."""
+    return signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "SIGINT"
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """The shell's convention for a process stopped by a signal: 128 + its number."""
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    return 128 + signum
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Interrupted`.
+
+    Their default action ends the process at once, skipping every
+    ``finally``: the servers and load generators it started would run on.
+    Outside the main thread (where signal handlers cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +174,33 @@ APT_PACKAGES = {
 }
 
 
-def install_hint(name: str) -> str:
-    """How to install the tool ``name``."""
-    return f"sudo apt-get install {APT_PACKAGES.get(name, name)}"
+def install_hint(*names: str) -> str:
+    """How to install the tools ``names``."""
+    packages = dict.fromkeys(APT_PACKAGES.get(name, name) for name in names)
+    return f"sudo apt-get install {' '.join(packages)}"
+
+
+def need_tools(*names: str) -> list[str]:
+    """The paths of the executables ``names``, or a :class:`ContenderUnavailable`.
+
+    The error names every one that is missing, with one install command, so
+    that one install is enough.
+    """
+    paths = {name: shutil.which(name) for name in names}
+    missing = [name for name, path in paths.items() if path is None]
+    if not missing:
+        return [path for path in paths.values() if path is not None]
+    if len(missing) == 1:
+        what = f"'{missing[0]}' is not installed; install it with"
+    else:
+        quoted = [f"'{name}'" for name in missing]
+        what = f"{', '.join(quoted[:-1])} and {quoted[-1]} are not installed; install them with"
+    raise ContenderUnavailable(f"{what}: {install_hint(*missing)}")
 
 
 def need_tool(name: str) -> str:
     """The path of the executable ``name``, or a clear error saying how to get it."""
-    path = shutil.which(name)
-    if path is None:
-        raise ContenderUnavailable(
-            f"'{name}' is not installed; install it with: {install_hint(name)}"
-        )
-    return path
+    return need_tools(name)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +228,117 @@ def _stat_cpu(stat: str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# --- children: the one place processes are started and stopped -----------------------
+
+STOP_GRACE = 10.0  # seconds a child has to stop on SIGINT before its group gets SIGKILL
+
+
+@contextlib.contextmanager
+def child(
+    argv: Sequence[str], stdout: int | IO[bytes], stderr: int | IO[bytes]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in a process group of its own until the ``with`` block ends.
+
+    However the block is left, the whole group is stopped (:func:`stop_process`)
+    and the child is waited for. Raises :class:`ToolFailed` when it cannot start.
+    """
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, process_group=0
+        )
+    except OSError as exc:
+        raise ToolFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """Stop ``proc``'s process group: SIGINT (a clean shutdown), SIGKILL after ``grace`` s.
+
+    Whatever is left in the group once the child has exited (a helper it
+    forked) is killed too; a second Ctrl-C during the grace skips to SIGKILL.
+    """
+    try:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
+    finally:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    # The child leads its group (process_group=0): its pid is the group's id.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
+
+
+def finish(
+    proc: subprocess.Popen[bytes], argv: Sequence[str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Wait up to ``timeout`` s for a :func:`child` started with pipes; its output, decoded.
+
+    Raises :class:`ToolFailed`, naming the command, when it runs past ``timeout``.
+    """
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ToolFailed(
+            f"{tool_name(argv)} did not finish within {timeout:g} s (command: {shlex.join(argv)})"
+        ) from None
+    return subprocess.CompletedProcess(list(argv), proc.returncode, _text(out), _text(err))
+
+
+def run_tool(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end (at most ``timeout`` s) as a :func:`child`; its output.
+
+    The exit status is the caller's to judge (see :func:`check_exit`).
+    """
+    with child(argv, subprocess.PIPE, subprocess.PIPE) as proc:
+        return finish(proc, argv, timeout)
+
+
+def check_exit(done: subprocess.CompletedProcess[str]) -> None:
+    """Raise :class:`ToolFailed` with its last lines of stderr when ``done`` failed."""
+    if done.returncode != 0:
+        argv = [str(a) for a in done.args]
+        raise ToolFailed(
+            f"{tool_name(argv)} exited with status {done.returncode}: "
+            f"{last_lines(done.stderr or done.stdout)} (command: {shlex.join(argv)})"
+        )
+
+
+def tool_name(argv: Sequence[str]) -> str:
+    """The program ``argv`` runs, past a ``taskset -c CPUS`` or ``env VAR=...`` prefix."""
+    words = list(argv)
+    if words[:1] == ["taskset"]:
+        words = words[3:]
+    elif words[:1] == ["env"]:
+        words = [w for w in words[1:] if "=" not in w]
+    if words[1:2] == ["-m"]:  # python -m module
+        return words[2] if len(words) > 2 else words[0]
+    return Path(words[0]).name if words else "?"
+
+
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
+
+
+def last_lines(text: str, keep: int = 5, limit: int = 600) -> str:
+    """A child's output on one line: its last ``keep`` non-empty lines, at most ``limit`` chars."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    shown = " | ".join(lines[-keep:])
+    if len(shown) > limit:
+        shown = "..." + shown[-limit:]
+    return shown or "(no output)"
+
+
 @contextlib.contextmanager
 def running(
     argv: Sequence[str],
@@ -155,61 +348,68 @@ def running(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` until the ``with`` block ends; yield once every port in ``ports`` answers.
 
-    Raises :class:`ContenderUnavailable` with the process's stderr when it
-    exits before its ports answer, or when they do not answer in time.
+    Raises :class:`ContenderUnavailable`, naming the command and its last
+    output lines, when a port is taken before it starts, or when it exits
+    before its ports answer, or when they do not answer within ``start_timeout`` s.
     """
-    log = log_path.open("wb")
-    try:
-        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT)
-    except OSError as exc:
-        log.close()
-        raise ContenderUnavailable(f"cannot run {argv[0]!r}: {exc}") from exc
-    try:
-        _wait_ready(proc, ports, log_path, start_timeout)
+    taken = [port for port in ports if port_answers(port)]
+    if taken:
+        raise ContenderUnavailable(
+            f"port {taken[0]} on 127.0.0.1 is already taken by another process "
+            f"(command: {shlex.join(argv)})"
+        )
+    with log_path.open("wb") as log, contextlib.ExitStack() as stack:
+        try:
+            proc = stack.enter_context(child(argv, log, subprocess.STDOUT))
+        except ToolFailed as exc:
+            raise ContenderUnavailable(f"{exc} (command: {shlex.join(argv)})") from exc
+        problem = _wait_ready(proc, ports, start_timeout)
+        if problem is not None:
+            said = last_lines(_read(log_path))  # what it said before it was stopped
+            raise ContenderUnavailable(f"{problem}: {said} (command: {shlex.join(argv)})")
         yield proc
-    finally:
-        stop_process(proc)
-        log.close()
 
 
-def _wait_ready(
-    proc: subprocess.Popen[bytes], ports: Sequence[int], log_path: Path, timeout: float
-) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], ports: Sequence[int], timeout: float) -> str | None:
+    """None once every port answers; else why not (the process exited, or time ran out)."""
     deadline = time.monotonic() + timeout
     pending = list(ports)
     while pending:
         if proc.poll() is not None:
-            raise ContenderUnavailable(
-                f"exited with status {proc.returncode} before listening: {_tail(log_path)}"
-            )
+            return f"exited with status {proc.returncode} before listening"
         if time.monotonic() > deadline:
-            raise ContenderUnavailable(
-                f"ports {pending} did not answer within {timeout:.0f}s: {_tail(log_path)}"
-            )
+            return f"ports {pending} did not answer within {timeout:g} s"
         if port_answers(pending[0]):
             pending.pop(0)
         else:
             time.sleep(0.05)  # polling a child's port: no event to wait on
+    return None
 
 
-def _tail(path: Path, limit: int = 600) -> str:
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return "(no output)"
-    return text[-limit:] or "(no output)"
+        return ""
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """SIGINT (clean shutdown), then SIGKILL after ``grace`` seconds."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def start_server(
+    stack: contextlib.ExitStack,
+    argv: Sequence[str],
+    ports: Sequence[int],
+    log_path: Path,
+    check: Callable[[], None] = lambda: None,
+) -> subprocess.Popen[bytes]:
+    """Start a server (:func:`running`), run ``check`` on it, then hand it to ``stack``.
+
+    If ``check`` raises (a probe that fails, Ctrl-C), the server is stopped
+    before the exception goes on: a server is always owned by one ``with``.
+    """
+    with contextlib.ExitStack() as one:
+        proc = one.enter_context(running(argv, ports, log_path))
+        check()
+        stack.enter_context(one.pop_all())
+    return proc
 
 
 _PROBES = {

@@ -87,10 +87,21 @@ def measure(directory: Path, records: int, mode: str) -> dict[str, float]:
 
 def main(argv: Sequence[str]) -> int:
     """``N journal|snapshot DIR``: print one JSON line with the figures."""
+    usage = "usage: python -m corosm.bench.recovery N journal|snapshot DIR"
     if len(argv) != 3 or not argv[0].isdigit() or argv[1] not in {"journal", "snapshot"}:
-        print("usage: python -m corosm.bench.recovery N journal|snapshot DIR", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
-    print(json.dumps(measure(Path(argv[2]), int(argv[0]), argv[1])))
+    directory = Path(argv[2])
+    # DIR is emptied and removed: never one that holds something already.
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        what = "a directory that is not empty" if directory.is_dir() else "not a directory"
+        print(
+            f"corosm.bench.recovery: DIR {str(directory)!r} is {what}; expected a new or empty "
+            f"directory (the run removes it). {usage}",
+            file=sys.stderr,
+        )
+        return 2
+    print(json.dumps(measure(directory, int(argv[0]), argv[1])))
     return 0
 
 

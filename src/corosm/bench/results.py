@@ -92,6 +92,7 @@ class Results:
         """Read what :meth:`save` wrote; a clear error for anything else."""
         try:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            _check_fields(data)
             data["host"] = HostInfo(**data["host"])
             data["samples"] = [Sample(**s) for s in data["samples"]]
             return Results(**data)
@@ -100,6 +101,46 @@ class Results:
                 f"cannot read benchmark results from {path}: {exc}; "
                 "expected the results.json that `corosm bench` writes"
             ) from exc
+
+
+def _check_fields(data: object) -> None:
+    """Raise a TypeError naming the first field of a loaded results.json of the wrong type.
+
+    The report formats every figure as a number: a string there would fail
+    deep inside it, long after the file was read.
+    """
+    _need(data, dict, "the file")
+    assert isinstance(data, dict)
+    for name, kind in (("quick", bool), ("pinning", str), ("profile", str), ("notes", list),
+                       ("unavailable", dict), ("samples", list), ("host", dict)):  # fmt: skip
+        if name in data:
+            _need(data[name], kind, name)
+    if "elapsed_s" in data:
+        _need_number(data["elapsed_s"], "elapsed_s")
+    for i, note in enumerate(data.get("notes", [])):
+        _need(note, str, f"notes[{i}]")
+    for key, why in data.get("unavailable", {}).items():
+        _need(why, str, f"unavailable[{key!r}]")
+    for i, sample in enumerate(data.get("samples", [])):
+        where = f"samples[{i}]"
+        _need(sample, dict, where)
+        for name in ("scenario", "case", "contender"):
+            _need(sample.get(name), str, f"{where}.{name}")
+        _need_number(sample.get("x"), f"{where}.x")
+        _need(sample.get("round"), int, f"{where}.round")
+        _need(sample.get("values"), dict, f"{where}.values")
+        for key, value in sample["values"].items():
+            _need_number(value, f"{where}.values[{key!r}]")
+
+
+def _need(value: object, kind: type, where: str) -> None:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{where} is {value!r:.60}, expected a {kind.__name__}")
+
+
+def _need_number(value: object, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{where} is {value!r:.60}, expected a number")
 
 
 def pairwise_ratio(

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import corosm
 from corosm.apps.kv.inputs import Write
 from corosm.apps.kv.machine import KVMachine
-from corosm.bench.procs import cpu_seconds
+from corosm.bench.procs import cpu_seconds, last_lines, run_tool
 from corosm.shards.client import Limits
 
 if TYPE_CHECKING:
@@ -173,19 +173,19 @@ def run_in_suite(suite: Suite) -> None:
         suite.results.unavailable["shards"] = missing
         suite.say(f"shards: skipped: {missing}")
         return
+    from corosm.bench.suite import last_json_line
+
     seconds = 2 if suite.plan.quick else 5
     argv = [sys.executable, "-m", "corosm.bench.shards", "--seconds", str(seconds),
             "--work", str(suite.work)]  # fmt: skip
-    import subprocess
-
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    done = run_tool(argv, timeout=900)  # its own process group: Ray's helpers go with it
     for line in done.stderr.splitlines():
         if line.startswith("shards "):
             suite.say(line)
-    if done.returncode != 0:
-        suite.results.unavailable["shards"] = done.stderr.strip()[-500:]
+    if done.returncode != 0:  # Ray would not start here, say: not measured, and why
+        suite.results.unavailable["shards"] = last_lines(done.stderr, keep=3)
         return
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = last_json_line(done)
     for key, value in figures.items():
         mode, name, *rest = key.split("/")
         if rest:
@@ -200,6 +200,20 @@ def run_in_suite(suite: Suite) -> None:
         )
 
 
+MAX_SECONDS = 600.0
+
+
+def _bad_option(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options (checked before Ray starts), or None."""
+    if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan; inf would never end
+        return f"--seconds must be above 0 and at most {MAX_SECONDS:g}, got {args.seconds}"
+    if args.writers < 1:
+        return f"--writers must be at least 1, got {args.writers}"
+    if args.window < 1:
+        return f"--window must be at least 1 (calls in flight per shard), got {args.window}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m corosm.bench.shards``: see the module docs."""
     parser = argparse.ArgumentParser(prog="python -m corosm.bench.shards")
@@ -208,9 +222,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="where the data goes")
     parser.add_argument("--window", type=int, default=Limits().window, help="calls in flight/shard")
     args = parser.parse_args(argv)
-    missing = ray_missing()
-    if missing is not None:
-        print(f"corosm.bench.shards: {missing}", file=sys.stderr)
+    problem = _bad_option(args) or ray_missing()
+    if problem is not None:
+        print(f"corosm.bench.shards: {problem}", file=sys.stderr)
+        return 2
+    try:  # before Ray starts: a bad --work costs nothing
+        work = Path(tempfile.mkdtemp(prefix="corosm-shards-", dir=args.work))
+    except OSError as exc:
+        print(
+            f"corosm.bench.shards: --work {args.work}: {exc.strerror or exc}; "
+            "expected a directory to write into",
+            file=sys.stderr,
+        )
         return 2
     import ray
 
@@ -218,10 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     started = time.monotonic()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    say(f"shards: ray.init took {time.monotonic() - started:.1f} s")
-    work = Path(tempfile.mkdtemp(prefix="corosm-shards-", dir=args.work))
     try:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        say(f"shards: ray.init took {time.monotonic() - started:.1f} s")
         limits = Limits(window=args.window)
         results = asyncio.run(run_all(work, args.writers, args.seconds, say, limits))
     finally:

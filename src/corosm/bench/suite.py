@@ -30,7 +30,12 @@ around every load run (wrk, and redis-benchmark run once per command):
 CPU microseconds per request, for the whole process
 and for its loop thread, explain the throughput a single core allows. A
 contender or tool that is missing is recorded in ``results.unavailable``
-with the reason, and the rest of the suite still runs.
+with the reason, and the rest of the suite still runs. So is a scenario that
+fails part way (a load generator that fails or overruns its time, a worker
+that crashes): the rows it measured stay, :attr:`Suite.failed` names it, and
+the next scenario runs. Ctrl-C (or SIGTERM, see :mod:`corosm.bench.procs`)
+stops the run; the results measured so far stay in :attr:`Suite.results`.
+Every child process is started and stopped by :mod:`corosm.bench.procs`.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import shlex
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +58,22 @@ from corosm.bench.procs import (
     ContenderUnavailable,
     CpuTimes,
     Pinning,
+    ToolFailed,
+    check_exit,
+    child,
     cpu_seconds,
+    finish,
     free_port,
-    need_tool,
+    need_tools,
     probe,
-    running,
+    run_tool,
+    signal_name,
+    start_server,
 )
 from corosm.bench.redisbench import parse_redis_benchmark_csv, redis_benchmark_command
 from corosm.bench.results import Results, Sample
 from corosm.bench.wrk import WrkResult, parse_wrk_output, write_script, wrk_command
-from corosm.errors import UsageError
+from corosm.errors import CorosmError, UsageError
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +144,7 @@ class Suite:
             host=host_info(work_dir), quick=plan.quick, pinning=self.pin.describe()
         )
         self.pids: dict[str, int] = {}  # contender name -> pid of the running server
+        self.failed: dict[str, str] = {}  # scenario -> why it stopped part way
         self.write_lua = write_script(work_dir, "write")
         self.read_lua = write_script(work_dir, "read", keyspace=10_000)
         self.pipelined_lua = {
@@ -157,11 +170,35 @@ class Suite:
             "shards": self.shards,
             "bank": self.bank,
         }
-        for name in SCENARIOS:
-            if name in only:
-                steps[name]()
-        self.results.elapsed_s = time.monotonic() - started
+        try:
+            for name in SCENARIOS:
+                if name in only:
+                    self._step(name, steps[name])
+        finally:
+            self.results.elapsed_s = time.monotonic() - started
         return self.results
+
+    def _step(self, name: str, step: Callable[[], None]) -> None:
+        """Run one scenario; if it fails part way, keep its rows and record why."""
+        before = len(self.results.samples)
+        try:
+            step()
+        except KeyboardInterrupt as exc:
+            self.results.notes.append(
+                f"the run was interrupted ({signal_name(exc)}) during {name}: "
+                "later figures are missing"
+            )
+            raise
+        except Exception as exc:  # one scenario's failure must not lose the others' rows
+            kept = len(self.results.samples) - before
+            expected = isinstance(exc, CorosmError | OSError | subprocess.SubprocessError)
+            why = str(exc) if expected else f"{exc!r}"
+            if not expected:  # a bug in the bench: its traceback, to report it
+                self.say(f"{name}: unexpected error:\n{traceback.format_exc()}")
+            reason = f"failed part way ({kept} row{'' if kept == 1 else 's'} kept): {why}"
+            self.failed[name] = reason
+            self.results.unavailable[name] = reason
+            self.say(f"{name}: FAILED: {why}")
 
     # -- servers -------------------------------------------------------------------
 
@@ -178,20 +215,20 @@ class Suite:
                 data.mkdir(parents=True, exist_ok=True)
                 argv = self.pin.wrap_server(c.command(port, data, resp_port))
                 log = self.work / f"{scenario}-{c.name}.log"
-                one = contextlib.ExitStack()
-                try:
-                    proc = one.enter_context(running(argv, c.ports(port, resp_port), log))
-                    trouble = probe(c.load_port(port, resp_port), c.protocol)
+                load_port = c.load_port(port, resp_port)
+
+                def check(load_port: int = load_port, protocol: str = c.protocol) -> None:
+                    trouble = probe(load_port, protocol)  # listens, but does it answer?
                     if trouble is not None:
                         raise ContenderUnavailable(trouble)
+
+                try:
+                    proc = start_server(stack, argv, c.ports(port, resp_port), log, check)
                 except ContenderUnavailable as exc:
-                    one.close()  # stop a server that listens but does not answer
-                    reason = f"{exc} (command: {shlex.join(argv)})"
-                    self.results.unavailable[f"{scenario}/{c.name}"] = reason
+                    self.results.unavailable[f"{scenario}/{c.name}"] = str(exc)
                     self.say(f"{scenario}: {c.name} unavailable: {exc}")
                     continue
-                stack.enter_context(one)
-                ports[c.name] = c.load_port(port, resp_port)
+                ports[c.name] = load_port
                 self.pids[c.name] = proc.pid  # taskset execs the server: same pid
             yield ports
 
@@ -201,15 +238,8 @@ class Suite:
         """One wrk run against 127.0.0.1:``port``."""
         threads = max(1, len(self.pin.load)) if self.pin.load else 2
         argv = wrk_command(f"http://127.0.0.1:{port}/", script, connections, seconds, threads)
-        done = subprocess.run(
-            self.pin.wrap_load(argv),
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise UsageError(f"wrk failed ({done.returncode}): {done.stderr.strip()[:300]}")
+        done = run_tool(self.pin.wrap_load(argv), timeout=seconds + 30)
+        check_exit(done)
         return parse_wrk_output(done.stdout)
 
     def _record_wrk(
@@ -246,10 +276,9 @@ class Suite:
     # -- scenarios ---------------------------------------------------------------------------
 
     def _tools_installed(self, scenario: str, *tools: str) -> bool:
-        """Whether every tool is on PATH; if not, say which (and how to install it) and skip."""
+        """Whether every tool is on PATH; if not, say which (and how to install them) and skip."""
         try:
-            for tool in tools:
-                need_tool(tool)
+            need_tools(*tools)
         except ContenderUnavailable as exc:
             self.results.unavailable[scenario] = str(exc)
             self.say(f"{scenario}: skipped: {exc}")
@@ -343,22 +372,15 @@ class Suite:
         """
         threads = max(1, len(self.pin.load))
         argv = wrk_command(f"http://127.0.0.1:{port}/", self.write_lua, 64, seconds + 2, threads)
-        writer = subprocess.Popen(
-            self.pin.wrap_load(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
+        argv = self.pin.wrap_load(argv)
+        with child(argv, subprocess.PIPE, subprocess.PIPE) as writer:
             time.sleep(0.5)  # let the writers reach a steady state before reads are timed
             before = cpu_seconds(pid)
             reads = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
             after = cpu_seconds(pid)
-            out, err = writer.communicate(timeout=seconds + 30)
-        finally:
-            if writer.poll() is None:
-                writer.kill()
-                writer.wait()
-        if writer.returncode != 0:
-            raise UsageError(f"wrk (writers) failed: {err.strip()[:300]}")
-        writes = parse_wrk_output(out)
+            done = finish(writer, argv, timeout=seconds + 30)
+        check_exit(done)
+        writes = parse_wrk_output(done.stdout)
         answered = reads.requests - reads.errors + round(writes.ok_rps * reads.seconds)
         return reads, writes, _cpu_per_request(before, after, answered)
 
@@ -382,9 +404,7 @@ class Suite:
         for command in ("set", "get"):  # one run each, so the server's CPU is per command
             argv = redis_benchmark_command(port, command, requests, clients, pipeline=pipeline)
             before = cpu_seconds(self.pids[name])
-            done = subprocess.run(
-                self.pin.wrap_load(argv), capture_output=True, text=True, timeout=300, check=False
-            )
+            done = run_tool(self.pin.wrap_load(argv), timeout=300)
             cpu = _cpu_per_request(before, cpu_seconds(self.pids[name]), requests)
             try:
                 rows = parse_redis_benchmark_csv(done.stdout)
@@ -403,14 +423,16 @@ class Suite:
                 )
 
     def _worker(self, module: str, *args: str) -> dict[str, float] | None:
+        """One point of a fresh-process scenario; None (and the reason kept) if it failed."""
         argv = self.pin.wrap_server([sys.executable, "-m", module, *args])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            self.results.unavailable[f"{module} {' '.join(args)}"] = done.stderr.strip()[-500:]
-            self.say(f"{module} {' '.join(args)} failed: {done.stderr.strip()[-300:]}")
+        try:
+            done = run_tool(argv, timeout=600)
+            check_exit(done)
+            return last_json_line(done)
+        except ToolFailed as exc:
+            self.results.unavailable[f"{module} {' '.join(args)}"] = str(exc)
+            self.say(f"{module} {' '.join(args)} failed: {exc}")
             return None
-        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-        return result
 
     def recovery(self) -> None:
         """Scenario 5: recovery time against journal size, with and without snapshots."""
@@ -459,9 +481,7 @@ class Suite:
             with self.servers("profile-resp", (cont.profiled(cont.corosm_resp(), path),)) as ports:
                 for port in ports.values():
                     argv = redis_benchmark_command(port, "set,get", self.plan.redis_requests[1], 50)
-                    subprocess.run(
-                        self.pin.wrap_load(argv), capture_output=True, timeout=300, check=False
-                    )
+                    run_tool(self.pin.wrap_load(argv), timeout=300)
                     self.say("profile run (RESP SET, GET -c 50) done")
             if ports:
                 self._keep_profile("RESP SET then GET, redis-benchmark -c 50", path)
@@ -485,6 +505,27 @@ class Suite:
         from corosm.bench.bank import run_in_suite
 
         run_in_suite(self)  # skipped, saying why, without wrk or a source checkout
+
+
+def last_json_line(done: subprocess.CompletedProcess[str]) -> dict[str, float]:
+    """The figures a worker printed as one JSON object on its last line of stdout.
+
+    Raises :class:`ToolFailed` (naming the command and what came) for anything else.
+    """
+    lines = done.stdout.strip().splitlines()
+    try:
+        figures = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        figures = None
+    if not isinstance(figures, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in figures.values()
+    ):
+        shown = lines[-1][:200] if lines else "nothing"
+        raise ToolFailed(
+            f"{shlex.join(map(str, done.args))} printed {shown!r} last; expected one line "
+            "of JSON figures (an object of numbers)"
+        )
+    return {str(k): float(v) for k, v in figures.items()}
 
 
 def _cpu_per_request(
