@@ -69,6 +69,15 @@ def failures(port: int, method: str, *args: Any) -> tuple[ClientError, ClientErr
     return sync_caught.value, async_caught.value
 
 
+def assert_refused_alike(port: int, words: list[str], method: str, *args: Any) -> None:
+    """Both clients raise the same ProtocolError for ``method(*args)``, with ``words`` in it."""
+    sync_error, async_error = failures(port, method, *args)
+    assert type(sync_error) is type(async_error) is ProtocolError
+    assert str(sync_error) == str(async_error)
+    for word in words:
+        assert word in str(sync_error)
+
+
 def results(port: int, method: str, *args: Any) -> tuple[Any, Any]:
     """What ``method(*args)`` returns on the sync and on the asyncio client."""
     with Client(port=port, timeout=5) as kv:
@@ -200,11 +209,7 @@ BAD_REPLIES = [
 )
 def test_a_bad_reply_is_refused_alike_by_both_clients(reply: bytes, words: list[str]) -> None:
     with RawServer(answer(reply)) as server:
-        sync_error, async_error = failures(server.port, "get", "k")
-    assert type(sync_error) is type(async_error) is ProtocolError
-    assert str(sync_error) == str(async_error)
-    for word in words:
-        assert word in str(sync_error)
+        assert_refused_alike(server.port, words, "get", "k")
 
 
 def test_a_server_that_is_not_http_is_named_at_once_not_at_the_timeout() -> None:
@@ -240,11 +245,7 @@ def reply_with(body: bytes) -> bytes:
 )
 def test_a_seed_value_outside_64_bits_is_refused(body: bytes, words: list[str]) -> None:
     with RawServer(answer(reply_with(body))) as server:
-        sync_error, async_error = failures(server.port, "read", "x")
-    assert type(sync_error) is type(async_error) is ProtocolError
-    assert str(sync_error) == str(async_error)
-    for word in words:
-        assert word in str(sync_error)
+        assert_refused_alike(server.port, words, "read", "x")
 
 
 def test_json_nested_too_deeply_is_refused() -> None:
