@@ -38,6 +38,26 @@ def test_cpu_seconds_of_this_process_grow_while_it_computes() -> None:
     assert now.process >= now.main_thread - 0.02
 
 
+def test_an_interval_of_the_main_thread_lies_within_the_process_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The two files are read one after the other. The start of an interval reads the
+    # process first, its end reads the main thread first: the thread's interval is then
+    # inside the process's, and its CPU never exceeds the whole by a tick (it did, in a
+    # CI run: 34.2 us per request on the loop, of 33.8 us for the whole process).
+    read: list[str] = []
+    real = Path.read_text
+
+    def recording(path: Path, *args: object, **kwargs: object) -> str:
+        read.append("main" if "/task/" in str(path) else "whole")
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_text", recording)
+    cpu_seconds(os.getpid())
+    cpu_seconds(os.getpid(), end=True)
+    assert read == ["whole", "main", "main", "whole"]
+
+
 def test_cpu_seconds_of_a_missing_process_is_none() -> None:
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())  # no pid is ever above it
     assert cpu_seconds(pid_max + 1) is None

@@ -217,7 +217,7 @@ def _measure(suite: Suite, server: _Server, *, accounts: int, rnd: int, run: int
     except corosm.CorosmError as exc:  # wrk failed or overran its time: noted, next run
         suite.results.notes.append(f"{SCENARIO} {name} {accounts} accounts: {exc}")
         return
-    after = cpu_seconds(pid)
+    after = cpu_seconds(pid, end=True)
     answered = r.requests - r.errors
     values = {"rps": r.ok_rps, "errors": float(r.errors), "p50_ms": r.p50_us / 1e3,
               "p99_ms": r.p99_us / 1e3, "p999_ms": r.p999_us / 1e3}  # fmt: skip

@@ -211,11 +211,22 @@ class CpuTimes:
     main_thread: float
 
 
-def cpu_seconds(pid: int) -> CpuTimes | None:
-    """The CPU time of ``pid`` from ``/proc``, or None where it cannot be read."""
+def cpu_seconds(pid: int, *, end: bool = False) -> CpuTimes | None:
+    """The CPU time of ``pid`` from ``/proc``, or None where it cannot be read.
+
+    The two files are read one after the other, and the clock may tick in
+    between. Pass ``end=True`` for the sample that ends an interval: the
+    main thread is then read first (and last at the start), so its interval
+    lies within the process's and its share never exceeds the whole by a tick.
+    """
+    whole_path, main_path = Path(f"/proc/{pid}/stat"), Path(f"/proc/{pid}/task/{pid}/stat")
     try:
-        whole = Path(f"/proc/{pid}/stat").read_text()
-        main = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+        if end:
+            main = main_path.read_text()
+            whole = whole_path.read_text()
+        else:
+            whole = whole_path.read_text()
+            main = main_path.read_text()
     except OSError:  # not Linux, or the process is gone
         return None
     return CpuTimes(_stat_cpu(whole), _stat_cpu(main))

@@ -360,7 +360,7 @@ class Suite:
         pid = self.pids[name]
         before = cpu_seconds(pid)
         r = self.wrk(port, script, connections, self.plan.seconds)
-        return r, _cpu_per_request(before, cpu_seconds(pid), r.requests - r.errors)
+        return r, _cpu_per_request(before, cpu_seconds(pid, end=True), r.requests - r.errors)
 
     def _reads_under_writes(
         self, port: int, pid: int, seconds: int
@@ -377,7 +377,7 @@ class Suite:
             time.sleep(0.5)  # let the writers reach a steady state before reads are timed
             before = cpu_seconds(pid)
             reads = self.wrk(port, self.read_lua, self.plan.read_connections, seconds)
-            after = cpu_seconds(pid)
+            after = cpu_seconds(pid, end=True)
             done = finish(writer, argv, timeout=seconds + 30)
         check_exit(done)
         writes = parse_wrk_output(done.stdout)
@@ -405,7 +405,7 @@ class Suite:
             argv = redis_benchmark_command(port, command, requests, clients, pipeline=pipeline)
             before = cpu_seconds(self.pids[name])
             done = run_tool(self.pin.wrap_load(argv), timeout=300)
-            cpu = _cpu_per_request(before, cpu_seconds(self.pids[name]), requests)
+            cpu = _cpu_per_request(before, cpu_seconds(self.pids[name], end=True), requests)
             try:
                 rows = parse_redis_benchmark_csv(done.stdout)
             except UsageError as exc:
