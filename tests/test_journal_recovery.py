@@ -20,6 +20,8 @@ from corosm.io.journal.format import (
     FRAME_SIZE,
     HEADER_SIZE,
     encode_frames,
+    parse_segment_name,
+    parse_snapshot_name,
     segment_name,
     snapshot_name,
 )
@@ -393,3 +395,22 @@ def test_a_long_recovery_says_how_far_it_got(
     assert {total for _, _, total in figures} == {read}
     counts = [records for records, _, _ in figures]
     assert counts == sorted(counts) and counts[-1] < rec.report.records_replayed == 40
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        segment_name(1) + "\n",  # "$" matched before a trailing newline
+        snapshot_name(1) + "\n",
+        segment_name(1).replace("0", "\u0660"),  # "\d" matched any script's digits
+        snapshot_name(1).replace("0", "\u0660"),
+    ],
+)
+def test_a_stray_file_whose_name_only_resembles_the_journal_s_is_not_read_as_one(
+    name: str,
+) -> None:
+    # Such a file was taken for a segment (or snapshot) of its LSN.
+    assert parse_segment_name(name) is None
+    assert parse_snapshot_name(name) is None
+    assert parse_segment_name(segment_name(1)) == 1
+    assert parse_snapshot_name(snapshot_name(1)) == 1

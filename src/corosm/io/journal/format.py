@@ -102,8 +102,10 @@ unpacking the stored CRC into an int and comparing: one step less per frame
 in the replay loop.
 """
 
-_SEGMENT_RE: Final = re.compile(r"^journal-(\d{20})\.log$")
-_SNAPSHOT_RE: Final = re.compile(r"^snapshot-(\d{20})\.snap$")
+# Matched whole (fullmatch): "$" would also match before a trailing newline, and
+# "\d" any Unicode digit, so that a stray "journal-<LSN>.log\n" was read as a segment.
+_SEGMENT_RE: Final = re.compile(r"journal-([0-9]{20})\.log")
+_SNAPSHOT_RE: Final = re.compile(r"snapshot-([0-9]{20})\.snap")
 TEMP_SUFFIX: Final = ".tmp"
 DAMAGED_SUFFIX: Final = ".damaged"
 """Appended to the name of a snapshot that failed its checks, once recovery went past it."""
@@ -435,13 +437,13 @@ def snapshot_name(lsn: int) -> str:
 
 def parse_segment_name(name: str) -> int | None:
     """The first LSN encoded in a segment file name, or None if ``name`` is not a segment."""
-    m = _SEGMENT_RE.match(name)
+    m = _SEGMENT_RE.fullmatch(name)
     return int(m.group(1)) if m else None
 
 
 def parse_snapshot_name(name: str) -> int | None:
     """The LSN encoded in a snapshot file name, or None if ``name`` is not a snapshot."""
-    m = _SNAPSHOT_RE.match(name)
+    m = _SNAPSHOT_RE.fullmatch(name)
     return int(m.group(1)) if m else None
 
 
