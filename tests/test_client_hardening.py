@@ -429,7 +429,7 @@ def test_an_unexpected_status_says_which_were_expected() -> None:
 
 @pytest.mark.parametrize("value", ["1e999", "inf", "nan", "-1"])
 def test_a_retry_after_that_is_no_finite_wait_is_dropped(value: str) -> None:
-    # before: "1e999" and "inf" gave retry_after=inf, which time.sleep() refuses
+    # before: "1e999" and "inf" gave retry_after=inf, a wait that never ends
     busy = HttpResponse(503, (("retry-after", value),), b"busy")
     with pytest.raises(ServerUnavailable) as caught:
         protocol.raise_for_error(busy)
