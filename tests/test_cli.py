@@ -8,6 +8,7 @@ loopback; ``serve`` is checked up to the hand-over to ``corosm.server.run``
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 import textwrap
@@ -247,19 +248,6 @@ def test_serve_takes_ray_and_shards_together_only(
     assert len(server.configs) == 2
 
 
-def test_serve_refuses_a_data_dir_that_is_a_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server = RecordingServer()
-    monkeypatch.setattr(cli, "_import_server", lambda: server)
-    path = tmp_path / "file"
-    path.write_text("")
-    code, _, err = run(capsys, "serve", "--data-dir", str(path))
-    assert code == 2
-    assert "exists and is not a directory" in err
-    assert server.configs == []
-
-
 def test_serve_refuses_an_empty_data_dir(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -362,6 +350,21 @@ def test_extensions_load_only_when_chosen(
     assert "corosm_demo_ext" not in sys.modules  # listed without being imported
     assert run(capsys, "demo", "--times", "2") == (7, "demo demo \n", "")
     assert "invalid choice: 'ghost'" in run(capsys, "ghost")[2]
+
+
+def test_help_lists_the_exit_codes_of_bench_too(capsys: pytest.CaptureFixture[str]) -> None:
+    # bench's own (1 a scenario failed part way, 143 SIGTERM, 129 SIGHUP) were not listed.
+    from corosm.bench.procs import Interrupted, exit_code
+
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    assert "\n     bench: a scenario failed part way" in out
+    assert f"\n  {exit_code(KeyboardInterrupt())} stopped by Ctrl-C; bench also" in out
+    for name in ("SIGTERM", "SIGHUP"):
+        assert f"{name} ({exit_code(Interrupted(signal.Signals[name]))})" in out
+    importtime = [PYTHON, "-X", "importtime", "-m", "corosm", "--help"]
+    imported = subprocess.run(importtime, capture_output=True, text=True, timeout=60, check=True)
+    assert "corosm.bench.procs" not in imported.stderr  # listed without importing the bench
 
 
 # --- as a process -------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """``corosm serve`` that cannot start: one line on stderr saying why, exit 4, no traceback.
 
-Each failure is real: a port another socket holds, a data directory under a
-regular file (unusable even by root) or a symbolic link to nowhere, and a
-journal with a flipped byte in a record before its tail. ``--log-level
-debug`` shows the traceback as well. A disk too small for a segment's
-reserve is one whose ``os.pwrite`` runs out of room; a full disk cannot be
-made on demand, so that one is checked in-process with a server whose
-``run`` raises ENOSPC.
+Each failure is real: a port another socket holds, a data directory that is
+a regular file or lies under one (unusable even by root) or is a symbolic
+link to nowhere, and a journal with a flipped byte in a record before its
+tail. ``--log-level debug`` shows the traceback as well. A disk too small
+for a segment's reserve is one whose ``os.pwrite`` runs out of room; a full
+disk cannot be made on demand, so that one is checked in-process with a
+server whose ``run`` raises ENOSPC.
 """
 
 from __future__ import annotations
@@ -153,6 +153,16 @@ def test_a_signal_while_the_server_starts_stops_it_before_it_serves(tmp_path: Pa
 
 
 EXPECTED = "a data directory must be a directory, or a path where one can be created"
+
+
+def test_data_dir_that_is_a_regular_file(tmp_path: Path) -> None:
+    # The CLI refused it itself, with exit 2, while its siblings (a file among the
+    # parents, a dangling link) got the journal's message and exit 4: one rule now.
+    data = tmp_path / "a-file"
+    data.write_text("not a directory")
+    line = the_one_line(serve(data, "--port", "0"))
+    assert line == f"corosm: cannot start: data directory {str(data)!r} is a file; {EXPECTED}"
+    assert data.read_text() == "not a directory"
 
 
 def test_data_dir_under_a_regular_file(tmp_path: Path) -> None:

@@ -16,9 +16,11 @@ options, their combination, that ``--out`` and ``--data-dir`` are
 directories it can write in, matplotlib. Then the exit code says how the
 run went: 0, every chosen scenario ran or was skipped for a missing tool
 (named at the end, with its install command); 1, the report was written but
-a scenario failed part way (its rows are kept, the report says why); 130 or
-143, Ctrl-C or SIGTERM stopped it: every child was stopped and the figures
-measured so far are written as a report all the same.
+a scenario failed part way (its rows are kept, the report says why); 130,
+143 or 129, Ctrl-C, SIGTERM or SIGHUP stopped it: every child was stopped
+and the figures measured so far are written as a report all the same. The
+codes are the ``corosm`` command's (:data:`corosm.frontends.cli.EXIT_CODES_HELP`,
+which ``--help`` shows).
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ from corosm.bench.report import markdown
 from corosm.bench.results import Results
 from corosm.bench.suite import FULL, QUICK, SCENARIOS, Plan, Suite
 from corosm.errors import UsageError
+from corosm.frontends.cli import EXIT_CODES_HELP, EXIT_OK, EXIT_PART_FAILED, EXIT_USAGE
 
 TOOLS = ("wrk", "redis-server", "redis-benchmark", "taskset")
 MAX_ROUNDS = 100
 MAX_SECONDS = 600  # per wrk run; a run is bounded in time
-EXIT_FAILED = 1  # the report was written, but a scenario failed part way
 
 
 def register(subparsers: Any) -> None:
@@ -61,6 +63,8 @@ def register(subparsers: Any) -> None:
         help="benchmark a corosm server",
         description="Run the benchmark suite of issue 7 and write report.md, results.json "
         "and PNG plots. --quick takes about a minute; the full run under 15 minutes.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     parser.set_defaults(run=run_bench)
@@ -201,12 +205,12 @@ def run_bench(args: argparse.Namespace) -> int:
     check_combination(args)
     if args.from_results is not None:
         print(f"report: {rebuild_report(args.from_results, args.out)}")
-        return 0
+        return EXIT_OK
     plan = plan_from(args)
     only = scenarios_from(args.only)
     if args.dry_run:
         print(dry_run(plan, only))
-        return 0
+        return EXIT_OK
     check_matplotlib()  # the plots come last: find out before the run, not after it
     writable_directory(args.out, "--out")
     parent = writable_directory(args.data_dir, "--data-dir") if args.data_dir else args.out
@@ -232,8 +236,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return exit_code(stopped)
     if suite.failed:
         _say(f"{len(suite.failed)} scenario(s) failed part way: {', '.join(suite.failed)}")
-        return EXIT_FAILED
-    return 0
+        return EXIT_PART_FAILED
+    return EXIT_OK
 
 
 def _say_unavailable(results: Results) -> None:
@@ -251,17 +255,21 @@ def _say(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m corosm.bench``: the same as ``corosm bench``."""
-    parser = argparse.ArgumentParser(prog="corosm bench")
+    parser = argparse.ArgumentParser(
+        prog="corosm bench",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0), or a usage error (2, already printed)
-        return exc.code if isinstance(exc.code, int) else 2
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return run_bench(args)
     except UsageError as exc:
         _say(str(exc))
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt as exc:  # a second Ctrl-C while the report was being written
         _say(f"stopped by {signal_name(exc)}")
         return exit_code(exc)

@@ -18,6 +18,9 @@ for its leader, so no helper a child forked outlives the bench.
 :func:`stop_signals_interrupt` makes SIGTERM and SIGHUP raise
 :class:`Interrupted` (a ``KeyboardInterrupt``) as Ctrl-C does, so that a
 bench stopped by ``kill`` stops its children too instead of orphaning them.
+``kill -9`` runs no ``finally``: for it, on Linux, each child asks the
+kernel for SIGKILL when the bench dies (``PR_SET_PDEATHSIG``); elsewhere it
+orphans them.
 A wait is never open-ended: a server that does not listen in time, a tool
 that runs past its time, are stopped and named with their last output lines.
 
@@ -34,12 +37,14 @@ figure is what caps throughput.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +55,7 @@ from typing import IO
 
 from corosm.bench.hostinfo import usable_cores
 from corosm.errors import CorosmError
+from corosm.frontends.cli import signal_exit_code
 
 
 class ContenderUnavailable(CorosmError):
@@ -80,9 +86,8 @@ def signal_name(exc: KeyboardInterrupt) -> str:
 
 
 def exit_code(exc: KeyboardInterrupt) -> int:
-    """The shell's convention for a process stopped by a signal: 128 + its number."""
-    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-    return 128 + signum
+    """The exit code of a run that ``exc`` stopped: 128 + the signal's number, as in a shell."""
+    return signal_exit_code(exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
 
 
 @contextlib.contextmanager
@@ -242,6 +247,7 @@ def _stat_cpu(stat: str) -> float:
 # --- children: the one place processes are started and stopped -----------------------
 
 STOP_GRACE = 10.0  # seconds a child has to stop on SIGINT before its group gets SIGKILL
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @contextlib.contextmanager
@@ -252,10 +258,17 @@ def child(
 
     However the block is left, the whole group is stopped (:func:`stop_process`)
     and the child is waited for. Raises :class:`ToolFailed` when it cannot start.
+    On Linux the child is also killed if this process dies first (``kill -9``,
+    which no ``finally`` survives): see :func:`_dies_with_this_process`.
     """
     try:
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, process_group=0
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            process_group=0,
+            preexec_fn=_dies_with_this_process(),  # noqa: PLW1509 - takes no lock, see there
         )
     except OSError as exc:
         raise ToolFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
@@ -263,6 +276,61 @@ def child(
         yield proc
     finally:
         stop_process(proc)
+
+
+def _dies_with_this_process() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when this process dies.
+
+    ``prctl(PR_SET_PDEATHSIG)``, set in the child between fork and exec,
+    survives exec (``taskset`` and ``env`` included) but not fork: a child's
+    own children are its to stop. SIGKILL, not SIGTERM: once the bench is
+    gone nobody would follow up on a child that lingers after a SIGTERM.
+
+    The signal comes when the thread that forked ends, so :func:`child`
+    must be entered in a thread that outlives the ``with`` block, as every
+    thread inside one does. If this process died before the ``prctl``, the
+    child has another parent already, and kills itself. The function runs
+    Python after a fork, which CPython warns can deadlock on a lock another
+    thread held; it takes none (a foreign call resolved before the fork,
+    and ``getppid``), and the bench starts its children from its main
+    thread, with no other thread running.
+
+    None where there is no ``prctl`` (not Linux): the child is then stopped
+    as before, when the ``with`` block ends, and outlives a ``kill -9``.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def before_exec() -> None:  # in the child
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)  # a failure leaves the child as it was
+        if os.getppid() != parent:
+            os.kill(os.getpid(), kill)
+
+    return before_exec
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on this platform, or None (see :func:`load_prctl`)."""
+    return load_prctl(sys.platform)
+
+
+def load_prctl(platform: str) -> Callable[..., int] | None:
+    """libc's ``prctl`` through ctypes on Linux; None elsewhere, or without ctypes."""
+    if not platform.startswith("linux"):
+        return None
+    try:
+        import ctypes  # here: only the bench, on Linux, needs it
+
+        function = ctypes.CDLL(None).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, *[ctypes.c_ulong] * 4)
+    function.restype = ctypes.c_int
+    prctl: Callable[..., int] = function
+    return prctl
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:

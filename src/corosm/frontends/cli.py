@@ -28,12 +28,16 @@ A :class:`corosm.errors.UsageError` escaping ``run`` exits 2 with its message.
 corrupt journal) says why in one line and exits 4; ``--log-level debug`` adds
 the traceback.
 
-Exit codes (shared by every subcommand; see :data:`EXIT_CODES_HELP`):
+Exit codes (shared by every subcommand; see :data:`EXIT_CODES_HELP`, the
+one table, whose constants the extensions import):
 0 success; 1 the answer is "no" (key absent for ``read``/``get``/``delete``,
-server unhealthy); 2 usage error (bad arguments, or the server rejected the
-request as invalid); 3 no answer from the server (not running, connection lost,
-timeout, 503 overloaded/stopping); 4 the server failed (5xx, invalid reply), or
-``serve`` could not start; 141 (``kv``) the reader of the output left early.
+server unhealthy), or (``bench``) a scenario failed part way; 2 usage error
+(bad arguments, or the server rejected the request as invalid); 3 no answer
+from the server (not running, connection lost, timeout, 503
+overloaded/stopping); 4 the server failed (5xx, invalid reply), or ``serve``
+could not start; 128 + a signal's number (:func:`signal_exit_code`) for a
+command a signal stopped: 130 Ctrl-C, and for ``bench`` also 143 SIGTERM and
+129 SIGHUP; 141 (``kv``) the reader of the output left early.
 Messages go to stderr, one line each, prefixed ``corosm:``.
 """
 
@@ -50,6 +54,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from signal import SIGHUP, SIGINT, SIGPIPE, SIGTERM
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,18 +62,30 @@ from corosm.errors import CorosmError, CorruptJournal, InternalError, UsageError
 
 EXIT_OK = 0
 EXIT_NO = 1
+EXIT_PART_FAILED = 1  # bench: the report is written, but a scenario failed part way
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_SERVER_FAILED = 4
 
+
+def signal_exit_code(signum: int) -> int:
+    """The status of a command that signal ``signum`` stopped: 128 + its number, as in a shell."""
+    return 128 + signum
+
+
 EXIT_CODES_HELP = """exit codes:
   0  success
-  1  the answer is no: key absent (read, get, delete), server unhealthy (health)
+  1  the answer is no: key absent (read, get, delete), server unhealthy (health);
+     bench: a scenario failed part way (the report is written all the same)
   2  usage error: bad arguments, or the server rejected the request (4xx)
   3  no answer: server not running, connection lost, timeout, or 503 (busy/stopping)
   4  the server failed: 5xx other than 503, a reply the client cannot read,
      or serve could not start (port in use, data directory, corrupt journal)
-  141 kv: whoever read the output left early (piped into head, say), as for cat"""
+  {SIGINT} stopped by Ctrl-C; bench also by SIGTERM ({SIGTERM}) or SIGHUP ({SIGHUP}), after
+      stopping what it started and writing the report of what it measured
+  {SIGPIPE} kv: whoever read the output left early (piped into head, say), as for cat""".format(
+    **{sig.name: signal_exit_code(sig) for sig in (SIGINT, SIGTERM, SIGHUP, SIGPIPE)}
+)
 
 ENV_URL = "COROSM_URL"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -111,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130  # the shell's convention for SIGINT
+        return signal_exit_code(SIGINT)
 
 
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
@@ -388,15 +405,10 @@ def _add_serve(subparsers: Any) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    data_dir: Path = args.data_dir
-    # os.path's tests, not Path's: a name too long, a parent we may not enter
-    # or that is a file, a dangling symbolic link are for the server's start
-    # to report (the journal's open, corosm.io.journal.lock), in one line.
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise UsageError(
-            f"--data-dir {str(data_dir)!r} exists and is not a directory; a data directory "
-            "must be a directory, or a path where one can be created"
-        )
+    # A --data-dir that cannot be one (a file, a file among its parents, a
+    # dangling symbolic link, no permission) is not checked here: the
+    # journal's open (corosm.io.journal.lock) has the one rule, and the start
+    # reports it in one line with exit 4.
     if not args.host.strip():
         raise UsageError("--host must not be empty")
     if args.resp_port is not None and args.resp_port == args.port != 0:
@@ -408,7 +420,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     fields = {
         "host": args.host,
         "port": args.port,
-        "data_dir": data_dir,
+        "data_dir": args.data_dir,
         "fsync": args.fsync,
         "fsync_interval_ms": args.fsync_interval_ms,
         "resp_port": args.resp_port,
