@@ -23,7 +23,7 @@ import corosm
 from corosm.apps.kv.inputs import Read, Write
 from corosm.apps.kv.machine import KVMachine
 from corosm.apps.kv.outputs import OK, Value
-from corosm.errors import DataDirInUse, HandlerError, UsageError
+from corosm.errors import DataDirInUse, DataError, HandlerError, UsageError
 from corosm.shards import (
     Layout,
     Limits,
@@ -313,6 +313,19 @@ def test_a_key_function_that_raises_fails_the_input_as_on_one_host(fn_machine: t
     with pytest.raises(HandlerError, match=r"FnMachine.key\(\) raised TypeError: .*subscript"):
         router.shard_for(42)
     assert router.shard_for({"key": "a"}) == shard_of("a", 4)
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_a_store_path_that_is_or_lies_under_a_file_is_named_as_such(
+    tmp_path: Path, where: str
+) -> None:
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("not a store")
+    data = blocker if where == "file" else blocker / "store"
+    with pytest.raises(DataError, match=r"data directory '.*notes.txt.*' is a file") as err:
+        run(start_local(KVMachine(), data, shards=2))
+    assert "unreadable" not in str(err.value)
+    assert blocker.read_text() == "not a store"
 
 
 class SilentTransport(LocalTransport):

@@ -48,6 +48,7 @@ import uuid
 from dataclasses import dataclass
 
 from corosm.errors import UsageError
+from corosm.io.journal.lock import make_directory
 from corosm.shards.errors import ShardLayoutMismatch
 from corosm.shards.routing import HASH_NAME, check_shard_count
 
@@ -285,7 +286,7 @@ def _read(path: str, *, marker: bool = False) -> tuple[Layout | None, int | None
     try:
         with open(path, "rb") as f:
             raw = f.read(_MAX_SIZE + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None, None
     except OSError as exc:
         raise ShardLayoutMismatch(f"{path}: unreadable {what}: {exc}") from exc
@@ -344,7 +345,7 @@ def _write(directory: str, name: str, fields: dict[str, object]) -> None:
     when another process made the file first: the caller then reads theirs),
     fsync of the directory.
     """
-    os.makedirs(directory, exist_ok=True)
+    make_directory(directory)
     body = json.dumps({"format": FORMAT, "version": VERSION, **fields}, sort_keys=True)
     temp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
     with open(temp, "w", encoding="utf-8") as f:
