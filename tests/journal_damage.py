@@ -288,7 +288,7 @@ def expect(
     if damaged and (not firsts or firsts[start] > snap_lsn + 1):
         return Outcome(error=(snapshot_name(damaged[0]), None, False))
     truth = {s.first: s for s in layout.segments}
-    expected, torn, dropped = snap_lsn + 1, None, None
+    expected, torn, dropped, refused = snap_lsn + 1, None, None, None
     for i in range(start, len(firsts)):
         first, data = firsts[i], segs[firsts[i]]
         name, later = segment_name(first), tuple(map(segment_name, firsts[i + 1 :]))
@@ -307,10 +307,16 @@ def expect(
         if read.torn and not later:
             torn = (name, read.stop)
         elif not truncate_corrupt:
-            return Outcome(error=(name, read.stop, True))
+            refused = Outcome(error=(name, read.stop, True))
         else:
             dropped = (name, read.stop, later)
         break
+    # rule 2: the journal must reach every damaged snapshot's LSN (those records were
+    # acknowledged), else recovery refuses, before it cuts anything and before rule 6 refuses
+    if damaged and max(expected - 1, snap_lsn) < damaged[0]:
+        return Outcome(error=(snapshot_name(damaged[0]), None, False))
+    if refused:
+        return refused
     aside = tuple(snapshot_name(lsn) for lsn in damaged)
     return Outcome(max(expected - 1, snap_lsn), snap_lsn, torn, dropped, aside)
 

@@ -17,7 +17,12 @@ c. what a crash can leave (damage in the last segment with no valid frame
    of another batch after it) is cut and reported, zeros after a whole
    batch are cut as reserved space; any other damage is refused, or cut
    and reported with ``truncate_corrupt=True`` (a damaged file header, a
-   gap or an overlap between segments is refused even then).
+   gap or an overlap between segments is refused even then);
+d. the records of a damaged snapshot are not lost: if the journal does not
+   hold every record from the fallback's LSN + 1 to the damaged snapshot's
+   LSN, recovery refuses, naming that snapshot, even with
+   ``truncate_corrupt=True``; and a refusal cuts nothing (only zeros after
+   a whole batch, and snapshot temp files, may be gone).
 
 The precise tests know what each damage did in terms of the layout (which
 frame it hit, which batch that frame is of, which segment is the last), so
@@ -205,6 +210,7 @@ def check(
 
     Returns the recovered state, or None when recovery refused (as it should have).
     """
+    before = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
     try:
         journal, rec = open_journal(directory, Records(), truncate_corrupt=truncate_corrupt)
     except CorruptJournal as exc:
@@ -212,6 +218,7 @@ def check(
         name, offset, cuttable = want.error
         assert (exc.path, exc.cuttable) == (str(directory / name), cuttable), exc
         assert offset is None or exc.offset == offset, exc
+        assert_nothing_cut(directory, before)
         return None
     n = want.records
     try:
@@ -248,6 +255,14 @@ def check(
     return rec.state
 
 
+def assert_nothing_cut(directory: Path, before: dict[str, bytes]) -> None:
+    """Every file of ``before`` is still there, short of trailing zeros at most (or a temp)."""
+    for name, body in before.items():
+        if not name.endswith(".tmp"):
+            now = (directory / name).read_bytes()
+            assert now == body[: len(now)] and not any(body[len(now) :]), f"{name} was cut"
+
+
 # -- the precise tests ------------------------------------------------------------------------
 
 
@@ -259,40 +274,74 @@ def test_damaged_segments_are_cut_where_a_crash_could_tear_them_else_refused(
 ) -> None:
     layout = layouts[data.draw(st.sampled_from(sorted(layouts)), "layout")]
     truncate_corrupt = data.draw(st.booleans(), "truncate_corrupt")
-    last = layout.segments[-1]
-    copies: set[int] = set()
     with damaged_copy(layout) as directory:
-        if data.draw(st.booleans(), "crashed"):  # the reserve a crash leaves after the records
-            with open(directory / last.name, "ab") as f:
-                f.write(bytes(CRASH_ZEROS))
-        if data.draw(st.integers(0, 3), "copied") == 0:  # a segment under another name
-            seg = data.draw(st.sampled_from(layout.segments), "copy of")
-            names = range(layout.segments[0].first - 1, len(layout.records) + 3)
-            to = data.draw(st.sampled_from([n for n in names if n != seg.first]), "to")
-            (directory / segment_name(to)).write_bytes(seg.data)
-            copies.add(to)
-            if data.draw(st.booleans(), "renamed"):
-                (directory / seg.name).unlink()
-        if data.draw(st.integers(0, 5), "relabelled") == 0:  # as version 1: no batch marks
-            seg = data.draw(st.one_of(st.just(last), st.sampled_from(layout.segments)), "v1")
-            if seg.first not in copies and (path := directory / seg.name).exists():
-                with open(path, "r+b") as segment:
-                    segment.seek(8)
-                    segment.write(b"\x01")
-        for kind in [first, *data.draw(st.lists(st.sampled_from(DAMAGES), max_size=1), "then")]:
-            # the last segment most often: there a crash may tear, elsewhere nothing may
-            seg = data.draw(st.one_of(st.just(last), st.sampled_from(layout.segments)), "segment")
-            path = directory / seg.name
-            if not path.exists() or seg.first in copies:
-                continue
-            if kind == "deleted":
-                path.unlink()
-            else:
-                damage_bytes(data, path, [f.off for f in seg.frames], HEADER_SIZE, kind)
+        copies = damage_segments(data, directory, layout, first)
         strays = add_strays(data, directory, layout)
         segs, snaps = files_of(directory, layout)
-        want = expect(layout, segs, snaps, truncate_corrupt, frozenset(copies))
+        want = expect(layout, segs, snaps, truncate_corrupt, copies)
         check(directory, layout, want, truncate_corrupt=truncate_corrupt, strays=strays)
+
+
+@pytest.mark.parametrize("first", [*DAMAGES, "deleted"])
+@settings(FUZZ, max_examples=5)
+@given(data=st.data())
+def test_a_damaged_snapshot_is_refused_if_the_journal_ends_before_its_lsn(
+    layouts: dict[str, Layout], first: str, data: st.DataObject
+) -> None:
+    # A snapshot at LSN D is written once records 1..D were acknowledged. With the
+    # newest snapshot(s) damaged and the segments damaged too, recovery must rebuild
+    # 1..D from the fallback and the journal, or refuse naming the snapshot, before it
+    # cuts anything: a torn tail, truncate_corrupt's cut, a segment torn while created.
+    layout = layouts[data.draw(st.sampled_from(["two snapshots kept", "snapshot at the end"]))]
+    truncate_corrupt = data.draw(st.booleans(), "truncate_corrupt")
+    newest_first = sorted(layout.snapshots, reverse=True)
+    broken = data.draw(st.one_of(st.just(1), st.integers(1, len(newest_first))), "damaged")
+    with damaged_copy(layout) as directory:
+        for lsn in newest_first[:broken]:
+            damage_bytes(data, directory / snapshot_name(lsn), [16, 24, 32, 36])
+        copies = damage_segments(data, directory, layout, first)
+        want = expect(layout, *files_of(directory, layout), truncate_corrupt, copies)
+        check(directory, layout, want, truncate_corrupt=truncate_corrupt, strays={})
+
+
+def damage_segments(
+    data: st.DataObject, directory: Path, layout: Layout, first: str
+) -> frozenset[int]:
+    """Damage the segments of ``directory``: ``first`` (a kind of :data:`DAMAGES`, or
+    "deleted"), perhaps more, a crash's reserve, a copy, a version 1 header.
+
+    Returns the LSNs in the names of the copies (segments under another name).
+    """
+    last = layout.segments[-1]
+    copies: set[int] = set()
+    if data.draw(st.booleans(), "crashed"):  # the reserve a crash leaves after the records
+        with open(directory / last.name, "ab") as f:
+            f.write(bytes(CRASH_ZEROS))
+    if data.draw(st.integers(0, 3), "copied") == 0:  # a segment under another name
+        seg = data.draw(st.sampled_from(layout.segments), "copy of")
+        names = range(layout.segments[0].first - 1, len(layout.records) + 3)
+        to = data.draw(st.sampled_from([n for n in names if n != seg.first]), "to")
+        (directory / segment_name(to)).write_bytes(seg.data)
+        copies.add(to)
+        if data.draw(st.booleans(), "renamed"):
+            (directory / seg.name).unlink()
+    if data.draw(st.integers(0, 5), "relabelled") == 0:  # as version 1: no batch marks
+        seg = data.draw(st.one_of(st.just(last), st.sampled_from(layout.segments)), "v1")
+        if seg.first not in copies and (path := directory / seg.name).exists():
+            with open(path, "r+b") as segment:
+                segment.seek(8)
+                segment.write(b"\x01")
+    for kind in [first, *data.draw(st.lists(st.sampled_from(DAMAGES), max_size=1), "then")]:
+        # the last segment most often: there a crash may tear, elsewhere nothing may
+        seg = data.draw(st.one_of(st.just(last), st.sampled_from(layout.segments)), "segment")
+        path = directory / seg.name
+        if not path.exists() or seg.first in copies:
+            continue
+        if kind == "deleted":
+            path.unlink()
+        else:
+            damage_bytes(data, path, [f.off for f in seg.frames], HEADER_SIZE, kind)
+    return frozenset(copies)
 
 
 @settings(FUZZ, max_examples=50)
@@ -425,10 +474,12 @@ def test_any_damage_is_refused_clearly_or_loses_nothing_before_it(
 
 def recover_any(directory: Path, layout: Layout, truncate_corrupt: bool, bound: int) -> None:
     """Recovery refuses with an error naming a file, or keeps at least ``bound`` records."""
+    before = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
     try:
         journal, rec = open_journal(directory, Records(), truncate_corrupt=truncate_corrupt)
     except CorruptJournal as exc:
         assert Path(exc.path).parent == directory and exc.offset >= 0, exc
+        assert_nothing_cut(directory, before)
         return
     except OSError as exc:
         assert exc.filename and Path(exc.filename).parent == directory, exc

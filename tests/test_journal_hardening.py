@@ -183,6 +183,82 @@ def test_fallback_snapshot_whose_journal_is_gone_names_the_damaged_one(tmp_path:
     assert e.value.path == str(tmp_path / snapshot_name(40))
 
 
+def end_journal_early(directory: Path, how: str, lsn: int) -> int:
+    """Make the journal of ``directory`` end before ``lsn`` as ``how`` says; return its last LSN.
+
+    ``lsn``'s segment ends with it (a snapshot at ``lsn`` rolled the segment over).
+    """
+    segments = sorted(directory.glob("journal-*.log"))
+    firsts = [int(p.name[8:28]) for p in segments]
+    at = max(i for i, first in enumerate(firsts) if first <= lsn)  # the segment holding lsn
+    assert firsts[at + 1] == lsn + 1 and firsts[at - 1] < firsts[at] - 1
+    keep = at if how in ("segments lost", "torn while created") else at + 1
+    for path in segments[keep:]:
+        path.unlink()
+    if how == "segments lost":  # what is left reads as a whole journal
+        return firsts[at] - 1
+    if how == "torn while created":  # a last segment shorter than its header
+        (directory / segment_name(firsts[at])).write_bytes(b"CSMJ")
+        return firsts[at] - 1
+    if how == "torn":  # the last segment's last payload: nothing valid follows it
+        damage(segments[at], segments[at].stat().st_size - 1)
+        return lsn - 1
+    # "corrupt": the last payload of the segment before: a whole segment follows it
+    damage(segments[at - 1], segments[at - 1].stat().st_size - 1)
+    return firsts[at] - 2
+
+
+@pytest.mark.parametrize("how", ["segments lost", "torn", "corrupt", "torn while created"])
+def test_damaged_snapshot_newer_than_the_end_of_the_journal_is_refused_before_any_cut(
+    tmp_path: Path, how: str
+) -> None:
+    # Records 1..40 were acknowledged before snapshot 40 was written. With it
+    # damaged, the fallback (snapshot 20) and a journal that ends before 40
+    # cannot rebuild them: recovery used to succeed with fewer records, and
+    # cut the journal (torn tail, truncate_corrupt, unborn segment) to get there.
+    snapshot_journal(tmp_path, 50, every=20)  # snapshots at 20 and 40
+    damage(tmp_path / snapshot_name(40), -1)
+    end = end_journal_early(tmp_path, how, 40)
+    assert 20 < end < 40
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for truncate_corrupt in (False, True):  # it does not accept this loss either
+        with pytest.raises(CorruptJournal) as info:
+            recover(str(tmp_path), SnapListMachine(), truncate_corrupt=truncate_corrupt)
+        err = info.value
+        assert (err.path, err.cuttable) == (str(tmp_path / snapshot_name(40)), False)
+        message = str(err)
+        assert f"the journal ends at lsn {end}" in message
+        assert f"records {end + 1}..40, which {snapshot_name(40)} held," in message
+        assert "restore the snapshot from a backup" in message
+        rename = f"rename {snapshot_name(40)} to {snapshot_name(40)}.damaged"
+        assert rename in message and f"rebuilds the state up to lsn {end}" in message
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files  # nothing cut
+    # the operator accepts the loss as the message says (copy aside, rename)
+    (tmp_path / snapshot_name(40)).rename(tmp_path / (snapshot_name(40) + ".damaged"))
+    rec = recover(str(tmp_path), SnapListMachine(), truncate_corrupt=True)
+    assert (rec.state, rec.next_lsn, rec.report.snapshot_lsn) == (payloads(end), end + 1, 20)
+
+
+def test_damaged_snapshot_newer_than_a_journal_that_ends_before_the_fallback_is_refused(
+    tmp_path: Path,
+) -> None:
+    # Segments wholly before the fallback: the state reaches the fallback's
+    # LSN (15), not the damaged snapshot's (30).
+    (tmp_path / segment_name(1)).write_bytes(segment_bytes(payloads(10)))
+    fs, m = OSFileSystem(), SnapListMachine()
+    write_snapshot(fs, str(tmp_path), 15, m.snapshot(payloads(15)))
+    write_snapshot(fs, str(tmp_path), 30, m.snapshot(payloads(30)))
+    damage(tmp_path / snapshot_name(30), -1)
+    with pytest.raises(CorruptJournal) as info:
+        recover(str(tmp_path), m)
+    assert info.value.path == str(tmp_path / snapshot_name(30))
+    message = str(info.value)
+    assert "the next older starting point is snapshot lsn 15" in message
+    assert "the journal ends at lsn 10, so records 16..30" in message
+    assert "rebuilds the state up to lsn 15" in message
+    assert names(tmp_path, "*.damaged") == []
+
+
 def test_damaged_snapshot_is_set_aside_so_retention_keeps_a_good_one(tmp_path: Path) -> None:
     m = SnapListMachine()
     snapshot_journal(tmp_path, 50, every=20)  # snapshots at 20 and 40

@@ -5,8 +5,12 @@ Theory of operation
 1. Remove leftover ``*.tmp`` files (snapshots that never got renamed).
 2. Load the newest snapshot that checks out (``machine.restore``), or start
    from ``machine.initial_state()``. Its LSN ``L`` says which records it holds.
-   Damaged newer snapshots are skipped; if the journal does not reach back to
-   ``L + 1``, the error names them (they held what is missing).
+   Damaged newer snapshots are skipped, but what they held must not be lost
+   (:class:`_Fallback`): a snapshot at ``D`` is written only once records
+   ``1..D`` were acknowledged, so the journal must reach back to ``L + 1``
+   (checked before anything is read) and on to the newest damaged one's
+   ``D`` (checked where replay stops, before any record is cut). If it does
+   not, recovery refuses with an error naming them and the missing records.
 3. Read the segments in LSN order, each with one big read, and replay every
    record with LSN > ``L`` through ``machine.apply_encoded``, whose effect
    is ``machine.apply(state, machine.decode_record(payload))`` for each
@@ -14,9 +18,11 @@ Theory of operation
    so the rebuilt state is the live state.
 4. Check as we go: headers and versions, both checksums of every frame, LSNs
    consecutive inside a segment and across segments (a gap means lost data).
-5. Once the state is rebuilt, rename the damaged snapshots skipped in step 2
-   to ``*.damaged``, so that snapshot retention never mistakes one for the
-   previous snapshot it keeps as a fallback.
+5. Once the state is rebuilt and the journal's end checked (step 2), cut
+   the journal where replay stopped, if it did (below), and rename the
+   damaged snapshots skipped in step 2 to ``*.damaged``, so that snapshot
+   retention never mistakes one for the previous snapshot it keeps as a
+   fallback.
 
 Zeros from the end of a batch to the end of a segment are space reserved
 for records (:mod:`~corosm.io.journal.files`) and not filled: they are cut
@@ -30,7 +36,11 @@ it was never acknowledged, so it is cut off and reported (logger
 in any segment but the last (a segment is synced before the next one is
 created, so a crash cannot tear it), raises :class:`CorruptJournal` naming
 the file and byte offset, unless ``truncate_corrupt=True``, which cuts the
-journal there, removes later segments and reports what was dropped.
+journal there, removes later segments and reports what was dropped. Either
+cut is made only if the journal still reaches every damaged snapshot's LSN
+(step 2): records a snapshot held were acknowledged, so the damage that
+ends the journal before them is no crash, and recovery refuses instead,
+``truncate_corrupt`` or not.
 
 The hot loops avoid per-record syscalls and objects beyond the payload: the
 file is one ``bytes``; :func:`~corosm.io.journal.format.read_frames` checks
@@ -46,13 +56,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import length_hint
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from corosm.core.machine import Machine, fresh_state
 from corosm.errors import ApplyFailed, CorruptJournal, DataError
 from corosm.io.journal.files import FileSystem, OSFileSystem
 from corosm.io.journal.format import (
     BATCHES_MARKED,
+    DAMAGED_SUFFIX,
     FRAME_HEAD16,
     FRAME_SIZE,
     HEADER_SIZE,
@@ -261,29 +272,55 @@ def _is_snapshot_temp(name: str) -> bool:
     return stem != name and parse_snapshot_name(stem) is not None
 
 
-def _cut_damage(
-    fs: FileSystem,
-    directory: str,
-    *,
-    path: str,
-    later: list[str],
-    err: FrameError,
-    data: bytes,
-    padding: bool,
-    truncate_corrupt: bool,
-) -> Damage | None:
-    """Cut a torn tail, or corruption when allowed (else raise); report what went.
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """Where replay stopped short of the end of the files: decided, not yet cut.
 
-    None when ``padding`` (the last frame read ended a batch, or the format
-    does not say) and only zeros follow it: space reserved for records
-    (:mod:`~corosm.io.journal.files`) and not filled before a crash. It is
-    cut off too, and is no damage: nothing was written there.
+    At damage in ``path`` (``error``), or, when ``error`` is None, at a last
+    segment that a crash left before its header was durable.
     """
-    lost = len(data) - err.offset
-    if padding and is_padding(data, err.offset):
-        fs.truncate(path, err.offset)
-        log.info("journal: %s: %d bytes of zeros after the last record cut off", path, lost)
-        return None
+
+    path: str
+    size: int
+    """The bytes in ``path``."""
+    later: tuple[str, ...]
+    """The segments after ``path``."""
+    error: FrameError | None
+
+    def describe(self) -> str:
+        if self.error is None:
+            return f"{self.path} holds no record, torn while being created"
+        return f"{self.path} is damaged at byte {self.error.offset}: {self.error.reason}"
+
+
+def _cut_padding(fs: FileSystem, path: str, offset: int, size: int) -> None:
+    """Cut the zeros from ``offset`` on: space reserved for records and not filled.
+
+    Only where the last frame read ended a batch (or the format does not
+    say): :mod:`~corosm.io.journal.files` reserves it, and a crash leaves
+    it. It is no damage: nothing was written there.
+    """
+    fs.truncate(path, offset)
+    log.info("journal: %s: %d bytes of zeros after the last record cut off", path, size - offset)
+
+
+def _cut(
+    fs: FileSystem, directory: str, stop: _Stop, truncate_corrupt: bool
+) -> tuple[Damage | None, Damage | None]:
+    """Cut where replay stopped (else raise); return ``(torn, dropped)``, one of them None."""
+    err = stop.error
+    if err is None:
+        return _remove_unborn(fs, directory, stop.path, stop.size), None
+    damage = _cut_damage(fs, directory, stop, err, truncate_corrupt)
+    return (damage, None) if err.torn and not stop.later else (None, damage)
+
+
+def _cut_damage(
+    fs: FileSystem, directory: str, stop: _Stop, err: FrameError, truncate_corrupt: bool
+) -> Damage:
+    """Cut a torn tail at ``err``, or corruption when allowed (else raise); report what went."""
+    path, later = stop.path, stop.later
+    lost = stop.size - err.offset
     if err.torn and not later:  # nothing valid follows the damage: a torn write
         fs.truncate(path, err.offset)
         log.warning(
@@ -305,7 +342,7 @@ def _cut_damage(
         "journal: corrupt record at %s byte %d (%s): truncated, %d bytes and %d later "
         "segment(s) dropped", path, err.offset, reason, lost, len(later),
     )  # fmt: skip
-    return Damage(path, err.offset, reason, lost, tuple(later))
+    return Damage(path, err.offset, reason, lost, later)
 
 
 def _remove_unborn(fs: FileSystem, directory: str, path: str, size: int) -> Damage:
@@ -316,33 +353,85 @@ def _remove_unborn(fs: FileSystem, directory: str, path: str, size: int) -> Dama
     return Damage(path, 0, "incomplete segment header", size)
 
 
-def _check_reaches_back(
-    damaged: list[CorruptJournal], segments: list[tuple[int, str]], start: int, snap_lsn: int
-) -> None:
-    """Raise, naming the damaged snapshots, if the journal cannot replace them.
+@dataclass(frozen=True, slots=True)
+class _Fallback:
+    """The starting point recovery fell back to, and what it owes the damaged snapshots.
 
-    The journal must hold record ``snap_lsn + 1`` (the first one the loaded
-    snapshot, or the initial state, lacks). If it does not, the records
-    before its first one were only in the damaged snapshots.
+    The rule: whatever a damaged snapshot held must be rebuilt all the same,
+    or recovery refuses. A snapshot at LSN ``D`` is only written once records
+    ``1..D`` were applied, and a record is applied only once its append was
+    acknowledged (:meth:`~corosm.io.journal.control.JournalControl.snapshot_start`
+    refuses an LSN beyond the last acknowledged one; in ``always`` mode that
+    is the last synced one, so a batch a crash tore is never in a snapshot).
+    Its name proves those records existed. So the journal must hold record ``snap_lsn + 1``,
+    the first the fallback lacks (:meth:`check_start`, before anything is
+    read), and every record up to the newest damaged snapshot's LSN
+    (:meth:`check_end`, where replay stops, before any record is cut). Neither
+    check yields to ``truncate_corrupt``, which cuts the journal, not
+    snapshots: to accept the loss, the operator renames the snapshots aside.
     """
-    first = segments[start][0] if segments else None
-    if not damaged or (first is not None and first <= snap_lsn + 1):
-        return
-    newest = damaged[0]
-    which = "; ".join(
-        f"{os.path.basename(e.path)} is damaged at byte {e.offset} ({e.reason})" for e in damaged
-    )
-    base = f"snapshot lsn {snap_lsn}" if snap_lsn else "an empty state (no usable snapshot)"
-    if first is None:
-        missing = f"the journal holds no segment, so the records after lsn {snap_lsn}"
-    else:
-        missing = f"the journal starts at lsn {first}, so records {snap_lsn + 1}..{first - 1}"
-    raise CorruptJournal(
-        newest.path,
-        newest.offset,
-        f"cannot recover: {which}; the next older starting point is {base}, but {missing} "
-        "exist nowhere else (restore the snapshot from a backup)",
-    )
+
+    snap_lsn: int
+    """The LSN of the snapshot loaded, 0 for the initial state."""
+    damaged: tuple[CorruptJournal, ...]
+    """The damaged snapshots skipped, newest first: all have LSNs above ``snap_lsn``."""
+
+    def check_start(self, first: int | None) -> None:
+        """Raise if the journal, whose first segment read starts at ``first``, starts too late."""
+        if not self.damaged or (first is not None and first <= self.snap_lsn + 1):
+            return
+        if first is None:
+            missing = f"the journal holds no segment, so the records after lsn {self.snap_lsn}"
+        else:
+            missing = (
+                f"the journal starts at lsn {first}, so records {self.snap_lsn + 1}..{first - 1}"
+            )
+        self._refuse(missing, "restore the snapshot from a backup")
+
+    def check_end(self, last: int, stop: _Stop | None) -> None:
+        """Raise if the journal, whose last record is ``last``, ends before a damaged snapshot.
+
+        ``stop``: where replay stopped short of the end of the files, if it did.
+        """
+        reached = max(last, self.snap_lsn)
+        lost = [name for e in self.damaged if _lsn_of(name := os.path.basename(e.path)) > reached]
+        if not lost:
+            return
+        where = f" ({stop.describe()})" if stop else ""
+        missing = (
+            f"the journal ends at lsn {last}{where}, so records {reached + 1}..{_lsn_of(lost[0])}, "
+            f"which {lost[0]} held,"
+        )
+        renames = " and ".join(f"{name} to {name}{DAMAGED_SUFFIX}" for name in lost)
+        self._refuse(
+            missing,
+            f"restore the snapshot from a backup; or, to accept losing them, copy the directory "
+            f"aside, rename {renames} and start again, which rebuilds the state up to lsn "
+            f"{reached}; truncate_corrupt does not accept this loss",
+        )
+
+    def _refuse(self, missing: str, remedy: str) -> NoReturn:
+        newest = self.damaged[0]
+        which = "; ".join(
+            f"{os.path.basename(e.path)} is damaged at byte {e.offset} ({e.reason})"
+            for e in self.damaged
+        )
+        base = (
+            f"snapshot lsn {self.snap_lsn}"
+            if self.snap_lsn
+            else "an empty state (no usable snapshot)"
+        )
+        raise CorruptJournal(
+            newest.path,
+            newest.offset,
+            f"cannot recover: {which}; the next older starting point is {base}, but {missing} "
+            f"exist nowhere else ({remedy})",
+        )
+
+
+def _lsn_of(snapshot: str) -> int:
+    """The LSN in the name of the snapshot file ``snapshot`` (a damaged one's too)."""
+    return parse_snapshot_name(snapshot) or 0
 
 
 def _restore(
@@ -397,16 +486,16 @@ def recover(
     # Segments wholly before the snapshot need not be read: start at the last
     # one that begins at or before the first record we need.
     start = max((i for i, (f, _) in enumerate(segments) if f <= snap_lsn + 1), default=0)
-    _check_reaches_back(damaged, segments, start, snap_lsn)
+    fallback = _Fallback(snap_lsn, tuple(damaged))
+    fallback.check_start(segments[start][0] if segments else None)
     expected = snap_lsn + 1
     replayed = read = 0
     shown = time.perf_counter()  # when a progress line was last logged
-    torn: Damage | None = None
-    dropped: Damage | None = None
+    stop: _Stop | None = None
     for i in range(start, len(segments)):
         first, name = segments[i]
         path = os.path.join(directory, name)
-        later = [n for _, n in segments[i + 1 :]]
+        later = tuple(n for _, n in segments[i + 1 :])
         if first > max(expected, snap_lsn + 1) or (first < expected and i > start):
             raise CorruptJournal(
                 path, 0, f"segment starts at lsn {first} but the journal continues at {expected}"
@@ -416,7 +505,7 @@ def recover(
         if (len(data) < HEADER_SIZE or is_padding(data, 0)) and not later:
             # A crash while the segment was being created (before its header
             # was synced, in space reserved as zeros): it holds no record.
-            torn = _remove_unborn(fs, directory, path, len(data))
+            stop = _Stop(path, len(data), later, None)
             expected = max(expected, first)
             break
         batches = check_header(path, data, JOURNAL_MAGIC) >= BATCHES_MARKED
@@ -440,23 +529,13 @@ def recover(
                     directory, replayed, i + 1 - start, len(segments) - start, now - t0,
                 )  # fmt: skip
             continue
-        damage = _cut_damage(
-            fs,
-            directory,
-            path=path,
-            later=later,
-            err=err,
-            data=data,
-            padding=scan.closed or not batches,
-            truncate_corrupt=truncate_corrupt,
-        )
-        if damage is None:  # zeros after the last record: the end of the segment
+        if (scan.closed or not batches) and is_padding(data, err.offset):
+            _cut_padding(fs, path, err.offset, len(data))  # the end of the segment
             continue
-        if err.torn and not later:
-            torn = damage
-        else:
-            dropped = damage
+        stop = _Stop(path, len(data), later, err)
         break
+    fallback.check_end(expected - 1, stop)
+    torn, dropped = _cut(fs, directory, stop, truncate_corrupt) if stop else (None, None)
     aside = tuple(set_aside(fs, e.path) for e in damaged)
     next_lsn = max(expected, snap_lsn + 1)
     report = RecoveryReport(
