@@ -27,6 +27,20 @@ bytes do not all arrive within ``request_timeout`` -> 408. A reply that takes
 longer than ``response_timeout`` answers 503; when it comes later it is
 dropped, as is a reply whose client has gone.
 
+Versions: the parser takes HTTP/0.9 (a request line with no version), 1.0,
+1.1 and 2.0; anything but 1.1 and 1.0 gets the 400 the parser gives an
+unknown version (see ``_check_version``). The version is asked for (a string
+the parser formats on each call, some 2,600 instructions) only where it is
+not known for free: a request kept open without a ``Connection`` or
+``Proxy-Connection`` header is HTTP/1.1 by the parser's own rule, so it is
+asked only for a request with such a header or one that ends the
+connection. llhttp also takes ``RTSP/1.x`` and ``ICE/1.x`` for the methods
+it allows them and reports them as HTTP/1.x: it keeps no protocol name, and
+httptools passes on no callback for it. Those are not told apart: only the
+raw bytes could, searched on every read (``bytes.find`` costs some 1,000
+instructions, where a whole request costs 15,000 compiled), and even then
+the parser does not say where in them a request line starts.
+
 No protocol switch: a request asking for one (``Upgrade``, ``CONNECT``) is
 answered and the connection then closes; with a body, which the parser
 would skip, it is refused (400). ``Expect: 100-continue`` gets ``100
@@ -204,6 +218,8 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._method = b""
+        # The version, if the head made it worth asking (on_headers_complete), else "".
+        self._version = ""
         # Replies.
         self._out: list[bytes] = []
         self._close_after_out = False
@@ -336,18 +352,27 @@ class HttpConnection(asyncio.Protocol):
         self._head_done = True
         self._unparsed = 0
         self._method = self._parser.get_method()
-        rare = False
+        ask_version = second_look = False
         for name, value in self._headers:
             if name == b"content-length":
                 length = int(value) if value.isdigit() else -1  # the parser checked it
                 if length > self.limits.max_body_bytes:
                     raise _Reject(413, self._body_limit_message(length))
-            elif name == b"expect" or name == b"upgrade":  # noqa: PLR1714 (a set would hash)
-                rare = True
-        if rare:
-            self._expect_or_upgrade()
+            elif name in (b"connection", b"proxy-connection", b"expect", b"upgrade"):
+                # (A tuple: a set would hash each name.) With a Connection or a
+                # Proxy-Connection header, the parser keeps a request of any
+                # version open (on_message_complete), so its version is checked.
+                ask_version = True
+                second_look = second_look or name in (b"expect", b"upgrade")
+        if not ask_version:
+            self._version = ""
+            return
+        self._version = version = self._parser.get_http_version()
+        _check_version(version)
+        if second_look:
+            self._expect_or_upgrade(version)
 
-    def _expect_or_upgrade(self) -> None:
+    def _expect_or_upgrade(self, version: str) -> None:
         """A head that asks to switch protocols, or states an expectation.
 
         No protocol switch is made: a request asking for one is answered, and
@@ -359,6 +384,7 @@ class HttpConnection(asyncio.Protocol):
         request has a body to come and no earlier reply is still owed (an
         interim reply may not overtake them; the client then sends its body
         after its own wait, as RFC 9110 allows). Any other expectation: 417.
+        HTTP/1.0 knows no expectations: there ``Expect`` is ignored.
         """
         has_body, expect = False, b""
         for name, value in self._headers:
@@ -368,8 +394,7 @@ class HttpConnection(asyncio.Protocol):
                 has_body = True
             elif name == b"expect":
                 expect = value
-        parser = self._parser
-        if parser.should_upgrade():
+        if self._parser.should_upgrade():
             if has_body:
                 raise _Reject(
                     400,
@@ -378,7 +403,7 @@ class HttpConnection(asyncio.Protocol):
                     "send it without 'Connection: upgrade'",
                 )
             self._switching = True  # its reply ends the connection, and says so
-        if not expect or parser.get_http_version() == "1.0":  # 1.0: Expect is ignored
+        if not expect or version == "1.0":
             return
         if expect.strip().lower() != b"100-continue":
             shown = expect.decode("latin-1")[:100]
@@ -398,21 +423,21 @@ class HttpConnection(asyncio.Protocol):
         self._unparsed = 0
         parser = self._parser
         keep_alive = parser.should_keep_alive() and not self._switching
+        if keep_alive:
+            # Only a Connection or Proxy-Connection header keeps a request
+            # other than HTTP/1.1 open, and then on_headers_complete has
+            # checked its version. 1.0 closes by default: say that we keep it open.
+            conn_header = CONN_KEEP if self._version == "1.0" else CONN_NONE
+        else:
+            if not self._version:  # the last request of the connection: asked once
+                _check_version(parser.get_http_version())
+            conn_header = CONN_CLOSE
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Request(self._method, self._url, tuple(self._headers), body, keep_alive)
         self._head_done = False
         self.stats.requests += 1
         if not keep_alive or self._draining:
             self._closing = True
-        if not keep_alive:
-            conn_header = CONN_CLOSE
-        elif request.header(b"connection") is not None and parser.get_http_version() == "1.0":
-            # 1.0 closes by default: say that we keep it open. A 1.0 request kept
-            # open asked for it in a Connection header, so only then is the
-            # version (a string the parser formats on each call) worth asking.
-            conn_header = CONN_KEEP
-        else:
-            conn_header = CONN_NONE
         self._dispatch(request, conn_header)
 
     # -- dispatch and replies ---------------------------------------------
@@ -658,6 +683,15 @@ class HttpConnection(asyncio.Protocol):
         return f"request body too large: {size} bytes, at most {self.limits.max_body_bytes} allowed"
 
 
+_UNSUPPORTED_VERSION: Final = "unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0"
+
+
+def _check_version(version: str) -> None:
+    """Refuse what the parser reads as HTTP/0.9 (no version given) or 2.0, as it refuses 1.2."""
+    if version != "1.1" and version != "1.0":  # noqa: PLR1714 (a set would hash)
+        raise _Reject(400, f"malformed request: {_UNSUPPORTED_VERSION}")
+
+
 # The parser's own words, where they would not tell a client what to send.
 _PARSER_HINTS: Final[dict[str, str]] = {
     "Pause on PRI/Upgrade": "an HTTP/2 connection preface; this server speaks HTTP/1.1 only",
@@ -669,7 +703,19 @@ _PARSER_HINTS: Final[dict[str, str]] = {
         "expected an upper-case method such as GET, POST, PUT or DELETE "
         "(TLS on this plain-HTTP port looks like this too)"
     ),
-    "Invalid HTTP version": "unsupported HTTP version: expected HTTP/1.1 or HTTP/1.0",
+    "Invalid method for HTTP/x.x request": (
+        "expected an HTTP method such as GET, POST, PUT or DELETE (this one is RTSP's)"
+    ),
+    # Versions and protocols other than HTTP/1.1 and 1.0, as the parser words them.
+    "Invalid HTTP version": _UNSUPPORTED_VERSION,
+    "Invalid major version": _UNSUPPORTED_VERSION,
+    "Invalid minor version": _UNSUPPORTED_VERSION,
+    "Expected dot": _UNSUPPORTED_VERSION,
+    "Invalid method for RTSP/x.x request": _UNSUPPORTED_VERSION,
+    "Expected SOURCE method for ICE/x.x request": _UNSUPPORTED_VERSION,
+    "Expected CRLF after version": (
+        "expected the end of the request line (CRLF) right after HTTP/1.1 or HTTP/1.0"
+    ),
     "Invalid header token": "expected header lines of the form 'Name: value'",
 }
 
