@@ -11,7 +11,9 @@ being delivered in slices (the loop polls its sockets in between).
 
 Front ends call :meth:`Runtime.submit_callback` (a direct call per reply,
 inside the turn that produced it), :meth:`Runtime.submit_nowait` (an asyncio
-future) or ``await submit``. Executors hand completions back through
+future) or ``await submit``, all on the loop's thread: a call from any other
+thread raises :class:`UsageError` (:func:`off_loop_thread`) before it touches
+anything. Executors hand completions back through
 :meth:`Runtime._post`, which is thread-safe and wakes the loop only when its
 buffer goes from empty to non-empty, so a batch of completions (a journal
 group commit, a burst of finished calls) crosses threads once.
@@ -65,6 +67,9 @@ O = TypeVar("O")
 log = logging.getLogger("corosm.runtime")
 
 _FUTURE: Final = asyncio.Future  # bound once: compiled, a module's attribute is a lookup per use
+# The loop-thread check of every submit: the cheapest way to know the calling
+# thread (on Python 3.11, asyncio._get_running_loop makes a getpid system call).
+_get_ident: Final = threading.get_ident
 
 
 def _no_other_thread() -> None:
@@ -75,6 +80,19 @@ _give_way: Final[Callable[[], None]] = getattr(os, "sched_yield", _no_other_thre
 
 ReplyCallback: TypeAlias = Callable[[Any, "BaseException | None"], None]
 """``fn(output, error)``: called once per input, ``error`` None on success."""
+
+
+def off_loop_thread(name: str, blocking: str = "") -> UsageError:
+    """The error of a submit method of ``name`` (``"runtime"``) called off its loop's thread.
+
+    ``blocking`` is an extra hint for code that has no event loop at all.
+    """
+    return UsageError(
+        f"{name}.submit, submit_nowait and submit_callback must be called on the thread "
+        f"that runs its event loop, not from thread {threading.current_thread().name!r}: "
+        "they are not thread-safe. From another thread, hand the input to that loop: "
+        f"asyncio.run_coroutine_threadsafe({name}.submit(input), loop).result(){blocking}"
+    )
 
 
 class Runtime(Generic[S, I, O]):
@@ -128,7 +146,9 @@ class Runtime(Generic[S, I, O]):
         self._completed_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn_scheduled = False
-        self._running = False
+        # The loop thread's ident while inputs are accepted, else 0 (no thread's):
+        # a submit compares it with its own thread's, one test for both rules.
+        self._accepting = 0
         self._stopped = False  # stop() ran: its executors are closed for good
         self._space = asyncio.Event()
         self._idle = asyncio.Event()
@@ -146,7 +166,7 @@ class Runtime(Generic[S, I, O]):
             )
         self._loop = asyncio.get_running_loop()
         self.host.start(self._post)
-        self._running = True
+        self._accepting = _get_ident()
         self.stepper.reads_stopped = False
         self._space.set()
 
@@ -158,7 +178,7 @@ class Runtime(Generic[S, I, O]):
         if self._loop is None:
             return
         self._stopped = True
-        self._running = False
+        self._accepting = 0
         self.stepper.reads_stopped = True
         if not self._is_idle():
             self._idle.clear()
@@ -187,11 +207,14 @@ class Runtime(Generic[S, I, O]):
         """Queue ``input``; return a future for its output.
 
         Raises :class:`Overloaded` when the inbox is full and :class:`Stopped`
-        when the runtime is not running. Call it on the loop thread.
+        when the runtime is not running. Call it on the loop's thread: from
+        any other it raises :class:`UsageError` and queues nothing (from
+        another thread, ``asyncio.run_coroutine_threadsafe(runtime.submit(input),
+        loop)``; without an event loop, :func:`corosm.open_blocking`).
         """
         loop = self._loop
-        if loop is None or not self._running:
-            raise Stopped("the runtime is not running")
+        if loop is None or self._accepting != _get_ident():
+            raise self._refusal()
         future: asyncio.Future[O] = loop.create_future()
         self._offer(future, input)
         return future
@@ -202,8 +225,9 @@ class Runtime(Generic[S, I, O]):
         The callback runs exactly once, on the loop thread, inside the turn
         that finished the input (or when ``stop`` gives up on it, with
         :class:`Stopped`). It must not raise; if it does, the error is
-        logged and the loop goes on. Raises :class:`Overloaded` and
-        :class:`Stopped` like :meth:`submit_nowait`, without calling it.
+        logged and the loop goes on. Raises :class:`Overloaded`,
+        :class:`Stopped` and, called off the loop's thread, :class:`UsageError`
+        like :meth:`submit_nowait`, without calling it.
 
         ``now=True`` steps the input in this very call when the runtime is
         between turns and has room under ``max_inflight`` (see
@@ -214,8 +238,8 @@ class Runtime(Generic[S, I, O]):
         inputs does not matter. Effects it starts go to their executors at
         once, outside the turn's batch.
         """
-        if self._loop is None or not self._running:
-            raise Stopped("the runtime is not running")
+        if self._accepting != _get_ident():
+            raise self._refusal()
         if now and self.host.step_now(callback, input):
             return
         self._offer(callback, input)
@@ -232,13 +256,21 @@ class Runtime(Generic[S, I, O]):
         error) and :class:`Stopped` once the runtime has stopped. None when
         the machine defines no ``read`` or its policy is not INTERLEAVE (a
         key could be busy): submit the input instead.
+
+        Call it on the loop thread only, as the submit methods. Unlike them
+        it does not check: the check would be a second call around every
+        read, and would cost a pipelined read several percent.
         """
         # Stepper.query itself: it raises Stopped while the runtime is not
         # running (reads_stopped), so a read is one call, not two.
         return self.host.query
 
     async def submit(self, input: I) -> O:
-        """Run ``input`` and return its output, waiting for queue space if needed."""
+        """Run ``input`` and return its output, waiting for queue space if needed.
+
+        Await it on the loop's thread (:meth:`submit_nowait` says why, and
+        what to do from another thread).
+        """
         while True:
             try:
                 future = self.submit_nowait(input)
@@ -246,6 +278,14 @@ class Runtime(Generic[S, I, O]):
                 await self._space.wait()
                 continue
             return await future
+
+    def _refusal(self) -> UsageError:
+        """Why a submit was refused: the runtime is not running, or the call is off its thread."""
+        if not self._accepting:
+            return Stopped("the runtime is not running")
+        return off_loop_thread(
+            "runtime", "; code without an event loop can use corosm.open_blocking instead"
+        )
 
     def _offer(self, client: asyncio.Future[Any] | ReplyCallback, input: I) -> None:
         try:
@@ -303,7 +343,7 @@ class Runtime(Generic[S, I, O]):
         _give_way()  # to the executor threads (module docs): the journal starts its batch now
         if self.host.queued < self.host.max_queue:
             self._space.set()
-        if not self._running and self._is_idle():
+        if not self._accepting and self._is_idle():
             self._idle.set()
 
     def _is_idle(self) -> bool:

@@ -42,6 +42,7 @@ import asyncio
 import enum
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -51,6 +52,7 @@ from typing import Any, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from corosm.core.machine import Machine
 from corosm.errors import Overloaded, Stopped, UsageError
+from corosm.runtime.runtime import off_loop_thread
 from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed, ShardUnavailable
 from corosm.shards.host import BatchHeader, BatchReply, Hello
 from corosm.shards.routing import Router
@@ -343,6 +345,8 @@ class ShardedClient(Generic[I, O]):
     It has the submit interface of :class:`corosm.runtime.Runtime`
     (``submit``, ``submit_nowait``, ``submit_callback``, ``stats``,
     ``health``, ``machine``), so a front end can serve it in place of one host.
+    As there, the submit methods must be called on the thread of the loop
+    that connected it; from another thread they raise :class:`UsageError`.
     """
 
     def __init__(
@@ -365,7 +369,8 @@ class ShardedClient(Generic[I, O]):
         self.limits = limits or Limits()
         self.caller = uuid.uuid4().hex
         self.links = [ShardLink(transport, i, self.caller, self.limits) for i in range(shards)]
-        self._running = False
+        # The loop thread's ident while inputs are accepted, else 0 (as Runtime's).
+        self._accepting = 0
 
     @property
     def shards(self) -> int:
@@ -373,16 +378,16 @@ class ShardedClient(Generic[I, O]):
 
     async def connect(self) -> None:
         """Say hello to every shard; return when each is ready, down or failed (bounded)."""
-        self._running = True
+        self._accepting = threading.get_ident()
         for link in self.links:
             link.resync("connecting")
         await asyncio.gather(*(link.ready.wait() for link in self.links))
 
     async def close(self) -> None:
         """Stop accepting inputs, fail what is queued, close the transport."""
-        if not self._running:
+        if not self._accepting:
             return
-        self._running = False
+        self._accepting = 0
         stopped = Stopped("the sharded client is closing")
         await asyncio.gather(*(link.close(stopped) for link in self.links))
         await self.transport.close()
@@ -405,18 +410,19 @@ class ShardedClient(Generic[I, O]):
 
         Raises at once (without calling back) a :class:`ShardingError` when
         the input cannot go to one shard, :class:`Overloaded` when its shard's
-        queue is full, :class:`ShardFailed` when its shard cannot start and
-        :class:`Stopped` when the client is closed. ``now`` is accepted for
+        queue is full, :class:`ShardFailed` when its shard cannot start,
+        :class:`Stopped` when the client is closed and :class:`UsageError`
+        when called off the loop's thread. ``now`` is accepted for
         the front ends' sake and ignored: every input crosses to its shard.
         """
-        if not self._running:
-            raise Stopped("the sharded client is not running")
+        if self._accepting != threading.get_ident():
+            raise self._refusal()
         self.links[self.router.shard_for(input)].submit(input, callback)
 
     def submit_nowait(self, input: I) -> asyncio.Future[O]:
-        """Route and queue ``input``; return a future of its output."""
-        if not self._running:
-            raise Stopped("the sharded client is not running")
+        """Route and queue ``input``; return a future of its output (raises as above)."""
+        if self._accepting != threading.get_ident():
+            raise self._refusal()
         link = self.links[self.router.shard_for(input)]
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         link.submit(input, future)
@@ -424,10 +430,12 @@ class ShardedClient(Generic[I, O]):
 
     async def submit(self, input: I) -> O:
         """Run ``input`` on its shard and return its output, waiting for queue space."""
+        if self._accepting != threading.get_ident():
+            raise self._refusal()
         link = self.links[self.router.shard_for(input)]
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
         while True:
-            if not self._running:
+            if not self._accepting:
                 raise Stopped("the sharded client is not running")
             try:
                 link.submit(input, future)
@@ -435,6 +443,12 @@ class ShardedClient(Generic[I, O]):
                 await link.space.wait()
                 continue
             return await future
+
+    def _refusal(self) -> UsageError:
+        """Why a submit was refused: the client is not running, or the call is off its thread."""
+        if not self._accepting:
+            return Stopped("the sharded client is not running")
+        return off_loop_thread("client")
 
     # -- observability ---------------------------------------------------------------------
 
