@@ -501,3 +501,55 @@ def test_admission_takes_inputs_out_of_the_inbox_before_it_steps_them() -> None:
     assert seen == [1, 1, 0]  # inputs 0 and 1 out first, then 2
     assert replies == [(0, 0, None), (1, 10, None), (2, 20, None)]
     assert host.queued == 0
+
+
+def test_a_backlog_that_grows_between_turns_is_delivered_in_order_in_slices() -> None:
+    """Completions beyond ``turn_completions`` wait in the backlog, which later batches join.
+
+    Driven by hand (no threads): each turn delivers the next 16 in the order
+    the executor posted them, including across the backlog's compactions.
+    """
+    from corosm.runtime.host import Host
+
+    submitted: list[int] = []
+
+    class Held:
+        """An executor whose completions the test hands to ``turn`` itself."""
+
+        def start(self, sink: CompletionSink) -> None:
+            pass
+
+        def submit(self, requests: Sequence[tuple[int, Effect[Any]]]) -> None:
+            submitted.extend(request for request, _ in requests)
+
+        def cancel(self, request: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    replies: list[int] = []
+    host: Host[dict[str, int], Any, Any] = Host(
+        Echo(),
+        executors={Shout: Held()},
+        reply=lambda client, out, err: replies.append(out),
+        max_inflight=1000,
+        turn_completions=16,
+    )
+    for i in range(300):
+        host.offer(i, ("perform", Shout(f"{i}")))
+    host.turn()
+    assert len(submitted) == 300 and not replies
+    by_request = {request: f"{i}".upper() for i, request in enumerate(submitted)}
+    batches = [submitted[:200], submitted[200:250], [], submitted[250:]]
+    per_turn: list[int] = []
+    for k in range(40):
+        posted = batches[k] if k < len(batches) else []
+        before = len(replies)
+        more = host.turn([(request, by_request[request], None) for request in posted])
+        per_turn.append(len(replies) - before)
+        if not more and k >= len(batches):
+            break
+    assert replies == [f"{i}" for i in range(300)]  # in the order posted, each once
+    assert per_turn[:-1] == [16] * (len(per_turn) - 1) and 0 < per_turn[-1] <= 16
+    assert host.idle()

@@ -134,6 +134,7 @@ class Host(Generic[S, I, O]):
         # calls; admission takes each batch it steps with one del.
         self.inbox: list[tuple[ClientId, I]] = []
         self._backlog: list[Completion] = []  # completions left for later turns
+        self._backlog_at = 0  # the first of them not delivered yet
         self._sink: CompletionSink | None = None
         self._in_turn = False
         self.completions_delivered = 0
@@ -260,16 +261,26 @@ class Host(Generic[S, I, O]):
         # At most ``turn_completions`` per turn: a group commit of hundreds of
         # records would otherwise make one long turn (apply, resume, reply for
         # each) while every read that arrives meanwhile waits for all of it.
-        # The rest is kept, in order, for the next turn.
+        # The rest is kept, in order, for the next turn: read from
+        # ``_backlog_at`` on, and compacted once that passes its middle, so
+        # that a completion is copied a bounded number of times however big
+        # the burst (slicing off the rest each turn copied all of it, each turn).
         backlog, chunk = self._backlog, self.turn_completions
         if backlog:
             backlog.extend(completions)
-            completions = backlog
-        if len(completions) > chunk:
+            at = self._backlog_at
+            completions = backlog[at : at + chunk]
+            at += chunk
+            if at >= len(backlog):
+                self._backlog, self._backlog_at = [], 0
+            elif at > len(backlog) >> 1:
+                del backlog[:at]
+                self._backlog_at = 0
+            else:
+                self._backlog_at = at
+        elif len(completions) > chunk:
             self._backlog = list(completions[chunk:])
             completions = completions[:chunk]
-        elif backlog:
-            self._backlog = []
         stepper = self.stepper  # compiled: a native call, not a bound method's
         for request, value, error in completions:
             stepper.complete(request, value, error)
