@@ -286,10 +286,12 @@ def test_limits_that_would_leave_inputs_queued_for_ever_are_refused(
         Limits(**{field: value})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["hello_timeout", "call_timeout"])
 @pytest.mark.parametrize("value", [0, -1, "5", float("inf"), float("nan"), None])
-def test_a_wait_must_be_bounded(value: object) -> None:
-    with pytest.raises(UsageError, match=r"Limits.hello_timeout must be a finite number"):
-        Limits(hello_timeout=value)  # type: ignore[arg-type]
+def test_a_wait_must_be_bounded(field: str, value: object) -> None:
+    with pytest.raises(UsageError, match=rf"Limits.{field} must be a finite number") as err:
+        Limits(**{field: value})  # type: ignore[arg-type]
+    assert repr(value) in str(err.value)
 
 
 def test_the_client_checks_its_transport_and_its_timeouts(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ a read sees the client's earlier writes on its key.
 
 Failure. A link is a small state machine::
 
-    SYNCING --hello--> READY --call lost or refused--> SYNCING
+    SYNCING --hello--> READY --call lost, refused or timed out--> SYNCING
     SYNCING --no hello in time--> DOWN --next submit--> SYNCING
     SYNCING --shard cannot start--> FAILED (for good)
 
@@ -28,12 +28,26 @@ Failure. A link is a small state machine::
 batch carries it. A call lost with the shard's process fails its inputs with
 :class:`OutcomeUnknown` (they may have run: nothing is retried blindly); a
 batch the shard refused (sent to an incarnation that is gone, or left behind
-by a new session) fails with :class:`ShardUnavailable` (it did not run). The
-link then says hello again and starts a new session; inputs still queued
-wait for it, and other shards' links go on meanwhile. A shard that cannot
-start (its creation failed: e.g. a corrupt journal) makes the link FAILED:
-its inputs fail at once with :class:`ShardFailed` naming the cause, and
-:meth:`ShardedClient.health` says so.
+by a new session) fails with :class:`ShardUnavailable` (it did not run). A
+call with no reply within ``Limits.call_timeout`` (a shard whose process is
+alive but stuck: stopped, or waiting on a disk that does not return) is
+lost too: the link stops waiting, fails its inputs with OutcomeUnknown
+("no reply in N s") and counts them lost. In each case the link then says
+hello again (SYNCING: :meth:`ShardedClient.health` says so) and starts a
+new session; inputs still queued wait for it, and other shards' links go on
+meanwhile. A shard that does not answer that hello within ``hello_timeout``
+makes the link DOWN, which fails what is queued with ShardUnavailable. A
+shard that cannot start (its creation failed: e.g. a corrupt journal) makes
+the link FAILED: its inputs fail at once with :class:`ShardFailed` naming
+the cause, and :meth:`ShardedClient.health` says so.
+
+What the late batch of a lost call can still do on the shard
+(:mod:`.host`): a batch of the old session that has not started there when
+the new session's first batch arrives never runs (the shard refuses it).
+One that started goes on, ahead of the new session's inputs on the same
+keys: a caller keeps one per-key gate across its sessions. So an input
+that failed with OutcomeUnknown may still run, but never after an input
+submitted later on its key.
 """
 
 from __future__ import annotations
@@ -94,12 +108,24 @@ class Limits:
     docs/scaling.md's runs: a wider window splits the same load into
     smaller batches, and each Ray call has a fixed cost. ``hello_timeout``
     bounds the wait for a restarting shard before its inputs fail.
+
+    ``call_timeout`` bounds the wait for one batch's reply; past it the
+    batch's inputs fail with OutcomeUnknown and the link says hello again
+    (see the module docs). It must stay above what a healthy batch takes,
+    or healthy inputs fail and the link resyncs for nothing: a batch
+    carries up to ``max_batch`` inputs, queued on the shard behind other
+    callers' work, and even if each were fsynced on its own at 10 ms,
+    1024 of them take about 10 s. The default, 60 s as for
+    ``hello_timeout``, is far above that: it only catches a shard that is
+    stuck (a stopped process, a disk that does not return), on the same
+    scale as one that does not come back.
     """
 
     window: int = 1
     max_batch: int = 1024
     max_queue: int = 100_000
     hello_timeout: float = 60.0
+    call_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         # A zero (or a float) would leave inputs queued for ever: nothing would send them.
@@ -108,6 +134,7 @@ class Limits:
             if type(value) is not int or value < 1:
                 raise UsageError(f"Limits.{name} must be an int of at least 1, not {value!r:.60}")
         check_seconds("Limits.hello_timeout", self.hello_timeout)
+        check_seconds("Limits.call_timeout", self.call_timeout)
 
 
 def check_seconds(name: str, value: object) -> float:
@@ -134,6 +161,8 @@ class ShardLink:
         self.limits = limits
         self.state = LinkState.SYNCING
         self.reason: str | None = None
+        #: The loop the link runs on, set by :meth:`resync` (on it): READY implies it is set.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.hello: Hello | None = None
         self.session = 0
         self.seq = 0
@@ -168,10 +197,15 @@ class ShardLink:
         self.queue.append((input, reply))
         if state is LinkState.READY:
             if self.inflight < self.limits.window and not self._pump_scheduled:
-                self._pump_scheduled = True
-                asyncio.get_running_loop().call_soon(self._pump)
+                self._schedule_pump()
         elif state is LinkState.DOWN:
             self.resync("a new input arrived")
+
+    def _schedule_pump(self) -> None:
+        """Run :meth:`_pump` at the end of this pass of the loop (READY: the loop is known)."""
+        self._pump_scheduled = True
+        assert self.loop is not None
+        self.loop.call_soon(self._pump)
 
     def _pump(self) -> None:
         """Send what is queued, while calls are free in the window."""
@@ -193,17 +227,18 @@ class ShardLink:
 
     async def _call(self, session: int, incarnation: str, seq: int, items: list[Any]) -> None:
         inputs = [input for input, _ in items]
+        assert self.loop is not None  # READY: resync set it
+        # No task of its own (as wait_for's): a timer, cancelled when the reply comes.
+        deadline = asyncio.timeout_at(self.loop.time() + self.limits.call_timeout)
         try:
             header = BatchHeader(self.caller, session, incarnation, seq)
-            reply = await self.transport.run(self.shard, header, inputs)
-        except ShardError as exc:
+            async with deadline:
+                reply = await self.transport.run(self.shard, header, inputs)
+        except Exception as exc:  # lost, timed out, or a transport's bug: never a silent retry
+            error = self._loss(exc, deadline.expired(), len(items))
             self.lost += len(items)
-            _fail_all(items, exc)
-            self._trouble(session, exc.detail)
-        except Exception as exc:  # a transport's bug: still never a silent retry
-            self.lost += len(items)
-            _fail_all(items, OutcomeUnknown(self.shard, f"the call failed: {exc!r}"))
-            self._trouble(session, repr(exc))
+            _fail_all(items, error)
+            self._trouble(session, error.detail)
         else:
             if reply.refused is not None:
                 self.refused += len(items)
@@ -211,12 +246,23 @@ class ShardLink:
                 self._trouble(session, reply.refused)
             else:
                 _deliver(items, reply)
-        finally:
+        finally:  # also when the deadline cancelled the call: the window frees up
             self.inflight -= 1
             if self.state is LinkState.READY and not self._pump_scheduled:
                 # After the callers this reply woke have queued their next inputs.
-                self._pump_scheduled = True
-                asyncio.get_running_loop().call_soon(self._pump)
+                self._schedule_pump()
+
+    def _loss(self, exc: Exception, expired: bool, n: int) -> ShardError:
+        """The error for the inputs of a call that raised ``exc`` (``expired``: timed out)."""
+        if expired:
+            return OutcomeUnknown(
+                self.shard,
+                f"no reply in {self.limits.call_timeout} s (Limits.call_timeout): the shard may "
+                f"be stuck; the call's {n} input(s) may or may not have run",
+            )
+        if isinstance(exc, ShardError):
+            return exc
+        return OutcomeUnknown(self.shard, f"the call failed: {exc!r}")
 
     # -- failure and recovery ----------------------------------------------------------
 
@@ -228,6 +274,7 @@ class ShardLink:
 
     def resync(self, reason: str) -> None:
         """Leave READY/DOWN: wait for the shard's hello, then start a new session."""
+        self.loop = asyncio.get_running_loop()
         if self.state is LinkState.FAILED or (
             self._hello_task is not None and not self._hello_task.done()
         ):
@@ -272,7 +319,8 @@ class ShardLink:
     # -- tasks -------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coro)
+        assert self.loop is not None  # resync set it before the first task
+        task = self.loop.create_task(coro)
         self._tasks.add(task)  # a reference, so that the task is not collected mid-way
         task.add_done_callback(self._tasks.discard)
         return task
@@ -369,8 +417,10 @@ class ShardedClient(Generic[I, O]):
         self.limits = limits or Limits()
         self.caller = uuid.uuid4().hex
         self.links = [ShardLink(transport, i, self.caller, self.limits) for i in range(shards)]
-        # The loop thread's ident while inputs are accepted, else 0 (as Runtime's).
+        # The loop thread's ident while inputs are accepted, else 0 (as Runtime's), and
+        # the loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.
         self._accepting = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def shards(self) -> int:
@@ -378,6 +428,7 @@ class ShardedClient(Generic[I, O]):
 
     async def connect(self) -> None:
         """Say hello to every shard; return when each is ready, down or failed (bounded)."""
+        self._loop = asyncio.get_running_loop()
         self._accepting = threading.get_ident()
         for link in self.links:
             link.resync("connecting")
@@ -388,6 +439,7 @@ class ShardedClient(Generic[I, O]):
         if not self._accepting:
             return
         self._accepting = 0
+        self._loop = None
         stopped = Stopped("the sharded client is closing")
         await asyncio.gather(*(link.close(stopped) for link in self.links))
         await self.transport.close()
@@ -421,19 +473,21 @@ class ShardedClient(Generic[I, O]):
 
     def submit_nowait(self, input: I) -> asyncio.Future[O]:
         """Route and queue ``input``; return a future of its output (raises as above)."""
-        if self._accepting != threading.get_ident():
+        loop = self._loop
+        if loop is None or self._accepting != threading.get_ident():
             raise self._refusal()
         link = self.links[self.router.shard_for(input)]
-        future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[O] = loop.create_future()
         link.submit(input, future)
         return future
 
     async def submit(self, input: I) -> O:
         """Run ``input`` on its shard and return its output, waiting for queue space."""
-        if self._accepting != threading.get_ident():
+        loop = self._loop
+        if loop is None or self._accepting != threading.get_ident():
             raise self._refusal()
         link = self.links[self.router.shard_for(input)]
-        future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[O] = loop.create_future()
         while True:
             if not self._accepting:
                 raise Stopped("the sharded client is not running")

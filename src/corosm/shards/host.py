@@ -19,7 +19,10 @@ refused unrun (:attr:`BatchReply.refused`). A caller numbers its batches
 per *session*, from 0; it starts a new session whenever it lost a call (the
 lost batch's number would never come). The first batch of a newer session
 makes the host refuse the older session's batches still waiting for their
-turn, so that nothing of the old session runs after the new one started.
+turn. A batch of the old session that had started goes on, through the
+caller's one :class:`CallerGate`, which outlives its sessions: its inputs
+still waiting there for their keys stay ahead of the new session's, so no
+input runs after one its caller submitted later on the same key.
 
 :meth:`ShardHost.run` takes a caller's batch, lets its :class:`Sequencer`
 start it in number order, feeds the inputs through the caller's
@@ -190,11 +193,12 @@ class ShardHost(Generic[S, I, O]):
                 f"gone (this is {self.incarnation[:8]}): not run",
             )
         state = self._callers.get(caller)
-        if state is None or session > state.session:
-            if state is not None:
-                for early in state.sequencer.abandon():
-                    early.refuse("its caller started a new session before it could run: not run")
+        if state is None:
             state = self._callers[caller] = _Caller(session)
+        elif session > state.session:
+            for early in state.sequencer.abandon():
+                early.refuse("its caller started a new session before it could run: not run")
+            state.session, state.sequencer = session, Sequencer()  # the gate stays
         elif session < state.session:
             return BatchReply([], {}, f"from session {session}, which its caller has left: not run")
         await self.start()
@@ -221,7 +225,7 @@ class ShardHost(Generic[S, I, O]):
 
 
 class _Caller:
-    """One caller's session on this shard: its batch order and its per-key order."""
+    """One caller on this shard: its session, its batch order, its per-key order (kept)."""
 
     __slots__ = ("gate", "sequencer", "session")
 
