@@ -287,6 +287,15 @@ class _Stop:
     """The segments after ``path``."""
     error: FrameError | None
 
+    @property
+    def torn(self) -> bool:
+        """Whether it is what a crash mid-write leaves: damage with nothing valid after it.
+
+        That is, in the last segment (``later`` is empty) and with no valid
+        frame of a later batch behind it (``FrameError.torn``).
+        """
+        return self.error is not None and self.error.torn and not self.later
+
     def describe(self) -> str:
         if self.error is None:
             return f"{self.path} holds no record, torn while being created"
@@ -312,7 +321,7 @@ def _cut(
     if err is None:
         return _remove_unborn(fs, directory, stop.path, stop.size), None
     damage = _cut_damage(fs, directory, stop, err, truncate_corrupt)
-    return (damage, None) if err.torn and not stop.later else (None, damage)
+    return (damage, None) if stop.torn else (None, damage)
 
 
 def _cut_damage(
@@ -321,7 +330,7 @@ def _cut_damage(
     """Cut a torn tail at ``err``, or corruption when allowed (else raise); report what went."""
     path, later = stop.path, stop.later
     lost = stop.size - err.offset
-    if err.torn and not later:  # nothing valid follows the damage: a torn write
+    if stop.torn:
         fs.truncate(path, err.offset)
         log.warning(
             "journal: torn last record cut off: %s at byte %d (%s, %d bytes dropped)",
