@@ -32,14 +32,15 @@ by a new session) fails with :class:`ShardUnavailable` (it did not run). A
 call with no reply within ``Limits.call_timeout`` (a shard whose process is
 alive but stuck: stopped, or waiting on a disk that does not return) is
 lost too: the link stops waiting, fails its inputs with OutcomeUnknown
-("no reply in N s") and counts them lost. In each case the link then says
-hello again (SYNCING: :meth:`ShardedClient.health` says so) and starts a
-new session; inputs still queued wait for it, and other shards' links go on
-meanwhile. A shard that does not answer that hello within ``hello_timeout``
-makes the link DOWN, which fails what is queued with ShardUnavailable. A
-shard that cannot start (its creation failed: e.g. a corrupt journal) makes
-the link FAILED: its inputs fail at once with :class:`ShardFailed` naming
-the cause, and :meth:`ShardedClient.health` says so.
+("no reply in N s") and counts them lost and timed out. In each case the
+link then says hello again (SYNCING: :meth:`ShardedClient.health` says
+so) and starts a new session; inputs still queued wait for it, and other
+shards' links go on meanwhile. A shard that does not answer that hello
+within ``hello_timeout`` makes the link DOWN, which fails what is queued
+with ShardUnavailable. A shard that cannot start (its creation failed:
+e.g. a corrupt journal) makes the link FAILED: its inputs fail at once
+with :class:`ShardFailed` naming the cause, and
+:meth:`ShardedClient.health` says so.
 
 What the late batch of a lost call can still do on the shard
 (:mod:`.host`): a batch of the old session that has not started there when
@@ -48,6 +49,14 @@ One that started goes on, ahead of the new session's inputs on the same
 keys: a caller keeps one per-key gate across its sessions. So an input
 that failed with OutcomeUnknown may still run, but never after an input
 submitted later on its key.
+
+Closing. Every input handed to a link gets exactly one outcome, also when
+the client closes: what is queued fails with ``Stopped`` (not sent), and a
+call in flight that gets no reply in the time :meth:`ShardedClient.close`
+gives it fails with OutcomeUnknown (it was sent: it may have run), as it
+does when close itself is cancelled or the loop ends with the call in
+flight. A link answers a call's inputs once: whoever takes the call's
+items from ``_flying`` first (the call, or close) answers them.
 """
 
 from __future__ import annotations
@@ -118,7 +127,8 @@ class Limits:
     1024 of them take about 10 s. The default, 60 s as for
     ``hello_timeout``, is far above that: it only catches a shard that is
     stuck (a stopped process, a disk that does not return), on the same
-    scale as one that does not come back.
+    scale as one that does not come back. It also bounds how long
+    :meth:`ShardedClient.close` waits for calls in flight.
     """
 
     window: int = 1
@@ -172,6 +182,8 @@ class ShardLink:
         self.space.set()
         self.ready = asyncio.Event()  # set on READY, DOWN or FAILED: the link has a verdict
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The inputs of each call in flight, by call number (``batches`` when it was sent).
+        self._flying: dict[int, list[tuple[Any, Reply]]] = {}
         self._hello_task: asyncio.Task[None] | None = None
         self._pump_scheduled = False
         self.down_since: float | None = time.monotonic()
@@ -179,7 +191,8 @@ class ShardLink:
         self.batches = 0
         self.inputs_sent = 0
         self.sizes: Counter[int] = Counter()
-        self.lost = 0
+        self.lost = 0  # inputs failed with OutcomeUnknown: lost, timed out or abandoned at close
+        self.timed_out = 0  # of those, the inputs of calls with no reply within call_timeout
         self.refused = 0
         #: Seconds from losing the shard (or, first, from creating the link) to its hello.
         self.gaps: list[float] = []
@@ -221,12 +234,13 @@ class ShardLink:
             self.sizes[n] += 1
             seq, self.seq = self.seq, self.seq + 1
             assert self.hello is not None
-            self._spawn(self._call(self.session, self.hello.incarnation, seq, items))
+            self._flying[self.batches] = items
+            self._spawn(self._call(self.session, self.hello.incarnation, seq, self.batches))
         if len(queue) < limits.max_queue:
             self.space.set()
 
-    async def _call(self, session: int, incarnation: str, seq: int, items: list[Any]) -> None:
-        inputs = [input for input, _ in items]
+    async def _call(self, session: int, incarnation: str, seq: int, call: int) -> None:
+        inputs = [input for input, _ in self._flying[call]]
         assert self.loop is not None  # READY: resync set it
         # No task of its own (as wait_for's): a timer, cancelled when the reply comes.
         deadline = asyncio.timeout_at(self.loop.time() + self.limits.call_timeout)
@@ -235,22 +249,51 @@ class ShardLink:
             async with deadline:
                 reply = await self.transport.run(self.shard, header, inputs)
         except Exception as exc:  # lost, timed out, or a transport's bug: never a silent retry
-            error = self._loss(exc, deadline.expired(), len(items))
-            self.lost += len(items)
-            _fail_all(items, error)
-            self._trouble(session, error.detail)
+            if (items := self._take(call)) is not None:
+                expired = deadline.expired()
+                error = self._loss(exc, expired, len(items))
+                self.lost += len(items)
+                self.timed_out += len(items) if expired else 0
+                _fail_all(items, error)
+                self._trouble(session, error.detail)
+        except asyncio.CancelledError:  # close gave up on it, or the loop is ending
+            self._abandon(call)
+            raise
         else:
-            if reply.refused is not None:
-                self.refused += len(items)
-                _fail_all(items, ShardUnavailable(self.shard, reply.refused))
-                self._trouble(session, reply.refused)
-            else:
-                _deliver(items, reply)
+            if (items := self._take(call)) is not None:  # None: close answered them already
+                self._answer_reply(session, items, reply)
         finally:  # also when the deadline cancelled the call: the window frees up
             self.inflight -= 1
             if self.state is LinkState.READY and not self._pump_scheduled:
                 # After the callers this reply woke have queued their next inputs.
                 self._schedule_pump()
+
+    def _answer_reply(
+        self, session: int, items: list[tuple[Any, Reply]], reply: BatchReply
+    ) -> None:
+        if reply.refused is not None:
+            self.refused += len(items)
+            _fail_all(items, ShardUnavailable(self.shard, reply.refused))
+            self._trouble(session, reply.refused)
+        else:
+            _deliver(items, reply)
+
+    def _take(self, call: int) -> list[tuple[Any, Reply]] | None:
+        """The inputs of ``call``, for the one who answers them; None once they are taken."""
+        return self._flying.pop(call, None)
+
+    def _abandon(self, call: int) -> None:
+        """Fail ``call``'s inputs (unless answered) as closed with the call in flight."""
+        if (items := self._take(call)) is not None:
+            self.lost += len(items)
+            _fail_all(
+                items,
+                OutcomeUnknown(
+                    self.shard,
+                    f"the client closed with the call in flight (or its event loop ended): "
+                    f"the call's {len(items)} input(s) may or may not have run",
+                ),
+            )
 
     def _loss(self, exc: Exception, expired: bool, n: int) -> ShardError:
         """The error for the inputs of a call that raised ``exc`` (``expired``: timed out)."""
@@ -325,17 +368,25 @@ class ShardLink:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def close(self, error: BaseException) -> None:
-        """Fail what is queued with ``error``; wait (bounded) for calls in flight."""
+    async def close(self, error: BaseException, wait: float) -> None:
+        """Fail what is queued with ``error``; give calls in flight ``wait`` s, then abandon them.
+
+        An abandoned call's inputs fail with OutcomeUnknown, and so do those of
+        calls still in flight when close itself is cancelled.
+        """
         self.state = LinkState.FAILED if self.state is LinkState.FAILED else LinkState.DOWN
         if self._hello_task is not None:
             self._hello_task.cancel()  # a shard still restarting is not waited for
         _fail_all(self._drain(), error)
         tasks = [t for t in self._tasks if not t.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=30)
-        for task in tasks:
-            task.cancel()
+        try:
+            if tasks:
+                await asyncio.wait(tasks, timeout=wait)
+        finally:  # cancelled or not: no input is left without an outcome
+            for call in list(self._flying):
+                self._abandon(call)
+            for task in tasks:
+                task.cancel()
 
     def health(self) -> str | None:
         if self.state is LinkState.READY:
@@ -351,6 +402,7 @@ class ShardLink:
             p + "batches": self.batches,
             p + "inputs_sent": self.inputs_sent,
             p + "inputs_lost": self.lost,
+            p + "inputs_timed_out": self.timed_out,
             p + "inputs_refused": self.refused,
             p + "restarts_seen": max(0, len(self.gaps) - 1),
             p + "last_gap_s": self.gaps[-1] if len(self.gaps) > 1 else 0.0,
@@ -435,18 +487,39 @@ class ShardedClient(Generic[I, O]):
         await asyncio.gather(*(link.ready.wait() for link in self.links))
 
     async def close(self) -> None:
-        """Stop accepting inputs, fail what is queued, close the transport."""
+        """Stop accepting inputs, answer every input handed over, close the transport.
+
+        Inputs still queued fail at once with :class:`Stopped` (they were not
+        sent). Each call in flight gets its reply, or fails its inputs with
+        OutcomeUnknown once ``Limits.call_timeout`` has passed since it was
+        sent, as any call does: so close waits at most ``call_timeout`` for
+        calls (60 s by default), then for the transport's close, which the
+        transport bounds (:meth:`corosm.shards.ray.RayTransport.close`; in
+        this process, the hosts' ``Runtime.stop``). When close returns, or is
+        cancelled, every input handed to the client has its one outcome: a
+        call still in flight then fails with OutcomeUnknown ("the client
+        closed with the call in flight").
+        """
+        await self._close(self.limits.call_timeout)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """:meth:`close` under :class:`~corosm.runtime.Runtime`'s name, calls given ``timeout`` s.
+
+        As ``Runtime.stop(timeout)`` fails what is unfinished after ``timeout``
+        seconds with Stopped, calls still in flight after ``timeout`` seconds
+        (or ``call_timeout``, if that ends them first) fail with OutcomeUnknown:
+        they were sent, so they may have run. The transport's close comes after.
+        """
+        await self._close(check_seconds("timeout", timeout))
+
+    async def _close(self, wait: float) -> None:
         if not self._accepting:
             return
         self._accepting = 0
         self._loop = None
         stopped = Stopped("the sharded client is closing")
-        await asyncio.gather(*(link.close(stopped) for link in self.links))
+        await asyncio.gather(*(link.close(stopped, wait) for link in self.links))
         await self.transport.close()
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        """:meth:`close`, under the name :class:`~corosm.runtime.Runtime` uses (for servers)."""
-        await asyncio.wait_for(self.close(), check_seconds("timeout", timeout) + 30.0)
 
     async def __aenter__(self) -> ShardedClient[I, O]:
         await self.connect()
@@ -519,6 +592,7 @@ class ShardedClient(Generic[I, O]):
             "batches_sent": sum(link.batches for link in self.links),
             "inputs_sent": sum(link.inputs_sent for link in self.links),
             "inputs_lost": sum(link.lost for link in self.links),
+            "inputs_timed_out": sum(link.timed_out for link in self.links),
             "queue_depth": sum(len(link.queue) for link in self.links),
         }
         sent = stats["batches_sent"]

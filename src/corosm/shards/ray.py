@@ -72,6 +72,9 @@ log = logging.getLogger("corosm.shards")
 #: Ray's namespace for shard actors, unless ``open`` is given another.
 NAMESPACE = "corosm"
 
+#: Seconds a shard gets to stop cleanly when the client closes, before its actor is killed.
+STOP_TIMEOUT = 30.0
+
 #: How a shard's failed creation begins its message (found again in Ray's text).
 _STARTING = "cannot start: "
 
@@ -187,13 +190,17 @@ class RayTransport:
         return stats
 
     async def close(self) -> None:
-        """Stop each shard cleanly (journal flushed), then end its actor."""
+        """Stop each shard cleanly (journal flushed), then end its actor (not if detached).
+
+        The shards stop at once; each gets :data:`STOP_TIMEOUT` seconds, then
+        its actor is killed all the same.
+        """
         if not self.kill_on_close:
             return
 
         async def stop(actor: Any) -> None:
             with contextlib.suppress(RayActorError, TimeoutError):
-                await asyncio.wait_for(actor.stop.remote(), 30)
+                await asyncio.wait_for(actor.stop.remote(), STOP_TIMEOUT)
             ray.kill(actor, no_restart=True)
 
         await asyncio.gather(*(stop(actor) for actor in self.actors))
