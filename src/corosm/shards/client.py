@@ -20,7 +20,7 @@ a read sees the client's earlier writes on its key.
 
 Failure. A link is a small state machine::
 
-    SYNCING --hello--> READY --call lost, refused or timed out--> SYNCING
+    SYNCING --hello--> READY --call lost, refused, timed out or miscounted--> SYNCING
     SYNCING --no hello in time--> DOWN --next submit--> SYNCING
     SYNCING --shard cannot start--> FAILED (for good)
 
@@ -32,15 +32,18 @@ by a new session) fails with :class:`ShardUnavailable` (it did not run). A
 call with no reply within ``Limits.call_timeout`` (a shard whose process is
 alive but stuck: stopped, or waiting on a disk that does not return) is
 lost too: the link stops waiting, fails its inputs with OutcomeUnknown
-("no reply in N s") and counts them lost and timed out. In each case the
-link then says hello again (SYNCING: :meth:`ShardedClient.health` says
-so) and starts a new session; inputs still queued wait for it, and other
-shards' links go on meanwhile. A shard that does not answer that hello
-within ``hello_timeout`` makes the link DOWN, which fails what is queued
-with ShardUnavailable. A shard that cannot start (its creation failed:
-e.g. a corrupt journal) makes the link FAILED: its inputs fail at once
-with :class:`ShardFailed` naming the cause, and
-:meth:`ShardedClient.health` says so.
+("no reply in N s") and counts them lost and timed out. So is a call
+whose reply has more or fewer outputs than it had inputs (a transport's
+bug, or a shard of another version): no output can be matched to its
+input, so every input fails with OutcomeUnknown naming both counts. In
+each case the link then says hello again (SYNCING:
+:meth:`ShardedClient.health` says so) and starts a new session; inputs
+still queued wait for it, and other shards' links go on meanwhile. A
+shard that does not answer that hello within ``hello_timeout`` makes the
+link DOWN, which fails what is queued with ShardUnavailable. A shard that
+cannot start (its creation failed: e.g. a corrupt journal) makes the link
+FAILED: its inputs fail at once with :class:`ShardFailed` naming the
+cause, and :meth:`ShardedClient.health` says so.
 
 What the late batch of a lost call can still do on the shard
 (:mod:`.host`): a batch of the old session that has not started there when
@@ -251,11 +254,8 @@ class ShardLink:
         except Exception as exc:  # lost, timed out, or a transport's bug: never a silent retry
             if (items := self._take(call)) is not None:
                 expired = deadline.expired()
-                error = self._loss(exc, expired, len(items))
-                self.lost += len(items)
                 self.timed_out += len(items) if expired else 0
-                _fail_all(items, error)
-                self._trouble(session, error.detail)
+                self._lose(session, items, self._loss(exc, expired, len(items)))
         except asyncio.CancelledError:  # close gave up on it, or the loop is ending
             self._abandon(call)
             raise
@@ -275,8 +275,16 @@ class ShardLink:
             self.refused += len(items)
             _fail_all(items, ShardUnavailable(self.shard, reply.refused))
             self._trouble(session, reply.refused)
+        elif len(reply.outputs) != len(items):  # the one check a good reply pays for
+            self._lose(session, items, self._miscounted(len(reply.outputs), len(items)))
         else:
             _deliver(items, reply)
+
+    def _lose(self, session: int, items: list[tuple[Any, Reply]], error: ShardError) -> None:
+        """Fail a call's inputs with ``error`` (they may have run), then say hello again."""
+        self.lost += len(items)
+        _fail_all(items, error)
+        self._trouble(session, error.detail)
 
     def _take(self, call: int) -> list[tuple[Any, Reply]] | None:
         """The inputs of ``call``, for the one who answers them; None once they are taken."""
@@ -306,6 +314,19 @@ class ShardLink:
         if isinstance(exc, ShardError):
             return exc
         return OutcomeUnknown(self.shard, f"the call failed: {exc!r}")
+
+    def _miscounted(self, outputs: int, inputs: int) -> OutcomeUnknown:
+        """The error for the inputs of a call whose reply has ``outputs`` outputs, not ``inputs``.
+
+        Which output is whose cannot be told, so none is delivered: the
+        transport, or a shard of another corosm version, is at fault.
+        """
+        return OutcomeUnknown(
+            self.shard,
+            f"the reply has {outputs} output(s) for the call's {inputs} input(s): no output "
+            "can be matched to its input (a transport's bug, or a shard of another corosm "
+            "version?); they may or may not have run",
+        )
 
     # -- failure and recovery ----------------------------------------------------------
 

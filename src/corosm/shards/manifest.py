@@ -36,6 +36,13 @@ data must not start empty and answer as if the store were new. (A node
 cannot tell a new store from a lost directory by itself; callers that can,
 say so with ``create=False``: :func:`is_created`.)
 
+A caller that starts the shards elsewhere (Ray) checks the directory where
+it runs first, with :func:`check_here`, which writes nothing: the store's
+manifest, or else what would stop any shard from making the store there
+(another layout, a damaged manifest, an unsharded host's journal, stray
+shard directories, a file in the way of the directory). The rest (each
+shard's marker and directory) only the shard can check, on its own disk.
+
 Plain files and JSON only; no Ray, no asyncio.
 """
 
@@ -48,7 +55,7 @@ import uuid
 from dataclasses import dataclass
 
 from corosm.errors import UsageError
-from corosm.io.journal.lock import make_directory
+from corosm.io.journal.lock import check_directory_path, make_directory
 from corosm.shards.errors import ShardLayoutMismatch
 from corosm.shards.routing import HASH_NAME, check_shard_count
 
@@ -115,6 +122,27 @@ def is_created(data_dir: str | os.PathLike[str], wanted: Layout) -> bool:
     if found != wanted:
         raise ShardLayoutMismatch(_mismatch(directory, found, wanted))
     return True
+
+
+def check_here(data_dir: str | os.PathLike[str], wanted: Layout) -> bool:
+    """:func:`is_created`, and when not, whether a store of ``wanted`` could be made here.
+
+    Read-only. ``data_dir`` must be a directory or a path where one can be
+    made (:func:`~corosm.io.journal.lock.check_directory_path`: checked
+    first, so a symbolic link that loops is named as such, not as an
+    unreadable manifest). Without a manifest, it must hold what
+    :func:`check_layout` lets a new store start from (no unsharded journal,
+    no ``shard-*`` entries but an unfinished creation of ``wanted``). A
+    :class:`~corosm.errors.DataError` (a :class:`ShardLayoutMismatch` for
+    what the directory holds) names the path. Each shard's own marker and
+    directory are left to the shard (module docs).
+    """
+    directory = data_path(data_dir)
+    check_directory_path(directory)
+    if is_created(directory, wanted):
+        return True
+    _check_new(directory, wanted, create=True)
+    return False
 
 
 def check_create(create: object) -> bool:

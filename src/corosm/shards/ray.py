@@ -61,7 +61,7 @@ from corosm.runtime.durable import DurableOptions
 from corosm.shards.client import Limits, ShardedClient
 from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed
 from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
-from corosm.shards.manifest import Layout, check_create, data_path, is_created
+from corosm.shards.manifest import Layout, check_create, check_here, data_path
 from corosm.shards.routing import check_shard_count, stable_hash
 
 I = TypeVar("I")
@@ -274,7 +274,13 @@ async def start(
     create missing shards; so does a manifest of the store found at
     ``data_dir`` here (the store exists: a missing shard is lost data, not a
     new shard). ``options`` are the hosts' (``fsync``, ``snapshot_every``,
-    ...). A bad argument raises a UsageError before Ray is started.
+    ...). A bad argument raises a UsageError, and a data directory that no
+    shard could use here a DataError
+    (:func:`~corosm.shards.manifest.check_here`: another layout, a damaged
+    manifest, a file in the way, an unsharded journal, stray shard
+    directories), both before Ray is started. What only a shard's node can
+    see (its marker, its directory missing, a corrupt journal) fails that
+    shard.
 
     The client is returned even when some shards cannot start: those are
     reported by ``health()`` and their inputs fail with :class:`ShardFailed`.
@@ -287,12 +293,15 @@ async def start(
     directory = os.path.abspath(data_path(data_dir))
     layout = Layout(shards)
     host_options = DurableOptions.of(options)
-    # A store whose manifest is here already is reopened: a shard directory missing on its
-    # node is then refused, not made empty (see corosm.shards.manifest).
-    reopening = is_created(directory, layout)  # another layout here is refused at once
-    create = check_create(create) and not reopening
+    create = check_create(create)
     if nodes is not None:
         _check_nodes(nodes)
+    # A store whose manifest is here already is reopened: a shard directory missing on its
+    # node is then refused, not made empty. Without one, what would stop every shard made
+    # here (a file in the way, another store's files) is refused now, not by each actor
+    # once Ray has started (see corosm.shards.manifest.check_here).
+    if check_here(directory, layout):
+        create = False
     if not ray.is_initialized():
         ray.init(address=address, namespace=namespace, log_to_driver=True)
     if name is None:

@@ -13,6 +13,9 @@ expected, never with a bare ``FileExistsError``:
   :class:`~corosm.errors.DataError` (:func:`make_directory`), the
   ``OSError`` chained as its cause. Only the failure is examined: opening a
   good directory costs one ``makedirs``, as before.
+  :func:`check_directory_path` says the same of what is in the way (a file,
+  a link that leads nowhere) without making anything, for a caller that
+  checks a path before it starts the processes that will open it.
 
 A disk that is full or failing (ENOSPC, EIO) stays an ``OSError`` naming
 its file: it is no fault of the path.
@@ -126,9 +129,22 @@ def make_directory(directory: str) -> None:
         raise DataError(problem) from exc
 
 
+def check_directory_path(directory: str) -> None:
+    """The :class:`DataError` :func:`make_directory` raises when something is in the way.
+
+    Read-only: it creates nothing, and looks only for what is in the way of
+    ``directory`` (itself or a parent that exists but is no directory). What
+    only an attempt shows (no permission, a read-only file system) is left to
+    :func:`make_directory`.
+    """
+    problem = _blocked(directory)
+    if problem is not None:
+        raise DataError(problem)
+
+
 def _cannot_make(directory: str, exc: OSError) -> str | None:
     """Why ``makedirs(directory)`` failed, for the operator; None for a disk fault."""
-    where = f"data directory {directory!r}"
+    where = _where(directory)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return (
             f"{where} cannot be created or entered: {exc.strerror} on {exc.filename!r}; {WRITABLE}"
@@ -141,22 +157,33 @@ def _cannot_make(directory: str, exc: OSError) -> str | None:
         return f"{where}: a name in the path is too long for its file system ({exc.strerror})"
     if exc.errno not in (errno.EEXIST, errno.ENOTDIR, errno.ELOOP, errno.ENOENT):
         return None
+    # With nothing in the way to name (it changed meanwhile), the system's word.
+    return _blocked(directory) or f"{where} cannot be created: {exc.strerror}; {EXPECTED}"
+
+
+def _blocked(directory: str) -> str | None:
+    """What is in the way of ``directory`` being a directory, for the operator; None if nothing."""
     try:
         blocker, what = _in_the_way(directory)
-    except OSError:  # it changed meanwhile (a link removed): say what the system said
-        blocker, what = None, ""
-    if blocker is None:  # nothing to name: the system's word
-        return f"{where} cannot be created: {exc.strerror}; {EXPECTED}"
+    except OSError:  # it changed while we looked (a link removed): nothing to name
+        return None
+    if blocker is None:
+        return None
+    where = _where(directory)
     if blocker == directory.rstrip(os.sep):
         return f"{where} is {what}; {EXPECTED}"
     return f"{where} cannot be created: {blocker!r} is {what}, not a directory; {EXPECTED}"
 
 
+def _where(directory: str) -> str:
+    return f"data directory {directory!r}"
+
+
 def _in_the_way(directory: str) -> tuple[str | None, str]:
     """The nearest of ``directory`` and its parents that exists but is no directory, and what it is.
 
-    Walks up from the directory itself (called only after ``makedirs``
-    failed); stops, naming nothing, at the first real directory.
+    Walks up from the directory itself; stops, naming nothing, at the first
+    real directory. Read-only (lstat, stat, readlink).
     """
     path = directory.rstrip(os.sep) or directory
     while True:
@@ -202,7 +229,7 @@ def _kind(mode: int) -> str:
 
 def _cannot_write(directory: str, exc: OSError) -> str | None:
     """Why the lock file cannot be opened, for the operator; None for a disk fault."""
-    where = f"data directory {directory!r}"
+    where = _where(directory)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"{where} is not writable: {exc.strerror} creating {LOCK_NAME!r} in it; {WRITABLE}"
     if exc.errno == errno.EROFS:
