@@ -292,7 +292,10 @@ def expect(
     for i in range(start, len(firsts)):
         first, data = firsts[i], segs[firsts[i]]
         name, later = segment_name(first), tuple(map(segment_name, firsts[i + 1 :]))
-        if first > max(expected, snap_lsn + 1) or (first < expected and i > start):
+        resume = max(expected, snap_lsn + 1)
+        if first > resume and damaged and damaged[0] >= resume:
+            return Outcome(error=(snapshot_name(damaged[0]), None, False))  # rule 2: it held them
+        if first > resume or (first < expected and i > start):
             return Outcome(error=(name, 0, False))  # rule 4: a gap, or an overlap
         if (len(data) < HEADER_SIZE or not any(data)) and not later:
             torn = (name, 0)  # unborn: a crash while it was created

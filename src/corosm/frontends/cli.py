@@ -458,7 +458,7 @@ def _startup_problem(exc: Exception, args: argparse.Namespace) -> str:
     if isinstance(exc, CorruptJournal):
         if args.truncate_corrupt or not exc.cuttable:  # the option would not help
             return str(exc)
-        return f"{exc} (--truncate-corrupt cuts the journal there, losing the records after it)"
+        return f"{exc} (here: --truncate-corrupt)"  # the library's remedy, named as serve's option
     if not isinstance(exc, OSError):
         return str(exc)
     problem = exc.strerror or str(exc)

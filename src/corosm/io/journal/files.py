@@ -43,6 +43,11 @@ the out-of-order tear.
 
 FaultyFS is deterministic: no threads, no clocks, no randomness. It holds a
 lock only so that the journal's threads may share it in tests.
+
+A file that recovery must read or remove but cannot stays an ``OSError``
+naming it, as every disk fault does. Where the operator can fix it (no
+permission, a directory under the file's name), :func:`raise_fixable` says
+which of the journal's files it is and what to do.
 """
 
 from __future__ import annotations
@@ -193,6 +198,24 @@ def _no_room(exc: OSError, start: int, target: int, pos: int) -> str:
         f"each segment (fsync='always'): asked for {target - start} bytes at offset {start}, "
         f"found room for {pos - start}"
     )
+
+
+def raise_fixable(exc: OSError, path: str, role: str) -> None:
+    """Raise ``exc``, met using ``path`` (by its name the journal's ``role``), explained.
+
+    Only what the operator can fix and the disk cannot (no permission, a
+    directory under the file's name): the same errno (so the same
+    ``OSError`` subclass), naming ``path``, and what to do. Any other
+    failure (EIO: the disk) returns, for the caller to decide on.
+    """
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        todo = "give the user corosm runs as read and write access to it"
+    elif exc.errno == errno.EISDIR:
+        todo = "it is a directory: move it out of the data directory"
+    else:
+        return
+    what = f"{exc.strerror} (the journal's {role}, by its name: {todo})"
+    raise OSError(exc.errno, what, path) from exc
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap the real file system

@@ -2,22 +2,27 @@
 
 Theory of operation
 -------------------
-1. Remove leftover ``*.tmp`` files (snapshots that never got renamed).
+1. Remove leftover ``*.tmp`` files (snapshots that never got renamed). A
+   name that looks like a segment's or a snapshot's but is not one is left
+   alone, and logged: it is not read.
 2. Load the newest snapshot that checks out (``machine.restore``), or start
    from ``machine.initial_state()``. Its LSN ``L`` says which records it holds.
    Damaged newer snapshots are skipped, but what they held must not be lost
    (:class:`_Fallback`): a snapshot at ``D`` is written only once records
-   ``1..D`` were acknowledged, so the journal must reach back to ``L + 1``
-   (checked before anything is read) and on to the newest damaged one's
-   ``D`` (checked where replay stops, before any record is cut). If it does
-   not, recovery refuses with an error naming them and the missing records.
+   ``1..D`` were acknowledged, so the journal must hold every record from
+   ``L + 1`` (checked before each segment is read: one that starts late or
+   after a gap) on to the newest damaged one's ``D`` (checked where replay
+   stops, before any record is cut). If it does not, recovery refuses with
+   an error naming the damaged snapshot, the missing records and what to
+   restore, not the gap or the end that shows they are missing.
 3. Read the segments in LSN order, each with one big read, and replay every
    record with LSN > ``L`` through ``machine.apply_encoded``, whose effect
    is ``machine.apply(state, machine.decode_record(payload))`` for each
    record: the very function the live path runs when an append completes,
    so the rebuilt state is the live state.
 4. Check as we go: headers and versions, both checksums of every frame, LSNs
-   consecutive inside a segment and across segments (a gap means lost data).
+   consecutive inside a segment and across segments (a gap means lost data,
+   an overlap a segment that is not this journal's).
 5. Once the state is rebuilt and the journal's end checked (step 2), cut
    the journal where replay stopped, if it did (below), and rename the
    damaged snapshots skipped in step 2 to ``*.damaged``, so that snapshot
@@ -42,6 +47,15 @@ cut is made only if the journal still reaches every damaged snapshot's LSN
 ends the journal before them is no crash, and recovery refuses instead,
 ``truncate_corrupt`` or not.
 
+Every refusal names the file, the byte offset or the LSNs, what was
+expected, and what the operator can do (restore a file from a backup, move
+a stray one out, accept a loss by ``truncate_corrupt`` or a rename where
+that is safe); no record is cut and no snapshot renamed before it. A file
+that cannot be read at all is an ``OSError`` naming it; where the operator
+can fix that (no permission, a directory under a journal file's name) it
+says so (:func:`~corosm.io.journal.files.raise_fixable`). A snapshot the
+disk fails to read counts as damaged.
+
 The hot loops avoid per-record syscalls and objects beyond the payload: the
 file is one ``bytes``; :func:`~corosm.io.journal.format.read_frames` checks
 a chunk of frames and collects their payloads, then one call to the
@@ -60,7 +74,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from corosm.core.machine import Machine, fresh_state
 from corosm.errors import ApplyFailed, CorruptJournal, DataError
-from corosm.io.journal.files import FileSystem, OSFileSystem
+from corosm.io.journal.files import FileSystem, OSFileSystem, raise_fixable
 from corosm.io.journal.format import (
     BATCHES_MARKED,
     DAMAGED_SUFFIX,
@@ -79,6 +93,8 @@ from corosm.io.journal.format import (
     parse_segment_name,
     parse_snapshot_name,
     read_frames,
+    segment_name,
+    snapshot_name,
 )
 from corosm.io.journal.snapshot import load_newest_snapshot, set_aside
 
@@ -230,14 +246,43 @@ def _record_failure(
     try:
         machine.decode_record(payload)
     except Exception as decode_exc:
+        name = type(machine).__name__
         failure = CorruptJournal(
-            path, offset, f"record lsn {lsn} could not be decoded: {decode_exc!r}"
+            path,
+            offset,
+            f"record lsn {lsn} could not be decoded: {decode_exc!r}; its checksums pass, so it "
+            f"holds what encode_record() wrote: open the directory with the machine that wrote "
+            f"it, or, if that is {name}, fix {name}.decode_record() (it must read every record "
+            "encode_record() has written) and restart; nothing was changed",
         )
         failure.__cause__ = decode_exc
     else:
         failure = ApplyFailed(lsn, type(machine).__name__, exc)
         failure.__cause__ = exc
     return failure
+
+
+def _read_segment(fs: FileSystem, path: str) -> bytes:
+    """The bytes of segment ``path``; what the operator can fix is said (:func:`raise_fixable`)."""
+    try:
+        return fs.read(path)
+    except OSError as exc:
+        raise_fixable(exc, path, "segment")
+        raise
+
+
+def _segment_version(path: str, data: bytes) -> int:
+    """The format version in segment ``path``'s header; if it is damaged, say what to do."""
+    try:
+        return check_header(path, data, JOURNAL_MAGIC)
+    except CorruptJournal as exc:
+        raise CorruptJournal(
+            path,
+            exc.offset,
+            f"{exc.reason}; recovery never cuts a file header, truncate_corrupt or not: restore "
+            f"{os.path.basename(path)} from a backup, or, if it is not this journal's, move it "
+            "out of the data directory",
+        ) from None
 
 
 def _frame_error(data: bytes, pos: int, lsn: int, batches: bool) -> FrameError | None:
@@ -256,20 +301,49 @@ def _list_and_clean(fs: FileSystem, directory: str) -> list[str]:
 
     Only the journal's own (a snapshot's ``snapshot-<LSN>.snap.tmp``): the
     directory may hold other files, which are not recovery's to delete.
+    Names that look like the journal's but are not are logged (:func:`_warn_lookalike`).
     """
     fs.makedirs(directory)
     names = fs.listdir(directory)
     temps = [n for n in names if _is_snapshot_temp(n)]
     for name in temps:
-        fs.remove(os.path.join(directory, name))
+        path = os.path.join(directory, name)
+        try:
+            fs.remove(path)
+        except OSError as exc:
+            raise_fixable(exc, path, "snapshot temp file")
+            raise
     if temps:
         fs.fsync_dir(directory)
+    for name in names:
+        _warn_lookalike(name)
     return [n for n in names if n not in temps]
 
 
 def _is_snapshot_temp(name: str) -> bool:
     stem = name.removesuffix(TEMP_SUFFIX)
     return stem != name and parse_snapshot_name(stem) is not None
+
+
+_PREFIXES = tuple(name(0).partition("-")[0] + "-" for name in (segment_name, snapshot_name))
+"""How the names of segments and snapshots begin ("journal-", "snapshot-")."""
+
+
+def _warn_lookalike(name: str) -> None:
+    """Log ``name`` if it looks like a segment's or a snapshot's but is not: it is not read.
+
+    Such a file is left alone (it may be anyone's), but a segment or a
+    snapshot restored from a backup under a wrong name (``journal-6.log``)
+    would be left out of recovery without a word.
+    """
+    if not name.startswith(_PREFIXES) or _is_snapshot_temp(name):
+        return
+    stem = name.removesuffix(DAMAGED_SUFFIX)
+    if parse_segment_name(name) is None and parse_snapshot_name(stem) is None:
+        log.warning(
+            "journal: %r is not read: not a journal file name (%s, %s or %s%s); if it is one, "
+            "rename it", name, segment_name(1), snapshot_name(1), snapshot_name(1), DAMAGED_SUFFIX,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +360,8 @@ class _Stop:
     later: tuple[str, ...]
     """The segments after ``path``."""
     error: FrameError | None
+    lsn: int
+    """The record that should have come next: the first one not replayed."""
 
     @property
     def torn(self) -> bool:
@@ -341,7 +417,7 @@ def _cut_damage(
     if err.torn:  # nothing valid follows in this file, but later segments exist
         reason += f"; {len(later)} later segment(s) follow, so this is not a torn write"
     if not truncate_corrupt:
-        raise CorruptJournal(path, err.offset, reason, cuttable=True)
+        raise CorruptJournal(path, err.offset, f"{reason}; {_cut_remedy(stop)}", cuttable=True)
     fs.truncate(path, err.offset)
     for name in later:
         fs.remove(os.path.join(directory, name))
@@ -352,6 +428,16 @@ def _cut_damage(
         "segment(s) dropped", path, err.offset, reason, lost, len(later),
     )  # fmt: skip
     return Damage(path, err.offset, reason, lost, later)
+
+
+def _cut_remedy(stop: _Stop) -> str:
+    """What the operator can do about damage replay stopped at that a crash cannot have left."""
+    removes = f" and removes the {len(stop.later)} later segment(s)" if stop.later else ""
+    return (
+        f"replay stops at record lsn {stop.lsn}: restore {os.path.basename(stop.path)} from a "
+        f"backup; or, to accept losing records {stop.lsn} on, copy the directory aside and "
+        f"recover with truncate_corrupt=True, which cuts the journal here{removes}"
+    )
 
 
 def _remove_unborn(fs: FileSystem, directory: str, path: str, size: int) -> Damage:
@@ -372,12 +458,16 @@ class _Fallback:
     acknowledged (:meth:`~corosm.io.journal.control.JournalControl.snapshot_start`
     refuses an LSN beyond the last acknowledged one; in ``always`` mode that
     is the last synced one, so a batch a crash tore is never in a snapshot).
-    Its name proves those records existed. So the journal must hold record ``snap_lsn + 1``,
-    the first the fallback lacks (:meth:`check_start`, before anything is
-    read), and every record up to the newest damaged snapshot's LSN
-    (:meth:`check_end`, where replay stops, before any record is cut). Neither
+    Its name proves those records existed. So the journal must hold every
+    record from ``snap_lsn + 1``, the first the fallback lacks, on: a
+    journal that starts late, or leaves a gap, where a damaged snapshot
+    held the missing records (:meth:`check_start`, :meth:`check_gap`, before
+    the segment after the gap is read) is refused naming that snapshot, not
+    the gap; and it must reach the newest damaged snapshot's LSN
+    (:meth:`check_end`, where replay stops, before any record is cut). No
     check yields to ``truncate_corrupt``, which cuts the journal, not
-    snapshots: to accept the loss, the operator renames the snapshots aside.
+    snapshots. To accept the loss of records the journal ends before, the
+    operator renames the snapshots aside; a gap no rename repairs.
     """
 
     snap_lsn: int
@@ -385,17 +475,38 @@ class _Fallback:
     damaged: tuple[CorruptJournal, ...]
     """The damaged snapshots skipped, newest first: all have LSNs above ``snap_lsn``."""
 
-    def check_start(self, first: int | None) -> None:
-        """Raise if the journal, whose first segment read starts at ``first``, starts too late."""
-        if not self.damaged or (first is not None and first <= self.snap_lsn + 1):
-            return
-        if first is None:
+    def check_start(self, has_segments: bool) -> None:
+        """Raise if the journal holds no segment at all; one that starts late: :meth:`check_gap`."""
+        if self.damaged and not has_segments:
             missing = f"the journal holds no segment, so the records after lsn {self.snap_lsn}"
+            self._refuse(missing, f"restore {self._newest} from a backup")
+
+    def check_gap(self, resume: int, first: int, path: str, previous: str | None) -> None:
+        """Raise if the records missing before segment ``path`` were in a damaged snapshot.
+
+        The journal continues at ``resume``, but ``path`` starts at ``first``:
+        records ``resume..first - 1`` are in no segment. ``previous`` is the
+        segment read before it, or None when ``path`` is the first segment
+        read (then ``resume`` is ``snap_lsn + 1``). Whether a gap no damaged
+        snapshot held is an error is the caller's to say.
+        """
+        if not self.damaged or _lsn_of(self._newest) < resume:
+            return
+        name = os.path.basename(path)
+        if previous is None:
+            where = f"the journal starts at lsn {first} ({name})"
         else:
-            missing = (
-                f"the journal starts at lsn {first}, so records {self.snap_lsn + 1}..{first - 1}"
-            )
-        self._refuse(missing, "restore the snapshot from a backup")
+            where = f"the journal has a gap after {previous}: {name} starts at lsn {first}"
+        # a damaged snapshot at first - 1 or later held them all: restoring it bridges the gap
+        bridge = [n for e in self.damaged if _lsn_of(n := os.path.basename(e.path)) >= first - 1]
+        segments = "the segment(s) that held them"
+        restore = (
+            f"{bridge[-1]} from a backup, or {segments}" if bridge else f"{segments} from a backup"
+        )
+        self._refuse(
+            f"{where}, so records {resume}..{first - 1}",
+            f"restore {restore}; truncate_corrupt does not skip a gap, and no rename repairs it",
+        )
 
     def check_end(self, last: int, stop: _Stop | None) -> None:
         """Raise if the journal, whose last record is ``last``, ends before a damaged snapshot.
@@ -419,6 +530,11 @@ class _Fallback:
             f"{reached}; truncate_corrupt does not accept this loss",
         )
 
+    @property
+    def _newest(self) -> str:
+        """The name of the newest damaged snapshot (there is one)."""
+        return os.path.basename(self.damaged[0].path)
+
     def _refuse(self, missing: str, remedy: str) -> NoReturn:
         newest = self.damaged[0]
         which = "; ".join(
@@ -435,6 +551,40 @@ class _Fallback:
             newest.offset,
             f"cannot recover: {which}; the next older starting point is {base}, but {missing} "
             f"exist nowhere else ({remedy})",
+        )
+
+
+def _check_follows(
+    fallback: _Fallback, path: str, first: int, expected: int, previous: str | None
+) -> None:
+    """Raise unless segment ``path``, which starts at ``first``, continues the journal.
+
+    ``expected`` is the record after the last one read, in ``previous``
+    (None: ``path`` is the first segment read). The journal continues at
+    ``expected`` or after the snapshot, whichever is later; a segment that
+    starts after that leaves a gap, one that starts before it (but for the
+    first one read, which may start inside the snapshot) overlaps.
+    """
+    resume = max(expected, fallback.snap_lsn + 1)
+    if first > resume:
+        fallback.check_gap(resume, first, path, previous)
+        after = f" after {previous}" if previous else ""
+        raise CorruptJournal(
+            path,
+            0,
+            f"segment starts at lsn {first} but the journal continues at {resume}{after}: "
+            f"records {resume}..{first - 1} are in no segment (one deleted, or cut short?): "
+            "restore the segment(s) that held them from a backup, or, if "
+            f"{os.path.basename(path)} is not this journal's, move it out of the data "
+            "directory; truncate_corrupt does not skip a gap",
+        )
+    if first < expected and previous is not None:
+        raise CorruptJournal(
+            path,
+            0,
+            f"segment starts at lsn {first} but the journal continues at {expected}: "
+            f"{previous} holds records {first}..{expected - 1} too, so one of the two is not "
+            "this journal's (a copy?): move it out of the data directory",
         )
 
 
@@ -455,17 +605,29 @@ def _restore(
     try:
         state = machine.restore(payload)
     except Exception as exc:
-        name = type(machine).__name__
-        raise DataError(
-            f"{name}.restore() raised {type(exc).__name__}: {exc} on snapshot {path} (lsn {lsn}), "
-            "which passed its checksums, so it holds what snapshot() wrote: fix restore() (it "
-            "must read every version snapshot() has written) and restart; nothing was changed"
-        ) from exc
+        raise _restore_failure(machine, path, lsn, exc) from exc
     log.info(
         "journal: restored snapshot %s (lsn %d, %d bytes) in %.3f s",
         path, lsn, len(payload), time.perf_counter() - t0,
     )  # fmt: skip
     return path, lsn, state
+
+
+def _restore_failure(machine: object, path: str, lsn: int, exc: Exception) -> DataError:
+    """The error for ``machine.restore`` raising ``exc`` on the sound snapshot ``path``."""
+    name = type(machine).__name__
+    if isinstance(exc, NotImplementedError):  # Machine.restore's default: it takes no snapshots
+        todo = (
+            f"open the directory with the machine that wrote it, or give {name} a restore() "
+            "that reads it"
+        )
+    else:
+        todo = "fix restore() (it must read every version snapshot() has written)"
+    return DataError(
+        f"{name}.restore() raised {type(exc).__name__}: {exc} on snapshot {path} (lsn {lsn}), "
+        f"which passed its checksums, so it holds what snapshot() wrote: {todo} and restart; "
+        "nothing was changed"
+    )
 
 
 #: Seconds between two progress lines of a long replay (logger ``corosm.journal``).
@@ -496,7 +658,7 @@ def recover(
     # one that begins at or before the first record we need.
     start = max((i for i, (f, _) in enumerate(segments) if f <= snap_lsn + 1), default=0)
     fallback = _Fallback(snap_lsn, tuple(damaged))
-    fallback.check_start(segments[start][0] if segments else None)
+    fallback.check_start(bool(segments))
     expected = snap_lsn + 1
     replayed = read = 0
     shown = time.perf_counter()  # when a progress line was last logged
@@ -505,19 +667,16 @@ def recover(
         first, name = segments[i]
         path = os.path.join(directory, name)
         later = tuple(n for _, n in segments[i + 1 :])
-        if first > max(expected, snap_lsn + 1) or (first < expected and i > start):
-            raise CorruptJournal(
-                path, 0, f"segment starts at lsn {first} but the journal continues at {expected}"
-            )
-        data = fs.read(path)
+        _check_follows(fallback, path, first, expected, segments[i - 1][1] if i > start else None)
+        data = _read_segment(fs, path)
         read += 1
         if (len(data) < HEADER_SIZE or is_padding(data, 0)) and not later:
             # A crash while the segment was being created (before its header
             # was synced, in space reserved as zeros): it holds no record.
-            stop = _Stop(path, len(data), later, None)
+            stop = _Stop(path, len(data), later, None, first)
             expected = max(expected, first)
             break
-        batches = check_header(path, data, JOURNAL_MAGIC) >= BATCHES_MARKED
+        batches = _segment_version(path, data) >= BATCHES_MARKED
         scan = _replay(
             data,
             lsn=first,
@@ -541,7 +700,7 @@ def recover(
         if (scan.closed or not batches) and is_padding(data, err.offset):
             _cut_padding(fs, path, err.offset, len(data))  # the end of the segment
             continue
-        stop = _Stop(path, len(data), later, err)
+        stop = _Stop(path, len(data), later, err, expected)
         break
     fallback.check_end(expected - 1, stop)
     torn, dropped = _cut(fs, directory, stop, truncate_corrupt) if stop else (None, None)

@@ -31,7 +31,7 @@ import logging
 import os
 
 from corosm.errors import CorruptJournal
-from corosm.io.journal.files import FileSystem
+from corosm.io.journal.files import FileSystem, raise_fixable
 from corosm.io.journal.format import (
     DAMAGED_SUFFIX,
     TEMP_SUFFIX,
@@ -122,6 +122,10 @@ def load_newest_snapshot(
     its error appended to ``damaged`` when given; whether the journal still
     covers the gap is checked by recovery. A snapshot whose header LSN is not
     the one in its name counts as damaged: retention goes by the names.
+
+    A snapshot the disk fails to read (EIO) is damaged too; one the
+    operator must make readable (no permission, a directory under its name)
+    raises an ``OSError`` that says so (:func:`_read`).
     """
     found = sorted(
         ((lsn, n) for n in fs.listdir(directory) if (lsn := parse_snapshot_name(n)) is not None),
@@ -130,7 +134,7 @@ def load_newest_snapshot(
     for named_lsn, name in found:
         path = os.path.join(directory, name)
         try:
-            lsn, payload = decode_snapshot(path, fs.read(path))
+            lsn, payload = decode_snapshot(path, _read(fs, path))
             if lsn != named_lsn:
                 raise CorruptJournal(
                     path, 16, f"snapshot holds lsn {lsn}, its name says {named_lsn}"
@@ -142,6 +146,20 @@ def load_newest_snapshot(
             continue
         return path, lsn, payload
     return None
+
+
+def _read(fs: FileSystem, path: str) -> bytes:
+    """The bytes of snapshot ``path``; if the disk fails to read them, it is damaged.
+
+    What the operator can fix (no permission, a directory under its name)
+    is raised as it is (:func:`~corosm.io.journal.files.raise_fixable`): the
+    snapshot may be sound, and setting it aside would hide that.
+    """
+    try:
+        return fs.read(path)
+    except OSError as exc:
+        raise_fixable(exc, path, "snapshot")
+        raise CorruptJournal(path, 0, f"cannot be read: {exc.strerror or exc}") from exc
 
 
 def set_aside(fs: FileSystem, path: str) -> str:
