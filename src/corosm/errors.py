@@ -150,15 +150,18 @@ class DataDirInUse(DataError):
 
 
 class CorruptJournal(DataError):
-    """A record fails its checksum or framing at a known place.
+    """A journal or snapshot file is damaged, or the journal lacks records, at a known place.
 
-    ``path`` names the file and ``offset`` the byte offset of the bad record.
-    ``cuttable``: recovery with ``truncate_corrupt`` would cut the journal
-    there (and drop what follows) rather than refuse again.
+    ``path`` names the file and ``offset`` the byte offset of the damage (a
+    bad record, a bad header; 0 for a segment that starts after a gap).
+    ``reason`` says what is wrong there (a record's begins "corrupt
+    record") and what to do. ``cuttable``: recovery with
+    ``truncate_corrupt`` would cut the journal there (and drop what
+    follows) rather than refuse again.
     """
 
     def __init__(self, path: str, offset: int, reason: str, *, cuttable: bool = False) -> None:
-        super().__init__(f"{path}: corrupt record at byte offset {offset}: {reason}")
+        super().__init__(f"{path} at byte offset {offset}: {reason}")
         self.path = path
         self.offset = offset
         self.reason = reason

@@ -413,7 +413,7 @@ def _cut_damage(
             path, err.offset, err.reason, lost,
         )  # fmt: skip
         return Damage(path, err.offset, err.reason, lost)
-    reason = err.reason
+    reason = f"corrupt record: {err.reason}"
     if err.torn:  # nothing valid follows in this file, but later segments exist
         reason += f"; {len(later)} later segment(s) follow, so this is not a torn write"
     if not truncate_corrupt:
