@@ -180,3 +180,22 @@ def test_unhashable_model_state_is_rejected_clearly() -> None:
     spec = dataclasses.replace(KV_SPEC, model_init=dict)
     with pytest.raises(UsageError, match="not hashable"):
         run_seed(spec, 0)
+
+
+def test_a_sleep_too_long_for_a_float_waits_and_fails_nothing_else() -> None:
+    """As the runtime's timers do: 10**400 s is armed as LONGEST, not an OverflowError."""
+
+    class Forever(Slow):
+        async def handle(self, ctx: Context[tuple[int, ...]], input: int) -> Any:
+            return await ctx.any(ctx.start_sleep(10**400), ctx.start(Fetch()))
+
+    spec = dataclasses.replace(
+        SLOW,
+        machine_factory=Forever,
+        model_step=lambda s, i: ((1, 7), s),
+        faults=FaultPlan.calm(ops_per_client=2),
+    )
+    result = run_seed(spec, 0)
+    assert result.ok, result.violation
+    ops = [op for epoch in result.run.epochs for op in epoch.operations]
+    assert ops and all(op.known and op.output == (1, 7) for op in ops), ops[0].describe()

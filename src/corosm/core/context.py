@@ -107,7 +107,8 @@ class Context(Generic[S]):
         """Await the first future to finish; the result is ``(index, value)``.
 
         Raises that future's error if it failed. The others are cancelled,
-        except journal appends, which always run to completion.
+        except journal appends, which always run to completion, and futures
+        another handler is awaiting (it gets their outcome).
         """
         return Group(futures, WaitMode.ANY, self._stepper.cancel_futures)
 
@@ -116,7 +117,9 @@ class Context(Generic[S]):
 
         Returns what awaiting ``waitable`` returns, and cancels the timer. If
         the timer finishes first, the unfinished futures are cancelled
-        (journal appends excepted) and :class:`EffectTimeout` is raised.
+        (journal appends excepted) and :class:`EffectTimeout` is raised. A
+        wait that is refused (a future another handler awaits) cancels the
+        timer too. ``seconds`` is a number >= 0 (``math.inf``: no limit).
         """
         if isinstance(waitable, Future):
             futures: tuple[Future[Any], ...] = (waitable,)
@@ -132,16 +135,18 @@ class Context(Generic[S]):
             return waitable.result()
         stepper = self._stepper
         timer = stepper.start_effect(timer_effect)
-        while not waitable.done():
-            # Wake on any progress, then look again: a group may need several completions.
-            pending: tuple[Future[Any], ...] = (*(f for f in futures if not f.done()), timer)
-            await _Suspend(Wait(pending, WaitMode.ANY))
-            if timer.done() and not waitable.done():
-                stepper.cancel_futures(futures)
-                timer.result()  # a failed timer raises its own error
-                what = futures[0].effect if isinstance(waitable, Future) else waitable
-                raise EffectTimeout(f"{what!r} did not finish within {seconds} s")
-        stepper.cancel_futures((timer,))
+        try:
+            while not waitable.done():
+                # Wake on any progress, then look again: a group may need several completions.
+                pending: tuple[Future[Any], ...] = (*(f for f in futures if not f.done()), timer)
+                await _Suspend(Wait(pending, WaitMode.ANY))
+                if timer.done() and not waitable.done():
+                    stepper.cancel_futures(futures)
+                    timer.result()  # a failed timer raises its own error
+                    what = futures[0].effect if isinstance(waitable, Future) else waitable
+                    raise EffectTimeout(f"{what!r} did not finish within {seconds} s")
+        finally:  # done, timed out, or the wait refused: the timer is not needed any more
+            stepper.cancel_futures((timer,))
         return waitable.result()
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from inspect import CO_COROUTINE
+from types import CodeType
 from typing import Any, Generic, TypeVar
 
 from corosm.core.fields import slot_setter
@@ -54,7 +56,10 @@ set_append_record = slot_setter(Append, "record")
 
 @dataclass(frozen=True, slots=True)
 class Call(Effect[T_co]):
-    """Run the blocking callable ``fn(*args)`` on a worker thread; its result is the value."""
+    """Run the blocking callable ``fn(*args)`` on a worker thread; its result is the value.
+
+    ``fn`` must not be an ``async def``: its coroutine would never run.
+    """
 
     fn: Callable[..., T_co]
     args: tuple[Any, ...] = field(default=())
@@ -62,13 +67,26 @@ class Call(Effect[T_co]):
     def __post_init__(self) -> None:
         if not callable(self.fn):
             raise UsageError(f"Call needs a callable, got {self.fn!r}")
+        # What inspect.iscoroutinefunction() asks, at a tenth of its cost (it
+        # also unwraps partials): an async def, or a bound method of one.
+        code = getattr(self.fn, "__code__", None)
+        if type(code) is CodeType and code.co_flags & CO_COROUTINE:
+            raise UsageError(
+                f"Call runs a blocking function on a worker thread, and {self.fn!r} is an "
+                "'async def', whose coroutine would never run there: pass a plain function "
+                "(an async helper that awaits only ctx effects is awaited in the handler itself)"
+            )
         if not isinstance(self.args, tuple):
             raise UsageError(f"Call args must be a tuple, got {self.args!r}")
 
 
 @dataclass(frozen=True, slots=True)
 class Sleep(Effect[None]):
-    """Complete after ``seconds`` of the host's clock (virtual time in simulation)."""
+    """Complete after ``seconds`` of the host's clock (virtual time in simulation).
+
+    ``seconds`` is an int or a float >= 0: not a bool, not NaN; ``math.inf``
+    is allowed (the runtime's timers then never fire).
+    """
 
     seconds: float
 

@@ -29,11 +29,14 @@ _PENDING: Any = object()
 class Future(Generic[T]):
     """The eventual result of one started effect."""
 
-    __slots__ = ("_error", "_value", "effect", "request", "waiter")
+    __slots__ = ("_error", "_value", "effect", "owner", "request", "waiter")
 
-    def __init__(self, request: int, effect: Effect[T]) -> None:
+    def __init__(self, request: int, effect: Effect[T], owner: object) -> None:
         self.request = request
         self.effect = effect
+        # The stepper that started it: only its handlers may await it, and only
+        # it completes or cancels it (request numbers are per stepper).
+        self.owner = owner
         self._value: T = _PENDING
         self._error: BaseException | None = None
         # The stepper's task that is suspended on this future, if any.
@@ -88,7 +91,8 @@ class Group(Generic[T]):
       first failed future in argument order, and the others keep running.
     * ``WaitMode.ANY``: one future is done. The result is ``(index, value)``
       of the first done in argument order (or its error); the other futures
-      are then cancelled through ``cancel``, except journal appends.
+      are then cancelled through ``cancel``, except journal appends and
+      futures another handler is awaiting.
 
     A group starts nothing itself: it is a wait, not an effect.
     """

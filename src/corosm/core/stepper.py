@@ -53,6 +53,7 @@ EXCLUSIVE is PER_KEY with one key for every input.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from types import CoroutineType
@@ -295,7 +296,7 @@ class Stepper(Generic[S, I, O]):
                 "from other code)"
             )
         request = self._start_io(effect)
-        future: Future[T] = Future(request, effect)
+        future: Future[T] = Future(request, effect, self)
         self._futures[request] = future
         return future
 
@@ -311,26 +312,30 @@ class Stepper(Generic[S, I, O]):
         return request
 
     def cancel_futures(self, futures: tuple[Future[Any], ...]) -> None:
-        """Cancel the unfinished ``futures``, except journal appends."""
+        """Cancel the unfinished ``futures`` this stepper started, except journal
+        appends and futures another handler is suspended on (it resumes when
+        they complete)."""
         for future in futures:
-            if future.done() or type(future.effect) is Append:
+            if future.done() or type(future.effect) is Append or future.waiter is not None:
                 continue
+            if future.owner is not self:
+                continue  # another stepper's: its request number may be one of ours
             if self._futures.pop(future.request, None) is None:
                 continue
             future.set_error(EffectCancelled(f"{future.effect!r} was cancelled"))
-            future.waiter = None
             self._actions.append(CancelIO(future.request))
 
     def close(self, error: CorosmError) -> None:
         """Abandon every running or waiting input: each fails with ``error``.
 
-        Suspended handlers are closed (their ``finally`` blocks run); started
-        effects are forgotten, so late completions are ignored. For a host
-        that stops before its handlers finished.
+        Suspended handlers are closed (their ``finally`` blocks run, but can
+        start no effect, and what they raise is dropped); started effects are
+        forgotten, so late completions are ignored. For a host that stops
+        before its handlers finished.
         """
         for task in sorted(self._suspended, key=lambda t: t.order):
             if task.coro is not None:
-                task.coro.close()
+                _close(task.coro)
             self.inputs_failed += 1
             self._actions.append(ReplyError(task.client, error))
         # A task waiting for several keys is in several queues: fail it once.
@@ -493,13 +498,7 @@ class Stepper(Generic[S, I, O]):
                     continue
             elif _satisfied(trap):
                 continue
-            for future in futures:
-                if future.waiter is not None and future.waiter is not task:
-                    throw = UsageError(
-                        f"{future!r} is already awaited by another handler; "
-                        "a future can be awaited only by the handler that started it"
-                    )
-                    break
+            throw = self._refuse_wait(task, futures)
             if throw is not None:
                 continue
             for future in futures:
@@ -508,6 +507,26 @@ class Stepper(Generic[S, I, O]):
             self.suspended += 1
             self._suspended.add(task)
             return False
+
+    def _refuse_wait(self, task: _Task, futures: tuple[Future[Any], ...]) -> UsageError | None:
+        """Why ``task`` may not suspend on ``futures`` (all unfinished), or None if it may.
+
+        A future of another stepper would be completed there, and would resume
+        this handler inside that machine; one another handler awaits resumes
+        only that one.
+        """
+        for future in futures:
+            if future.owner is not self:
+                return UsageError(
+                    f"{future!r} was not started by this machine: a future is awaited only "
+                    "in handlers of the machine whose ctx started it"
+                )
+            if future.waiter is not None and future.waiter is not task:
+                return UsageError(
+                    f"{future!r} is already awaited by another handler; "
+                    "a future is awaited by one handler at a time"
+                )
+        return None
 
     def _acquire(self, task: _Task, keys: Keys) -> None:
         """Take ``task``'s free keys and queue it on the others, in one step; start it if it can."""
@@ -564,6 +583,17 @@ class Stepper(Generic[S, I, O]):
         self._actions.append(ReplyError(client, error))
 
 
+def _close(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close a suspended handler, whatever its ``finally`` blocks do.
+
+    One may raise, or start an effect (refused: the handler no longer runs),
+    or even await again (``close`` then raises ``RuntimeError``); the input
+    fails with the closing error all the same, and the next one is closed.
+    """
+    with contextlib.suppress(Exception):
+        coro.close()
+
+
 def _others(keys: Keys, key: Hashable) -> list[Hashable]:
     """The keys of ``keys`` other than ``key`` (compared as a dict would)."""
     return [k for k in keys._keys if not (k is key or k == key)]
@@ -578,10 +608,18 @@ def _satisfied(wait: Wait) -> bool:
     return any(f.done() for f in futures)
 
 
-def _as_effect_error(effect: Effect[Any], error: BaseException) -> BaseException:
-    """The exception a handler sees for a failed effect: corosm's own, cause chained."""
+def _as_effect_error(effect: Effect[Any], error: object) -> BaseException:
+    """The exception a handler sees for a failed effect: corosm's own, cause chained.
+
+    ``error`` is what the executor posted: an exception, unless the executor has a bug.
+    """
     if isinstance(error, CorosmError):
         return error
+    if not isinstance(error, BaseException):  # an executor's bug: e.g. the class, not an instance
+        return EffectError(
+            f"{effect!r} failed, but its executor reported {error!r} as the error "
+            "instead of an exception instance"
+        )
     wrapped = EffectError(f"{effect!r} failed: {type(error).__name__}: {error}")
     wrapped.__cause__ = error
     return wrapped

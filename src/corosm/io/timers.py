@@ -2,6 +2,7 @@
 
 A sleep needs no thread: ``loop.call_later`` completes it on the loop itself.
 Cancelling a sleep (e.g. a timeout that lost an ``any``) cancels its handle.
+A sleep longer than :data:`LONGEST` waits that long, which is forever.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any
 from corosm.core.effects import Effect, Sleep
 from corosm.errors import UsageError
 from corosm.io.executor import CompletionSink
+
+#: The longest delay a timer is armed for, in seconds (100 years, as uvloop does):
+#: a longer sleep, ``math.inf`` too, never fires. asyncio's own loop raises
+#: ``OverflowError`` on an int too large for a float.
+LONGEST = 100 * 365 * 24 * 3600.0
 
 
 class LoopTimerExecutor:
@@ -35,7 +41,7 @@ class LoopTimerExecutor:
             if not isinstance(effect, Sleep):
                 sink([(request, None, UsageError(f"{effect!r} is not a Sleep effect"))])
                 continue
-            delay = max(0.0, effect.seconds)
+            delay = min(effect.seconds, LONGEST)  # Sleep checked it is a number >= 0
             self._handles[request] = loop.call_later(delay, self._fire, request)
 
     def _fire(self, request: int) -> None:

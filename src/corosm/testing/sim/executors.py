@@ -30,6 +30,7 @@ from typing import Any
 from corosm.core.effects import Call, Effect, Sleep
 from corosm.errors import UsageError
 from corosm.io.executor import CompletionSink
+from corosm.io.timers import LONGEST
 from corosm.testing._args import need
 from corosm.testing.sim.trace import Trace, short, show_error
 
@@ -84,7 +85,7 @@ class SimEffects:
     def submit(self, requests: Sequence[tuple[int, Effect[Any]]]) -> None:
         for request, effect in requests:
             if isinstance(effect, Sleep):
-                delay = max(0.0, float(effect.seconds))
+                delay = min(effect.seconds, LONGEST)  # as the runtime's timers: io.timers
             else:
                 delay = self._rng.uniform(*self._latency)
             self._schedule(delay, IODone(self.generation, request, effect))
