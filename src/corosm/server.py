@@ -346,6 +346,12 @@ def load_machine(spec: str, command: str = "corosm serve") -> Machine[Any, Any, 
             f"--machine must be package.module:Class (e.g. bank:Bank for class Bank in "
             f"./bank.py), not {spec!r}"
         )
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = module_name.removesuffix(".py").replace(os.sep, "/").strip("/").replace("/", ".")
+        raise UsageError(
+            f"--machine {spec} names a file; expected a module, as import names it: "
+            f"--machine {dotted}:{attribute}, run from the folder {module_name!r} is in"
+        )
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -365,7 +371,7 @@ def load_machine(spec: str, command: str = "corosm serve") -> Machine[Any, Any, 
         ) from exc
     except (Exception, SystemExit) as exc:  # the module is broken (or exits): say so, in one line
         raise UsageError(
-            f"--machine {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+            f"--machine {spec}: importing {module_name!r} raised {_raised(exc)}"
         ) from exc
     found: Any = module
     for part in attribute.split("."):
@@ -384,12 +390,18 @@ def _as_machine(spec: str, found: Any, command: str) -> Machine[Any, Any, Any]:
         return found
     if not callable(found):
         raise UsageError(f"--machine {spec} is {type(found).__name__}; expected a Machine subclass")
+    if isinstance(found, type) and not issubclass(found, Machine):  # never called: who knows what
+        raise UsageError(
+            f"--machine {spec} is the class {found.__qualname__}, which is not a Machine "
+            "subclass; expected a Machine subclass, an instance, or a function that returns one"
+        )
     try:
         machine = found()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(
-            f"--machine {spec}: {spec.partition(':')[2]}() raised {type(exc).__name__}: {exc} "
-            f"({command} creates the machine with no arguments)"
+            f"--machine {spec}: {spec.partition(':')[2]}() raised {_raised(exc)} "
+            f"({command} creates the machine with no arguments: give its parameters defaults, "
+            "or name a function that returns the machine)"
         ) from exc
     if not isinstance(machine, Machine):
         raise UsageError(
@@ -397,6 +409,13 @@ def _as_machine(spec: str, found: Any, command: str) -> Machine[Any, Any, Any]:
             "(a Machine subclass, an instance, or a function that returns one)"
         )
     return machine
+
+
+def _raised(exc: BaseException) -> str:
+    """``RuntimeError: the message``, on one line (a ``--machine`` refusal is one line)."""
+    from corosm.frontends.http.machineapp import one_line
+
+    return f"{type(exc).__name__}: {one_line(str(exc))}"
 
 
 #: The cyclic garbage collector's first threshold in ``corosm serve`` (Python's

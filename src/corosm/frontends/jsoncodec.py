@@ -18,7 +18,12 @@ class, so it is required there; elsewhere it may be left out, and when given
 it must name the class. Outputs always carry it. Dataclasses nested in the
 fields of those dataclasses follow the same rule. Unknown fields are refused,
 values are not coerced (``"5"`` is not an int: pydantic's strict mode) and
-``bytes`` travel as base64 strings.
+``bytes`` travel as base64 strings. JSON has no NaN or Infinity, though
+pydantic reads and writes them: a declared float refuses them (and a number
+beyond a float's range, which it reads as infinite), :func:`_non_finite`
+finds them where the type cannot (``Any``), and an output that holds one is
+an :class:`OutputMismatch`, never the ``null`` pydantic would write (see
+:class:`JsonCodec` for which types pay for the search).
 
 How: :class:`_WireTypes` rewrites the declared type. Each dataclass becomes
 a ``TypedDict`` mirror of its fields (``extra="forbid"``, an optional
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -56,8 +62,15 @@ from corosm.errors import UsageError
 TYPE_KEY = "type"
 _TAG = "type="  # prefix of our union tags, so that error paths can drop them
 _REST = _TAG + "*"  # the tag of a union's members that are not dataclasses
-_CONFIG = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+_CONFIG = ConfigDict(
+    extra="forbid",
+    ser_json_bytes="base64",
+    val_json_bytes="base64",
+    allow_inf_nan=False,  # a declared float is finite
+    ser_json_inf_nan="constants",  # written as NaN, so that encode sees it and refuses it
+)
 _MAX_SHOWN_ERRORS = 10
+_NO_NAN = (str, int, bool, bytes, None, type(None))  # leaf types that cannot hold a NaN
 # Type constructors used on values built at run time (typed Any for mypy's sake).
 _Union: Any = typing.Union
 _Literal: Any = Literal
@@ -153,6 +166,9 @@ class _WireTypes:
         self.where = where  # e.g. "Ledger's input type", for messages
         self._mirrors: dict[Any, Any] = {}
         self._building: list[Any] = []
+        # Where a NaN could pass (see JsonCodec): a float, and any type not known to hold none.
+        self.floats = False
+        self.untyped = False
 
     def rewrite(self, tp: Any) -> Any:
         if isinstance(tp, TypeVar):
@@ -169,13 +185,21 @@ class _WireTypes:
         if origin is typing.Annotated:
             return typing.Annotated[(self.rewrite(args[0]), *tp.__metadata__)]
         if origin is None or origin is Literal or not args:
+            self._leaf(tp, origin)
             return tp
         rewritten = tuple(arg if arg is Ellipsis else self.rewrite(arg) for arg in args)
         if rewritten == args:
             return tp
         if origin is Callable or not hasattr(origin, "__class_getitem__"):
+            self.untyped = True
             return tp  # pydantic will say what it makes of it
         return origin[rewritten]
+
+    def _leaf(self, tp: Any, origin: Any) -> None:
+        if tp is float:
+            self.floats = True
+        elif origin is not Literal and not any(tp is exact for exact in _NO_NAN):
+            self.untyped = True  # Any, object, a bare list, a class pydantic reads its own way
 
     def _union(self, members: tuple[Any, ...]) -> Any:
         classes = [m for m in members if _is_dataclass_type(m)]
@@ -303,7 +327,7 @@ def _builder(cls: type, name: str) -> Callable[[dict[str, Any]], Any]:
 def _fields_of(cls: type, name: str, names: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
     def fields(value: Any) -> dict[str, Any]:
         if not isinstance(value, cls):
-            raise TypeError(f"expected {name}, got {type(value).__name__} {value!r:.80}")
+            raise TypeError(f"expected {name}, got {type(value).__name__} {_repr(value)}")
         out = {TYPE_KEY: name}
         for field in names:
             out[field] = getattr(value, field)
@@ -316,12 +340,22 @@ def _fields_of(cls: type, name: str, names: tuple[str, ...]) -> Callable[[Any], 
 
 
 class JsonCodec:
-    """One declared type: JSON bytes in (checked), values out as JSON bytes."""
+    """One declared type: JSON bytes in (checked), values out as JSON bytes.
+
+    JSON has no NaN or Infinity, but pydantic reads and writes them. A
+    declared float refuses them as it is validated (``allow_inf_nan``); a
+    type that could hold one elsewhere (``Any``, say) has its bodies scanned
+    for them, and a type that could hold a float has its outputs scanned. A
+    type of strings, ints and dataclasses of them pays nothing.
+    """
 
     def __init__(self, tp: Any, where: str) -> None:
         self.type = tp
         self.where = where
-        wire = _WireTypes(where).rewrite(tp)
+        wire_types = _WireTypes(where)
+        wire = wire_types.rewrite(tp)
+        self._scan_input = wire_types.untyped
+        self._scan_output = wire_types.untyped or wire_types.floats
         try:
             self.adapter: TypeAdapter[Any] = _adapter(wire)
         except pydantic.PydanticSchemaGenerationError as exc:
@@ -340,19 +374,33 @@ class JsonCodec:
     def decode(self, body: bytes | str) -> Any:
         """The value ``body`` holds; :class:`InvalidJson` names every problem."""
         try:
-            return self.adapter.validate_json(body, strict=True)
+            value = self.adapter.validate_json(body, strict=True)
         except pydantic.ValidationError as exc:
             raise InvalidJson(format_errors(exc.errors(include_url=False))) from None
+        if not self._scan_input:
+            return value
+        where = _non_finite(body.encode() if isinstance(body, str) else body)
+        if where is not None:
+            raise InvalidJson(
+                [f"the body is not JSON: NaN or Infinity {where}; expected {_FINITE}"]
+            )
+        return value
 
     def encode(self, value: Any) -> bytes:
         """``value`` as JSON; :class:`OutputMismatch` when the type does not allow it."""
         try:
-            return self.adapter.dump_json(value, warnings="error")
+            body = self.adapter.dump_json(value, warnings="error")
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
-            raise OutputMismatch(
-                f"{self.where} is {_type_name(self.type)}, which does not allow "
-                f"{type(value).__name__} {value!r:.80}"
-            ) from None
+            raise self._mismatch(value, "") from None
+        if self._scan_output and _non_finite(body) is not None:
+            raise self._mismatch(value, " (JSON has no NaN or Infinity)")
+        return body
+
+    def _mismatch(self, value: Any, why: str) -> OutputMismatch:
+        return OutputMismatch(
+            f"{self.where} is {_type_name(self.type)}, which does not allow "
+            f"{type(value).__name__} {_repr(value)}{why}"
+        )
 
     def to_python(self, value: Any) -> Any:
         """``value`` as plain JSON-able Python (dicts, lists, str, int...)."""
@@ -404,6 +452,8 @@ def dumps(value: Any) -> bytes:
 
 # -- errors --------------------------------------------------------------------------
 
+# What a NaN, an Infinity or a float beyond 1.8e308 gets, typed or not.
+_FINITE = "a finite number (JSON has no NaN or Infinity; a float is at most about 1.8e308)"
 _EXPECTED = {
     "int_type": "an integer",
     "int_from_float": "an integer",
@@ -419,7 +469,26 @@ _EXPECTED = {
     "model_type": "an object",
     "dataclass_type": "an object",
     "bytes_type": "a base64 string",
+    "finite_number": _FINITE,
 }
+
+
+def _non_finite(body: bytes) -> str | None:
+    """Where ``body`` (JSON as pydantic parses it) holds a NaN or an Infinity, or None.
+
+    Two searches of the body, no parse unless one of the words is in it (in
+    a string, say): then a strict parse says whether it is a number. The
+    searches are ``partition``, the cheapest call: ``in`` first tries the
+    word as an int (a TypeError raised and cleared), ``find`` parses a
+    format string for its arguments.
+    """
+    if not body.partition(b"NaN")[1] and not body.partition(b"Infinity")[1]:
+        return None
+    try:
+        pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:  # the position: "... at line 1 column 7"
+        return "at " + str(exc).rpartition(" at ")[2]
+    return None
 
 
 _SURROGATES = (
@@ -442,10 +511,7 @@ def _error_line(error: Mapping[str, Any]) -> str:
     path = _path(error["loc"])
     value = error.get("input")
     if kind == "json_invalid":
-        reason = str(error.get("ctx", {}).get("error", error["msg"]))
-        if "hex escape" in reason:  # the parser names a surrogate's fault, not the rule
-            reason += f"; {_SURROGATES}"
-        return f"the body is not JSON: {reason}"
+        return f"the body is not JSON: {_json_reason(error)}"
     if kind == "missing":
         return f"{path}: missing"
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
@@ -468,6 +534,21 @@ def _error_line(error: Mapping[str, Any]) -> str:
     return _at(path, f"{message[:1].lower()}{message[1:]}, got {_shown(value)}")
 
 
+def _json_reason(error: Mapping[str, Any]) -> str:
+    """The parser's reason, and the rule behind it where the parser names only a symptom."""
+    reason = str(error.get("ctx", {}).get("error", error["msg"]))
+    if "hex escape" in reason:
+        reason += f"; {_SURROGATES}"
+    elif "invalid unicode code point" in reason:  # a byte that is not UTF-8
+        reason += "; expected UTF-8 text"
+    elif "number out of range" in reason:  # Python's limit on reading long integers
+        reason += f"; expected an integer of at most {sys.get_int_max_str_digits()} digits"
+    body = error.get("input")
+    if isinstance(body, bytes) and body.startswith(b"\xef\xbb\xbf"):
+        reason += "; the body starts with a byte order mark: send the JSON without one"
+    return reason
+
+
 def _at(path: str, problem: str) -> str:
     return f"{path}: {problem}" if path else problem
 
@@ -488,8 +569,17 @@ def _shown(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        text = repr(value)
+        return _repr(value, 60)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, at most ``limit`` characters; never raises (an error message uses it)."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__, an int too long to print
+        text = f"<{type(value).__name__}, repr() raised {type(exc).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_line(exc: BaseException) -> str:
