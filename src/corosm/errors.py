@@ -4,7 +4,9 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
 
     CorosmError
     ├── UsageError                  the caller used the API wrongly
-    │   ├── ForeignAwaitError       a handler awaited something that is not a corosm
+    │   ├── HandlerMisuse           a machine's code used corosm wrongly (the machine's
+    │   │   │                       bug, not its caller's: HTTP 500, not 400)
+    │   │   └── ForeignAwaitError   a handler awaited something that is not a corosm
     │   │                           effect or future (also a TypeError)
     │   ├── Overloaded              the input queue is full; retry later
     │   ├── Stopped                 the runtime is not running
@@ -19,7 +21,8 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     ├── ClientError                 a call through corosm.client failed (its own tree
     │                               is drawn in corosm/client/errors.py)
     ├── DataError                   stored data, or its directory, cannot be used
-    │   ├── CorruptJournal          a bad record in a journal or snapshot (file, offset)
+    │   ├── CorruptJournal          a damaged journal or snapshot, or records missing
+    │   │                           from the journal (file, offset)
     │   ├── DataDirInUse            another open journal holds the data directory
     │   └── ApplyFailed             the machine's apply() raised on a journaled record:
     │                               the journal is intact, the live state parted from it
@@ -43,7 +46,17 @@ class UsageError(CorosmError):
     """The caller used corosm's API in a way it does not support."""
 
 
-class ForeignAwaitError(UsageError, TypeError):
+class HandlerMisuse(UsageError):
+    """A machine's own code used corosm wrongly: the machine's bug, not its caller's.
+
+    E.g. a ``handle`` that is not an ``async def``, or a handler awaiting a
+    future another machine started. The input fails; a front end answers it
+    as a server error (HTTP 500), where a plain :class:`UsageError` a handler
+    raises is the handler refusing its input (HTTP 400).
+    """
+
+
+class ForeignAwaitError(HandlerMisuse, TypeError):
     """A handler awaited an object that corosm cannot run (e.g. ``asyncio.sleep``).
 
     Handlers suspend only on corosm effects and futures; everything else would

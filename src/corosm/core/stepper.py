@@ -82,6 +82,7 @@ from corosm.errors import (
     EffectError,
     ForeignAwaitError,
     HandlerError,
+    HandlerMisuse,
     JournalClosed,
     Stopped,
     UsageError,
@@ -405,7 +406,7 @@ class Stepper(Generic[S, I, O]):
         if type(coro) is not CoroutineType and not isinstance(coro, Coroutine):
             self._fail(
                 task.client,
-                UsageError(
+                HandlerMisuse(
                     f"{type(self.machine).__name__}.handle() must be an 'async def'; "
                     f"it returned {coro!r}"
                 ),
@@ -508,7 +509,7 @@ class Stepper(Generic[S, I, O]):
             self._suspended.add(task)
             return False
 
-    def _refuse_wait(self, task: _Task, futures: tuple[Future[Any], ...]) -> UsageError | None:
+    def _refuse_wait(self, task: _Task, futures: tuple[Future[Any], ...]) -> HandlerMisuse | None:
         """Why ``task`` may not suspend on ``futures`` (all unfinished), or None if it may.
 
         A future of another stepper would be completed there, and would resume
@@ -517,12 +518,12 @@ class Stepper(Generic[S, I, O]):
         """
         for future in futures:
             if future.owner is not self:
-                return UsageError(
+                return HandlerMisuse(
                     f"{future!r} was not started by this machine: a future is awaited only "
                     "in handlers of the machine whose ctx started it"
                 )
             if future.waiter is not None and future.waiter is not task:
-                return UsageError(
+                return HandlerMisuse(
                     f"{future!r} is already awaited by another handler; "
                     "a future is awaited by one handler at a time"
                 )

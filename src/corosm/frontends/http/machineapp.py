@@ -49,8 +49,8 @@ from typing import Any, Final, Protocol
 from corosm.core import Machine, Order
 from corosm.errors import (
     CorosmError,
-    ForeignAwaitError,
     HandlerError,
+    HandlerMisuse,
     JournalError,
     LimitExceeded,
     Overloaded,
@@ -489,9 +489,9 @@ def failure_response(exc: BaseException) -> Response:
     One mapping for every route and machine: 503 (with ``Retry-After`` when
     a retry may work) for an overloaded or stopping server and a failed
     journal, 4xx for a handler that refused its input with a ``UsageError``
-    (a ``ForeignAwaitError`` is the machine's bug: 500), 500 for anything
-    else (an ``EffectError`` the handler let escape included), with one line
-    and never a traceback.
+    (a :class:`HandlerMisuse`, e.g. ``ForeignAwaitError``, is the machine's
+    bug: 500), 500 for anything else (an ``EffectError`` the handler let
+    escape included), with one line and never a traceback.
     """
     if isinstance(exc, Overloaded):
         return Response(
@@ -508,7 +508,7 @@ def failure_response(exc: BaseException) -> Response:
         return error_response(503, f"journal failed, nothing was stored: {one_line(str(exc))}")
     if isinstance(exc, LimitExceeded):
         return limit_response(exc)
-    if isinstance(exc, UsageError) and not isinstance(exc, ForeignAwaitError):
+    if isinstance(exc, UsageError) and not isinstance(exc, HandlerMisuse):
         return error_response(400, f"the machine refused the input: {one_line(str(exc))}")
     if isinstance(exc, HandlerError):  # its message says what the handler raised
         return error_response(500, f"the request failed in the machine: {one_line(str(exc))}")
