@@ -235,9 +235,10 @@ def test_a_campaign_shows_the_operations_answered_with_an_error() -> None:
     # input fails still passes: the summary has to show what it saw.
     broken = run_campaign(dataclasses.replace(COUNTER, machine_factory=NotAsyncCounter), range(3))
     assert broken.ok and broken.operations > 0
-    assert broken.errors == {"UsageError": broken.operations}
+    assert broken.errors == {"HandlerMisuse": broken.operations}  # the machine's bug
     line = (
-        f"answered with an error (outcome unknown to the checker): UsageError {broken.operations}"
+        "answered with an error (outcome unknown to the checker): "
+        f"HandlerMisuse {broken.operations}"
     )
     assert line in broken.summary()
     healthy = run_campaign(dataclasses.replace(COUNTER, machine_factory=PerKeyCounter), range(3))
