@@ -109,16 +109,16 @@ NOT_A_DIRECTORY: list[Callable[[Path], tuple[Path, str]]] = [
 ]
 
 
-def snapshot_of(tmp_path: Path) -> dict[str, str]:
-    """Every entry under ``tmp_path`` (links by target, files by contents)."""
-    found: dict[str, str] = {}
+def snapshot_of(tmp_path: Path) -> dict[str, str | bytes]:
+    """Every entry under ``tmp_path``: links by target, files by contents, directories."""
+    found: dict[str, str | bytes] = {}
     for path in sorted(tmp_path.rglob("*")):
         if path.is_symlink():
             found[str(path)] = f"-> {os.readlink(path)}"
         elif path.is_file():
-            found[str(path)] = path.read_text()
+            found[str(path)] = path.read_bytes()
         else:
-            found[str(path)] = "?"
+            found[str(path)] = "directory" if path.is_dir() else "other"
     return found
 
 

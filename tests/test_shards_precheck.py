@@ -31,26 +31,13 @@ from corosm.errors import DataError
 from corosm.io.journal.lock import make_directory
 from corosm.shards import ShardLayoutMismatch, open_local, shard_dir
 from corosm.shards.manifest import MANIFEST, Layout, check_here, write_marker
-from test_data_dir_paths import EXPECTED, NOT_A_DIRECTORY
+from test_data_dir_paths import EXPECTED, NOT_A_DIRECTORY, snapshot_of
 
 WAIT = 30.0  # seconds: the bound on each run of start (it fails, or stops at ray.init)
 
 
 class RayInitReached(Exception):
     """Raised by the test's ``ray.init``: ``start`` got past its checks."""
-
-
-def snapshot_of(tmp_path: Path) -> dict[str, str | bytes]:
-    """Every entry under ``tmp_path``: links by target, files by contents, directories."""
-    found: dict[str, str | bytes] = {}
-    for path in sorted(tmp_path.rglob("*")):
-        if path.is_symlink():
-            found[str(path)] = f"-> {os.readlink(path)}"
-        elif path.is_file():
-            found[str(path)] = path.read_bytes()
-        else:
-            found[str(path)] = "directory" if path.is_dir() else "other"
-    return found
 
 
 def a_store(data: Path, shards: int) -> None:

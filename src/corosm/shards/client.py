@@ -282,9 +282,13 @@ class ShardLink:
 
     def _lose(self, session: int, items: list[tuple[Any, Reply]], error: ShardError) -> None:
         """Fail a call's inputs with ``error`` (they may have run), then say hello again."""
+        self._fail_sent(items, error)
+        self._trouble(session, error.detail)
+
+    def _fail_sent(self, items: list[tuple[Any, Reply]], error: ShardError) -> None:
+        """Fail the inputs of a call that was sent (they may have run): lost, to the stats."""
         self.lost += len(items)
         _fail_all(items, error)
-        self._trouble(session, error.detail)
 
     def _take(self, call: int) -> list[tuple[Any, Reply]] | None:
         """The inputs of ``call``, for the one who answers them; None once they are taken."""
@@ -292,9 +296,8 @@ class ShardLink:
 
     def _abandon(self, call: int) -> None:
         """Fail ``call``'s inputs (unless answered) as closed with the call in flight."""
-        if (items := self._take(call)) is not None:
-            self.lost += len(items)
-            _fail_all(
+        if (items := self._take(call)) is not None:  # no resync: the client is closing
+            self._fail_sent(
                 items,
                 OutcomeUnknown(
                     self.shard,
