@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from inspect import CO_COROUTINE
-from types import CodeType
-from typing import Any, Generic, TypeVar
+from functools import partial
+from inspect import CO_ASYNC_GENERATOR, CO_COROUTINE
+from types import CodeType, FunctionType
+from typing import Any, Final, Generic, TypeVar
 
 from corosm.core.fields import slot_setter
-from corosm.errors import UsageError
+from corosm.errors import HandlerMisuse, UsageError
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -54,30 +55,63 @@ class Append(Effect[None]):
 set_append_record = slot_setter(Append, "record")
 
 
+#: The code flags of an ``async def``: a coroutine function or an async generator.
+_ASYNC: Final = CO_COROUTINE | CO_ASYNC_GENERATOR
+
+
 @dataclass(frozen=True, slots=True)
 class Call(Effect[T_co]):
     """Run the blocking callable ``fn(*args)`` on a worker thread; its result is the value.
 
-    ``fn`` must not be an ``async def``: its coroutine would never run.
+    ``fn`` must not be an ``async def`` (nor a bound method or
+    ``functools.partial`` of one, nor an object whose ``__call__`` is one):
+    what it returns would never run on a worker thread, so it is refused
+    here with :class:`HandlerMisuse`. A plain function that returns a
+    coroutine or another awaitable all the same is caught when it returns:
+    the executors that run a ``Call`` close the coroutine and fail the
+    effect with :class:`HandlerMisuse` instead.
     """
 
     fn: Callable[..., T_co]
     args: tuple[Any, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise UsageError(f"Call needs a callable, got {self.fn!r}")
-        # What inspect.iscoroutinefunction() asks, at a tenth of its cost (it
-        # also unwraps partials): an async def, or a bound method of one.
-        code = getattr(self.fn, "__code__", None)
-        if type(code) is CodeType and code.co_flags & CO_COROUTINE:
-            raise UsageError(
-                f"Call runs a blocking function on a worker thread, and {self.fn!r} is an "
-                "'async def', whose coroutine would never run there: pass a plain function "
-                "(an async helper that awaits only ctx effects is awaited in the handler itself)"
+        fn = self.fn
+        if not callable(fn):
+            raise UsageError(f"Call needs a callable, got {fn!r}")
+        # What inspect.iscoroutinefunction() asks, at a tenth of its cost: a
+        # function or a bound method has its code at hand, anything else is looked into.
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            code = _code_called(fn)
+        if type(code) is CodeType and code.co_flags & _ASYNC:
+            # The machine's own bug: the class the executors use when they find it later.
+            made = "coroutine" if code.co_flags & CO_COROUTINE else "async generator"
+            raise HandlerMisuse(
+                f"Call runs a blocking function on a worker thread, and {fn!r} runs the "
+                f"'async def' {code.co_qualname}(), whose {made} would never run there: pass "
+                "a plain function (an async helper that awaits only ctx effects is awaited in "
+                "the handler itself)"
             )
         if not isinstance(self.args, tuple):
             raise UsageError(f"Call args must be a tuple, got {self.args!r}")
+
+
+def _code_called(fn: object) -> object:
+    """The code that calling ``fn`` runs, for what has no ``__code__`` of its own.
+
+    A ``functools.partial`` (of a partial...) runs its function's; an object
+    runs its class's ``__call__``; a builtin runs none of Python's: None.
+    """
+    if isinstance(fn, partial):
+        while isinstance(fn, partial):
+            fn = fn.func
+        code = getattr(fn, "__code__", None)
+        if code is not None:
+            return code
+    # Looked up on the class, as a call does; a builtin's is a slot wrapper, without code.
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 (the method, not a callable() test)
+    return call.__code__ if type(call) is FunctionType else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,20 @@ class Executor(Protocol):
         """Begin accepting work; report completions through ``sink``."""
 
     def submit(self, requests: Sequence[tuple[int, Effect[Any]]]) -> None:
-        """Start ``requests`` (called on the loop thread, once per loop iteration)."""
+        """Start ``requests`` (called on the loop thread, once per loop iteration).
+
+        All or nothing: a request that cannot be carried out (a wrong effect
+        type, a record that does not encode, a thread that cannot start) gets
+        an error completion through the sink, now or later, and the others go
+        on; ``submit`` raises only having accepted none of ``requests`` (e.g.
+        before ``start``). The host then fails every one of them with that
+        error. An executor that raises after accepting some breaks this, and
+        the host cannot tell which: it fails them all the same, and each
+        request's handler sees whichever completion comes first (the other
+        is ignored), so it may hear of a failure while its effect runs, or,
+        for an ``Append``, a record may reach the journal that the live
+        state never applies.
+        """
 
     def cancel(self, request: int) -> None:
         """Best effort: stop ``request`` if it has not started. Its completion may still come."""

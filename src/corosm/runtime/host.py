@@ -343,8 +343,8 @@ class Host(Generic[S, I, O]):
         for executor, requests in batches.values():
             try:
                 executor.submit(requests)
-            except Exception as exc:  # an executor bug must not stop the loop
-                log.exception("executor %r failed to accept work", executor)
+            except Exception as exc:  # it took none of them (see Executor.submit)
+                log.exception("executor %r refused %d request(s)", executor, len(requests))
                 self._post([(request, None, exc) for request, _ in requests])
 
     def _snapshot_if_due(self) -> None:

@@ -13,7 +13,9 @@ any order. When the event fires, the effect's result is computed:
   along the MRO, ``Call`` included) returns the result or raises the error:
   no real time passes, nothing real is called;
 * a ``Call`` without one runs its function for real, inline (keep such
-  functions fast and deterministic, or simulate them);
+  functions fast and deterministic, or simulate them), through the thread
+  pool's own :func:`~corosm.io.threads.run_call`: a coroutine it returns
+  fails the effect as it does in production;
 * a ``Sleep`` returns None; any other effect without a simulator fails with
   a :class:`~corosm.errors.UsageError` that says how to provide one.
 
@@ -30,6 +32,7 @@ from typing import Any
 from corosm.core.effects import Call, Effect, Sleep
 from corosm.errors import UsageError
 from corosm.io.executor import CompletionSink
+from corosm.io.threads import run_call
 from corosm.io.timers import LONGEST
 from corosm.testing._args import need
 from corosm.testing.sim.trace import Trace, short, show_error
@@ -116,7 +119,7 @@ class SimEffects:
             if sim is not None:
                 return sim(effect, self._rng)
         if isinstance(effect, Call):
-            return effect.fn(*effect.args)
+            return run_call(effect)  # refuses an awaitable result, as the thread pool does
         if isinstance(effect, Sleep):
             return None
         raise UsageError(
