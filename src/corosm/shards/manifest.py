@@ -43,6 +43,10 @@ manifest, or else what would stop any shard from making the store there
 shard directories, a file in the way of the directory). The rest (each
 shard's marker and directory) only the shard can check, on its own disk.
 
+A directory these checks cannot list (no permission) is never taken for an
+empty one, which could hide a journal or shards: it is an ``OSError``
+naming it, saying that it cannot be read and what to do.
+
 Plain files and JSON only; no Ray, no asyncio.
 """
 
@@ -191,7 +195,7 @@ def check_shard(
         raise UsageError(f"shard index {index} is out of range for {layout.describe()}")
     found, marked = _read(os.path.join(directory, MARKER), marker=True)
     if found is None:
-        if os.path.isdir(directory) and os.listdir(directory):
+        if _entries(directory):
             raise ShardLayoutMismatch(f"{directory} holds files but no {MARKER}: not a shard")
         if not create:
             raise ShardLayoutMismatch(
@@ -265,20 +269,40 @@ def _mismatch(directory: str, found: Layout, wanted: Layout) -> str:
 
 
 def holds_journal(directory: str) -> bool:
-    """Whether ``directory`` holds journal or snapshot files (of one host, or one shard)."""
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    return any(n.startswith(("journal-", "snapshot-")) for n in names)
+    """Whether ``directory`` holds journal or snapshot files (of one host, or one shard).
+
+    False when it is missing (or a file); an ``OSError`` when it cannot be
+    listed (:func:`_entries`).
+    """
+    return any(n.startswith(("journal-", "snapshot-")) for n in _entries(directory))
 
 
 def holds_shard_dirs(directory: str) -> bool:
-    """Whether ``directory`` holds ``shard-*`` entries."""
+    """Whether ``directory`` holds ``shard-*`` entries (as :func:`holds_journal` answers)."""
+    return any(n.startswith("shard-") for n in _entries(directory))
+
+
+def _entries(directory: str) -> list[str]:
+    """The names in ``directory``: none when it is missing or a file.
+
+    One that cannot be listed (no permission) may hold a journal or shards,
+    so it is not taken for empty: the ``OSError`` (same errno, naming it)
+    says that it cannot be read and what to do.
+    """
     try:
-        return any(n.startswith("shard-") for n in os.listdir(directory))
+        return os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
-        return False
+        return []
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            todo = "give the user corosm runs read and search access to it, and try again"
+        else:
+            todo = "fix what keeps it from being listed, and try again"
+        what = (
+            f"{exc.strerror} (cannot list the directory, so whether it holds a journal or "
+            f"shards is unknown: {todo})"
+        )
+        raise OSError(exc.errno, what, directory) from exc
 
 
 def _unfinished_creation(directory: str, wanted: Layout) -> bool:
@@ -288,13 +312,13 @@ def _unfinished_creation(directory: str, wanted: Layout) -> bool:
     manifest: no shard has run, so there is nothing to lose by finishing.
     """
     names = {f"shard-{i:04d}": i for i in range(wanted.shards)}
-    for name in os.listdir(directory):
+    for name in _entries(directory):
         if not name.startswith("shard-"):
             continue
         path = os.path.join(directory, name)
         if name not in names or not os.path.isdir(path):
             return False
-        if [n for n in os.listdir(path) if not n.endswith(".tmp")] != [MARKER]:
+        if [n for n in _entries(path) if not n.endswith(".tmp")] != [MARKER]:
             return False
         if _read(os.path.join(path, MARKER), marker=True) != (wanted, names[name]):
             return False

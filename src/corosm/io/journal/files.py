@@ -48,12 +48,19 @@ A file that recovery must read or remove but cannot stays an ``OSError``
 naming it, as every disk fault does. Where the operator can fix it (no
 permission, a directory under the file's name), :func:`raise_fixable` says
 which of the journal's files it is and what to do.
+
+Snapshot retention deletes only what the journal wrote: regular files.
+:func:`is_regular_file` asks the file system, whose ``is_regular_file`` says
+whether a name is one (a directory, a symbolic link, a pipe or a device is
+not). It is not part of :class:`FileSystem`: a file system without it (the
+simulator's proxy of a :class:`FaultyFS`) holds regular files only.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -218,6 +225,16 @@ def raise_fixable(exc: OSError, path: str, role: str) -> None:
     raise OSError(exc.errno, what, path) from exc
 
 
+def is_regular_file(fs: FileSystem, path: str) -> bool:
+    """Whether ``path`` is a regular file on ``fs`` (a symbolic link to one is not).
+
+    Asked of ``fs.is_regular_file``; a file system without that method holds
+    regular files only (module docs).
+    """
+    check = getattr(fs, "is_regular_file", None)
+    return True if check is None else bool(check(path))
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap the real file system
 class OSFileSystem:
     """The real file system."""
@@ -227,6 +244,13 @@ class OSFileSystem:
 
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
+
+    def is_regular_file(self, path: str) -> bool:
+        """Whether ``path`` is a regular file, not a link to one (it is not followed)."""
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
 
     def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
@@ -372,6 +396,11 @@ class FaultyFS:
             if path.rstrip("/") not in self._dirs:
                 raise FileNotFoundError(errno.ENOENT, "No such directory", path)
             return [p[len(prefix) :] for p in self._names if p.startswith(prefix)]
+
+    def is_regular_file(self, path: str) -> bool:
+        """Whether ``path`` is a file: every name this file system holds is a regular file."""
+        with self._lock:
+            return path in self._names
 
     def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         with self._lock:

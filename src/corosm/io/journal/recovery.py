@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 1. Remove leftover ``*.tmp`` files (snapshots that never got renamed). A
    name that looks like a segment's or a snapshot's but is not one is left
-   alone, and logged: it is not read.
+   alone, and logged: it is not read. So is one whose LSN is above the
+   largest a journal holds (:data:`~corosm.io.journal.format.LSN_MASK`):
+   no journal wrote it (:func:`~corosm.io.journal.snapshot.segment_lsn`).
 2. Load the newest snapshot that checks out (``machine.restore``), or start
    from ``machine.initial_state()``. Its LSN ``L`` says which records it holds.
    Damaged newer snapshots are skipped, but what they held must not be lost
@@ -96,7 +98,12 @@ from corosm.io.journal.format import (
     segment_name,
     snapshot_name,
 )
-from corosm.io.journal.snapshot import load_newest_snapshot, set_aside
+from corosm.io.journal.snapshot import (
+    load_newest_snapshot,
+    segment_lsn,
+    set_aside,
+    snapshot_lsn,
+)
 
 log = logging.getLogger("corosm.journal")
 S = TypeVar("S")
@@ -322,7 +329,7 @@ def _list_and_clean(fs: FileSystem, directory: str) -> list[str]:
 
 def _is_snapshot_temp(name: str) -> bool:
     stem = name.removesuffix(TEMP_SUFFIX)
-    return stem != name and parse_snapshot_name(stem) is not None
+    return stem != name and snapshot_lsn(stem) is not None
 
 
 _PREFIXES = tuple(name(0).partition("-")[0] + "-" for name in (segment_name, snapshot_name))
@@ -334,16 +341,35 @@ def _warn_lookalike(name: str) -> None:
 
     Such a file is left alone (it may be anyone's), but a segment or a
     snapshot restored from a backup under a wrong name (``journal-6.log``)
-    would be left out of recovery without a word.
+    would be left out of recovery without a word. A name of the right shape
+    whose LSN is above :data:`~corosm.io.journal.format.LSN_MASK` is no
+    journal's either: taken at its word, it made a gap up to that LSN, or a
+    snapshot recovery restored and the journal then could not go on from.
     """
     if not name.startswith(_PREFIXES) or _is_snapshot_temp(name):
         return
-    stem = name.removesuffix(DAMAGED_SUFFIX)
-    if parse_segment_name(name) is None and parse_snapshot_name(stem) is None:
+    named = [  # the LSN in the name, as a segment's, a (damaged) snapshot's or a temp's
+        lsn
+        for lsn in (
+            parse_segment_name(name),
+            parse_snapshot_name(name.removesuffix(DAMAGED_SUFFIX)),
+            parse_snapshot_name(name.removesuffix(TEMP_SUFFIX)),
+        )
+        if lsn is not None
+    ]
+    if named and max(named) <= LSN_MASK:
+        return
+    if named:
         log.warning(
-            "journal: %r is not read: not a journal file name (%s, %s or %s%s); if it is one, "
-            "rename it", name, segment_name(1), snapshot_name(1), snapshot_name(1), DAMAGED_SUFFIX,
+            "journal: %r is not read: the LSN in its name is above %d, the largest a journal "
+            "holds, so no journal wrote it; move it out of the data directory",
+            name, LSN_MASK,
         )  # fmt: skip
+        return
+    log.warning(
+        "journal: %r is not read: not a journal file name (%s, %s or %s%s); if it is one, "
+        "rename it", name, segment_name(1), snapshot_name(1), snapshot_name(1), DAMAGED_SUFFIX,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,7 +616,7 @@ def _check_follows(
 
 def _lsn_of(snapshot: str) -> int:
     """The LSN in the name of the snapshot file ``snapshot`` (a damaged one's too)."""
-    return parse_snapshot_name(snapshot) or 0
+    return snapshot_lsn(snapshot) or 0
 
 
 def _restore(
@@ -653,7 +679,7 @@ def recover(
     damaged: list[CorruptJournal] = []
     snap_path, snap_lsn, state = _restore(fs, directory, machine, damaged)
 
-    segments = sorted((f, n) for n in names if (f := parse_segment_name(n)) is not None)
+    segments = sorted((f, n) for n in names if (f := segment_lsn(n)) is not None)
     # Segments wholly before the snapshot need not be read: start at the last
     # one that begins at or before the first record we need.
     start = max((i for i, (f, _) in enumerate(segments) if f <= snap_lsn + 1), default=0)

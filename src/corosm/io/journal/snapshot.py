@@ -14,9 +14,18 @@ snapshots and the segments whose records are all <= ``P`` (the *next*
 segment starts at or before ``P + 1``). If the newest snapshot is damaged,
 recovery loads ``P`` and replays the journal from there. The same function
 runs after a snapshot is written and when a journal starts after recovery,
-so the rule lives here only. It trusts the names: recovery renames a damaged
-snapshot it went past to ``*.damaged``, so that it is never counted as the
-previous one.
+so the rule lives here only. It goes by the names: recovery renames a
+damaged snapshot it went past to ``*.damaged``, so that it is never counted
+as the previous one. But only by those of regular files: an entry named like
+a segment or a snapshot that is not one (a directory, a symbolic link, a
+pipe) is no file the journal wrote. It is logged and left alone, and it
+counts as neither, so it can neither make retention fail nor, taken for the
+previous snapshot, make it remove the real one.
+
+What a name says is read by :func:`segment_lsn` and :func:`snapshot_lsn`,
+for recovery too: an LSN above :data:`~corosm.io.journal.format.LSN_MASK`,
+the largest a journal holds, is in no name the journal writes, so such a
+name is not one of its files.
 
 The journal's control (:mod:`.control`) runs these steps, one snapshot at a
 time: in production on a short-lived snapshot thread, so that neither the
@@ -31,9 +40,10 @@ import logging
 import os
 
 from corosm.errors import CorruptJournal
-from corosm.io.journal.files import FileSystem, raise_fixable
+from corosm.io.journal.files import FileSystem, is_regular_file, raise_fixable
 from corosm.io.journal.format import (
     DAMAGED_SUFFIX,
+    LSN_MASK,
     TEMP_SUFFIX,
     decode_snapshot,
     encode_snapshot,
@@ -79,18 +89,31 @@ def _discard(fs: FileSystem, temp: str) -> None:
         log.warning("could not remove %s after a failed snapshot: %s", temp, exc)
 
 
+def segment_lsn(name: str) -> int | None:
+    """The first LSN in the segment name ``name``; None if it is no segment's (module docs)."""
+    lsn = parse_segment_name(name)
+    return lsn if lsn is not None and lsn <= LSN_MASK else None
+
+
+def snapshot_lsn(name: str) -> int | None:
+    """The LSN in the snapshot name ``name``; None if it is no snapshot's (module docs)."""
+    lsn = parse_snapshot_name(name)
+    return lsn if lsn is not None and lsn <= LSN_MASK else None
+
+
 def covered_files(names: list[str], lsn: int) -> list[str]:
     """The names :func:`remove_covered` removes from a directory holding ``names``.
 
-    ``lsn`` is the newest snapshot (just written, or loaded by recovery). The
-    previous snapshot ``P`` is the newest one older than ``lsn`` (0 if none:
-    then the journal from LSN 1 is the fallback, and nothing goes). Removed:
-    snapshots older than ``P``, and segments whose records are all <= ``P``.
-    The last segment is never removed (it may be the one being written).
+    ``names`` are those of regular files. ``lsn`` is the newest snapshot
+    (just written, or loaded by recovery). The previous snapshot ``P`` is
+    the newest one older than ``lsn`` (0 if none: then the journal from
+    LSN 1 is the fallback, and nothing goes). Removed: snapshots older than
+    ``P``, and segments whose records are all <= ``P``. The last segment is
+    never removed (it may be the one being written).
     """
-    snapshots = [(s, n) for n in names if (s := parse_snapshot_name(n)) is not None]
+    snapshots = [(s, n) for n in names if (s := snapshot_lsn(n)) is not None]
     previous = max((s for s, _ in snapshots if s < lsn), default=0)
-    segments = sorted((first, n) for n in names if (first := parse_segment_name(n)) is not None)
+    segments = sorted((first, n) for n in names if (first := segment_lsn(n)) is not None)
     removed = [
         name
         for (_first, name), (next_first, _) in itertools.pairwise(segments)
@@ -103,14 +126,36 @@ def covered_files(names: list[str], lsn: int) -> list[str]:
 def remove_covered(fs: FileSystem, directory: str, lsn: int) -> list[str]:
     """Remove what neither the snapshot at ``lsn`` nor the one before it needs.
 
-    See :func:`covered_files` for the rule. Returns the names removed.
+    See :func:`covered_files` for the rule, which counts regular files only
+    (:func:`_journal_files`). Returns the names removed.
     """
-    removed = covered_files(fs.listdir(directory), lsn)
+    removed = covered_files(_journal_files(fs, directory), lsn)
     for name in removed:
         fs.remove(os.path.join(directory, name))
     if removed:
         fs.fsync_dir(directory)
     return removed
+
+
+def _journal_files(fs: FileSystem, directory: str) -> list[str]:
+    """The names in ``directory``, less entries named as segments or snapshots that are no files.
+
+    Such an entry (a directory, a symbolic link, a pipe) is not one the
+    journal wrote: it is logged, each time, and left out.
+    """
+    names = []
+    for name in fs.listdir(directory):
+        path = os.path.join(directory, name)
+        named = segment_lsn(name) is not None or snapshot_lsn(name) is not None
+        if named and not is_regular_file(fs, path):
+            log.warning(
+                "journal: %s is named like a segment or a snapshot but is not a regular file "
+                "(a directory, a link or a pipe), so snapshot retention neither counts nor "
+                "removes it: move it out of the data directory", path,
+            )  # fmt: skip
+            continue
+        names.append(name)
+    return names
 
 
 def load_newest_snapshot(
@@ -128,7 +173,7 @@ def load_newest_snapshot(
     raises an ``OSError`` that says so (:func:`_read`).
     """
     found = sorted(
-        ((lsn, n) for n in fs.listdir(directory) if (lsn := parse_snapshot_name(n)) is not None),
+        ((lsn, n) for n in fs.listdir(directory) if (lsn := snapshot_lsn(n)) is not None),
         reverse=True,
     )
     for named_lsn, name in found:
