@@ -541,10 +541,26 @@ def test_ray_start_reopens_an_existing_store_without_creating_shards(
             specs.append(spec)
             raise Stop
 
+    holders: set[str] = set()  # the shard nodes whose own disk shows the store
+    asked: list[str] = []
+
+    async def check_node(node: str, directory: str, layout: Layout) -> bool:
+        asked.append(node)
+        return node in holders
+
     monkeypatch.setattr(shards_ray.ray, "is_initialized", lambda: True)
     monkeypatch.setattr(shards_ray, "RemoteShard", Remote())
     monkeypatch.setattr(shards_ray, "NodeAffinitySchedulingStrategy", lambda *a, **k: None)
-    for data, created in ((store, False), (store.parent / "new", True)):
+    monkeypatch.setattr(shards_ray, "check_node", check_node, raising=False)
+    new = store.parent / "new"
+    for data, held, created, nodes_asked in (
+        (store, set(), False, []),  # the manifest is here: no node is asked
+        (new, set(), True, ["n1", "n2"]),  # nowhere: a new store, each node asked once
+        (new, {"n2"}, False, ["n1", "n2"]),  # not here, but on a shard's node: reopened
+    ):
+        holders, asked[:] = held, []
         with pytest.raises(Stop):
-            run(shards_ray.start(KVMachine(), data, shards=3, nodes=["n1"]))
+            run(shards_ray.start(KVMachine(), data, shards=3, nodes=["n1", "n2"]))
         assert specs.pop().create is created
+        assert asked == nodes_asked
+    assert not new.exists()

@@ -35,7 +35,10 @@ lost too: the link stops waiting, fails its inputs with OutcomeUnknown
 ("no reply in N s") and counts them lost and timed out. So is a call
 whose reply has more or fewer outputs than it had inputs (a transport's
 bug, or a shard of another version): no output can be matched to its
-input, so every input fails with OutcomeUnknown naming both counts. In
+input, so every input fails with OutcomeUnknown naming both counts; and
+one whose reply is not a :class:`BatchReply` at all (None, say), or one
+whose fields are not of their types: its inputs fail with OutcomeUnknown
+naming what came back. In
 each case the link then says hello again (SYNCING:
 :meth:`ShardedClient.health` says so) and starts a new session; inputs
 still queued wait for it, and other shards' links go on meanwhile. A
@@ -59,7 +62,8 @@ call in flight that gets no reply in the time :meth:`ShardedClient.close`
 gives it fails with OutcomeUnknown (it was sent: it may have run), as it
 does when close itself is cancelled or the loop ends with the call in
 flight. A link answers a call's inputs once: whoever takes the call's
-items from ``_flying`` first (the call, or close) answers them.
+items from ``_flying`` first (the call, or close) answers them. A second
+close returns when the first one ends, not before.
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ class Transport(Protocol):
 
     async def stats(self, shard: int) -> dict[str, float]: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop the shards (journals flushed), in a bounded time: the client's close awaits it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +257,7 @@ class ShardLink:
             header = BatchHeader(self.caller, session, incarnation, seq)
             async with deadline:
                 reply = await self.transport.run(self.shard, header, inputs)
+                reply = _checked(self.shard, reply, len(inputs))
         except Exception as exc:  # lost, timed out, or a transport's bug: never a silent retry
             if (items := self._take(call)) is not None:
                 expired = deadline.expired()
@@ -275,7 +282,7 @@ class ShardLink:
             self.refused += len(items)
             _fail_all(items, ShardUnavailable(self.shard, reply.refused))
             self._trouble(session, reply.refused)
-        elif len(reply.outputs) != len(items):  # the one check a good reply pays for
+        elif len(reply.outputs) != len(items):  # with _checked, all a good reply pays for
             self._lose(session, items, self._miscounted(len(reply.outputs), len(items)))
         else:
             _deliver(items, reply)
@@ -433,6 +440,40 @@ class ShardLink:
         }
 
 
+def _checked(shard: int, reply: object, inputs: int) -> BatchReply:
+    """``reply``, if its fields have the types :class:`BatchReply` declares; else OutcomeUnknown.
+
+    Anything else (None, another object, a BatchReply whose ``outputs`` is
+    not a list) is a transport's bug, and no input of the call can be
+    answered from it: the call is lost, as one that raised is. A reply with
+    the wrong number of outputs is checked later (``_answer_reply``).
+    """
+    expected = "a corosm.shards.host.BatchReply"
+    if isinstance(reply, BatchReply):
+        outputs: object = reply.outputs
+        errors: object = reply.errors
+        refused: object = reply.refused
+        if (
+            isinstance(outputs, list)
+            and isinstance(errors, dict)
+            and all(isinstance(error, BaseException) for error in errors.values())
+            and (refused is None or isinstance(refused, str))
+        ):
+            return reply
+        expected = (
+            "a BatchReply with outputs a list, errors a dict of exceptions, refused a str or None"
+        )
+    try:
+        shown = f"{reply!r:.100}"
+    except Exception:  # a broken __repr__: its type still says what came back
+        shown = f"a {type(reply).__name__} whose repr() failed"
+    raise OutcomeUnknown(
+        shard,
+        f"the transport answered the call with {shown}, where {expected} was expected (a "
+        f"transport's bug?): the call's {inputs} input(s) may or may not have run",
+    )
+
+
 def _detail(exc: BaseException) -> str:
     return exc.detail if isinstance(exc, ShardError) else f"{type(exc).__name__}: {exc}"
 
@@ -497,6 +538,10 @@ class ShardedClient(Generic[I, O]):
         # the loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.
         self._accepting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Whether there is nothing (left) to close: until connect, and once a close finished.
+        self._closed = True
+        #: While a close runs, an event set when it ends (finished, failed or cancelled).
+        self._closing: asyncio.Event | None = None
 
     @property
     def shards(self) -> int:
@@ -506,6 +551,7 @@ class ShardedClient(Generic[I, O]):
         """Say hello to every shard; return when each is ready, down or failed (bounded)."""
         self._loop = asyncio.get_running_loop()
         self._accepting = threading.get_ident()
+        self._closed = False
         for link in self.links:
             link.resync("connecting")
         await asyncio.gather(*(link.ready.wait() for link in self.links))
@@ -518,11 +564,16 @@ class ShardedClient(Generic[I, O]):
         OutcomeUnknown once ``Limits.call_timeout`` has passed since it was
         sent, as any call does: so close waits at most ``call_timeout`` for
         calls (60 s by default), then for the transport's close, which the
-        transport bounds (:meth:`corosm.shards.ray.RayTransport.close`; in
-        this process, the hosts' ``Runtime.stop``). When close returns, or is
-        cancelled, every input handed to the client has its one outcome: a
-        call still in flight then fails with OutcomeUnknown ("the client
-        closed with the call in flight").
+        transport bounds (:meth:`corosm.shards.ray.RayTransport.close`,
+        :meth:`corosm.shards.local.LocalTransport.close`: 30 s per shard,
+        all at once). When close returns, or is cancelled, every input
+        handed to the client has its one outcome: a call still in flight
+        then fails with OutcomeUnknown ("the client closed with the call in
+        flight").
+
+        A close (or :meth:`stop`) called while another runs returns when that
+        one ends; if that one was cancelled, this one does what it left (the
+        transport's close). After a close has finished, close returns at once.
         """
         await self._close(self.limits.call_timeout)
 
@@ -537,13 +588,21 @@ class ShardedClient(Generic[I, O]):
         await self._close(check_seconds("timeout", timeout))
 
     async def _close(self, wait: float) -> None:
-        if not self._accepting:
+        while self._closing is not None:  # another close runs: this one returns when it ends
+            await self._closing.wait()
+        if self._closed:  # never connected, or closed already (a close cut short is not)
             return
+        ended = self._closing = asyncio.Event()
         self._accepting = 0
         self._loop = None
-        stopped = Stopped("the sharded client is closing")
-        await asyncio.gather(*(link.close(stopped, wait) for link in self.links))
-        await self.transport.close()
+        try:
+            stopped = Stopped("the sharded client is closing")
+            await asyncio.gather(*(link.close(stopped, wait) for link in self.links))
+            await self.transport.close()
+            self._closed = True
+        finally:
+            self._closing = None
+            ended.set()
 
     async def __aenter__(self) -> ShardedClient[I, O]:
         await self.connect()
@@ -617,6 +676,7 @@ class ShardedClient(Generic[I, O]):
             "inputs_sent": sum(link.inputs_sent for link in self.links),
             "inputs_lost": sum(link.lost for link in self.links),
             "inputs_timed_out": sum(link.timed_out for link in self.links),
+            "inputs_refused": sum(link.refused for link in self.links),
             "queue_depth": sum(len(link.queue) for link in self.links),
         }
         sent = stats["batches_sent"]

@@ -21,26 +21,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from corosm.core.machine import Machine
 from corosm.runtime.durable import DurableOptions
-from corosm.shards.client import Limits, ShardedClient
+from corosm.shards.client import Limits, ShardedClient, check_seconds
 from corosm.shards.errors import ShardFailed
 from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
-from corosm.shards.manifest import Layout, check_store, data_path
+from corosm.shards.manifest import Layout, check_store, data_path, shard_dir
 
 I = TypeVar("I")
 O = TypeVar("O")
 
+log = logging.getLogger("corosm.shards")
+
+#: Seconds a shard gets to stop cleanly when the client closes (as the Ray transport's).
+STOP_TIMEOUT = 30.0
+
 
 class LocalTransport:
-    """Calls shard hosts of this process directly (see the module docs)."""
+    """Calls shard hosts of this process directly (see the module docs).
 
-    def __init__(self, hosts: list[ShardHost[Any, Any, Any]]) -> None:
+    ``stop_timeout`` bounds each host's stop when the transport closes.
+    """
+
+    def __init__(
+        self, hosts: list[ShardHost[Any, Any, Any]], *, stop_timeout: float = STOP_TIMEOUT
+    ) -> None:
         self.hosts = hosts
+        self.stop_timeout = check_seconds("stop_timeout", stop_timeout)
 
     async def hello(self, shard: int) -> Hello:
         host = self.hosts[shard]
@@ -57,7 +69,28 @@ class LocalTransport:
         return self.hosts[shard].stats()
 
     async def close(self) -> None:
-        await asyncio.gather(*(host.stop() for host in self.hosts))
+        """Stop every host at once (inputs finished, journal flushed), each within ``stop_timeout``.
+
+        A host that has not stopped by then (its journal thread stuck on a
+        disk that does not return, say) is left behind: its stop is
+        cancelled, an error naming the shard and its directory is logged, and
+        close returns. Its journal thread goes on with what it was doing, and
+        holds the directory's lock until it ends or the process exits.
+        """
+        await asyncio.gather(*(self._stop(host) for host in self.hosts))
+
+    async def _stop(self, host: ShardHost[Any, Any, Any]) -> None:
+        try:
+            await asyncio.wait_for(host.stop(), self.stop_timeout)
+        except TimeoutError:
+            spec = host.spec
+            log.error(
+                "shard %d (%s) did not stop within %s s: left behind, its journal thread may "
+                "still be running",
+                spec.index,
+                shard_dir(spec.data_dir, spec.index),
+                self.stop_timeout,
+            )
 
 
 async def start_local(
@@ -81,8 +114,9 @@ async def start_local(
     The caller closes the client (which stops the hosts).
     """
     hosts: list[ShardHost[Any, I, O]] = []
+    transport = LocalTransport(hosts)
     # The client first: it checks the machine, the count and the limits before any disk work.
-    client: ShardedClient[I, O] = ShardedClient(machine, LocalTransport(hosts), shards, limits)
+    client: ShardedClient[I, O] = ShardedClient(machine, transport, shards, limits)
     host_options = DurableOptions.of(options)
     directory = data_path(data_dir)
     layout = check_store(directory, Layout(shards), create=create)  # a clear error first
@@ -96,7 +130,7 @@ async def start_local(
                 raise ShardFailed(index, f"cannot start: {exc}") from exc
         await client.connect()
     except BaseException:
-        await asyncio.gather(*(host.stop() for host in hosts))
+        await transport.close()  # the hosts recovered so far, each stop bounded
         raise
     return client
 

@@ -5,9 +5,16 @@ Theory of operation
 Ray places and restarts processes; corosm keeps their state and their order.
 
 - Each shard is a named async actor (:class:`ShardActor`) whose constructor
-  runs :meth:`ShardHost.recover` on the data directory *of the node it runs
-  on*: Ray dispatches no call to it before recovery is over. Its runtime
-  then runs on the actor's event loop, its journal thread beside it.
+  runs :func:`open_shard` (:meth:`ShardHost.recover`) on the data directory
+  *of the node it runs on*: Ray dispatches no call to it before recovery is
+  over. Its runtime then runs on the actor's event loop, its journal thread
+  beside it.
+- A shard makes its directory (and the manifest) on its node only when
+  :func:`start` found a new store: no manifest where it runs, nor on any
+  node that runs a shard (:func:`check_node` asks each, before any shard
+  starts). Once one of them holds the manifest, the store exists, and a
+  shard whose directory is missing on its node fails rather than start
+  empty beside it.
 - Ray restores no actor state: when a shard's process dies, Ray starts it
   again (``max_restarts``) with the same arguments, and the constructor
   recovers the journal again. A restarted shard refuses to create a missing
@@ -56,12 +63,18 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from corosm.core.machine import Machine
-from corosm.errors import CorosmError, UsageError
+from corosm.errors import CorosmError, DataError, UsageError
 from corosm.runtime.durable import DurableOptions
 from corosm.shards.client import Limits, ShardedClient
-from corosm.shards.errors import OutcomeUnknown, ShardError, ShardFailed
+from corosm.shards.errors import (
+    OutcomeUnknown,
+    ShardError,
+    ShardFailed,
+    ShardLayoutMismatch,
+    ShardUnavailable,
+)
 from corosm.shards.host import BatchHeader, BatchReply, Hello, ShardHost, ShardSpec
-from corosm.shards.manifest import Layout, check_create, check_here, data_path
+from corosm.shards.manifest import MANIFEST, Layout, check_create, check_here, data_path
 from corosm.shards.routing import check_shard_count, stable_hash
 
 I = TypeVar("I")
@@ -83,14 +96,8 @@ class ShardActor:
     """The body of one shard's Ray actor (see the module docs)."""
 
     def __init__(self, spec: ShardSpec[Any, Any, Any]) -> None:
-        if ray.get_runtime_context().was_current_actor_reconstructed:
-            spec = dataclasses.replace(spec, create=False)  # never restart empty
-        try:
-            self.host = ShardHost.recover(spec)
-        except Exception as exc:
-            # Ray ships this error to every caller; not every error pickles
-            # (CorruptJournal does not), so send its text in one that does.
-            raise ShardFailed(spec.index, f"{_STARTING}{type(exc).__name__}: {exc}") from None
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.host = open_shard(spec, reconstructed=restarted)
 
     async def hello(self) -> Hello:
         await self.host.start()
@@ -111,6 +118,53 @@ class ShardActor:
 
     async def stop(self) -> None:
         await self.host.stop()
+
+
+def open_shard(spec: ShardSpec[Any, Any, Any], *, reconstructed: bool) -> ShardHost[Any, Any, Any]:
+    """Recover the shard ``spec`` names on this node: what a shard actor's constructor runs.
+
+    A ``reconstructed`` actor (one Ray restarted) never creates a missing
+    directory: it would start empty and lose the store. Otherwise
+    ``spec.create`` holds, as :func:`start` set it. Any error is raised as a
+    :class:`ShardFailed` ("cannot start: " and the error's type and text),
+    which pickles whatever the cause was.
+    """
+    if reconstructed:
+        spec = dataclasses.replace(spec, create=False)  # never restart empty
+    try:
+        return ShardHost.recover(spec)
+    except Exception as exc:
+        # Ray ships this error to every caller; not every error pickles
+        # (CorruptJournal does not), so send its text in one that does.
+        raise ShardFailed(spec.index, f"{_STARTING}{type(exc).__name__}: {exc}") from None
+
+
+def _check_here_or_error(directory: str, layout: Layout) -> bool | BaseException:
+    """:func:`check_here` where this runs, its error returned (raised, Ray would bury its text)."""
+    try:
+        return check_here(directory, layout)
+    except Exception as exc:
+        return _portable(exc)
+
+
+#: check_here as a Ray task, made once; it takes no CPU, so a node full of shards runs it.
+_CHECK_HERE = ray.remote(num_cpus=0, max_retries=0)(_check_here_or_error)
+
+
+async def check_node(node: str, directory: str, layout: Layout) -> bool:
+    """Whether Ray node ``node`` sees the store's manifest at ``directory``.
+
+    Runs :func:`~corosm.shards.manifest.check_here` on that node, pinned there
+    as its shards are (hard node affinity). The check's own error (a
+    DataError: a directory no shard could use there) is raised here as it
+    was raised there; a Ray error if Ray could not run it. Not bounded:
+    :func:`start` bounds it.
+    """
+    strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+    answer = await _CHECK_HERE.options(scheduling_strategy=strategy).remote(directory, layout)
+    if isinstance(answer, BaseException):
+        raise answer
+    return bool(answer)
 
 
 def _pack(value: Any, by_value: bool = False) -> bytes:
@@ -193,21 +247,27 @@ class RayTransport:
         """Stop each shard cleanly (journal flushed), then end its actor (not if detached).
 
         The shards stop at once; each gets :data:`STOP_TIMEOUT` seconds, then
-        its actor is killed all the same.
+        its actor is killed all the same: an error naming a shard that did
+        not stop in time is logged, and to its journal the kill is a crash,
+        which its next start recovers from.
         """
         if not self.kill_on_close:
             return
 
-        async def stop(actor: Any) -> None:
-            with contextlib.suppress(RayActorError, TimeoutError):
+        async def stop(shard: int, actor: Any) -> None:
+            try:
                 await asyncio.wait_for(actor.stop.remote(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.error("shard %d did not stop within %s s: killing it", shard, STOP_TIMEOUT)
+            except RayActorError:
+                pass  # its process is gone already
             ray.kill(actor, no_restart=True)
 
-        await asyncio.gather(*(stop(actor) for actor in self.actors))
+        await asyncio.gather(*(stop(shard, actor) for shard, actor in enumerate(self.actors)))
 
 
-def _cause(exc: RayActorError) -> str:
-    """Why an actor died, in one line: its constructor's error, if that was it."""
+def _cause(exc: BaseException) -> str:
+    """Why an actor died or a task failed, in one line: a constructor's error, if that was it."""
     text = str(exc)
     at = text.rfind(_STARTING)
     if at >= 0:  # "...ShardFailed: shard 1: cannot start: CorruptJournal: ... offset N: ..."
@@ -282,6 +342,13 @@ async def start(
     see (its marker, its directory missing, a corrupt journal) fails that
     shard.
 
+    With no manifest here (and ``create``), each node that will run a shard
+    is asked what it sees at ``data_dir`` (:func:`check_node`), before any
+    shard starts: if one holds the manifest, the store is reopened, not made
+    (``create=False``); a node whose check fails raises its DataError,
+    naming it; one that gives no answer within ``limits.hello_timeout``
+    raises :class:`ShardUnavailable`, naming it.
+
     The client is returned even when some shards cannot start: those are
     reported by ``health()`` and their inputs fail with :class:`ShardFailed`.
     When no shard can start, the first one's error is raised.
@@ -307,6 +374,17 @@ async def start(
     if name is None:
         name = f"corosm-{stable_hash(directory) >> 32:08x}"
     placed = shard_nodes(shards, nodes)
+    if create:  # not here: the store may be on the shards' own disks (module docs)
+        holder = await _node_holding(placed, directory, layout, client.limits.hello_timeout)
+        if holder is not None:
+            log.info(
+                "%s has no %s here, but Ray node %s holds it: reopening the store (a shard "
+                "whose node lacks its directory fails rather than start empty)",
+                directory,
+                MANIFEST,
+                holder,
+            )
+            create = False
     for index, node in enumerate(placed):
         spec = ShardSpec(machine, directory, index, layout, host_options, create)
         actor = RemoteShard.options(
@@ -336,6 +414,41 @@ async def start(
     for link in failed:
         log.error("%s", link.health())
     return client
+
+
+async def _node_holding(
+    placed: list[str], directory: str, layout: Layout, timeout: float
+) -> str | None:
+    """The first of the shards' nodes that sees the store's manifest at ``directory``, or None.
+
+    Asks each distinct node at once (:func:`check_node`), each within
+    ``timeout`` seconds. A node's DataError is raised naming the node (and
+    its shards); no answer in time, or a Ray error, raises ShardUnavailable.
+    """
+    nodes = list(dict.fromkeys(placed))
+    answers = await asyncio.gather(
+        *(asyncio.wait_for(check_node(node, directory, layout), timeout) for node in nodes),
+        return_exceptions=True,
+    )
+    for node, answer in zip(nodes, answers, strict=True):
+        if not isinstance(answer, BaseException):
+            continue
+        runs = [shard for shard, there in enumerate(placed) if there == node]
+        where = f"Ray node {node}, which would run shard(s) {', '.join(map(str, runs))},"
+        if isinstance(answer, DataError):
+            kind = ShardLayoutMismatch if isinstance(answer, ShardLayoutMismatch) else DataError
+            raise kind(f"{where} cannot use the data directory (no shard was started): {answer}")
+        if isinstance(answer, TimeoutError):
+            why = f"gave no answer within {timeout} s (Limits.hello_timeout)"
+        else:
+            why = f"could not answer ({type(answer).__name__}: {_cause(answer)})"
+        raise ShardUnavailable(
+            runs[0],
+            f"{where} {why} whether it holds the store at {directory}, so no shard was "
+            "started (one could start empty beside the store); start again once the node "
+            "answers",
+        )
+    return next((node for node, holds in zip(nodes, answers, strict=True) if holds), None)
 
 
 def _check_hellos(client: ShardedClient[Any, Any], layout: Layout, directory: str) -> None:
