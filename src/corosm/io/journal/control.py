@@ -16,6 +16,10 @@ same steps as events of a virtual clock on a faulty disk. The steps::
     fail(batch, exc)    a write or fsync failed: the batch fails with
                         JournalError, then fail-stop: every queued and later
                         append fails with JournalClosed
+    abort(exc)          the driver crashed mid-step (a bug): fail as above,
+                        the batch being the one taken whose completions were
+                        not yet posted (``in_flight``), so that each append
+                        gets exactly one outcome
     snapshot_due()      the snapshot rule: enough records or bytes since the
                         last one, none running, journal healthy
     snapshot_start      a snapshot begins at an LSN (the segment rolls over)
@@ -145,6 +149,8 @@ class JournalControl:
         self.now = now
         self.lock: contextlib.AbstractContextManager[Any] = lock or contextlib.nullcontext()
         self.queue: deque[Entry] = deque()
+        # The batch taken whose completions are not posted yet: what abort() fails.
+        self.in_flight: list[Entry] = []
         self.closing = False
         self.failure: BaseException | None = None
         self.committed_lsn = writer.next_lsn - 1
@@ -215,8 +221,11 @@ class JournalControl:
             queue = self.queue
             if len(queue) <= limit:
                 self.queue = deque()
-                return list(queue), self.closing
-            return [queue.popleft() for _ in range(limit)], self.closing
+                batch = list(queue)
+            else:
+                batch = [queue.popleft() for _ in range(limit)]
+            self.in_flight = batch
+            return batch, self.closing
 
     def commit(self, batch: list[Entry]) -> None:
         """Write ``batch`` and finish it: both steps at once, as the journal thread does."""
@@ -245,6 +254,7 @@ class JournalControl:
         self.records += result.count
         self.bytes += result.nbytes
         lsn = result.first_lsn
+        self.in_flight = []  # posted now, even if deliver raises: abort() must not post again
         self.deliver([(token, lsn + i, None) for i, (token, _) in enumerate(batch)])
 
     def idle(self) -> None:
@@ -286,6 +296,7 @@ class JournalControl:
 
     def fail(self, batch: list[Entry], exc: OSError) -> None:
         """Fail ``batch`` with JournalError, then fail-stop: refuse everything after it."""
+        self.in_flight = []  # its outcome is posted below
         with self.lock:
             first_failure = self.failure is None
             if first_failure:
@@ -304,6 +315,18 @@ class JournalControl:
         errors.extend((token, None, self.refusal()) for token, _ in leftover)
         if errors:
             self.deliver(errors)
+
+    def abort(self, exc: BaseException) -> None:
+        """The driver crashed on ``exc`` mid-step: fail the batch in flight, then fail-stop.
+
+        The batch in flight is the one taken whose completions were not yet
+        handed to ``deliver``; one whose completions were (``deliver``
+        itself raised) is not failed again. Its appends get a
+        :class:`JournalError` whose cause says the driver crashed on ``exc``.
+        """
+        crash = OSError(f"journal thread crashed: {exc!r}")
+        crash.__cause__ = exc
+        self.fail(self.in_flight, crash)
 
     # -- snapshots -------------------------------------------------------------------
 

@@ -46,14 +46,16 @@ lock only so that the journal's threads may share it in tests.
 
 A file that recovery must read or remove but cannot stays an ``OSError``
 naming it, as every disk fault does. Where the operator can fix it (no
-permission, a directory under the file's name), :func:`raise_fixable` says
-which of the journal's files it is and what to do.
+permission, a directory under the file's name, or anything else that is
+not a regular file: a named pipe, a socket, a device), :func:`raise_fixable`
+says which of the journal's files it is and what to do. ``read`` refuses
+what is not a regular file without waiting: a named pipe would otherwise
+block it until something wrote to the pipe, and a device could be endless.
 
 Snapshot retention deletes only what the journal wrote: regular files.
-:func:`is_regular_file` asks the file system, whose ``is_regular_file`` says
-whether a name is one (a directory, a symbolic link, a pipe or a device is
-not). It is not part of :class:`FileSystem`: a file system without it (the
-simulator's proxy of a :class:`FaultyFS`) holds regular files only.
+:meth:`FileSystem.is_regular_file` says whether a name is one (a directory,
+a symbolic link, a pipe or a device is not); every name a :class:`FaultyFS`
+holds is one.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class FileSystem(Protocol):
     def listdir(self, path: str) -> list[str]:
         """Names of the entries of directory ``path``."""
 
+    def is_regular_file(self, path: str) -> bool:
+        """Whether ``path`` is a regular file (not a symbolic link to one, nor missing)."""
+
     def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         """Create (or truncate) ``path`` and open it for appending.
 
@@ -102,7 +107,12 @@ class FileSystem(Protocol):
         """
 
     def read(self, path: str) -> bytes:
-        """The whole contents of ``path``."""
+        """The whole contents of ``path``.
+
+        Anything but a regular file is refused at once: a directory with
+        ``IsADirectoryError``, anything else (a named pipe, a socket, a
+        device) with :class:`NotRegularFile`.
+        """
 
     def truncate(self, path: str, size: int) -> None:
         """Cut ``path`` to ``size`` bytes and make that durable."""
@@ -207,32 +217,55 @@ def _no_room(exc: OSError, start: int, target: int, pos: int) -> str:
     )
 
 
+@mypyc_attr(native_class=False)  # mypyc compiles no subclass of OSError
+class NotRegularFile(OSError):
+    """Raised by ``read`` for what is not a regular file (nor a directory): a pipe, a device.
+
+    Its errno is ENXIO, which the kernel gives for opening some of them (a
+    socket); the class, not the errno, says what happened.
+    """
+
+
 def raise_fixable(exc: OSError, path: str, role: str) -> None:
     """Raise ``exc``, met using ``path`` (by its name the journal's ``role``), explained.
 
     Only what the operator can fix and the disk cannot (no permission, a
-    directory under the file's name): the same errno (so the same
-    ``OSError`` subclass), naming ``path``, and what to do. Any other
-    failure (EIO: the disk) returns, for the caller to decide on.
+    directory or another file that is not a regular one under the file's
+    name): the same errno (so the same ``OSError`` subclass, but for
+    :class:`NotRegularFile`, which becomes a plain ``OSError``), naming
+    ``path``, and what to do. Any other failure (EIO: the disk) returns,
+    for the caller to decide on.
     """
     if exc.errno in (errno.EACCES, errno.EPERM):
         todo = "give the user corosm runs as read and write access to it"
     elif exc.errno == errno.EISDIR:
         todo = "it is a directory: move it out of the data directory"
+    elif isinstance(exc, NotRegularFile):
+        todo = "move it out of the data directory"
     else:
         return
     what = f"{exc.strerror} (the journal's {role}, by its name: {todo})"
     raise OSError(exc.errno, what, path) from exc
 
 
-def is_regular_file(fs: FileSystem, path: str) -> bool:
-    """Whether ``path`` is a regular file on ``fs`` (a symbolic link to one is not).
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
-    Asked of ``fs.is_regular_file``; a file system without that method holds
-    regular files only (module docs).
-    """
-    check = getattr(fs, "is_regular_file", None)
-    return True if check is None else bool(check(path))
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def _require_regular(path: str, mode: int) -> None:
+    """Refuse to read ``path``, of ``mode``, unless it is a regular file (``read``'s errors)."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    kind = next((name for is_kind, name in _KINDS if is_kind(mode)), "of an unknown kind")
+    raise NotRegularFile(errno.ENXIO, f"Not a regular file but {kind}", path)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests wrap the real file system
@@ -259,9 +292,21 @@ class OSFileSystem:
         return _OSFile(os.open(path, flags | os.O_APPEND, 0o644))
 
     def read(self, path: str) -> bytes:
-        # One big read per file: replay then scans memory without syscalls.
-        with open(path, "rb", buffering=0) as f:
-            return f.read()
+        # O_NONBLOCK: opening a named pipe returns at once (it is refused
+        # below) rather than waiting for a writer; a regular file ignores it.
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a socket (or a device without a driver)
+                _require_regular(path, os.stat(path).st_mode)
+            raise
+        try:
+            _require_regular(path, os.fstat(fd).st_mode)
+            # One big read per file: replay then scans memory without syscalls.
+            with open(fd, "rb", buffering=0, closefd=False) as f:
+                return f.read()
+        finally:
+            os.close(fd)
 
     def truncate(self, path: str, size: int) -> None:
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))

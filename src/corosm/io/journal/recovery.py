@@ -54,9 +54,10 @@ expected, and what the operator can do (restore a file from a backup, move
 a stray one out, accept a loss by ``truncate_corrupt`` or a rename where
 that is safe); no record is cut and no snapshot renamed before it. A file
 that cannot be read at all is an ``OSError`` naming it; where the operator
-can fix that (no permission, a directory under a journal file's name) it
-says so (:func:`~corosm.io.journal.files.raise_fixable`). A snapshot the
-disk fails to read counts as damaged.
+can fix that (no permission, a directory, a named pipe or another file
+that is not a regular one under a journal file's name) it says so
+(:func:`~corosm.io.journal.files.raise_fixable`), without waiting on a
+pipe. A snapshot the disk fails to read counts as damaged.
 
 The hot loops avoid per-record syscalls and objects beyond the payload: the
 file is one ``bytes``; :func:`~corosm.io.journal.format.read_frames` checks

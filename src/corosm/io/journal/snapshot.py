@@ -40,7 +40,7 @@ import logging
 import os
 
 from corosm.errors import CorruptJournal
-from corosm.io.journal.files import FileSystem, is_regular_file, raise_fixable
+from corosm.io.journal.files import FileSystem, raise_fixable
 from corosm.io.journal.format import (
     DAMAGED_SUFFIX,
     LSN_MASK,
@@ -147,7 +147,7 @@ def _journal_files(fs: FileSystem, directory: str) -> list[str]:
     for name in fs.listdir(directory):
         path = os.path.join(directory, name)
         named = segment_lsn(name) is not None or snapshot_lsn(name) is not None
-        if named and not is_regular_file(fs, path):
+        if named and not fs.is_regular_file(path):
             log.warning(
                 "journal: %s is named like a segment or a snapshot but is not a regular file "
                 "(a directory, a link or a pipe), so snapshot retention neither counts nor "
@@ -169,8 +169,8 @@ def load_newest_snapshot(
     the one in its name counts as damaged: retention goes by the names.
 
     A snapshot the disk fails to read (EIO) is damaged too; one the
-    operator must make readable (no permission, a directory under its name)
-    raises an ``OSError`` that says so (:func:`_read`).
+    operator must make readable (no permission, a directory or a named pipe
+    under its name) raises an ``OSError`` that says so (:func:`_read`).
     """
     found = sorted(
         ((lsn, n) for n in fs.listdir(directory) if (lsn := snapshot_lsn(n)) is not None),
@@ -196,9 +196,10 @@ def load_newest_snapshot(
 def _read(fs: FileSystem, path: str) -> bytes:
     """The bytes of snapshot ``path``; if the disk fails to read them, it is damaged.
 
-    What the operator can fix (no permission, a directory under its name)
-    is raised as it is (:func:`~corosm.io.journal.files.raise_fixable`): the
-    snapshot may be sound, and setting it aside would hide that.
+    What the operator can fix (no permission, a directory or another file
+    that is not a regular one under its name) is raised as it is
+    (:func:`~corosm.io.journal.files.raise_fixable`): the snapshot may be
+    sound, and setting it aside would hide that.
     """
     try:
         return fs.read(path)

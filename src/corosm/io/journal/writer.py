@@ -22,6 +22,14 @@ thread waits for serialisation or for the snapshot's fsync.
 
 Tokens are opaque to the journal, except the internal waiters of the
 blocking :meth:`Journal.append`, which are woken directly.
+
+An exception the steps do not handle (a bug, or a file system raising
+something other than ``OSError``) crashes the thread, which logs it and
+fail-stops (:meth:`~.control.JournalControl.abort`): the appends of the
+batch it was writing fail with :class:`~corosm.errors.JournalError`, unless
+their completions had already been handed to the sink (the sink raised),
+and every queued or later one with :class:`~corosm.errors.JournalClosed`.
+No caller is left waiting.
 """
 
 from __future__ import annotations
@@ -213,9 +221,9 @@ class Journal:
                 if closing and not batch:
                     break
         except BaseException as exc:  # a bug here must not leave appenders waiting forever
+            # Logged with its traceback, and each append's error says it: not raised again.
             log.exception("journal thread crashed")
-            control.fail([], OSError(f"journal thread crashed: {exc!r}"))
-            raise
+            control.abort(exc)
         finally:
             control.close()
 

@@ -47,6 +47,9 @@ class CrashingFS:
     def listdir(self, path: str) -> list[str]:
         return self._fs.listdir(path)
 
+    def is_regular_file(self, path: str) -> bool:
+        return self._fs.is_regular_file(path)
+
     def create(self, path: str, *, reserve: bool = False) -> FileHandle:
         self._tick("create", path)
         return _CrashingHandle(self, path, self._fs.create(path, reserve=reserve))
