@@ -15,7 +15,9 @@ Every exception corosm raises on purpose derives from :class:`CorosmError`::
     │   │                           with the original exception as __cause__
     │   ├── EffectTimeout           a deadline passed before the effect completed
     │   ├── EffectCancelled         the effect was cancelled (e.g. it lost an ``any``)
-    │   └── JournalError            a journal write or fsync failed; nothing was persisted
+    │   └── JournalError            a journal write or fsync failed (or its thread crashed):
+    │       │                       not acknowledged, though the record may still be found
+    │       │                       on disk after a restart
     │       └── JournalClosed       the journal is fail-stopped or closed: no more appends
     ├── HandlerError                an exception escaped a handler; that input alone failed
     ├── ClientError                 a call through corosm.client failed (its own tree
@@ -120,7 +122,10 @@ class EffectCancelled(EffectError):
 
 
 class JournalError(EffectError):
-    """A journal write or fsync failed: the record is not durable and was not applied."""
+    """A journal write or fsync failed: the record was neither acknowledged nor applied.
+
+    It may still be on disk (written, its fsync failed), and a restart then recovers it.
+    """
 
 
 class JournalClosed(JournalError):
