@@ -68,8 +68,8 @@ FINITE = "a finite number (JSON has no NaN or Infinity; a float is at most about
     [
         (b'{"type": "Push", "name": "a", "weight": NaN}', f"weight: expected {FINITE}, got NaN"),
         (b'{"type": "Push", "name": "a", "weight": -Infinity}', "got -Infinity"),
-        (b'{"type": "Push", "name": "a", "weight": 1e400}', "got Infinity"),
-        (b'{"type": "Push", "name": "a", "meta": {"x": NaN}}', "NaN or Infinity at line 1"),
+        (b'{"type": "Push", "name": "a", "weight": 1e400}', "got 1e400"),
+        (b'{"type": "Push", "name": "a", "meta": {"x": NaN}}', "not JSON: NaN at line 1"),
         (b'{"type": "Push", "name": "a", "weight": 1%s}' % (b"0" * 5000), "number out of range"),
         (
             b'{"type": "Push", "name": "a", "meta": {"x": %s}}' % (b"[" * 300 + b"]" * 300),

@@ -227,9 +227,12 @@ def submit_call(input: Any, output_type: Any = None) -> Call[Any]:
 
     ``input`` is a dataclass instance (sent with ``"type"``, the wire
     convention of docs/serving.md) or any JSON-able value (dicts, lists,
-    str, int, float, bool, None; bytes go as base64). The reply is returned
-    as decoded JSON, or, given ``output_type``, checked and decoded into it.
-    Not idempotent: it is never sent twice.
+    str, int, float, bool, None; bytes go as base64). An input that JSON
+    cannot carry (a NaN or an infinity anywhere in it, which the server
+    would refuse) raises :class:`InvalidRequest` naming where, and nothing
+    is sent. The reply is returned as decoded JSON, or, given
+    ``output_type``, checked and decoded into it. Not idempotent: it is
+    never sent twice.
     """
     # Imported here: pydantic is for this call alone, not for `corosm kv read`.
     from corosm.errors import UsageError

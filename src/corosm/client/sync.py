@@ -111,8 +111,10 @@ class Client:
 
         ``input`` is a dataclass instance (sent with its ``"type"``) or a
         JSON-able value; the output comes back as decoded JSON (dicts,
-        lists...), or decoded into ``output_type`` when given. A 4xx raises
-        :class:`RequestRejected` (its message names the field), a 503
+        lists...), or decoded into ``output_type`` when given. An input
+        JSON cannot carry (a NaN or an infinity in it) raises
+        :class:`InvalidRequest` naming where, before anything is sent. A 4xx
+        raises :class:`RequestRejected` (its message names the field), a 503
         :class:`ServerUnavailable`, another 5xx :class:`ServerFailed`.
         """
         return self._run(protocol.submit_call(input, output_type))

@@ -18,12 +18,18 @@ class, so it is required there; elsewhere it may be left out, and when given
 it must name the class. Outputs always carry it. Dataclasses nested in the
 fields of those dataclasses follow the same rule. Unknown fields are refused,
 values are not coerced (``"5"`` is not an int: pydantic's strict mode) and
-``bytes`` travel as base64 strings. JSON has no NaN or Infinity, though
-pydantic reads and writes them: a declared float refuses them (and a number
-beyond a float's range, which it reads as infinite), :func:`_non_finite`
-finds them where the type cannot (``Any``), and an output that holds one is
-an :class:`OutputMismatch`, never the ``null`` pydantic would write (see
-:class:`JsonCodec` for which types pay for the search).
+``bytes`` travel as base64 strings.
+
+pydantic reads more than JSON proper, and its reader keeps the last of two
+equal keys: :class:`JsonCodec` refuses what it lets through. A declared
+float refuses NaN, Infinity and a number beyond a float's range (which
+pydantic reads as infinite); a value of type ``Any`` is walked for them; a
+key repeated in an object is found by counting (see :meth:`JsonCodec.decode`).
+An output that holds a NaN is an :class:`OutputMismatch`, never the ``null``
+pydantic would write, and so is one holding an integer longer than any of
+our readers reads (:data:`~corosm.frontends.jsonchecks.MAX_DIGITS`). The
+checks themselves, and what each costs, are in :mod:`corosm.frontends.jsonchecks`;
+this module decides which of them a declared type needs.
 
 How: :class:`_WireTypes` rewrites the declared type. Each dataclass becomes
 a ``TypedDict`` mirror of its fields (``extra="forbid"``, an optional
@@ -42,11 +48,16 @@ field path and what was expected: ``amount: expected an integer, got "x"``.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import datetime
+import decimal
+import enum
 import json
-import sys
+import math
 import types
 import typing
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Literal, NotRequired, Required, TypeVar
@@ -54,10 +65,29 @@ from typing import Any, Literal, NotRequired, Required, TypeVar
 import pydantic
 import pydantic_core
 import typing_extensions
-from pydantic import AfterValidator, ConfigDict, Discriminator, PlainSerializer, Tag, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Discriminator,
+    PlainSerializer,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
+)
 
 from corosm.core.machine import Machine
 from corosm.errors import UsageError
+from corosm.frontends.jsonchecks import (
+    FINITE,
+    MAX_DIGITS,
+    cut,
+    keys_in,
+    non_finite,
+    non_finite_in,
+    strict_problem,
+    too_long_integer,
+    written,
+)
 
 TYPE_KEY = "type"
 _TAG = "type="  # prefix of our union tags, so that error paths can drop them
@@ -69,8 +99,14 @@ _CONFIG = ConfigDict(
     allow_inf_nan=False,  # a declared float is finite
     ser_json_inf_nan="constants",  # written as NaN, so that encode sees it and refuses it
 )
+# The same settings for the writer: pydantic reads its ser_json_* settings from the top-level
+# config alone, which a TypeAdapter of a TypedDict (a lone dataclass's mirror) may not be given.
+_WRITER_CONFIG = pydantic_core.CoreConfig(ser_json_bytes="base64", ser_json_inf_nan="constants")
 _MAX_SHOWN_ERRORS = 10
-_NO_NAN = (str, int, bool, bytes, None, type(None))  # leaf types that cannot hold a NaN
+# Leaf types that can hold no JSON object and no NaN (pydantic refuses a non-finite Decimal).
+_SCALARS: tuple[Any, ...] = (str, int, bool, bytes, None, type(None), decimal.Decimal, uuid.UUID)
+_SCALARS += (datetime.datetime, datetime.date, datetime.time, datetime.timedelta)
+_RAW = (Any, object, dict, list, tuple)  # leaf types that pydantic hands over as parsed JSON
 # Type constructors used on values built at run time (typed Any for mypy's sake).
 _Union: Any = typing.Union
 _Literal: Any = Literal
@@ -166,9 +202,12 @@ class _WireTypes:
         self.where = where  # e.g. "Ledger's input type", for messages
         self._mirrors: dict[Any, Any] = {}
         self._building: list[Any] = []
-        # Where a NaN could pass (see JsonCodec): a float, and any type not known to hold none.
+        # What JsonCodec must check beyond pydantic (see JsonCodec): a declared float (its
+        # outputs), a raw value (Any: walked), a type whose objects' keys are not all counted.
         self.floats = False
-        self.untyped = False
+        self.raw = False
+        self.uncounted = False
+        self.objects = 0  # places where a JSON object may stand: counted ones, and others
 
     def rewrite(self, tp: Any) -> Any:
         if isinstance(tp, TypeVar):
@@ -177,6 +216,7 @@ class _WireTypes:
                 "type in Machine[State, Input, Output] or set input_type/output_type"
             )
         if _is_dataclass_type(tp):
+            self.objects += 1
             return self._dataclass(tp)
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
@@ -185,26 +225,41 @@ class _WireTypes:
         if origin is typing.Annotated:
             return typing.Annotated[(self.rewrite(args[0]), *tp.__metadata__)]
         if origin is None or origin is Literal or not args:
-            self._leaf(tp, origin)
-            return tp
+            return self._leaf(tp, origin)
         rewritten = tuple(arg if arg is Ellipsis else self.rewrite(arg) for arg in args)
-        if rewritten == args:
-            return tp
         if origin is Callable or not hasattr(origin, "__class_getitem__"):
-            self.untyped = True
+            self.uncounted = True
             return tp  # pydantic will say what it makes of it
-        return origin[rewritten]
+        if any(map(_walked, rewritten)) and all(
+            _walked(new) or new == old for new, old in zip(rewritten, args, strict=True)
+        ):
+            return typing.Annotated[tp, _WALK]  # plain JSON (dict[str, Any]): one walk of it all
+        wire = tp if rewritten == args else origin[rewritten]
+        if isinstance(origin, type) and issubclass(origin, collections.abc.Mapping):
+            self.objects += 1
+            return typing.Annotated[wire, _COUNT_KEYS]
+        return wire
 
-    def _leaf(self, tp: Any, origin: Any) -> None:
+    def _leaf(self, tp: Any, origin: Any) -> Any:
         if tp is float:
             self.floats = True
-        elif origin is not Literal and not any(tp is exact for exact in _NO_NAN):
-            self.untyped = True  # Any, object, a bare list, a class pydantic reads its own way
+        elif origin is Literal or any(tp is scalar for scalar in _SCALARS):
+            pass
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+            pass  # its values are the members', no object, no NaN pydantic would not refuse
+        elif any((origin or tp) is raw for raw in _RAW):
+            self.raw = True
+            self.objects += 1
+            return typing.Annotated[tp, _WALK]
+        else:  # a class pydantic reads its own way (a BaseModel, a TypedDict...)
+            self.uncounted = True
+            self.objects += 1
+        return tp
 
     def _union(self, members: tuple[Any, ...]) -> Any:
         classes = [m for m in members if _is_dataclass_type(m)]
         if not classes:
-            return _Union[tuple(self.rewrite(m) for m in members)]
+            return self._smart_union(members)
         names = [_class_name(c) for c in classes]
         for name in names:
             if names.count(name) > 1:
@@ -215,8 +270,7 @@ class _WireTypes:
         choices = [typing.Annotated[self.rewrite(c), Tag(_TAG + _class_name(c))] for c in classes]
         rest = [m for m in members if not _is_dataclass_type(m)]
         if rest:
-            others = _Union[tuple(self.rewrite(m) for m in rest)]
-            choices.append(typing.Annotated[others, Tag(_REST)])
+            choices.append(typing.Annotated[self._smart_union(rest), Tag(_REST)])
         tagged = _Union[tuple(choices)]
         which = _discriminator(frozenset(names), single=len(classes) == 1, rest=bool(rest))
         # A missing or unknown "type" is one error of ours; its message lists the names.
@@ -226,6 +280,23 @@ class _WireTypes:
             custom_error_message=", ".join(f'"{name}"' for name in names),
         )
         return typing.Annotated[tagged, discriminator]
+
+    def _smart_union(self, members: Iterable[Any]) -> Any:
+        """A union pydantic tries member by member (a tagged union tries one).
+
+        A member that fails may have counted the keys of objects it read
+        before another member reads them again: where two members could
+        hold objects, the count is not to be trusted.
+        """
+        rewritten = []
+        holders = 0
+        for member in members:
+            before = self.objects
+            rewritten.append(self.rewrite(member))
+            holders += self.objects > before
+        if holders > 1:
+            self.uncounted = True
+        return _Union[tuple(rewritten)]
 
     def _dataclass(self, tp: Any) -> Any:
         mirror = self._mirrors.get(tp)
@@ -285,6 +356,11 @@ class _WireTypes:
         ]
 
 
+def _walked(wire: Any) -> bool:
+    """Whether ``wire`` is a raw value, walked as a whole (see :func:`_walk`)."""
+    return typing.get_origin(wire) is typing.Annotated and wire.__metadata__ == (_WALK,)
+
+
 def _class_name(tp: Any) -> str:
     cls = typing.get_origin(tp) or tp
     return str(cls.__name__)
@@ -311,8 +387,11 @@ def _discriminator(
     return which
 
 
-def _builder(cls: type, name: str) -> Callable[[dict[str, Any]], Any]:
-    def build(fields: dict[str, Any]) -> Any:
+def _builder(cls: type, name: str) -> Callable[[dict[str, Any], ValidationInfo], Any]:
+    def build(fields: dict[str, Any], info: ValidationInfo) -> Any:
+        keys = info.context  # JsonCodec.decode's count of keys read
+        if keys is not None:
+            keys[0] += len(fields)
         fields.pop(TYPE_KEY, None)
         try:
             return cls(**fields)
@@ -322,6 +401,28 @@ def _builder(cls: type, name: str) -> Callable[[dict[str, Any]], Any]:
             ) from None
 
     return build
+
+
+def _count_keys(mapping: Mapping[Any, Any], info: ValidationInfo) -> Any:
+    keys = info.context
+    if keys is not None:
+        keys[0] += len(mapping)
+    return mapping
+
+
+def _walk(value: Any, info: ValidationInfo) -> Any:
+    """Check a raw value (parsed JSON): count its objects' keys, refuse a NaN or an infinity."""
+    found = keys_in(value)
+    if found < 0:  # format_errors says what and where
+        raise pydantic_core.PydanticCustomError("corosm_non_finite", "a NaN or an infinity")
+    keys = info.context
+    if keys is not None:
+        keys[0] += found
+    return value
+
+
+_COUNT_KEYS = AfterValidator(_count_keys)
+_WALK = AfterValidator(_walk)
 
 
 def _fields_of(cls: type, name: str, names: tuple[str, ...]) -> Callable[[Any], dict[str, Any]]:
@@ -342,11 +443,30 @@ def _fields_of(cls: type, name: str, names: tuple[str, ...]) -> Callable[[Any], 
 class JsonCodec:
     """One declared type: JSON bytes in (checked), values out as JSON bytes.
 
-    JSON has no NaN or Infinity, but pydantic reads and writes them. A
-    declared float refuses them as it is validated (``allow_inf_nan``); a
-    type that could hold one elsewhere (``Any``, say) has its bodies scanned
-    for them, and a type that could hold a float has its outputs scanned. A
-    type of strings, ints and dataclasses of them pays nothing.
+    pydantic's reader takes NaN, Infinity and numbers beyond a float's range
+    (as infinite), and keeps the last of two equal keys in an object; JSON
+    proper has neither. What each check costs, per request:
+
+    * a declared float refuses non-finite numbers as it is validated
+      (``allow_inf_nan``): nothing more;
+    * a raw value (``Any``, ``object``, a bare ``list`` or ``dict``, or a
+      container of them such as ``dict[str, Any]``) is walked for them once
+      it is validated, counting its objects' keys;
+    * repeated keys: every object read has its keys counted (a dataclass,
+      a mapping, a raw value); when the body holds as many colons as that,
+      no key can have come twice (each key has its colon, and a colon in
+      a string only adds one). A type of strings, ints and dataclasses of
+      them pays that count: a ``bytes.count`` of the body and an addition
+      per object;
+    * otherwise (a colon in a string, a class pydantic reads its own way, a
+      union two of whose members could hold objects) the body is parsed
+      again, strictly (:func:`~corosm.frontends.jsonchecks.strict_problem`).
+
+    Outputs are written by pydantic: a type that could hold a float has its
+    outputs searched for NaN (:func:`~corosm.frontends.jsonchecks.non_finite`),
+    and an output longer than :data:`~corosm.frontends.jsonchecks.MAX_DIGITS`
+    bytes has its long runs of digits measured
+    (:func:`~corosm.frontends.jsonchecks.too_long_integer`).
     """
 
     def __init__(self, tp: Any, where: str) -> None:
@@ -354,10 +474,13 @@ class JsonCodec:
         self.where = where
         wire_types = _WireTypes(where)
         wire = wire_types.rewrite(tp)
-        self._scan_input = wire_types.untyped
-        self._scan_output = wire_types.untyped or wire_types.floats
+        self._uncounted = wire_types.uncounted
+        self._scan_output = wire_types.floats or wire_types.raw or wire_types.uncounted
         try:
             self.adapter: TypeAdapter[Any] = _adapter(wire)
+            # Called directly, not through the adapter's wrappers: less work per request.
+            self._reader = self.adapter.validator
+            self._writer = pydantic_core.SchemaSerializer(self.adapter.core_schema, _WRITER_CONFIG)
         except pydantic.PydanticSchemaGenerationError as exc:
             raise UsageError(
                 f"{where} ({_type_name(tp)}) cannot be served as JSON: "
@@ -373,27 +496,33 @@ class JsonCodec:
 
     def decode(self, body: bytes | str) -> Any:
         """The value ``body`` holds; :class:`InvalidJson` names every problem."""
+        if isinstance(body, str):
+            body = body.encode("utf-8", "surrogatepass")  # a lone surrogate: pydantic says so
+        keys = [0]  # the keys of the objects read, counted by the validators
         try:
-            value = self.adapter.validate_json(body, strict=True)
+            value = self._reader.validate_json(body, strict=True, context=keys)
         except pydantic.ValidationError as exc:
-            raise InvalidJson(format_errors(exc.errors(include_url=False))) from None
-        if not self._scan_input:
-            return value
-        where = _non_finite(body.encode() if isinstance(body, str) else body)
-        if where is not None:
-            raise InvalidJson(
-                [f"the body is not JSON: NaN or Infinity {where}; expected {_FINITE}"]
-            )
+            raise InvalidJson(format_errors(exc.errors(include_url=False), body)) from None
+        if self._uncounted or body.count(b":") != keys[0]:
+            problem = strict_problem(body)
+            if problem is not None:
+                raise InvalidJson([problem])
         return value
 
     def encode(self, value: Any) -> bytes:
         """``value`` as JSON; :class:`OutputMismatch` when the type does not allow it."""
         try:
-            body = self.adapter.dump_json(value, warnings="error")
+            body = self._writer.to_json(value, warnings="error")
         except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
             raise self._mismatch(value, "") from None
-        if self._scan_output and _non_finite(body) is not None:
+        if self._scan_output and non_finite(body):
             raise self._mismatch(value, " (JSON has no NaN or Infinity)")
+        if len(body) > MAX_DIGITS and too_long_integer(body):
+            raise self._mismatch(
+                value,
+                f" (an integer of more than {MAX_DIGITS} digits, which JSON readers such as "
+                "pydantic's and Python's refuse)",
+            )
         return body
 
     def _mismatch(self, value: Any, why: str) -> OutputMismatch:
@@ -404,7 +533,7 @@ class JsonCodec:
 
     def to_python(self, value: Any) -> Any:
         """``value`` as plain JSON-able Python (dicts, lists, str, int...)."""
-        return self.adapter.dump_python(value, mode="json", warnings="error")
+        return self._writer.to_python(value, mode="json", warnings="error")
 
 
 def _adapter(wire: Any) -> TypeAdapter[Any]:
@@ -446,14 +575,25 @@ def to_json_value(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """``value`` as compact JSON bytes (see :func:`to_json_value`)."""
-    return json.dumps(to_json_value(value), separators=(",", ":"), ensure_ascii=False).encode()
+    """``value`` as compact JSON bytes (see :func:`to_json_value`).
+
+    A NaN or an infinity anywhere in ``value`` is a ``ValueError`` naming where
+    (JSON has none, and the server refuses them). It is looked for in
+    ``value`` itself, before any conversion: how pydantic writes one depends
+    on its settings (``null`` is one of them), and ``json.dumps`` would say
+    only that there is one.
+    """
+    where = non_finite_in(value, "")
+    if where is not None:
+        raise ValueError(f"{where}; expected a finite number (JSON has no NaN or Infinity)")
+    text = json.dumps(
+        to_json_value(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return text.encode()
 
 
 # -- errors --------------------------------------------------------------------------
 
-# What a NaN, an Infinity or a float beyond 1.8e308 gets, typed or not.
-_FINITE = "a finite number (JSON has no NaN or Infinity; a float is at most about 1.8e308)"
 _EXPECTED = {
     "int_type": "an integer",
     "int_from_float": "an integer",
@@ -469,26 +609,8 @@ _EXPECTED = {
     "model_type": "an object",
     "dataclass_type": "an object",
     "bytes_type": "a base64 string",
-    "finite_number": _FINITE,
+    "finite_number": FINITE,
 }
-
-
-def _non_finite(body: bytes) -> str | None:
-    """Where ``body`` (JSON as pydantic parses it) holds a NaN or an Infinity, or None.
-
-    Two searches of the body, no parse unless one of the words is in it (in
-    a string, say): then a strict parse says whether it is a number. The
-    searches are ``partition``, the cheapest call: ``in`` first tries the
-    word as an int (a TypeError raised and cleared), ``find`` parses a
-    format string for its arguments.
-    """
-    if not body.partition(b"NaN")[1] and not body.partition(b"Infinity")[1]:
-        return None
-    try:
-        pydantic_core.from_json(body, allow_inf_nan=False)
-    except ValueError as exc:  # the position: "... at line 1 column 7"
-        return "at " + str(exc).rpartition(" at ")[2]
-    return None
 
 
 _SURROGATES = (
@@ -497,16 +619,20 @@ _SURROGATES = (
 )
 
 
-def format_errors(errors: Iterable[Mapping[str, Any]]) -> list[str]:
-    """One short line per pydantic error: the field path, what was expected, what came."""
-    lines = [_error_line(error) for error in errors]
+def format_errors(errors: Iterable[Mapping[str, Any]], body: bytes | None = None) -> list[str]:
+    """One short line per pydantic error: the field path, what was expected, what came.
+
+    Given the ``body`` they came from, a number pydantic read as infinite is
+    shown as the body wrote it (``1e400``, not ``Infinity``).
+    """
+    lines = [_error_line(error, body) for error in errors]
     if len(lines) > _MAX_SHOWN_ERRORS:
         hidden = len(lines) - _MAX_SHOWN_ERRORS
         lines = [*lines[:_MAX_SHOWN_ERRORS], f"... and {hidden} more"]
     return lines
 
 
-def _error_line(error: Mapping[str, Any]) -> str:
+def _error_line(error: Mapping[str, Any], body: bytes | None) -> str:
     kind = error["type"]
     path = _path(error["loc"])
     value = error.get("input")
@@ -527,11 +653,17 @@ def _error_line(error: Mapping[str, Any]) -> str:
         return f"{type_path}: expected one of {names}, got {_shown(value[TYPE_KEY])}"
     if kind == "corosm_init":  # the class's own __init__ refused the values
         return _at(path, str(error["msg"]))
+    if kind == "corosm_non_finite":  # in a raw value: where the body holds it
+        problem = None if body is None else strict_problem(body)
+        return problem or _at(path, f"expected {FINITE}, got a NaN or an infinity")
+    got = _shown(value)
+    if isinstance(value, float) and not math.isfinite(value) and body is not None:
+        got = cut(written(body, error["loc"]) or got)
     expected = _EXPECTED.get(kind)
     if expected is not None:
-        return _at(path, f"expected {expected}, got {_shown(value)}")
+        return _at(path, f"expected {expected}, got {got}")
     message = str(error["msg"]).replace("Input should be", "expected", 1)
-    return _at(path, f"{message[:1].lower()}{message[1:]}, got {_shown(value)}")
+    return _at(path, f"{message[:1].lower()}{message[1:]}, got {got}")
 
 
 def _json_reason(error: Mapping[str, Any]) -> str:
@@ -541,8 +673,8 @@ def _json_reason(error: Mapping[str, Any]) -> str:
         reason += f"; {_SURROGATES}"
     elif "invalid unicode code point" in reason:  # a byte that is not UTF-8
         reason += "; expected UTF-8 text"
-    elif "number out of range" in reason:  # Python's limit on reading long integers
-        reason += f"; expected an integer of at most {sys.get_int_max_str_digits()} digits"
+    elif "number out of range" in reason:  # the reader's limit on long integers
+        reason += f"; expected an integer of at most {MAX_DIGITS} digits"
     body = error.get("input")
     if isinstance(body, bytes) and body.startswith(b"\xef\xbb\xbf"):
         reason += "; the body starts with a byte order mark: send the JSON without one"
@@ -570,7 +702,7 @@ def _shown(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         return _repr(value, 60)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return cut(text)
 
 
 def _repr(value: Any, limit: int = 80) -> str:
