@@ -627,9 +627,19 @@ def _as_effect_error(effect: Effect[Any], error: object) -> BaseException:
 
 
 def _foreign_await(trap: object) -> ForeignAwaitError:
+    """The error thrown into a handler that yielded ``trap``, not a corosm ``Wait``."""
     what = "a bare yield (as asyncio.sleep(0) does)" if trap is None else repr(trap)
+    hint = ""
+    # asyncio.isfuture's test, without importing asyncio into the core: an
+    # asyncio future or task, as awaiting asyncio.wait_for, gather or create_task gives.
+    if getattr(trap, "_asyncio_future_blocking", None) is not None:
+        hint = (
+            ". Wrapping a ctx effect in asyncio.wait_for, asyncio.gather or "
+            "asyncio.create_task is a foreign await too: use ctx.timeout(future, seconds), "
+            "ctx.all(*futures) or ctx.start(effect) instead"
+        )
     return ForeignAwaitError(
         f"a corosm handler awaited {what}; handlers may only await corosm futures and "
         "ctx methods (ctx.start, ctx.append, ctx.call, ctx.sleep, ctx.all, ctx.any), "
-        "never asyncio or other event-loop objects"
+        f"never asyncio or other event-loop objects{hint}"
     )

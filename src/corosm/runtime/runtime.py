@@ -37,6 +37,7 @@ call per turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -170,10 +171,17 @@ class Runtime(Generic[S, I, O]):
         self.stepper.reads_stopped = False
         self._space.set()
 
-    async def stop(self, timeout: float = 30.0) -> None:
+    async def stop(self, timeout: float = 30.0, close_timeout: float = 30.0) -> None:
         """Stop accepting inputs, let in-flight ones finish, then close executors.
 
         Inputs still unfinished after ``timeout`` seconds fail with ``Stopped``.
+        The executors then close one after another, in order, on a daemon
+        thread of the runtime's own (:func:`_close_executors`). If they have not
+        all closed within ``close_timeout`` seconds (a journal stuck on a disk
+        that does not answer), stop logs a warning naming those still open and
+        returns anyway; the thread goes on closing them, and the interpreter
+        does not wait for it at exit. A close that raises does not keep the
+        others from closing; stop raises the first such error at the end.
         """
         if self._loop is None:
             return
@@ -188,11 +196,11 @@ class Runtime(Generic[S, I, O]):
             except TimeoutError:
                 log.warning("stopping with %d inputs unfinished", self.inflight + self.host.queued)
                 self.host.close(Stopped(f"the runtime stopped after {timeout} s"))
-        loop = self._loop
-        for executor in self.host.executors:
-            await loop.run_in_executor(None, executor.close)
-        self.host.close(Stopped("the runtime stopped before this input ran"))
-        self._loop = None
+        try:
+            await _close_executors(self._loop, self.host.executors, close_timeout)
+        finally:
+            self.host.close(Stopped("the runtime stopped before this input ran"))
+            self._loop = None
 
     async def __aenter__(self) -> Runtime[S, I, O]:
         await self.start()
@@ -348,6 +356,44 @@ class Runtime(Generic[S, I, O]):
 
     def _is_idle(self) -> bool:
         return self.host.idle() and not self._completed
+
+
+async def _close_executors(
+    loop: asyncio.AbstractEventLoop, executors: Sequence[Executor], timeout: float
+) -> None:
+    """Close ``executors`` in order on a daemon thread; wait at most ``timeout`` s for it.
+
+    Not the loop's default executor: ``asyncio.run`` joins that one's threads
+    at exit with no bound, so a close that never returns would keep the
+    process from ever exiting. Raises the first error a close raised.
+    """
+    done = loop.create_future()
+    closed: list[Executor] = []
+    errors: list[Exception] = []
+
+    def close_all() -> None:
+        try:
+            for executor in executors:
+                try:
+                    executor.close()
+                except Exception as exc:
+                    errors.append(exc)
+                closed.append(executor)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(done.set_result, None)
+
+    threading.Thread(target=close_all, name="corosm-close", daemon=True).start()
+    await asyncio.wait((done,), timeout=timeout)
+    if not done.done():
+        still_open = [repr(executor) for executor in executors[len(closed) :]]
+        log.warning(
+            "stopping with executor(s) %s not closed after %s s: left to close on their own",
+            ", ".join(still_open),
+            timeout,
+        )
+    if errors:
+        raise errors[0]
 
 
 def _answer(

@@ -31,17 +31,21 @@ Each shard checks its own ``shard.json`` too, where it runs: on a cluster
 every node has its own disk, and the shard's marker is the one file that
 travels with its journal. A shard whose directory has a journal but no
 marker, or another marker, is refused the same way. ``create=False``
-refuses to make a missing shard: a shard restarted on a node that lacks its
-data must not start empty and answer as if the store were new. (A node
-cannot tell a new store from a lost directory by itself; callers that can,
-say so with ``create=False``: :func:`is_created`.)
+refuses to make a missing shard, or a missing manifest (the store's data
+is not here): a shard restarted on a node that lacks its data must not
+start empty and answer as if the store were new. (A node cannot tell a
+new store from a lost directory by itself; callers that can, say so with
+``create=False``: :func:`is_created`.)
 
 A caller that starts the shards elsewhere (Ray) checks the directory where
 it runs first, with :func:`check_here`, which writes nothing: the store's
 manifest, or else what would stop any shard from making the store there
 (another layout, a damaged manifest, an unsharded host's journal, stray
-shard directories, a file in the way of the directory). The rest (each
-shard's marker and directory) only the shard can check, on its own disk.
+shard directories, a file in the way of the directory). For a new store
+(no manifest there) it also asks each shard's node the same
+(:func:`corosm.shards.ray.check_node`), and reopens the store if one holds
+its manifest. The rest (each shard's marker and directory) only the shard
+can check, on its own disk.
 
 A directory these checks cannot list (no permission) is never taken for an
 empty one, which could hide a journal or shards: it is an ``OSError``
@@ -254,7 +258,12 @@ def _check_new(directory: str, wanted: Layout, create: bool) -> None:
             "re-shard? Re-shard again into a new directory"
         )
     if not create:
-        raise ShardLayoutMismatch(f"{directory} has no {MANIFEST}: it is not sharded data")
+        raise ShardLayoutMismatch(
+            f"{directory} has no {MANIFEST}: the store's manifest is not here, but the store "
+            "exists (or create=False was given), and a shard never makes its store: starting "
+            "it here would answer 'absent' for every key the store holds. Start the shard "
+            "where the store's data is, or restore the directory from a backup (docs/scaling.md)"
+        )
 
 
 def _mismatch(directory: str, found: Layout, wanted: Layout) -> str:

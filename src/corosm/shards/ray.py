@@ -156,9 +156,9 @@ async def check_node(node: str, directory: str, layout: Layout) -> bool:
 
     Runs :func:`~corosm.shards.manifest.check_here` on that node, pinned there
     as its shards are (hard node affinity). The check's own error (a
-    DataError: a directory no shard could use there) is raised here as it
-    was raised there; a Ray error if Ray could not run it. Not bounded:
-    :func:`start` bounds it.
+    DataError: a directory no shard could use there; an OSError, errno and
+    all: one it cannot list) is raised here as it was raised there; a Ray
+    error if Ray could not run it. Not bounded: :func:`start` bounds it.
     """
     strategy = NodeAffinitySchedulingStrategy(node, soft=False)
     answer = await _CHECK_HERE.options(scheduling_strategy=strategy).remote(directory, layout)
@@ -345,9 +345,10 @@ async def start(
     With no manifest here (and ``create``), each node that will run a shard
     is asked what it sees at ``data_dir`` (:func:`check_node`), before any
     shard starts: if one holds the manifest, the store is reopened, not made
-    (``create=False``); a node whose check fails raises its DataError,
-    naming it; one that gives no answer within ``limits.hello_timeout``
-    raises :class:`ShardUnavailable`, naming it.
+    (``create=False``); a node whose check fails raises its DataError (or
+    its OSError, same errno: a directory it cannot list), naming it; one
+    that gives no answer within ``limits.hello_timeout`` raises
+    :class:`ShardUnavailable`, naming it.
 
     The client is returned even when some shards cannot start: those are
     reported by ``health()`` and their inputs fail with :class:`ShardFailed`.
@@ -422,8 +423,11 @@ async def _node_holding(
     """The first of the shards' nodes that sees the store's manifest at ``directory``, or None.
 
     Asks each distinct node at once (:func:`check_node`), each within
-    ``timeout`` seconds. A node's DataError is raised naming the node (and
-    its shards); no answer in time, or a Ray error, raises ShardUnavailable.
+    ``timeout`` seconds. A node's DataError, or its OSError (one with an
+    errno: the check's, such as a directory it cannot list), is raised as
+    such (same class and errno) naming the node and its shards, with the
+    check's own text; no answer in time, or a Ray error, raises
+    ShardUnavailable.
     """
     nodes = list(dict.fromkeys(placed))
     answers = await asyncio.gather(
@@ -438,6 +442,9 @@ async def _node_holding(
         if isinstance(answer, DataError):
             kind = ShardLayoutMismatch if isinstance(answer, ShardLayoutMismatch) else DataError
             raise kind(f"{where} cannot use the data directory (no shard was started): {answer}")
+        if isinstance(answer, OSError) and answer.errno is not None:  # wait_for's has none
+            text = f"{where} cannot check the data directory (no shard was started): "
+            raise OSError(answer.errno, text + str(answer.strerror), answer.filename) from answer
         if isinstance(answer, TimeoutError):
             why = f"gave no answer within {timeout} s (Limits.hello_timeout)"
         else:

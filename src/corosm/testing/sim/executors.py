@@ -11,7 +11,10 @@ any order. When the event fires, the effect's result is computed:
 
 * a simulator given for the effect's type (``effects={Type: fn}``, looked up
   along the MRO, ``Call`` included) returns the result or raises the error:
-  no real time passes, nothing real is called;
+  no real time passes, nothing real is called. It is a plain function: an
+  ``async def`` is refused when the simulator is built (:func:`need_effects`),
+  and a coroutine it returns anyway is closed and fails the effect with
+  :class:`~corosm.errors.HandlerMisuse`;
 * a ``Call`` without one runs its function for real, inline (keep such
   functions fast and deterministic, or simulate them), through the thread
   pool's own :func:`~corosm.io.threads.run_call`: a coroutine it returns
@@ -24,13 +27,15 @@ A cancelled request completes never (its event is dropped when it fires).
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 from corosm.core.effects import Call, Effect, Sleep
-from corosm.errors import UsageError
+from corosm.errors import HandlerMisuse, UsageError
 from corosm.io.executor import CompletionSink
 from corosm.io.threads import run_call
 from corosm.io.timers import LONGEST
@@ -42,7 +47,7 @@ EffectSim = Callable[[Effect[Any], random.Random], Any]
 
 
 def need_effects(what: str, effects: object) -> None:
-    """Check that ``effects`` is None or ``{EffectClass: fn(effect, rng)}``."""
+    """Check that ``effects`` is None or ``{EffectClass: fn(effect, rng)}``, no ``fn`` async."""
     ok = effects is None or (
         isinstance(effects, Mapping)
         and all(
@@ -51,6 +56,13 @@ def need_effects(what: str, effects: object) -> None:
         )
     )
     need(ok, what, effects, "None or a mapping {EffectClass: fn(effect, rng)}")
+    for cls, fn in effects.items() if isinstance(effects, Mapping) else ():
+        if inspect.iscoroutinefunction(fn):  # a partial of one too; not an async __call__
+            raise UsageError(
+                f"{what}[{cls.__name__}] is {_name(fn)}, an async def: simulator functions "
+                "are plain functions fn(effect, rng) -> value that return the effect's "
+                "result or raise its error; make it a def"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +129,7 @@ class SimEffects:
         for cls in type(effect).__mro__:
             sim = self._effects.get(cls)
             if sim is not None:
-                return sim(effect, self._rng)
+                return _not_a_coroutine(sim(effect, self._rng), cls)
         if isinstance(effect, Call):
             return run_call(effect)  # refuses an awaitable result, as the thread pool does
         if isinstance(effect, Sleep):
@@ -126,3 +138,25 @@ class SimEffects:
             f"no simulated executor for {type(effect).__name__}; pass "
             f"effects={{{type(effect).__name__}: fn}} to the simulator"
         )
+
+
+def _not_a_coroutine(value: Any, cls: type) -> Any:
+    """``value``, unless a simulator function returned a coroutine: closed, and refused.
+
+    :func:`need_effects` refuses an ``async def`` up front; this catches the
+    shapes it cannot see, e.g. an object whose ``__call__`` is async.
+    """
+    if not isinstance(value, CoroutineType):
+        return value
+    value.close()  # never run: Python would warn that it was never awaited
+    raise HandlerMisuse(
+        f"the simulator function for {cls.__name__} returned a coroutine of "
+        f"{value.__qualname__}() (closed without running): simulator functions are plain "
+        "functions fn(effect, rng) -> value that return the effect's result or raise its error"
+    )
+
+
+def _name(fn: object) -> str:
+    """A function's qualified name, or the repr of what has none (a partial, an object)."""
+    qualname = getattr(fn, "__qualname__", None)
+    return qualname if isinstance(qualname, str) else repr(fn)
