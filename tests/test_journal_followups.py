@@ -32,20 +32,17 @@ from corosm.io.journal import (
     JournalCompletion,
     OSFileSystem,
     recover,
-    write_snapshot,
 )
 from corosm.io.journal.files import FileHandle
 from corosm.io.journal.format import (
-    JOURNAL_MAGIC,
-    encode_frames,
-    file_header,
     segment_name,
     snapshot_name,
 )
 from corosm.io.journal.snapshot import remove_covered
 from corosm.runtime.durable import start_durable
 from corosm.testing.sim.snapshots import CrashingFS
-from journal_damage import BOUND, Records, payload
+from journal_damage import BOUND, Records
+from test_journal_recovery_msgs import records, segment, snapshot
 
 # -- is_regular_file: on the protocol, and forwarded by the simulator's proxy -----------------
 
@@ -74,22 +71,6 @@ def test_retention_through_the_proxy_leaves_a_directory_named_like_a_snapshot(
 
 
 # -- named pipes (and other files that are not regular) under a journal file's name ------------
-
-
-def records(first: int, last: int) -> list[bytes]:
-    return [payload(lsn) for lsn in range(first, last + 1)]
-
-
-def segment(directory: Path, first: int, last: int) -> Path:
-    """The segment of records ``first..last``, each its own batch."""
-    frames = b"".join(encode_frames([p], lsn) for lsn, p in enumerate(records(first, last), first))
-    path = directory / segment_name(first)
-    path.write_bytes(file_header(JOURNAL_MAGIC) + frames)
-    return path
-
-
-def snapshot(directory: Path, lsn: int) -> None:
-    write_snapshot(OSFileSystem(), str(directory), lsn, Records().snapshot(records(1, lsn)))
 
 
 def bounded(call: Callable[[], object], pipe: Path) -> object:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from corosm.shards import Limits, ShardFailed, ShardLayoutMismatch, ShardUnavail
 from corosm.shards.host import ShardHost, ShardSpec
 from corosm.shards.manifest import MANIFEST, Layout, check_layout, check_store
 from test_data_dir_paths import snapshot_of
+from test_journal_names import refuse_listing
 from test_shards_gaps import without_ray
 
 
@@ -97,18 +97,6 @@ def test_a_ray_shard_on_a_node_without_the_store_says_the_store_is_elsewhere(
 
 
 # -- 2. a node's check that raised an OSError ------------------------------------------------
-
-
-def refuse_listing(monkeypatch: pytest.MonkeyPatch, directory: Path, err: int) -> None:
-    """Make os.listdir fail on ``directory`` with ``err`` (chmod does not stop root)."""
-    listdir = os.listdir
-
-    def refusing(path: str = ".") -> list[str]:
-        if os.fspath(path) == str(directory):
-            raise OSError(err, os.strerror(err), path)
-        return listdir(path)
-
-    monkeypatch.setattr(os, "listdir", refusing)
 
 
 def a_check_that_cannot_list(sray: Any, data: Path, err: int) -> BaseException:
